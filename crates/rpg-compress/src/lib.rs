@@ -1,0 +1,3 @@
+//! # rpg-compress: pruning and quantization
+//!
+//! Under construction: it exposes nothing yet.

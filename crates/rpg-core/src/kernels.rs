@@ -1,0 +1,312 @@
+//! Framework-free generation and gradient kernels on plain slices.
+//!
+//! `generate`: `w[k] = c * s_k * ring[j_k]`. `accumulate`, its adjoint:
+//! `ring_grad[j_k] += c * s_k * grad[k]`. Both are multi-threaded for large
+//! inputs and allocate nothing per element. `accumulate` gives each thread a
+//! contiguous run of positions and a private partial ring gradient (no
+//! atomics), reduced in a fixed order: deterministic for a given thread count.
+
+use std::ops::Range;
+
+use crate::placement::{INDEX_MASK, SIGN_BIT};
+use crate::{Error, Result};
+
+/// Below this many elements per thread, threads cost more than they save.
+const MIN_ELEMENTS_PER_THREAD: usize = 1 << 16;
+
+/// Threads the kernels may use: `RPG_NUM_THREADS`, else `RAYON_NUM_THREADS`
+/// (the variable Candle honours), else the available parallelism.
+pub fn thread_count() -> usize {
+    ["RPG_NUM_THREADS", "RAYON_NUM_THREADS"]
+        .iter()
+        .find_map(|var| std::env::var(var).ok()?.parse::<usize>().ok())
+        .filter(|&n| n > 0)
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+}
+
+fn threads_for(work: usize) -> usize {
+    thread_count().min(work / MIN_ELEMENTS_PER_THREAD).max(1)
+}
+
+#[inline(always)]
+fn signed(value: f32, entry: u32) -> f32 {
+    f32::from_bits(value.to_bits() ^ (entry & SIGN_BIT))
+}
+
+/// A run of positions that share a ring and a scale (one layer).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Segment {
+    /// Positions in the concatenated weights.
+    pub range: Range<usize>,
+    /// Ring group.
+    pub group: usize,
+    /// Scale `c`.
+    pub scale: f32,
+}
+
+/// Generates one layer: `out[k] = scale * sign(entries[k]) * ring[index(entries[k])]`.
+pub fn generate(ring: &[f32], entries: &[u32], scale: f32, out: &mut [f32]) -> Result<()> {
+    check_entries(entries, ring.len(), out.len(), "generated weights")?;
+    let segment = Segment {
+        range: 0..entries.len(),
+        group: 0,
+        scale,
+    };
+    generate_segments(&[segment], &[ring], entries, out);
+    Ok(())
+}
+
+/// Accumulates one layer's weight gradient into a ring gradient:
+/// `ring_grad[index(entries[k])] += scale * sign(entries[k]) * grad[k]`.
+pub fn accumulate(grad: &[f32], entries: &[u32], scale: f32, ring_grad: &mut [f32]) -> Result<()> {
+    check_entries(entries, ring_grad.len(), grad.len(), "weight gradient")?;
+    let segment = Segment {
+        range: 0..entries.len(),
+        group: 0,
+        scale,
+    };
+    accumulate_segments(&[segment], entries, grad, &mut [ring_grad]);
+    Ok(())
+}
+
+fn check_entries(
+    entries: &[u32],
+    ring_len: usize,
+    data_len: usize,
+    what: &'static str,
+) -> Result<()> {
+    if entries.len() != data_len {
+        return Err(Error::LengthMismatch {
+            what,
+            expected: entries.len(),
+            got: data_len,
+        });
+    }
+    let max_index = entries.iter().map(|&e| e & INDEX_MASK).max().unwrap_or(0) as usize;
+    if !entries.is_empty() && max_index >= ring_len {
+        return Err(Error::LengthMismatch {
+            what: "ring (shorter than the largest index)",
+            expected: max_index + 1,
+            got: ring_len,
+        });
+    }
+    Ok(())
+}
+
+/// Fused generation over segments; callers guarantee lengths and indices.
+pub(crate) fn generate_segments(
+    segments: &[Segment],
+    rings: &[&[f32]],
+    entries: &[u32],
+    out: &mut [f32],
+) {
+    let threads = threads_for(out.len());
+    if threads == 1 {
+        generate_range(segments, rings, entries, out, 0);
+        return;
+    }
+    let chunk = out.len().div_ceil(threads);
+    std::thread::scope(|scope| {
+        for (t, out_chunk) in out.chunks_mut(chunk).enumerate() {
+            scope.spawn(move || generate_range(segments, rings, entries, out_chunk, t * chunk));
+        }
+    });
+}
+
+/// Fills `out`, which holds positions `start..start + out.len()`.
+fn generate_range(
+    segments: &[Segment],
+    rings: &[&[f32]],
+    entries: &[u32],
+    out: &mut [f32],
+    start: usize,
+) {
+    let end = start + out.len();
+    for segment in segments {
+        let lo = segment.range.start.max(start);
+        let hi = segment.range.end.min(end);
+        if lo >= hi {
+            continue;
+        }
+        // SAFETY: callers guarantee every index is below its ring's length
+        // (`Placement` builds them so and checks ring lengths; the public
+        // slice functions check the largest index first).
+        unsafe {
+            gather(
+                rings[segment.group],
+                &entries[lo..hi],
+                segment.scale,
+                &mut out[lo - start..hi - start],
+            )
+        };
+    }
+}
+
+/// `out[k] = scale * sign(e_k) * ring[index(e_k)]`, dispatched to an AVX2
+/// build of the same loop (hardware gathers) when the CPU has it.
+///
+/// # Safety
+/// Every `index(e_k)` must be below `ring.len()`, and `out.len() == entries.len()`.
+unsafe fn gather(ring: &[f32], entries: &[u32], scale: f32, out: &mut [f32]) {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx2") {
+        // SAFETY: the CPU supports AVX2; the caller upholds the index contract.
+        return unsafe { gather_avx2(ring, entries, scale, out) };
+    }
+    // SAFETY: forwarded contract.
+    unsafe { gather_portable(ring, entries, scale, out) }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn gather_avx2(ring: &[f32], entries: &[u32], scale: f32, out: &mut [f32]) {
+    // SAFETY: forwarded contract.
+    unsafe { gather_portable(ring, entries, scale, out) }
+}
+
+#[inline(always)]
+unsafe fn gather_portable(ring: &[f32], entries: &[u32], scale: f32, out: &mut [f32]) {
+    for (w, &e) in out.iter_mut().zip(entries) {
+        // SAFETY: the caller guarantees the index is in bounds.
+        let value = unsafe { *ring.get_unchecked((e & INDEX_MASK) as usize) };
+        *w = scale * signed(value, e);
+    }
+}
+
+/// Fused scatter-add over segments; callers guarantee lengths and indices.
+///
+/// With `P` threads, the positions are cut into `P` contiguous chunks; thread
+/// 0 adds into the ring gradient directly and thread `t > 0` into a zeroed
+/// scratch copy, which are then added in thread order. The result is
+/// deterministic for a given thread count (`RPG_NUM_THREADS`), and equal to a
+/// serial loop when `P = 1`.
+pub(crate) fn accumulate_segments(
+    segments: &[Segment],
+    entries: &[u32],
+    grad: &[f32],
+    ring_grads: &mut [&mut [f32]],
+) {
+    let ring_total: usize = ring_grads.iter().map(|g| g.len()).sum();
+    // Scratch costs a zeroing and a reduction pass over the rings: only worth
+    // it when positions outnumber ring entries.
+    let threads = threads_for(grad.len())
+        .min(grad.len() / ring_total.max(1))
+        .max(1);
+    if threads == 1 {
+        accumulate_range(segments, entries, grad, ring_grads, 0..grad.len());
+        return;
+    }
+    let chunk = grad.len().div_ceil(threads);
+    let mut scratch: Vec<Vec<Vec<f32>>> = (1..threads)
+        .map(|_| ring_grads.iter().map(|g| vec![0.0f32; g.len()]).collect())
+        .collect();
+    std::thread::scope(|scope| {
+        for (t, buffers) in scratch.iter_mut().enumerate() {
+            let range = (t + 1) * chunk..((t + 2) * chunk).min(grad.len());
+            scope.spawn(move || {
+                let mut views: Vec<&mut [f32]> = buffers.iter_mut().map(|b| &mut b[..]).collect();
+                accumulate_range(segments, entries, grad, &mut views, range);
+            });
+        }
+        accumulate_range(
+            segments,
+            entries,
+            grad,
+            ring_grads,
+            0..chunk.min(grad.len()),
+        );
+    });
+    for buffers in &scratch {
+        for (ring_grad, buffer) in ring_grads.iter_mut().zip(buffers) {
+            for (r, b) in ring_grad.iter_mut().zip(buffer) {
+                *r += b;
+            }
+        }
+    }
+}
+
+/// Serial scatter-add of positions `range` into `ring_grads`.
+fn accumulate_range(
+    segments: &[Segment],
+    entries: &[u32],
+    grad: &[f32],
+    ring_grads: &mut [&mut [f32]],
+    range: Range<usize>,
+) {
+    for segment in segments {
+        let lo = segment.range.start.max(range.start);
+        let hi = segment.range.end.min(range.end);
+        if lo >= hi {
+            continue;
+        }
+        let ring_grad = &mut *ring_grads[segment.group];
+        let scale = segment.scale;
+        for (&e, &g) in entries[lo..hi].iter().zip(&grad[lo..hi]) {
+            ring_grad[(e & INDEX_MASK) as usize] += scale * signed(g, e);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn generate_applies_sign_and_scale() {
+        let ring = [1.0, 2.0, 3.0];
+        let entries = [2, SIGN_BIT, 1 | SIGN_BIT, 2];
+        let mut out = [0.0; 4];
+        generate(&ring, &entries, 0.5, &mut out).unwrap();
+        assert_eq!(out, [1.5, -0.5, -1.0, 1.5]);
+    }
+
+    #[test]
+    fn accumulate_sums_duplicates() {
+        let entries = [2, SIGN_BIT, 1 | SIGN_BIT, 2];
+        let grad = [1.0, 1.0, 1.0, 1.0];
+        let mut ring_grad = [0.0; 3];
+        accumulate(&grad, &entries, 2.0, &mut ring_grad).unwrap();
+        assert_eq!(ring_grad, [-2.0, -2.0, 4.0]);
+    }
+
+    #[test]
+    fn bad_lengths_and_indices_are_errors() {
+        let mut out = [0.0; 2];
+        assert!(generate(&[1.0], &[0, 1], 1.0, &mut out).is_err());
+        assert!(generate(&[1.0, 2.0], &[0], 1.0, &mut out).is_err());
+        let mut ring_grad = [0.0; 1];
+        assert!(accumulate(&[1.0, 1.0], &[0, 3], 1.0, &mut ring_grad).is_err());
+    }
+
+    #[test]
+    fn threaded_paths_match_serial() {
+        // Large enough to take the multi-threaded branch when cores allow.
+        let n = 1000;
+        let len = 4 * MIN_ELEMENTS_PER_THREAD + 17;
+        let mut state = 12345u32;
+        let mut next = || {
+            state ^= state << 13;
+            state ^= state >> 17;
+            state ^= state << 5;
+            state
+        };
+        let entries: Vec<u32> = (0..len)
+            .map(|_| (next() % n) | (next() & SIGN_BIT))
+            .collect();
+        let ring: Vec<f32> = (0..n).map(|i| (i as f32).sin()).collect();
+        let grad: Vec<f32> = (0..len).map(|i| (i as f32 * 0.37).cos()).collect();
+        let mut fused = vec![0.0; len];
+        generate(&ring, &entries, 1.5, &mut fused).unwrap();
+        let mut fused_grad = vec![0.0; n as usize];
+        accumulate(&grad, &entries, 1.5, &mut fused_grad).unwrap();
+        let mut serial_grad = vec![0.0f32; n as usize];
+        for k in 0..len {
+            let e = entries[k];
+            assert_eq!(fused[k], 1.5 * signed(ring[(e & INDEX_MASK) as usize], e));
+            serial_grad[(e & INDEX_MASK) as usize] += 1.5 * signed(grad[k], e);
+        }
+        for (a, b) in fused_grad.iter().zip(&serial_grad) {
+            assert!((a - b).abs() <= 1e-4 * (1.0 + b.abs()), "{a} vs {b}");
+        }
+    }
+}

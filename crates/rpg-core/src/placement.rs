@@ -1,0 +1,609 @@
+//! The placement: for each shared layer, its ring indices, signs and scale.
+//!
+//! Computed once from (spec, registry, seed) and never stored: a saved model
+//! keeps the seed and spec and regenerates this exactly (see
+//! `docs/format.md`). Each position is one `u32` *entry*: bits 0..31 hold the
+//! ring index and bit 31 the sign (set = negative).
+
+use std::fmt;
+
+use crate::kernels;
+use crate::registry::{LayerInfo, LayerRegistry};
+use crate::rng::{Pcg32, StreamPurpose};
+use crate::spec::{PlacementKind, RingSpec, ScaleRule};
+use crate::{Error, Result};
+
+/// Bit 31 of an entry: the sign.
+pub const SIGN_BIT: u32 = 1 << 31;
+/// Bits 0..31 of an entry: the ring index.
+pub const INDEX_MASK: u32 = SIGN_BIT - 1;
+
+/// Where one shared layer reads the ring.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LayerPlacement {
+    /// Layer name.
+    pub name: String,
+    /// Layer shape.
+    pub shape: Vec<usize>,
+    /// Ring group.
+    pub group: usize,
+    /// Offset of the layer's first entry in [`Placement::entries`] (shared
+    /// layers are concatenated in registry order).
+    pub offset: usize,
+    /// Element count.
+    pub len: usize,
+    /// The constant `c_i` the generated weights are multiplied by.
+    pub scale: f32,
+}
+
+impl LayerPlacement {
+    /// The range of this layer in the concatenated shared weights.
+    pub fn range(&self) -> std::ops::Range<usize> {
+        self.offset..self.offset + self.len
+    }
+}
+
+/// Something worth telling the user that is not an error.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Notice {
+    /// A ring longer than the number of positions it serves: some entries
+    /// are never used (allowed, but wasted DoF).
+    RingLargerThanServed {
+        /// Group index.
+        group: usize,
+        /// Ring length.
+        ring: usize,
+        /// Shared elements of the group.
+        served: u64,
+    },
+}
+
+impl fmt::Display for Notice {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Notice::RingLargerThanServed {
+                group,
+                ring,
+                served,
+            } => write!(
+                f,
+                "ring {group} has {ring} entries but serves only {served} weights: {} entries are never used",
+                *ring as u64 - served
+            ),
+        }
+    }
+}
+
+/// The placement implied by a spec and a registry.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Placement {
+    spec: RingSpec,
+    layers: Vec<LayerPlacement>,
+    entries: Vec<u32>,
+    reference_fan_out: Option<u64>,
+    notices: Vec<Notice>,
+}
+
+impl Placement {
+    /// Computes the placement. Pure: same inputs, same output, on every
+    /// platform, thread count and build.
+    pub fn new(spec: &RingSpec, registry: &LayerRegistry) -> Result<Self> {
+        spec.validate()?;
+        registry.validate()?;
+        let groups = registry.group_count();
+        if spec.ring_lengths.len() != groups {
+            return Err(Error::GroupCountMismatch {
+                rings: spec.ring_lengths.len(),
+                groups,
+            });
+        }
+        let shared: Vec<&LayerInfo> = registry.shared().collect();
+        let reference_fan_out = match spec.scale {
+            ScaleRule::LargestFanOut => shared.iter().map(|l| l.fan_out() as u64).max(),
+            ScaleRule::FixedFanOut(f) => Some(f.max(1)),
+            ScaleRule::Unit => None,
+        };
+        let mut layers = Vec::with_capacity(shared.len());
+        let mut offset = 0;
+        for layer in &shared {
+            let scale = match reference_fan_out {
+                Some(f) => (f as f64 / layer.fan_out() as f64).sqrt() as f32,
+                None => 1.0,
+            };
+            layers.push(LayerPlacement {
+                name: layer.name.clone(),
+                shape: layer.shape.clone(),
+                group: layer.group,
+                offset,
+                len: layer.numel(),
+                scale,
+            });
+            offset += layer.numel();
+        }
+
+        let mut entries = vec![0u32; offset];
+        let mut notices = Vec::new();
+        for (group, &ring_len) in spec.ring_lengths.iter().enumerate() {
+            let group_layers: Vec<&LayerPlacement> =
+                layers.iter().filter(|l| l.group == group).collect();
+            let served: u64 = group_layers.iter().map(|l| l.len as u64).sum();
+            if ring_len as u64 > served {
+                notices.push(Notice::RingLargerThanServed {
+                    group,
+                    ring: ring_len,
+                    served,
+                });
+            }
+            let lens: Vec<usize> = group_layers.iter().map(|l| l.len).collect();
+            let stream = group_stream(spec, group, ring_len as u32, &lens);
+            // Cut the group's stream across its layers in registry order.
+            let mut cursor = 0;
+            for layer in group_layers {
+                entries[layer.range()].copy_from_slice(&stream[cursor..cursor + layer.len]);
+                cursor += layer.len;
+            }
+        }
+        Ok(Self {
+            spec: spec.clone(),
+            layers,
+            entries,
+            reference_fan_out,
+            notices,
+        })
+    }
+
+    /// The spec this placement was computed from.
+    pub fn spec(&self) -> &RingSpec {
+        &self.spec
+    }
+
+    /// Shared layers in registry order.
+    pub fn layers(&self) -> &[LayerPlacement] {
+        &self.layers
+    }
+
+    /// The shared layer with this name.
+    pub fn layer(&self, name: &str) -> Option<&LayerPlacement> {
+        self.layers.iter().find(|l| l.name == name)
+    }
+
+    /// All entries (index | sign bit), concatenated in layer order.
+    pub fn entries(&self) -> &[u32] {
+        &self.entries
+    }
+
+    /// One layer's entries.
+    pub fn layer_entries(&self, layer: &LayerPlacement) -> &[u32] {
+        &self.entries[layer.range()]
+    }
+
+    /// Total shared element count `T`.
+    pub fn shared_len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// Ring length per group.
+    pub fn ring_lengths(&self) -> &[usize] {
+        &self.spec.ring_lengths
+    }
+
+    /// The std a ring should be initialised with so that every generated
+    /// layer starts at its Kaiming fan-out std `sqrt(2 / fan_out)`.
+    pub fn ring_init_std(&self) -> f32 {
+        match self.reference_fan_out {
+            Some(f) => (2.0 / f as f64).sqrt() as f32,
+            None => 1.0,
+        }
+    }
+
+    /// The reference fan-out `F` of the scale rule (`None` for unit scale).
+    pub fn reference_fan_out(&self) -> Option<u64> {
+        self.reference_fan_out
+    }
+
+    /// Things worth reporting that are not errors.
+    pub fn notices(&self) -> &[Notice] {
+        &self.notices
+    }
+
+    /// How many positions read each ring entry, per group.
+    pub fn uses_per_entry(&self, group: usize) -> Vec<u32> {
+        let mut counts = vec![0u32; self.spec.ring_lengths[group]];
+        for layer in self.layers.iter().filter(|l| l.group == group) {
+            for &e in self.layer_entries(layer) {
+                counts[(e & INDEX_MASK) as usize] += 1;
+            }
+        }
+        counts
+    }
+
+    /// Mean over ring entries of `sum c_i^2` over the entry's uses: how much
+    /// larger one SGD step on the ring moves the generated weights than the
+    /// same step on a dense weight. The trainer divides the ring's learning
+    /// rate by this to keep a dense recipe stable at any DoF.
+    pub fn step_gain(&self, group: usize) -> f64 {
+        let ring_len = self.spec.ring_lengths[group] as f64;
+        let total: f64 = self
+            .layers
+            .iter()
+            .filter(|l| l.group == group)
+            .map(|l| l.len as f64 * f64::from(l.scale).powi(2))
+            .sum();
+        total / ring_len
+    }
+
+    /// Generates every shared weight from the rings into `out` (length
+    /// [`Placement::shared_len`], layers concatenated). One fused pass,
+    /// multi-threaded for large outputs.
+    pub fn generate(&self, rings: &[&[f32]], out: &mut [f32]) -> Result<()> {
+        self.check_rings(rings)?;
+        check_len("generated weights", self.entries.len(), out.len())?;
+        kernels::generate_segments(&self.segments(), rings, &self.entries, out);
+        Ok(())
+    }
+
+    /// Accumulates the gradient of every shared weight (`grad`, laid out as
+    /// [`Placement::generate`]'s output) into the ring gradients:
+    /// `ring_grad[g][j] += c_i * s_k * grad[k]` over all positions `k` that
+    /// read entry `j`. The adjoint of [`Placement::generate`]; the result is
+    /// bit-identical whatever the thread count.
+    pub fn accumulate(&self, grad: &[f32], ring_grads: &mut [&mut [f32]]) -> Result<()> {
+        check_len(
+            "ring gradients",
+            self.spec.ring_lengths.len(),
+            ring_grads.len(),
+        )?;
+        for (g, rg) in ring_grads.iter().enumerate() {
+            check_len("ring gradient", self.spec.ring_lengths[g], rg.len())?;
+        }
+        check_len("weight gradient", self.entries.len(), grad.len())?;
+        kernels::accumulate_segments(&self.segments(), &self.entries, grad, ring_grads);
+        Ok(())
+    }
+
+    fn segments(&self) -> Vec<kernels::Segment> {
+        self.layers
+            .iter()
+            .map(|l| kernels::Segment {
+                range: l.range(),
+                group: l.group,
+                scale: l.scale,
+            })
+            .collect()
+    }
+
+    fn check_rings(&self, rings: &[&[f32]]) -> Result<()> {
+        check_len("rings", self.spec.ring_lengths.len(), rings.len())?;
+        for (g, ring) in rings.iter().enumerate() {
+            check_len("ring", self.spec.ring_lengths[g], ring.len())?;
+        }
+        Ok(())
+    }
+}
+
+fn check_len(what: &'static str, expected: usize, got: usize) -> Result<()> {
+    if expected == got {
+        Ok(())
+    } else {
+        Err(Error::LengthMismatch {
+            what,
+            expected,
+            got,
+        })
+    }
+}
+
+/// The entry stream of one group, before it is cut into its layers (whose
+/// lengths, in registry order, are `layer_lens`). `docs/format.md`
+/// specifies this function.
+fn group_stream(spec: &RingSpec, group: usize, ring_len: u32, layer_lens: &[usize]) -> Vec<u32> {
+    let group_id = group as u32;
+    let served = layer_lens.iter().sum::<usize>() as u32;
+    match spec.placement {
+        PlacementKind::Paper => {
+            let mut rng = Pcg32::for_stream(spec.seed, StreamPurpose::Indices, group_id);
+            let full_copies = served / ring_len;
+            let remainder = served % ring_len;
+            let mut stream = Vec::with_capacity(served as usize);
+            for _ in 0..full_copies {
+                stream.extend(0..ring_len);
+            }
+            if remainder > 0 {
+                // `remainder` distinct indices: the first `remainder` steps of
+                // a forward Fisher-Yates over 0..N.
+                let mut pool: Vec<u32> = (0..ring_len).collect();
+                for k in 0..remainder {
+                    let j = k + rng.below(ring_len - k);
+                    pool.swap(k as usize, j as usize);
+                }
+                stream.extend_from_slice(&pool[..remainder as usize]);
+            }
+            rng.shuffle(&mut stream);
+            apply_signs(spec.seed, group_id, &mut stream);
+            stream
+        }
+        PlacementKind::Hashed => {
+            let mut rng = Pcg32::for_stream(spec.seed, StreamPurpose::Indices, group_id);
+            let mut stream: Vec<u32> = (0..served).map(|_| rng.below(ring_len)).collect();
+            apply_signs(spec.seed, group_id, &mut stream);
+            stream
+        }
+        PlacementKind::Naive => layer_lens
+            .iter()
+            .flat_map(|&len| (0..len as u32).map(move |k| k % ring_len))
+            .collect(),
+        PlacementKind::Sequential => (0..served).map(|k| k % ring_len).collect(),
+    }
+}
+
+/// Sign bits: one PCG32 word per 32 positions of the group stream, least
+/// significant bit first; a set bit makes the position negative.
+fn apply_signs(seed: u64, group: u32, stream: &mut [u32]) {
+    let mut rng = Pcg32::for_stream(seed, StreamPurpose::Signs, group);
+    for chunk in stream.chunks_mut(32) {
+        let word = rng.next_u32();
+        for (bit, entry) in chunk.iter_mut().enumerate() {
+            if (word >> bit) & 1 == 1 {
+                *entry |= SIGN_BIT;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::kernels;
+    use crate::registry::LayerInfo;
+
+    fn registry_from(shapes: &[Vec<usize>], groups: &[usize]) -> LayerRegistry {
+        let mut r = LayerRegistry::new();
+        r.push_unshared("stem.weight", &[3, 2]).unwrap();
+        for (i, shape) in shapes.iter().enumerate() {
+            r.push(LayerInfo {
+                name: format!("layer{i}.weight"),
+                shape: shape.clone(),
+                shared: true,
+                group: groups.get(i).copied().unwrap_or(0),
+            })
+            .unwrap();
+        }
+        r
+    }
+
+    fn shapes() -> impl Strategy<Value = Vec<Vec<usize>>> {
+        prop::collection::vec(
+            prop_oneof![
+                (1usize..9, 1usize..9).prop_map(|(o, i)| vec![o, i]),
+                (1usize..6, 1usize..5, 1usize..4).prop_map(|(o, i, k)| vec![o, i, k, k]),
+            ],
+            1..6,
+        )
+    }
+
+    fn kind() -> impl Strategy<Value = PlacementKind> {
+        prop::sample::select(PlacementKind::ALL.to_vec())
+    }
+
+    proptest! {
+        #[test]
+        fn paper_sampling_is_even(shapes in shapes(), ring in 1usize..200, seed: u64) {
+            let r = registry_from(&shapes, &[]);
+            let p = Placement::new(&RingSpec::global(ring, seed), &r).unwrap();
+            let t = p.shared_len();
+            let (lo, hi) = (t / ring, t.div_ceil(ring));
+            for uses in p.uses_per_entry(0) {
+                prop_assert!(uses as usize == lo || uses as usize == hi);
+            }
+        }
+
+        #[test]
+        fn shuffle_is_a_bijection_of_the_stream(shapes in shapes(), ring in 1usize..200, seed: u64) {
+            // The shuffled stream, as a multiset, equals the unshuffled one:
+            // q full copies of 0..N plus r distinct extras.
+            let r = registry_from(&shapes, &[]);
+            let p = Placement::new(&RingSpec::global(ring, seed), &r).unwrap();
+            let t = p.shared_len();
+            let uses = p.uses_per_entry(0);
+            prop_assert_eq!(uses.iter().map(|&u| u as usize).sum::<usize>(), t);
+            let extras = uses.iter().filter(|&&u| u as usize > t / ring).count();
+            prop_assert_eq!(extras, t % ring);
+        }
+
+        #[test]
+        fn generate_and_accumulate_are_adjoint(
+            shapes in shapes(), ring_len in 1usize..100, seed: u64, kind in kind(),
+        ) {
+            let r = registry_from(&shapes, &[]);
+            let spec = RingSpec::global(ring_len, seed).with_placement(kind);
+            let p = Placement::new(&spec, &r).unwrap();
+            let mut rng = Pcg32::new(seed, 7);
+            let ring: Vec<f32> = (0..ring_len).map(|_| rng.next_normal()).collect();
+            let w: Vec<f32> = (0..p.shared_len()).map(|_| rng.next_normal()).collect();
+            let mut gr = vec![0.0f32; p.shared_len()];
+            p.generate(&[&ring[..]], &mut gr).unwrap();
+            let mut gtw = vec![0.0f32; ring_len];
+            p.accumulate(&w, &mut [&mut gtw[..]]).unwrap();
+            let lhs: f64 = gr.iter().zip(&w).map(|(a, b)| f64::from(*a) * f64::from(*b)).sum();
+            let rhs: f64 = ring.iter().zip(&gtw).map(|(a, b)| f64::from(*a) * f64::from(*b)).sum();
+            prop_assert!((lhs - rhs).abs() <= 1e-4 * (1.0 + lhs.abs()), "{} vs {}", lhs, rhs);
+        }
+
+        #[test]
+        fn generated_values_are_signed_scaled_ring_entries(
+            shapes in shapes(), ring_len in 1usize..50, seed: u64, kind in kind(),
+        ) {
+            let r = registry_from(&shapes, &[]);
+            let p = Placement::new(&RingSpec::global(ring_len, seed).with_placement(kind), &r).unwrap();
+            // A ring of distinct powers-of-two-ish magnitudes identifies entries.
+            let ring: Vec<f32> = (0..ring_len).map(|j| 1.0 + j as f32).collect();
+            let mut w = vec![0.0f32; p.shared_len()];
+            p.generate(&[&ring[..]], &mut w).unwrap();
+            for layer in p.layers() {
+                prop_assert!(layer.len > 0);
+                prop_assert_eq!(layer.len, layer.shape.iter().product::<usize>());
+                for (k, &value) in w[layer.range()].iter().enumerate() {
+                    let e = p.layer_entries(layer)[k];
+                    let magnitude = ring[(e & INDEX_MASK) as usize] * layer.scale;
+                    prop_assert!(value == magnitude || value == -magnitude);
+                    if matches!(kind, PlacementKind::Naive | PlacementKind::Sequential) {
+                        prop_assert!(value > 0.0);
+                    }
+                }
+            }
+        }
+
+        #[test]
+        fn local_rings_are_even_per_group(shapes in shapes(), seed: u64) {
+            let groups: Vec<usize> = (0..shapes.len()).map(|i| i % 2).collect();
+            let r = registry_from(&shapes, &groups);
+            let count = r.group_count();
+            let spec = RingSpec { ring_lengths: vec![7; count], ..RingSpec::global(7, seed) };
+            let p = Placement::new(&spec, &r).unwrap();
+            let per_group = r.shared_elements_per_group();
+            for (g, &t) in per_group.iter().enumerate() {
+                let t = t as usize;
+                for uses in p.uses_per_entry(g) {
+                    prop_assert!(uses as usize == t / 7 || uses as usize == t.div_ceil(7));
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn same_inputs_same_placement() {
+        let r = registry_from(&[vec![16, 8, 3, 3], vec![10, 16]], &[]);
+        let a = Placement::new(&RingSpec::global(100, 5), &r).unwrap();
+        let b = Placement::new(&RingSpec::global(100, 5), &r).unwrap();
+        let c = Placement::new(&RingSpec::global(100, 6), &r).unwrap();
+        assert_eq!(a, b);
+        assert_ne!(a.entries(), c.entries());
+    }
+
+    #[test]
+    fn signs_are_balanced() {
+        let r = registry_from(&[vec![64, 64, 3, 3]], &[]);
+        let p = Placement::new(&RingSpec::global(1000, 1), &r).unwrap();
+        let negative = p.entries().iter().filter(|&&e| e & SIGN_BIT != 0).count();
+        let frac = negative as f64 / p.shared_len() as f64;
+        assert!((frac - 0.5).abs() < 0.02, "negative fraction {frac}");
+    }
+
+    #[test]
+    fn initial_std_matches_kaiming_fan_out() {
+        let r = registry_from(&[vec![64, 32, 3, 3], vec![32, 16, 3, 3], vec![10, 64]], &[]);
+        let p = Placement::new(&RingSpec::global(20_000, 3), &r).unwrap();
+        let mut rng = Pcg32::new(3, 9);
+        let std = p.ring_init_std();
+        let ring: Vec<f32> = (0..20_000).map(|_| std * rng.next_normal()).collect();
+        let mut w = vec![0.0f32; p.shared_len()];
+        p.generate(&[&ring[..]], &mut w).unwrap();
+        for layer in p.layers() {
+            let values = &w[layer.range()];
+            let var =
+                values.iter().map(|&x| f64::from(x).powi(2)).sum::<f64>() / values.len() as f64;
+            let fan_out = r.get(&layer.name).unwrap().fan_out() as f64;
+            let ratio = var.sqrt() / (2.0 / fan_out).sqrt();
+            assert!(
+                (ratio - 1.0).abs() < 0.1,
+                "{}: std ratio {ratio}",
+                layer.name
+            );
+        }
+    }
+
+    #[test]
+    fn reference_scale_is_the_papers() {
+        let r = registry_from(&[vec![512, 512, 3, 3], vec![64, 64, 3, 3]], &[]);
+        let spec = RingSpec::global(1000, 0).with_scale(ScaleRule::FixedFanOut(4608));
+        let p = Placement::new(&spec, &r).unwrap();
+        assert_eq!(p.layers()[0].scale, 1.0);
+        assert!((p.layers()[1].scale - 8f32.sqrt()).abs() < 1e-6);
+        assert!((p.ring_init_std() - (2.0f32 / 4608.0).sqrt()).abs() < 1e-9);
+    }
+
+    #[test]
+    fn sequential_unit_placement_is_the_identity() {
+        let r = registry_from(&[vec![4, 3], vec![2, 4]], &[]);
+        let spec = RingSpec::global(20, 0)
+            .with_placement(PlacementKind::Sequential)
+            .with_scale(ScaleRule::Unit);
+        let p = Placement::new(&spec, &r).unwrap();
+        let ring: Vec<f32> = (0..20).map(|j| j as f32).collect();
+        let mut w = vec![0.0f32; 20];
+        p.generate(&[&ring[..]], &mut w).unwrap();
+        assert_eq!(w, ring);
+        // N == T: every entry is used once, nothing to report.
+        assert!(p.notices().is_empty());
+    }
+
+    #[test]
+    fn oversized_ring_is_reported_not_refused() {
+        let r = registry_from(&[vec![4, 3]], &[]);
+        let p = Placement::new(&RingSpec::global(50, 0), &r).unwrap();
+        assert_eq!(
+            p.notices(),
+            &[Notice::RingLargerThanServed {
+                group: 0,
+                ring: 50,
+                served: 12
+            }]
+        );
+        assert!(
+            p.notices()[0]
+                .to_string()
+                .contains("38 entries are never used")
+        );
+    }
+
+    #[test]
+    fn spec_and_registry_mismatches_are_errors() {
+        let r = registry_from(&[vec![4, 3]], &[]);
+        let spec = RingSpec {
+            ring_lengths: vec![5, 5],
+            ..RingSpec::global(5, 0)
+        };
+        assert_eq!(
+            Placement::new(&spec, &r),
+            Err(Error::GroupCountMismatch {
+                rings: 2,
+                groups: 1
+            })
+        );
+        assert_eq!(
+            Placement::new(&RingSpec::global(0, 0), &r),
+            Err(Error::ZeroRingLength { group: 0 })
+        );
+        let ring = [0.0f32; 4];
+        let mut out = vec![0.0f32; 12];
+        assert!(p_of(&r).generate(&[&ring[..]], &mut out).is_err());
+    }
+
+    fn p_of(r: &LayerRegistry) -> Placement {
+        Placement::new(&RingSpec::global(5, 0), r).unwrap()
+    }
+
+    #[test]
+    fn fused_generation_equals_per_layer_kernels() {
+        let r = registry_from(&[vec![8, 4, 3, 3], vec![5, 8]], &[]);
+        let p = Placement::new(&RingSpec::global(37, 11), &r).unwrap();
+        let ring: Vec<f32> = (0..37).map(|j| (j as f32 * 0.3).sin()).collect();
+        let mut fused = vec![0.0f32; p.shared_len()];
+        p.generate(&[&ring[..]], &mut fused).unwrap();
+        for layer in p.layers() {
+            let mut out = vec![0.0f32; layer.len];
+            kernels::generate(&ring, p.layer_entries(layer), layer.scale, &mut out).unwrap();
+            assert_eq!(&fused[layer.range()], &out[..]);
+        }
+    }
+
+    #[test]
+    fn step_gain_counts_scaled_uses() {
+        let r = registry_from(&[vec![4, 3]], &[]);
+        let spec = RingSpec::global(6, 0).with_scale(ScaleRule::Unit);
+        let p = Placement::new(&spec, &r).unwrap();
+        assert_eq!(p.step_gain(0), 2.0);
+    }
+}

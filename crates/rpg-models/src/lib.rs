@@ -1,0 +1,3 @@
+//! # rpg-models: the model zoo
+//!
+//! Under construction: it exposes nothing yet.

@@ -1,0 +1,3 @@
+//! # rpg-train: trainer and data
+//!
+//! Under construction: it exposes nothing yet.
