@@ -1,0 +1,221 @@
+//! The model file: ring(s) + unshared tensors + seed + spec, in one
+//! safetensors file whose header metadata says what model it belongs to.
+//! `docs/format.md` lists the keys. Writes are atomic (temp file + rename).
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+
+use candle_core::{Device, Result, Tensor, bail};
+use rpg_core::{LayerRegistry, RingSpec};
+
+use crate::store::{Mode, ParamStore, RING_NAME};
+
+/// Version of the model-file layout (not of the placement).
+pub const FORMAT_VERSION: u32 = 1;
+
+/// What a model file says about itself.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ModelFileHeader {
+    /// Layout version.
+    pub format: u32,
+    /// Dense or RPG.
+    pub mode: Mode,
+    /// Model name, e.g. `lenet5`.
+    pub model: String,
+    /// The model's configuration (opaque JSON from the caller).
+    pub model_config: String,
+    /// Seed of initialisation and placement.
+    pub seed: u64,
+    /// Ring spec (RPG mode).
+    pub spec: Option<RingSpec>,
+    /// Registry the placement was computed from (RPG mode).
+    pub registry: Option<LayerRegistry>,
+    /// Other metadata the caller stored (e.g. the trainer's epoch).
+    pub extra: BTreeMap<String, String>,
+}
+
+fn msg(text: String) -> candle_core::Error {
+    candle_core::Error::Msg(text)
+}
+
+/// Writes the store's model file atomically.
+pub fn save_model_file(
+    path: &Path,
+    store: &ParamStore,
+    model: &str,
+    model_config: &str,
+    extra: &BTreeMap<String, String>,
+) -> Result<()> {
+    let mut meta: HashMap<String, String> =
+        extra.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+    meta.insert("rpg.format".into(), FORMAT_VERSION.to_string());
+    meta.insert("rpg.mode".into(), store.mode().name().into());
+    meta.insert("rpg.model".into(), model.into());
+    meta.insert("rpg.model_config".into(), model_config.into());
+    meta.insert("rpg.seed".into(), store.seed().to_string());
+    let mut tensors: Vec<(String, Tensor)> = Vec::new();
+    if let (Some(placement), Some(registry), Some(ring)) =
+        (store.placement(), store.registry(), store.ring())
+    {
+        let spec = serde_json::to_string(placement.spec()).map_err(candle_core::Error::wrap)?;
+        meta.insert("rpg.spec".into(), spec);
+        meta.insert(
+            "rpg.registry".into(),
+            serde_json::to_string(registry).map_err(candle_core::Error::wrap)?,
+        );
+        tensors.push((RING_NAME.into(), ring.as_tensor().to_device(&Device::Cpu)?));
+    }
+    for (name, var) in store.persistent() {
+        tensors.push((name, var.as_tensor().to_device(&Device::Cpu)?));
+    }
+    let tmp = path.with_extension("safetensors.tmp");
+    safetensors::serialize_to_file(tensors, Some(meta), &tmp)
+        .map_err(|e| msg(format!("writing {}: {e}", tmp.display())))?;
+    std::fs::rename(&tmp, path).map_err(|e| {
+        msg(format!(
+            "renaming {} to {}: {e}",
+            tmp.display(),
+            path.display()
+        ))
+    })?;
+    Ok(())
+}
+
+fn read_bytes(path: &Path) -> Result<Vec<u8>> {
+    std::fs::read(path).map_err(|e| msg(format!("cannot read model file {}: {e}", path.display())))
+}
+
+fn parse_header(path: &Path, bytes: &[u8]) -> Result<ModelFileHeader> {
+    let corrupt = |what: String| {
+        msg(format!(
+            "{} is not a valid rpg model file ({what}): it may be truncated or corrupt; use a checkpoint written by `rpg train`",
+            path.display()
+        ))
+    };
+    let (_, metadata) =
+        safetensors::SafeTensors::read_metadata(bytes).map_err(|e| corrupt(e.to_string()))?;
+    let meta = metadata.metadata().clone().unwrap_or_default();
+    let get = |key: &str| {
+        meta.get(key)
+            .cloned()
+            .ok_or_else(|| corrupt(format!("no `{key}` in its header")))
+    };
+    let format: u32 = get("rpg.format")?
+        .parse()
+        .map_err(|_| corrupt("bad rpg.format".into()))?;
+    if format != FORMAT_VERSION {
+        bail!(
+            "{} has model-file format {format}, but this build reads format {FORMAT_VERSION}",
+            path.display()
+        );
+    }
+    let mode = match get("rpg.mode")?.as_str() {
+        "dense" => Mode::Dense,
+        "rpg" => Mode::Rpg,
+        other => return Err(corrupt(format!("unknown mode `{other}`"))),
+    };
+    let (spec, registry) = if mode == Mode::Rpg {
+        let spec = serde_json::from_str(&get("rpg.spec")?)
+            .map_err(|e| corrupt(format!("bad spec: {e}")))?;
+        let registry = serde_json::from_str(&get("rpg.registry")?)
+            .map_err(|e| corrupt(format!("bad registry: {e}")))?;
+        (Some(spec), Some(registry))
+    } else {
+        (None, None)
+    };
+    let extra = meta
+        .iter()
+        .filter(|(k, _)| !k.starts_with("rpg."))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    Ok(ModelFileHeader {
+        format,
+        mode,
+        model: get("rpg.model")?,
+        model_config: get("rpg.model_config")?,
+        seed: get("rpg.seed")?
+            .parse()
+            .map_err(|_| corrupt("bad rpg.seed".into()))?,
+        spec,
+        registry,
+        extra,
+    })
+}
+
+/// Reads a model file's header (to decide which model to build).
+pub fn read_header(path: &Path) -> Result<ModelFileHeader> {
+    parse_header(path, &read_bytes(path)?)
+}
+
+/// Loads a model file into a store built for `model` with `model_config`.
+/// Fails, naming the mismatch, when the file is for another model, config,
+/// mode, spec, seed or placement version.
+pub fn load_model_file(
+    path: &Path,
+    store: &ParamStore,
+    model: &str,
+    model_config: &str,
+) -> Result<ModelFileHeader> {
+    let bytes = read_bytes(path)?;
+    let header = parse_header(path, &bytes)?;
+    let file = path.display();
+    if header.model != model {
+        bail!("{file} holds a `{}` model, not `{model}`", header.model);
+    }
+    if header.model_config != model_config {
+        bail!(
+            "{file} holds a `{model}` with configuration {}, but this one has {model_config}",
+            header.model_config
+        );
+    }
+    if header.mode != store.mode() {
+        bail!(
+            "{file} holds a {} model, but a {} model was built",
+            header.mode.name(),
+            store.mode().name()
+        );
+    }
+    if let (Some(file_spec), Some(placement)) = (&header.spec, store.placement()) {
+        let spec = placement.spec();
+        let mismatch = if file_spec.seed != spec.seed {
+            Some(format!("seed {} vs {}", file_spec.seed, spec.seed))
+        } else if file_spec.version != spec.version {
+            Some(format!(
+                "placement version {:?} vs {:?}",
+                file_spec.version, spec.version
+            ))
+        } else if file_spec.placement != spec.placement {
+            Some(format!(
+                "placement {} vs {}",
+                file_spec.placement, spec.placement
+            ))
+        } else if file_spec.ring_lengths != spec.ring_lengths {
+            Some(format!(
+                "ring lengths {:?} vs {:?}",
+                file_spec.ring_lengths, spec.ring_lengths
+            ))
+        } else if file_spec.scale != spec.scale {
+            Some(format!(
+                "scale rule {:?} vs {:?}",
+                file_spec.scale, spec.scale
+            ))
+        } else {
+            None
+        };
+        if let Some(m) = mismatch {
+            bail!("{file} was trained with another ring spec ({m}, file vs model)");
+        }
+        if header.registry.as_ref() != store.registry() {
+            bail!(
+                "{file} was trained with another layer registry (layer names, shapes or sharing differ)"
+            );
+        }
+    }
+    let tensors = candle_core::safetensors::load_buffer(&bytes, &Device::Cpu).map_err(|e| {
+        msg(format!(
+            "{file}: cannot read tensors ({e}): the file may be truncated or corrupt"
+        ))
+    })?;
+    store.assign(&tensors.into_iter().collect())?;
+    Ok(header)
+}

@@ -1,0 +1,415 @@
+//! The parameter store behind a `VarBuilder`: dense or RPG.
+//!
+//! In RPG mode each shared weight is a persistent `Var` that the model is
+//! built on once. [`ParamStore::regenerate`] refills all of them from the
+//! ring in one fused pass (`rpg_core::Placement::generate`); after
+//! `backward`, [`ParamStore::gradients`] turns their gradients into the ring
+//! gradient with one fused scatter-add (`Placement::accumulate`). The
+//! generated Vars are never trained directly; the ring and the unshared
+//! parameters are.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use candle_core::backprop::GradStore;
+use candle_core::{DType, Device, Result, Shape, Tensor, Var, bail};
+use candle_nn::{Init, VarBuilder, var_builder::SimpleBackend};
+use rpg_core::rng::{Pcg32, StreamPurpose};
+use rpg_core::{DofReport, LayerRegistry, Placement, RingSpec};
+
+use crate::init::init_values;
+use crate::policy::is_buffer;
+
+/// The name of the ring in gradients and files.
+pub const RING_NAME: &str = "rpg.ring";
+
+/// Dense: every parameter is its own `Var`. Rpg: shared weights come from a ring.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// Ordinary trainable parameters.
+    Dense,
+    /// Shared weights generated from ring(s).
+    Rpg,
+}
+
+impl Mode {
+    /// `dense` or `rpg`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Mode::Dense => "dense",
+            Mode::Rpg => "rpg",
+        }
+    }
+}
+
+struct RpgState {
+    registry: LayerRegistry,
+    placement: Placement,
+    /// All groups' rings concatenated, always f32 (the master copy).
+    ring: Var,
+    /// One Var per shared layer, in placement order.
+    generated: Vec<Var>,
+    /// Scratch of length T, reused every step.
+    scratch: Mutex<Vec<f32>>,
+}
+
+struct Inner {
+    mode: Mode,
+    device: Device,
+    dtype: DType,
+    seed: u64,
+    vars: Mutex<BTreeMap<String, Var>>,
+    rpg: Option<RpgState>,
+}
+
+/// Parameters of one model. Cheap to clone (shared handle).
+#[derive(Clone)]
+pub struct ParamStore {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for ParamStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ParamStore")
+            .field("mode", &self.inner.mode)
+            .field("device", &self.inner.device)
+            .field("dtype", &self.inner.dtype)
+            .finish_non_exhaustive()
+    }
+}
+
+fn core_err(e: rpg_core::Error) -> candle_core::Error {
+    candle_core::Error::Msg(e.to_string())
+}
+
+impl ParamStore {
+    /// A dense store; parameters are created on first request with seeded
+    /// initial values.
+    pub fn dense(device: &Device, dtype: DType, seed: u64) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                mode: Mode::Dense,
+                device: device.clone(),
+                dtype,
+                seed,
+                vars: Mutex::new(BTreeMap::new()),
+                rpg: None,
+            }),
+        }
+    }
+
+    /// An RPG store for a recorded registry and a ring spec. The ring is
+    /// initialised from `spec.seed` with the placement's init std; the
+    /// generated weights are filled at once.
+    pub fn rpg(
+        registry: LayerRegistry,
+        spec: &RingSpec,
+        device: &Device,
+        dtype: DType,
+    ) -> Result<Self> {
+        let placement = Placement::new(spec, &registry).map_err(core_err)?;
+        let std = placement.ring_init_std();
+        let mut ring_values = Vec::with_capacity(spec.ring_dof() as usize);
+        for (group, &len) in spec.ring_lengths.iter().enumerate() {
+            let mut rng = Pcg32::for_stream(spec.seed, StreamPurpose::RingInit, group as u32);
+            ring_values.extend((0..len).map(|_| std * rng.next_normal()));
+        }
+        let ring_len = ring_values.len();
+        let ring = Var::from_vec(ring_values, ring_len, device)?;
+        let generated = placement
+            .layers()
+            .iter()
+            .map(|l| Var::zeros(l.shape.as_slice(), dtype, device))
+            .collect::<Result<Vec<_>>>()?;
+        let store = Self {
+            inner: Arc::new(Inner {
+                mode: Mode::Rpg,
+                device: device.clone(),
+                dtype,
+                seed: spec.seed,
+                vars: Mutex::new(BTreeMap::new()),
+                rpg: Some(RpgState {
+                    scratch: Mutex::new(vec![0.0; placement.shared_len()]),
+                    registry,
+                    placement,
+                    ring,
+                    generated,
+                }),
+            }),
+        };
+        store.regenerate()?;
+        Ok(store)
+    }
+
+    /// A `VarBuilder` over this store, for building the model.
+    pub fn var_builder(&self) -> VarBuilder<'static> {
+        VarBuilder::from_backend(
+            Box::new(self.clone()),
+            self.inner.dtype,
+            self.inner.device.clone(),
+        )
+    }
+
+    /// Dense or RPG.
+    pub fn mode(&self) -> Mode {
+        self.inner.mode
+    }
+
+    /// The device parameters live on.
+    pub fn device(&self) -> &Device {
+        &self.inner.device
+    }
+
+    /// The dtype of model parameters (the ring is always f32).
+    pub fn dtype(&self) -> DType {
+        self.inner.dtype
+    }
+
+    /// The seed of initialisation (and placement, in RPG mode).
+    pub fn seed(&self) -> u64 {
+        self.inner.seed
+    }
+
+    /// The placement (RPG mode).
+    pub fn placement(&self) -> Option<&Placement> {
+        self.inner.rpg.as_ref().map(|s| &s.placement)
+    }
+
+    /// The registry (RPG mode).
+    pub fn registry(&self) -> Option<&LayerRegistry> {
+        self.inner.rpg.as_ref().map(|s| &s.registry)
+    }
+
+    /// The ring Var (RPG mode): all groups concatenated.
+    pub fn ring(&self) -> Option<&Var> {
+        self.inner.rpg.as_ref().map(|s| &s.ring)
+    }
+
+    /// DoF figures (RPG mode).
+    pub fn dof(&self) -> Option<DofReport> {
+        let state = self.inner.rpg.as_ref()?;
+        Some(DofReport::new(&state.registry, state.placement.spec()))
+    }
+
+    fn vars(&self) -> MutexGuard<'_, BTreeMap<String, Var>> {
+        self.inner
+            .vars
+            .lock()
+            .expect("parameter store lock poisoned")
+    }
+
+    /// Every persistent tensor except generated weights (unshared
+    /// parameters and buffers), by name.
+    pub fn persistent(&self) -> BTreeMap<String, Var> {
+        self.vars().clone()
+    }
+
+    /// The parameters an optimizer updates: the ring (RPG mode) and every
+    /// persistent tensor that is not a buffer.
+    pub fn trainable(&self) -> Vec<(String, Var)> {
+        let mut out: Vec<(String, Var)> = self
+            .ring()
+            .map(|r| (RING_NAME.to_string(), r.clone()))
+            .into_iter()
+            .collect();
+        out.extend(
+            self.vars()
+                .iter()
+                .filter(|(n, _)| !is_buffer(n))
+                .map(|(n, v)| (n.clone(), v.clone())),
+        );
+        out
+    }
+
+    /// Refills every generated weight from the current ring: one fused
+    /// generation over the whole placement. Call after each ring update
+    /// (the trainer does so before every forward pass).
+    pub fn regenerate(&self) -> Result<()> {
+        let Some(state) = &self.inner.rpg else {
+            return Ok(());
+        };
+        let ring = state.ring.as_tensor().to_vec1::<f32>()?;
+        let mut scratch = state.scratch.lock().expect("scratch lock poisoned");
+        let rings = split_rings(&ring, state.placement.ring_lengths());
+        state
+            .placement
+            .generate(&rings, &mut scratch)
+            .map_err(core_err)?;
+        for (layer, var) in state.placement.layers().iter().zip(&state.generated) {
+            let values = Tensor::from_slice(
+                &scratch[layer.range()],
+                layer.shape.as_slice(),
+                &self.inner.device,
+            )?;
+            var.set(&values.to_dtype(self.inner.dtype)?)?;
+        }
+        Ok(())
+    }
+
+    /// Gradients of the trainable parameters from a `backward` result: the
+    /// ring's is the fused signed, scaled scatter-add of the generated
+    /// weights' gradients. Parameters the loss does not reach are left out.
+    pub fn gradients(&self, grads: &GradStore) -> Result<Vec<(String, Var, Tensor)>> {
+        let mut out = Vec::new();
+        if let Some(state) = &self.inner.rpg {
+            let mut scratch = state.scratch.lock().expect("scratch lock poisoned");
+            let mut reached = false;
+            for (layer, var) in state.placement.layers().iter().zip(&state.generated) {
+                let target = &mut scratch[layer.range()];
+                match grads.get(var.as_tensor()) {
+                    Some(g) => {
+                        reached = true;
+                        let g = g.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?;
+                        target.copy_from_slice(&g);
+                    }
+                    None => target.fill(0.0),
+                }
+            }
+            if reached {
+                let mut ring_grad = vec![0.0f32; state.ring.as_tensor().elem_count()];
+                let mut views = split_rings_mut(&mut ring_grad, state.placement.ring_lengths());
+                state
+                    .placement
+                    .accumulate(&scratch, &mut views)
+                    .map_err(core_err)?;
+                let len = ring_grad.len();
+                let grad = Tensor::from_vec(ring_grad, len, &self.inner.device)?;
+                out.push((RING_NAME.to_string(), state.ring.clone(), grad));
+            }
+        }
+        for (name, var) in self.vars().iter().filter(|(n, _)| !is_buffer(n)) {
+            if let Some(g) = grads.get(var.as_tensor()) {
+                out.push((name.clone(), var.clone(), g.clone()));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Every tensor of the equivalent dense model (generated weights
+    /// materialised from the current ring, unshared parameters and buffers),
+    /// by name: what an export or a dense twin loads.
+    pub fn materialize(&self) -> Result<BTreeMap<String, Tensor>> {
+        let mut out = BTreeMap::new();
+        for (name, var) in self.vars().iter() {
+            out.insert(name.clone(), var.as_tensor().copy()?);
+        }
+        if let Some(state) = &self.inner.rpg {
+            self.regenerate()?;
+            for (layer, var) in state.placement.layers().iter().zip(&state.generated) {
+                out.insert(layer.name.clone(), var.as_tensor().copy()?);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Sets persistent tensors (and the ring, under [`RING_NAME`]) from
+    /// loaded values, checking names and shapes.
+    pub fn assign(&self, tensors: &BTreeMap<String, Tensor>) -> Result<()> {
+        if let Some(state) = &self.inner.rpg {
+            let ring = tensors.get(RING_NAME).ok_or_else(|| {
+                candle_core::Error::Msg(format!("the file has no `{RING_NAME}` tensor"))
+            })?;
+            check_shape(RING_NAME, ring.dims(), state.ring.dims())?;
+            state
+                .ring
+                .set(&ring.to_dtype(DType::F32)?.to_device(&self.inner.device)?)?;
+        }
+        for (name, var) in self.vars().iter() {
+            let Some(value) = tensors.get(name) else {
+                bail!("the file has no tensor `{name}`, which this model needs")
+            };
+            check_shape(name, value.dims(), var.dims())?;
+            var.set(&value.to_dtype(var.dtype())?.to_device(&self.inner.device)?)?;
+        }
+        self.regenerate()
+    }
+
+    fn shared_var(&self, name: &str) -> Option<(usize, &Var)> {
+        let state = self.inner.rpg.as_ref()?;
+        let idx = state
+            .placement
+            .layers()
+            .iter()
+            .position(|l| l.name == name)?;
+        Some((idx, &state.generated[idx]))
+    }
+}
+
+fn check_shape(name: &str, got: &[usize], want: &[usize]) -> Result<()> {
+    if got != want {
+        bail!(
+            "tensor `{name}` has shape {got:?} in the file but the model needs {want:?}: the file is from another model or spec"
+        );
+    }
+    Ok(())
+}
+
+fn split_rings<'a>(ring: &'a [f32], lengths: &[usize]) -> Vec<&'a [f32]> {
+    let mut rest = ring;
+    lengths
+        .iter()
+        .map(|&n| {
+            let (head, tail) = rest.split_at(n);
+            rest = tail;
+            head
+        })
+        .collect()
+}
+
+fn split_rings_mut<'a>(ring: &'a mut [f32], lengths: &[usize]) -> Vec<&'a mut [f32]> {
+    let mut rest = ring;
+    lengths
+        .iter()
+        .map(|&n| {
+            let (head, tail) = std::mem::take(&mut rest).split_at_mut(n);
+            rest = tail;
+            head
+        })
+        .collect()
+}
+
+impl SimpleBackend for ParamStore {
+    fn get(&self, s: Shape, name: &str, h: Init, dtype: DType, dev: &Device) -> Result<Tensor> {
+        if let Some((_, var)) = self.shared_var(name) {
+            check_shape(name, s.dims(), var.dims())?;
+            return Ok(var.as_tensor().clone());
+        }
+        if let Some(state) = &self.inner.rpg
+            && !is_buffer(name)
+            && state.registry.get(name).is_none()
+        {
+            bail!(
+                "parameter `{name}` was not seen when the model's registry was recorded: build the same model as the one recorded"
+            );
+        }
+        let mut vars = self.vars();
+        if let Some(var) = vars.get(name) {
+            if var.dims() != s.dims() {
+                bail!(
+                    "parameter `{name}` requested with shape {:?}, but it exists with {:?}",
+                    s.dims(),
+                    var.dims()
+                );
+            }
+            return Ok(var.as_tensor().clone());
+        }
+        let values = init_values(h, s.dims(), self.inner.seed, name);
+        let var = Var::from_tensor(&Tensor::from_vec(values, s, dev)?.to_dtype(dtype)?)?;
+        vars.insert(name.to_string(), var.clone());
+        Ok(var.as_tensor().clone())
+    }
+
+    fn get_unchecked(&self, name: &str, _dtype: DType, _dev: &Device) -> Result<Tensor> {
+        if let Some((_, var)) = self.shared_var(name) {
+            return Ok(var.as_tensor().clone());
+        }
+        match self.vars().get(name) {
+            Some(var) => Ok(var.as_tensor().clone()),
+            None => bail!("no parameter `{name}` in the store"),
+        }
+    }
+
+    fn contains_tensor(&self, name: &str) -> bool {
+        self.shared_var(name).is_some() || self.vars().contains_key(name)
+    }
+}
