@@ -36,6 +36,7 @@
 mod checkpoint;
 mod device;
 mod init;
+pub mod ops;
 mod policy;
 mod record;
 mod store;

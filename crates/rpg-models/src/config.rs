@@ -1,0 +1,47 @@
+//! What a model is built from: name, classes, input shape, width.
+
+/// Configuration of a zoo model. Stored (as JSON) in every model file, so a
+/// checkpoint is only ever loaded into the model it was trained as.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct ModelConfig {
+    /// Registry name, e.g. `lenet5`.
+    pub name: String,
+    /// Output classes.
+    pub num_classes: usize,
+    /// Input channels.
+    pub in_channels: usize,
+    /// Input height = width.
+    pub image_size: usize,
+    /// Channel / hidden-size multiplier (1.0 = the published model); used to
+    /// make narrower dense baselines with a given parameter count.
+    pub width: f64,
+}
+
+impl ModelConfig {
+    /// A config with width 1.
+    pub fn new(name: &str, num_classes: usize, in_channels: usize, image_size: usize) -> Self {
+        Self {
+            name: name.to_string(),
+            num_classes,
+            in_channels,
+            image_size,
+            width: 1.0,
+        }
+    }
+
+    /// The same config at another width.
+    pub fn with_width(mut self, width: f64) -> Self {
+        self.width = width;
+        self
+    }
+
+    /// `round(channels * width)`, at least 1.
+    pub fn scaled(&self, channels: usize) -> usize {
+        ((channels as f64 * self.width).round() as usize).max(1)
+    }
+
+    /// The JSON stored in model files.
+    pub fn to_json(&self) -> String {
+        serde_json::to_string(self).expect("config serialises")
+    }
+}

@@ -1,0 +1,41 @@
+//! A multi-layer perceptron: input -> 256 -> 256 -> classes by default.
+
+use candle_core::{Module, ModuleT, Result, Tensor};
+use candle_nn::{Linear, VarBuilder, linear};
+
+use crate::ModelConfig;
+
+/// Fully connected layers `fc1..fcK` with ReLU between them.
+#[derive(Debug)]
+pub struct Mlp {
+    layers: Vec<Linear>,
+}
+
+/// Hidden sizes of the default MLP.
+pub const DEFAULT_HIDDEN: [usize; 2] = [256, 256];
+
+/// Builds the MLP for a flattened `in_channels * image_size^2` input.
+pub fn mlp(cfg: &ModelConfig, vb: VarBuilder<'_>) -> Result<Mlp> {
+    let mut sizes = vec![cfg.in_channels * cfg.image_size * cfg.image_size];
+    sizes.extend(DEFAULT_HIDDEN.iter().map(|&h| cfg.scaled(h)));
+    sizes.push(cfg.num_classes);
+    let layers = sizes
+        .windows(2)
+        .enumerate()
+        .map(|(i, w)| linear(w[0], w[1], vb.pp(format!("fc{}", i + 1))))
+        .collect::<Result<_>>()?;
+    Ok(Mlp { layers })
+}
+
+impl ModuleT for Mlp {
+    fn forward_t(&self, x: &Tensor, _train: bool) -> Result<Tensor> {
+        let mut x = x.flatten_from(1)?;
+        for (i, layer) in self.layers.iter().enumerate() {
+            x = layer.forward(&x)?;
+            if i + 1 < self.layers.len() {
+                x = x.relu()?;
+            }
+        }
+        Ok(x)
+    }
+}

@@ -1,0 +1,254 @@
+//! ResNets: the CIFAR family of He et al. (2016, section 4.2; 3 stages of
+//! 16/32/64 channels, 3x3 stem, no max-pool) and torchvision's ImageNet
+//! ResNet-18/34/50 (optionally with a CIFAR stem). Parameter names follow
+//! torchvision (`conv1`, `bn1`, `layer1.0.conv1`, `layer2.0.downsample.0`,
+//! `fc`), so dense exports load in PyTorch and the paper's sharing policy
+//! applies by name.
+
+use candle_core::{Module, ModuleT, Result, Tensor};
+use candle_nn::{
+    BatchNorm, Conv2d, Conv2dConfig, Linear, VarBuilder, batch_norm, conv2d_no_bias, linear,
+};
+
+use crate::ModelConfig;
+
+fn conv(cin: usize, cout: usize, k: usize, stride: usize, vb: VarBuilder<'_>) -> Result<Conv2d> {
+    let cfg = Conv2dConfig {
+        padding: k / 2,
+        stride,
+        ..Default::default()
+    };
+    conv2d_no_bias(cin, cout, k, cfg, vb)
+}
+
+fn bn(c: usize, vb: VarBuilder<'_>) -> Result<BatchNorm> {
+    batch_norm(c, 1e-5, vb)
+}
+
+/// A 1x1 projection shortcut (`downsample.0` conv, `downsample.1` BN).
+#[derive(Debug)]
+struct Downsample {
+    conv: Conv2d,
+    bn: BatchNorm,
+}
+
+impl Downsample {
+    fn new(cin: usize, cout: usize, stride: usize, vb: VarBuilder<'_>) -> Result<Self> {
+        Ok(Self {
+            conv: conv(cin, cout, 1, stride, vb.pp("0"))?,
+            bn: bn(cout, vb.pp("1"))?,
+        })
+    }
+
+    fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+        self.bn.forward_t(&self.conv.forward(x)?, train)
+    }
+}
+
+/// Two 3x3 convs (ResNet-18/34 and the CIFAR ResNets).
+#[derive(Debug)]
+struct BasicBlock {
+    conv1: Conv2d,
+    bn1: BatchNorm,
+    conv2: Conv2d,
+    bn2: BatchNorm,
+    downsample: Option<Downsample>,
+}
+
+impl BasicBlock {
+    const EXPANSION: usize = 1;
+
+    fn new(cin: usize, planes: usize, stride: usize, vb: VarBuilder<'_>) -> Result<Self> {
+        let downsample = (stride != 1 || cin != planes)
+            .then(|| Downsample::new(cin, planes, stride, vb.pp("downsample")))
+            .transpose()?;
+        Ok(Self {
+            conv1: conv(cin, planes, 3, stride, vb.pp("conv1"))?,
+            bn1: bn(planes, vb.pp("bn1"))?,
+            conv2: conv(planes, planes, 3, 1, vb.pp("conv2"))?,
+            bn2: bn(planes, vb.pp("bn2"))?,
+            downsample,
+        })
+    }
+
+    fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+        let y = self.bn1.forward_t(&self.conv1.forward(x)?, train)?.relu()?;
+        let y = self.bn2.forward_t(&self.conv2.forward(&y)?, train)?;
+        let shortcut = match &self.downsample {
+            Some(d) => d.forward_t(x, train)?,
+            None => x.clone(),
+        };
+        (y + shortcut)?.relu()
+    }
+}
+
+/// 1x1 -> 3x3 (stride here, as torchvision's "v1.5") -> 1x1 x4 (ResNet-50).
+#[derive(Debug)]
+struct Bottleneck {
+    conv1: Conv2d,
+    bn1: BatchNorm,
+    conv2: Conv2d,
+    bn2: BatchNorm,
+    conv3: Conv2d,
+    bn3: BatchNorm,
+    downsample: Option<Downsample>,
+}
+
+impl Bottleneck {
+    const EXPANSION: usize = 4;
+
+    fn new(cin: usize, planes: usize, stride: usize, vb: VarBuilder<'_>) -> Result<Self> {
+        let out = planes * Self::EXPANSION;
+        let downsample = (stride != 1 || cin != out)
+            .then(|| Downsample::new(cin, out, stride, vb.pp("downsample")))
+            .transpose()?;
+        Ok(Self {
+            conv1: conv(cin, planes, 1, 1, vb.pp("conv1"))?,
+            bn1: bn(planes, vb.pp("bn1"))?,
+            conv2: conv(planes, planes, 3, stride, vb.pp("conv2"))?,
+            bn2: bn(planes, vb.pp("bn2"))?,
+            conv3: conv(planes, out, 1, 1, vb.pp("conv3"))?,
+            bn3: bn(out, vb.pp("bn3"))?,
+            downsample,
+        })
+    }
+
+    fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+        let y = self.bn1.forward_t(&self.conv1.forward(x)?, train)?.relu()?;
+        let y = self
+            .bn2
+            .forward_t(&self.conv2.forward(&y)?, train)?
+            .relu()?;
+        let y = self.bn3.forward_t(&self.conv3.forward(&y)?, train)?;
+        let shortcut = match &self.downsample {
+            Some(d) => d.forward_t(x, train)?,
+            None => x.clone(),
+        };
+        (y + shortcut)?.relu()
+    }
+}
+
+#[derive(Debug)]
+enum Block {
+    Basic(BasicBlock),
+    Bottleneck(Bottleneck),
+}
+
+impl Block {
+    fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+        match self {
+            Block::Basic(b) => b.forward_t(x, train),
+            Block::Bottleneck(b) => b.forward_t(x, train),
+        }
+    }
+}
+
+/// Which block a ResNet stacks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BlockKind {
+    /// Two 3x3 convs.
+    Basic,
+    /// 1x1, 3x3, 1x1 with expansion 4.
+    Bottleneck,
+}
+
+/// The stem: ImageNet (7x7 stride 2 + 3x3/2 max-pool) or CIFAR (3x3 stride 1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stem {
+    /// torchvision's 7x7/2 conv, BN, ReLU, 3x3/2 max-pool.
+    ImageNet,
+    /// 3x3/1 conv, BN, ReLU, no pooling (for 32x32 inputs).
+    Cifar,
+}
+
+/// A ResNet of any depth in either family.
+#[derive(Debug)]
+pub struct ResNet {
+    conv1: Conv2d,
+    bn1: BatchNorm,
+    stem: Stem,
+    blocks: Vec<Block>,
+    fc: Linear,
+}
+
+/// Builds a ResNet from stage widths and block counts.
+pub fn resnet(
+    cfg: &ModelConfig,
+    kind: BlockKind,
+    stem: Stem,
+    widths: &[usize],
+    depths: &[usize],
+    vb: VarBuilder<'_>,
+) -> Result<ResNet> {
+    let widths: Vec<usize> = widths.iter().map(|&w| cfg.scaled(w)).collect();
+    let stem_width = widths[0];
+    let conv1 = match stem {
+        Stem::ImageNet => {
+            let c = Conv2dConfig {
+                padding: 3,
+                stride: 2,
+                ..Default::default()
+            };
+            conv2d_no_bias(cfg.in_channels, stem_width, 7, c, vb.pp("conv1"))?
+        }
+        Stem::Cifar => conv(cfg.in_channels, stem_width, 3, 1, vb.pp("conv1"))?,
+    };
+    let bn1 = bn(stem_width, vb.pp("bn1"))?;
+    let mut blocks = Vec::new();
+    let mut cin = stem_width;
+    for (stage, (&planes, &depth)) in widths.iter().zip(depths).enumerate() {
+        for i in 0..depth {
+            let stride = if i == 0 && stage > 0 { 2 } else { 1 };
+            let vb = vb.pp(format!("layer{}", stage + 1)).pp(i.to_string());
+            let block = match kind {
+                BlockKind::Basic => {
+                    let b = BasicBlock::new(cin, planes, stride, vb)?;
+                    cin = planes * BasicBlock::EXPANSION;
+                    Block::Basic(b)
+                }
+                BlockKind::Bottleneck => {
+                    let b = Bottleneck::new(cin, planes, stride, vb)?;
+                    cin = planes * Bottleneck::EXPANSION;
+                    Block::Bottleneck(b)
+                }
+            };
+            blocks.push(block);
+        }
+    }
+    let fc = linear(cin, cfg.num_classes, vb.pp("fc"))?;
+    Ok(ResNet {
+        conv1,
+        bn1,
+        stem,
+        blocks,
+        fc,
+    })
+}
+
+/// He et al.'s CIFAR ResNet of depth `6n + 2` (20, 32, 44, 56, 110), with
+/// 1x1 projection shortcuts where the shape changes.
+pub fn resnet_cifar(cfg: &ModelConfig, depth: usize, vb: VarBuilder<'_>) -> Result<ResNet> {
+    let n = (depth - 2) / 6;
+    resnet(
+        cfg,
+        BlockKind::Basic,
+        Stem::Cifar,
+        &[16, 32, 64],
+        &[n, n, n],
+        vb,
+    )
+}
+
+impl ModuleT for ResNet {
+    fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+        let mut x = self.bn1.forward_t(&self.conv1.forward(x)?, train)?.relu()?;
+        if self.stem == Stem::ImageNet {
+            x = rpg_nn::ops::max_pool2d(&x, 3, 2, 1)?;
+        }
+        for block in &self.blocks {
+            x = block.forward_t(&x, train)?;
+        }
+        // Global average pooling (Candle has no adaptive pooling).
+        self.fc.forward(&x.mean((2, 3))?)
+    }
+}

@@ -1,0 +1,121 @@
+//! Differentiable forms of ops whose Candle fast paths drop gradients or
+//! refuse a backward pass.
+
+use candle_core::{D, Result, Tensor};
+
+/// Max pooling with any kernel and stride, differentiable. Candle's
+/// `max_pool2d_with_stride` has no backward when kernel != stride (the
+/// ImageNet ResNet stem uses 3x3, stride 2, padding 1).
+///
+/// Padding is with zeros, which equals PyTorch's -inf padding whenever the
+/// input is non-negative (as after the ReLU that precedes the stem pool):
+/// every window holds at least one real element. The result is the maximum
+/// over `kernel^2` strided views of the padded input.
+pub fn max_pool2d(x: &Tensor, kernel: usize, stride: usize, padding: usize) -> Result<Tensor> {
+    let (_, _, h, w) = x.dims4()?;
+    let out_h = (h + 2 * padding - kernel) / stride + 1;
+    let out_w = (w + 2 * padding - kernel) / stride + 1;
+    // Pad so that every strided view below has exactly `out * stride` rows.
+    let need_h = (kernel - 1) + out_h * stride;
+    let need_w = (kernel - 1) + out_w * stride;
+    let x = x
+        .pad_with_zeros(2, padding, need_h.saturating_sub(h + padding))?
+        .pad_with_zeros(3, padding, need_w.saturating_sub(w + padding))?;
+    let mut out: Option<Tensor> = None;
+    for di in 0..kernel {
+        let rows = strided(&x, 2, di, out_h, stride)?;
+        for dj in 0..kernel {
+            let view = strided(&rows, 3, dj, out_w, stride)?;
+            out = Some(match out {
+                None => view,
+                Some(acc) => acc.maximum(&view)?,
+            });
+        }
+    }
+    out.ok_or_else(|| candle_core::Error::Msg("max_pool2d with kernel 0".into()))
+}
+
+/// Elements `start, start + stride, ...` (`count` of them) along `dim`.
+fn strided(x: &Tensor, dim: usize, start: usize, count: usize, stride: usize) -> Result<Tensor> {
+    let x = x.narrow(dim, start, count * stride)?;
+    if stride == 1 {
+        return Ok(x);
+    }
+    let mut dims = x.dims().to_vec();
+    dims[dim] = count;
+    dims.insert(dim + 1, stride);
+    x.reshape(dims)?.narrow(dim + 1, 0, 1)?.squeeze(dim + 1)
+}
+
+/// Layer norm over the last dimension from differentiable primitives
+/// (Candle's fused `layer_norm` returns no gradient).
+pub fn layer_norm(x: &Tensor, weight: &Tensor, bias: &Tensor, eps: f64) -> Result<Tensor> {
+    let mean = x.mean_keepdim(D::Minus1)?;
+    let centered = x.broadcast_sub(&mean)?;
+    let var = centered.sqr()?.mean_keepdim(D::Minus1)?;
+    let normed = centered.broadcast_div(&(var + eps)?.sqrt()?)?;
+    normed.broadcast_mul(weight)?.broadcast_add(bias)
+}
+
+#[cfg(test)]
+mod tests {
+    use candle_core::{DType, Device, Tensor, Var};
+
+    use super::*;
+
+    #[test]
+    fn max_pool_matches_candle_forward_and_has_gradients() -> Result<()> {
+        let values: Vec<f32> = (0..2 * 3 * 9 * 9)
+            .map(|i| ((i * 53 % 97) as f32) / 97.0)
+            .collect();
+        let x = Var::from_vec(values, (2, 3, 9, 9), &Device::Cpu)?;
+        let ours = max_pool2d(x.as_tensor(), 3, 2, 0)?;
+        let candle = x.as_tensor().max_pool2d_with_stride(3, 2)?;
+        assert_eq!(ours.dims(), candle.dims());
+        let diff = (ours.clone() - candle)?
+            .abs()?
+            .max_all()?
+            .to_scalar::<f32>()?;
+        assert_eq!(diff, 0.0);
+        let grads = ours.sum_all()?.backward()?;
+        let g = grads.get(x.as_tensor()).expect("gradient");
+        // Each output routes one unit of gradient to its window's maximum.
+        let total = g.sum_all()?.to_scalar::<f32>()?;
+        assert_eq!(total, ours.elem_count() as f32);
+        Ok(())
+    }
+
+    #[test]
+    fn padded_pool_has_torch_output_size() -> Result<()> {
+        let x = Tensor::ones((1, 1, 112, 112), DType::F32, &Device::Cpu)?;
+        assert_eq!(max_pool2d(&x, 3, 2, 1)?.dims(), &[1, 1, 56, 56]);
+        let x = Tensor::ones((1, 1, 7, 7), DType::F32, &Device::Cpu)?;
+        assert_eq!(max_pool2d(&x, 3, 2, 1)?.dims(), &[1, 1, 4, 4]);
+        Ok(())
+    }
+
+    #[test]
+    fn layer_norm_matches_candle_and_keeps_gradients() -> Result<()> {
+        let x = Var::from_vec(
+            (0..24).map(|i| (i as f32 * 0.7).sin()).collect(),
+            (2, 3, 4),
+            &Device::Cpu,
+        )?;
+        let w = Var::from_vec(vec![1.0f32, 2.0, 0.5, 1.5], 4, &Device::Cpu)?;
+        let b = Var::from_vec(vec![0.1f32, 0.0, -0.1, 0.2], 4, &Device::Cpu)?;
+        let ours = layer_norm(x.as_tensor(), w.as_tensor(), b.as_tensor(), 1e-5)?;
+        let fused = candle_nn::ops::layer_norm(x.as_tensor(), w.as_tensor(), b.as_tensor(), 1e-5)?;
+        let diff = (ours.clone() - fused)?
+            .abs()?
+            .max_all()?
+            .to_scalar::<f32>()?;
+        assert!(diff < 1e-5, "{diff}");
+        let grads = (ours * Tensor::arange(0f32, 24., &Device::Cpu)?.reshape((2, 3, 4))?)?
+            .sum_all()?
+            .backward()?;
+        for v in [&x, &w, &b] {
+            assert!(grads.get(v.as_tensor()).is_some());
+        }
+        Ok(())
+    }
+}
