@@ -1,7 +1,7 @@
 //! Parameter counts, output shapes, gradients and a training smoke test for
 //! every model of the zoo, dense and RPG.
 
-use candle_core::{DType, Device, ModuleT, Tensor};
+use candle_core::{DType, Device, Tensor};
 use rpg_core::RingSpec;
 use rpg_models::{MODELS, ModelConfig, build_model, model_entry};
 use rpg_nn::{ParamStore, SharingPolicy, record_parameters};
