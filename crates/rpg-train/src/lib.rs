@@ -1,3 +1,4 @@
-//! # rpg-train: trainer and data
-//!
-//! Under construction: it exposes nothing yet.
+//! # rpg-train: trainer, data and the `rpg` command line
+#![warn(missing_docs)]
+
+pub mod data;

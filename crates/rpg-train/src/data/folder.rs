@@ -1,0 +1,121 @@
+//! Image-folder data sets: `root/<split>/<class>/*.{png,jpg,jpeg}` (the
+//! ImageNet layout). Images are decoded on the loader threads.
+
+use std::path::{Path, PathBuf};
+
+use super::error::{DataError, Result};
+
+/// File paths and labels of one split.
+#[derive(Debug, Clone)]
+pub struct FolderSet {
+    /// Class names, sorted (label = position).
+    pub classes: Vec<String>,
+    /// Image files.
+    pub paths: Vec<PathBuf>,
+    /// Labels, parallel to `paths`.
+    pub labels: Vec<u32>,
+}
+
+fn is_image(path: &Path) -> bool {
+    matches!(
+        path.extension()
+            .and_then(|e| e.to_str())
+            .map(str::to_ascii_lowercase)
+            .as_deref(),
+        Some("png" | "jpg" | "jpeg")
+    )
+}
+
+/// Lists a split directory. Fails when it has no class folders or a class
+/// folder has no images.
+pub fn scan(dir: &Path) -> Result<FolderSet> {
+    let entries = std::fs::read_dir(dir).map_err(|e| DataError::io(dir, e))?;
+    let mut classes: Vec<String> = entries
+        .filter_map(|e| e.ok())
+        .filter(|e| e.path().is_dir())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    classes.sort();
+    if classes.is_empty() {
+        return Err(DataError::corrupt(
+            dir,
+            "no class folders: expected one folder of images per class",
+        ));
+    }
+    let mut set = FolderSet {
+        classes: classes.clone(),
+        paths: Vec::new(),
+        labels: Vec::new(),
+    };
+    for (label, class) in classes.iter().enumerate() {
+        let class_dir = dir.join(class);
+        let mut files: Vec<PathBuf> = std::fs::read_dir(&class_dir)
+            .map_err(|e| DataError::io(&class_dir, e))?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| is_image(p))
+            .collect();
+        if files.is_empty() {
+            return Err(DataError::corrupt(
+                &class_dir,
+                "class folder has no .png/.jpg/.jpeg images",
+            ));
+        }
+        files.sort();
+        set.labels
+            .extend(std::iter::repeat_n(label as u32, files.len()));
+        set.paths.extend(files);
+    }
+    Ok(set)
+}
+
+/// Decodes an image as RGB8.
+pub fn decode(path: &Path) -> Result<image::RgbImage> {
+    image::open(path)
+        .map(|img| img.to_rgb8())
+        .map_err(|e| DataError::corrupt(path, format!("cannot decode image: {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scans_classes_and_rejects_broken_images() {
+        let dir = tempfile::tempdir().unwrap();
+        for (class, n) in [("cat", 2), ("dog", 1)] {
+            std::fs::create_dir_all(dir.path().join(class)).unwrap();
+            for i in 0..n {
+                image::RgbImage::from_pixel(5, 4, image::Rgb([i as u8 * 100, 0, 0]))
+                    .save(dir.path().join(class).join(format!("{i}.png")))
+                    .unwrap();
+            }
+        }
+        let set = scan(dir.path()).unwrap();
+        assert_eq!(set.classes, vec!["cat", "dog"]);
+        assert_eq!(set.labels, vec![0, 0, 1]);
+        assert_eq!(decode(&set.paths[0]).unwrap().dimensions(), (5, 4));
+
+        let broken = dir.path().join("dog").join("broken.jpg");
+        std::fs::write(&broken, b"not a jpeg").unwrap();
+        assert!(
+            decode(&broken)
+                .unwrap_err()
+                .to_string()
+                .contains("cannot decode")
+        );
+        std::fs::create_dir_all(dir.path().join("empty_class")).unwrap();
+        assert!(
+            scan(dir.path())
+                .unwrap_err()
+                .to_string()
+                .contains("no .png")
+        );
+        let empty = tempfile::tempdir().unwrap();
+        assert!(
+            scan(empty.path())
+                .unwrap_err()
+                .to_string()
+                .contains("no class folders")
+        );
+    }
+}
