@@ -217,19 +217,51 @@ impl Placement {
         counts
     }
 
-    /// Mean over ring entries of `sum c_i^2` over the entry's uses: how much
-    /// larger one SGD step on the ring moves the generated weights than the
-    /// same step on a dense weight. The trainer divides the ring's learning
-    /// rate by this to keep a dense recipe stable at any DoF.
-    pub fn step_gain(&self, group: usize) -> f64 {
-        let ring_len = self.spec.ring_lengths[group] as f64;
+    /// Learning-rate multiplier for the ring under SGD, so that one step
+    /// moves generated weights about as much as the same step moves dense
+    /// ones, at any DoF. Weight `k` reads entry `j`; an SGD step on the ring
+    /// moves it by `lr * c_k * sum over uses u of j (c_u s_u g_u)`; with
+    /// random signs its variance relative to a dense step is
+    /// `c_k^2 * S_j`, `S_j = sum over uses u of c_u^2`. The multiplier is
+    /// `1 / sqrt(mean over all positions k of c_k^2 S_{j_k})`.
+    pub fn sgd_ring_lr_scale(&self) -> f64 {
+        let mut uses_weight: Vec<Vec<f64>> = self
+            .spec
+            .ring_lengths
+            .iter()
+            .map(|&n| vec![0.0; n])
+            .collect();
+        for layer in &self.layers {
+            let c2 = f64::from(layer.scale).powi(2);
+            for &e in self.layer_entries(layer) {
+                uses_weight[layer.group][(e & INDEX_MASK) as usize] += c2;
+            }
+        }
+        let mut total = 0.0;
+        for layer in &self.layers {
+            let c2 = f64::from(layer.scale).powi(2);
+            let s = &uses_weight[layer.group];
+            total += c2
+                * self
+                    .layer_entries(layer)
+                    .iter()
+                    .map(|&e| s[(e & INDEX_MASK) as usize])
+                    .sum::<f64>();
+        }
+        (self.entries.len() as f64 / total).sqrt()
+    }
+
+    /// Learning-rate multiplier for the ring under Adam-type optimizers,
+    /// whose per-entry step is about `lr` whatever the gradient: generated
+    /// weights then move by `c_k * lr`, so the multiplier is
+    /// `1 / sqrt(mean over positions of c_k^2)`.
+    pub fn adam_ring_lr_scale(&self) -> f64 {
         let total: f64 = self
             .layers
             .iter()
-            .filter(|l| l.group == group)
             .map(|l| l.len as f64 * f64::from(l.scale).powi(2))
             .sum();
-        total / ring_len
+        (self.entries.len() as f64 / total).sqrt()
     }
 
     /// Generates every shared weight from the rings into `out` (length
@@ -600,10 +632,20 @@ mod tests {
     }
 
     #[test]
-    fn step_gain_counts_scaled_uses() {
+    fn ring_lr_scales_follow_uses_and_scales() {
         let r = registry_from(&[vec![4, 3]], &[]);
+        // Unit scale, 12 positions on 6 entries: every entry used twice.
         let spec = RingSpec::global(6, 0).with_scale(ScaleRule::Unit);
         let p = Placement::new(&spec, &r).unwrap();
-        assert_eq!(p.step_gain(0), 2.0);
+        assert!((p.sgd_ring_lr_scale() - 0.5f64.sqrt()).abs() < 1e-12);
+        assert_eq!(p.adam_ring_lr_scale(), 1.0);
+        // One use per entry and unit scale: the dense step exactly.
+        let spec = RingSpec::global(12, 0).with_scale(ScaleRule::Unit);
+        assert!((Placement::new(&spec, &r).unwrap().sgd_ring_lr_scale() - 1.0).abs() < 1e-12);
+        // Scale c = 2 everywhere: c^2 S = 4 * 4 * 2 -> 1 / sqrt(32).
+        let spec = RingSpec::global(6, 0).with_scale(ScaleRule::FixedFanOut(16));
+        let p = Placement::new(&spec, &r).unwrap();
+        assert!((p.sgd_ring_lr_scale() - 32f64.sqrt().recip()).abs() < 1e-9);
+        assert!((p.adam_ring_lr_scale() - 0.5).abs() < 1e-9);
     }
 }

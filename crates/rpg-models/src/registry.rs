@@ -2,6 +2,7 @@
 
 use candle_core::{ModuleT, Result};
 use candle_nn::VarBuilder;
+use rpg_nn::SharingPolicy;
 
 use crate::resnet::{BlockKind, Stem, resnet, resnet_cifar};
 use crate::{ModelConfig, lenet, mlp};
@@ -22,6 +23,10 @@ pub struct ModelEntry {
     pub in_channels: usize,
     /// Default input height = width.
     pub image_size: usize,
+    /// Default sharing: `true` shares every weight matrix (small models, where
+    /// the stem and classifier alone would exceed low DoF budgets); `false`
+    /// follows the paper (all but the first layer and the classifier).
+    pub share_all_weights: bool,
     build: Build,
 }
 
@@ -29,6 +34,15 @@ impl ModelEntry {
     /// This model's default config for `num_classes`.
     pub fn config(&self, num_classes: usize) -> ModelConfig {
         ModelConfig::new(self.name, num_classes, self.in_channels, self.image_size)
+    }
+
+    /// This model's default sharing policy.
+    pub fn sharing_policy(&self) -> SharingPolicy {
+        if self.share_all_weights {
+            SharingPolicy::all_weights()
+        } else {
+            SharingPolicy::paper()
+        }
     }
 }
 
@@ -46,6 +60,7 @@ const IMAGENET_WIDTHS: [usize; 4] = [64, 128, 256, 512];
 pub static MODELS: &[ModelEntry] = &[
     ModelEntry {
         name: "mlp",
+        share_all_weights: true,
         summary: "MLP input-256-256-classes, ReLU",
         in_channels: 1,
         image_size: 28,
@@ -53,6 +68,7 @@ pub static MODELS: &[ModelEntry] = &[
     },
     ModelEntry {
         name: "lenet5",
+        share_all_weights: true,
         summary: "LeNet-5: conv 6-16 (5x5), fc 120-84",
         in_channels: 1,
         image_size: 28,
@@ -60,6 +76,7 @@ pub static MODELS: &[ModelEntry] = &[
     },
     ModelEntry {
         name: "resnet20",
+        share_all_weights: false,
         summary: "CIFAR ResNet-20 (He et al.), 16/32/64 channels",
         in_channels: 3,
         image_size: 32,
@@ -67,6 +84,7 @@ pub static MODELS: &[ModelEntry] = &[
     },
     ModelEntry {
         name: "resnet32",
+        share_all_weights: false,
         summary: "CIFAR ResNet-32",
         in_channels: 3,
         image_size: 32,
@@ -74,6 +92,7 @@ pub static MODELS: &[ModelEntry] = &[
     },
     ModelEntry {
         name: "resnet44",
+        share_all_weights: false,
         summary: "CIFAR ResNet-44",
         in_channels: 3,
         image_size: 32,
@@ -81,6 +100,7 @@ pub static MODELS: &[ModelEntry] = &[
     },
     ModelEntry {
         name: "resnet56",
+        share_all_weights: false,
         summary: "CIFAR ResNet-56",
         in_channels: 3,
         image_size: 32,
@@ -88,6 +108,7 @@ pub static MODELS: &[ModelEntry] = &[
     },
     ModelEntry {
         name: "resnet110",
+        share_all_weights: false,
         summary: "CIFAR ResNet-110",
         in_channels: 3,
         image_size: 32,
@@ -95,6 +116,7 @@ pub static MODELS: &[ModelEntry] = &[
     },
     ModelEntry {
         name: "resnet18",
+        share_all_weights: false,
         summary: "ImageNet ResNet-18 (torchvision)",
         in_channels: 3,
         image_size: 224,
@@ -109,6 +131,7 @@ pub static MODELS: &[ModelEntry] = &[
     },
     ModelEntry {
         name: "resnet34",
+        share_all_weights: false,
         summary: "ImageNet ResNet-34 (torchvision)",
         in_channels: 3,
         image_size: 224,
@@ -123,6 +146,7 @@ pub static MODELS: &[ModelEntry] = &[
     },
     ModelEntry {
         name: "resnet50",
+        share_all_weights: false,
         summary: "ImageNet ResNet-50 (torchvision, v1.5)",
         in_channels: 3,
         image_size: 224,
@@ -137,6 +161,7 @@ pub static MODELS: &[ModelEntry] = &[
     },
     ModelEntry {
         name: "resnet18_cifar",
+        share_all_weights: false,
         summary: "ResNet-18 with a 3x3 stride-1 stem, no max-pool",
         in_channels: 3,
         image_size: 32,
@@ -144,6 +169,7 @@ pub static MODELS: &[ModelEntry] = &[
     },
     ModelEntry {
         name: "resnet34_cifar",
+        share_all_weights: false,
         summary: "ResNet-34 with a CIFAR stem",
         in_channels: 3,
         image_size: 32,
@@ -151,6 +177,7 @@ pub static MODELS: &[ModelEntry] = &[
     },
     ModelEntry {
         name: "resnet50_cifar",
+        share_all_weights: false,
         summary: "ResNet-50 with a CIFAR stem",
         in_channels: 3,
         image_size: 32,

@@ -1,4 +1,21 @@
 //! # rpg-train: trainer, data and the `rpg` command line
+//!
+//! [`trainer::train`] runs a [`config::TrainConfig`] end to end: data
+//! ([`data`]), model and parameters ([`setup`]), optimizer ([`optim`]),
+//! schedule ([`schedule`]), checkpoints ([`checkpoint`]), metrics and plots.
 #![warn(missing_docs)]
 
+pub mod checkpoint;
+pub mod cli;
+pub mod config;
 pub mod data;
+pub mod loss;
+pub mod metrics;
+pub mod optim;
+pub mod plot;
+pub mod schedule;
+pub mod setup;
+pub mod trainer;
+
+pub use config::TrainConfig;
+pub use trainer::{EvalResult, Summary, evaluate, train, train_until};

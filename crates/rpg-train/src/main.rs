@@ -1,5 +1,172 @@
-//! The `rpg` command line.
-fn main() -> std::process::ExitCode {
-    eprintln!("error: the rpg trainer is not built yet: see ARCHITECTURE.md");
-    std::process::ExitCode::FAILURE
+//! The `rpg` command line (`cargo xtask <task>` runs it in release mode).
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::{Context, Result, anyhow};
+use clap::Parser;
+use rpg_models::MODELS;
+use rpg_train::cli::{Cli, Command, EvalArgs};
+use rpg_train::setup::{build_from_file, registry};
+use rpg_train::trainer::{evaluate, load_data};
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) if !e.use_stderr() => {
+            // --help and --version
+            let _ = e.print();
+            return ExitCode::SUCCESS;
+        }
+        Err(e) => {
+            // One line: clap's first line, and where to look for more.
+            let text = e.render().to_string();
+            let first = text.lines().next().unwrap_or("invalid arguments");
+            eprintln!("{first} (see --help)");
+            return ExitCode::from(2);
+        }
+    };
+    let result = match cli.command {
+        Command::Train(args) => args.resolve().and_then(|cfg| {
+            rpg_train::train_until(cfg, args.resume.as_deref(), args.stop_after_epochs).map(|_| ())
+        }),
+        Command::Eval(args) => eval(&args),
+        Command::Models => models(),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {}", format!("{e:#}").replace('\n', " "));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Accepts a model file, a checkpoint directory or a run directory.
+fn model_file(path: &Path) -> Result<PathBuf> {
+    let candidates = [
+        path.to_path_buf(),
+        path.join("model.safetensors"),
+        path.join("checkpoints/best/model.safetensors"),
+        path.join("checkpoints/last/model.safetensors"),
+    ];
+    candidates
+        .into_iter()
+        .find(|p| p.is_file())
+        .with_context(|| {
+            format!(
+                "no model file at {} (give a model.safetensors, a checkpoint or a run directory)",
+                path.display()
+            )
+        })
+}
+
+fn eval(args: &EvalArgs) -> Result<()> {
+    let path = model_file(&args.checkpoint)?;
+    let header = rpg_nn::read_header(&path).map_err(|e| anyhow!("{e}"))?;
+    // The run's config (two levels up: run/checkpoints/<which>/model.safetensors) gives defaults.
+    let run_config = path
+        .ancestors()
+        .nth(3)
+        .map(|run| run.join("config.toml"))
+        .filter(|p| p.is_file())
+        .map(|p| rpg_train::TrainConfig::from_toml_file(&p))
+        .transpose()?;
+    let mut cfg = run_config.unwrap_or_default();
+    if let Some(d) = &args.dataset {
+        if *d != cfg.dataset {
+            cfg.data_dir = None;
+        }
+        cfg.dataset = d.clone();
+    }
+    if args.data_dir.is_some() {
+        cfg.data_dir = args.data_dir.clone();
+    }
+    if args.test_limit.is_some() {
+        cfg.test_limit = args.test_limit;
+    }
+    cfg.train_limit = Some(1);
+    let device = rpg_nn::parse_device(&args.device).map_err(|e| anyhow!("{e}"))?;
+    let built = build_from_file(&path, &header, &device)?;
+    let (_, test) = load_data(&cfg)?;
+    if test.num_classes != built.config.num_classes || test.channels != built.config.in_channels {
+        anyhow::bail!(
+            "{} is a {}-class, {}-channel model but {} has {} classes and {} channels",
+            path.display(),
+            built.config.num_classes,
+            built.config.in_channels,
+            cfg.dataset,
+            test.num_classes,
+            test.channels
+        );
+    }
+    let result = evaluate(&built, &test, args.batch_size, 2)?;
+    println!(
+        "{}: {} on {} ({} images): accuracy {:.4}, loss {:.4}{}",
+        path.display(),
+        header.model,
+        cfg.dataset,
+        result.samples,
+        result.accuracy,
+        result.loss,
+        if test.num_classes > 10 {
+            format!(", top-5 {:.4}", result.top5)
+        } else {
+            String::new()
+        }
+    );
+    let out = args
+        .out
+        .clone()
+        .unwrap_or_else(|| path.with_file_name("eval.json"));
+    let json = serde_json::json!({
+        "checkpoint": path,
+        "model": header.model,
+        "dataset": cfg.dataset,
+        "samples": result.samples,
+        "test_accuracy": result.accuracy,
+        "test_loss": result.loss,
+        "test_top5": result.top5,
+    });
+    std::fs::write(&out, serde_json::to_string_pretty(&json)?)
+        .with_context(|| format!("writing {}", out.display()))?;
+    Ok(())
+}
+
+fn models() -> Result<()> {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    let result = (|| -> std::io::Result<()> {
+        writeln!(
+            out,
+            "{:<16} {:>12} {:>8} {:>10}  description",
+            "model", "params", "shared", "input"
+        )?;
+        for entry in MODELS {
+            let cfg = entry.config(if entry.image_size >= 224 { 1000 } else { 10 });
+            let registry =
+                registry(&cfg, &entry.sharing_policy()).map_err(std::io::Error::other)?;
+            let dense = registry.dense_params();
+            let shared = registry.shared_params() as f64 / dense as f64;
+            writeln!(
+                out,
+                "{:<16} {:>12} {:>7.1}% {:>10}  {} ({} classes)",
+                entry.name,
+                dense,
+                100.0 * shared,
+                format!(
+                    "{}x{}x{}",
+                    entry.in_channels, entry.image_size, entry.image_size
+                ),
+                entry.summary,
+                cfg.num_classes
+            )?;
+        }
+        Ok(())
+    })();
+    match result {
+        // A closed pipe (`rpg models | head`) is not an error.
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        other => Ok(other?),
+    }
 }

@@ -1,0 +1,350 @@
+//! The training configuration: defaults, then a TOML file (`--config`),
+//! then command-line flags. Every flag has a key of the same name (dashes
+//! become underscores). The resolved config is written as `config.toml`
+//! beside the checkpoints, and `--resume` reads it back.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+use serde::{Deserialize, Serialize};
+
+use crate::optim::OptimizerKind;
+use crate::schedule::ScheduleKind;
+
+/// Everything a training run is made of.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TrainConfig {
+    /// Zoo model name.
+    pub model: String,
+    /// Data set name.
+    pub dataset: String,
+    /// Data directory (default `datasets/<dataset>`).
+    pub data_dir: Option<PathBuf>,
+    /// DoF ratio (total DoF / dense parameters); default 0.1 in RPG mode.
+    pub dof: Option<f64>,
+    /// Ring length (instead of a ratio).
+    pub ring: Option<usize>,
+    /// Placement: paper, hashed, naive, sequential.
+    pub placement: String,
+    /// Train the dense model instead of an RPG model.
+    pub dense: bool,
+    /// Per-layer scale: `largest_fan_out`, `unit` or a reference fan-out number (4608 = the paper's).
+    pub ring_scale: String,
+    /// Local rings: one ring per glob pattern (e.g. `layer1.*`); empty = one global ring.
+    pub local_rings: Vec<String>,
+    /// Extra parameters to share (glob patterns).
+    pub share: Vec<String>,
+    /// Parameters never to share (glob patterns).
+    pub unshare: Vec<String>,
+    /// Channel multiplier of the architecture.
+    pub width: f64,
+    /// Input side for image folders.
+    pub image_size: Option<usize>,
+    /// Epochs.
+    pub epochs: usize,
+    /// Training batch size.
+    pub batch_size: usize,
+    /// Base learning rate.
+    pub lr: f64,
+    /// sgd or adamw.
+    pub optimizer: OptimizerKind,
+    /// SGD momentum.
+    pub momentum: f64,
+    /// Nesterov momentum.
+    pub nesterov: bool,
+    /// constant, cosine, step or exp.
+    pub schedule: ScheduleKind,
+    /// Linear warm-up epochs.
+    pub warmup_epochs: f64,
+    /// Step schedule period (epochs).
+    pub step_epochs: f64,
+    /// Step schedule factor.
+    pub step_gamma: f64,
+    /// Exp schedule: epochs per factor 10 (the paper: 45).
+    pub exp_decay_epochs: f64,
+    /// Weight decay.
+    pub wd: f64,
+    /// Apply weight decay to the ring (the paper does).
+    pub ring_wd: bool,
+    /// Scale the ring's learning rate from the placement (see docs/training.md).
+    pub ring_lr_scaling: bool,
+    /// Label smoothing.
+    pub label_smoothing: f64,
+    /// Clip the global gradient norm to this value.
+    pub clip_grad: Option<f64>,
+    /// Seed of placement, initialisation and data order.
+    pub seed: u64,
+    /// cpu, cuda, cuda:N or metal.
+    pub device: String,
+    /// Output directory (default `runs/<model>-<dataset>-<mode>`).
+    pub out: Option<PathBuf>,
+    /// Use only the first N training images.
+    pub train_limit: Option<usize>,
+    /// Use only the first N test images.
+    pub test_limit: Option<usize>,
+    /// Data loader threads.
+    pub workers: usize,
+    /// Evaluation batch size.
+    pub eval_batch_size: usize,
+    /// Write a step line to metrics.jsonl every N steps.
+    pub log_every: usize,
+}
+
+impl Default for TrainConfig {
+    fn default() -> Self {
+        Self {
+            model: "lenet5".into(),
+            dataset: "mnist".into(),
+            data_dir: None,
+            dof: None,
+            ring: None,
+            placement: "paper".into(),
+            dense: false,
+            ring_scale: "largest_fan_out".into(),
+            local_rings: Vec::new(),
+            share: Vec::new(),
+            unshare: Vec::new(),
+            width: 1.0,
+            image_size: None,
+            epochs: 8,
+            batch_size: 128,
+            lr: 0.05,
+            optimizer: OptimizerKind::Sgd,
+            momentum: 0.9,
+            nesterov: false,
+            schedule: ScheduleKind::Cosine,
+            warmup_epochs: 0.0,
+            step_epochs: 30.0,
+            step_gamma: 0.1,
+            exp_decay_epochs: 45.0,
+            wd: 5e-4,
+            ring_wd: true,
+            ring_lr_scaling: true,
+            label_smoothing: 0.0,
+            clip_grad: None,
+            seed: 0,
+            device: "cpu".into(),
+            out: None,
+            train_limit: None,
+            test_limit: None,
+            workers: 2,
+            eval_batch_size: 1000,
+            log_every: 50,
+        }
+    }
+}
+
+/// The ring size a run asks for.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum RingSize {
+    /// A DoF ratio.
+    Ratio(f64),
+    /// A ring length.
+    Length(usize),
+}
+
+impl TrainConfig {
+    /// Reads a TOML file; unknown keys are errors.
+    pub fn from_toml_file(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("reading config {}", path.display()))?;
+        toml::from_str(&text).with_context(|| format!("parsing config {}", path.display()))
+    }
+
+    /// The resolved config as TOML.
+    pub fn to_toml(&self) -> Result<String> {
+        Ok(toml::to_string_pretty(self)?)
+    }
+
+    /// Checks values and combinations; returns the ring size (None = dense).
+    pub fn validate(&self) -> Result<Option<RingSize>> {
+        rpg_models::model_entry(&self.model).map_err(|e| anyhow::anyhow!("{e}"))?;
+        if !crate::data::DATASETS.contains(&self.dataset.as_str()) {
+            bail!(
+                "unknown dataset `{}`: choose one of {}",
+                self.dataset,
+                crate::data::DATASETS.join(", ")
+            );
+        }
+        self.placement
+            .parse::<rpg_core::PlacementKind>()
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        self.scale_rule()?;
+        let positive = [
+            ("epochs", self.epochs as f64),
+            ("batch-size", self.batch_size as f64),
+            ("eval-batch-size", self.eval_batch_size as f64),
+            ("width", self.width),
+            ("workers", self.workers as f64),
+            ("log-every", self.log_every as f64),
+        ];
+        for (name, value) in positive {
+            if !(value > 0.0) {
+                bail!("--{name} must be positive, got {value}");
+            }
+        }
+        if !(self.lr > 0.0 && self.lr.is_finite()) {
+            bail!("--lr must be a positive number, got {}", self.lr);
+        }
+        if !(0.0..1.0).contains(&self.label_smoothing) {
+            bail!(
+                "--label-smoothing must be in [0, 1), got {}",
+                self.label_smoothing
+            );
+        }
+        if self.wd < 0.0 || self.momentum < 0.0 {
+            bail!("--wd and --momentum must not be negative");
+        }
+        if let Some(c) = self.clip_grad
+            && !(c > 0.0)
+        {
+            bail!("--clip-grad must be positive, got {c}");
+        }
+        if self.dense {
+            if self.dof.is_some() || self.ring.is_some() {
+                bail!("--dense trains the dense model: it takes no --dof or --ring");
+            }
+            return Ok(None);
+        }
+        match (self.dof, self.ring) {
+            (Some(_), Some(_)) => bail!("give either --dof or --ring, not both"),
+            (Some(r), None) if !(r > 0.0 && r <= 1.0) => {
+                bail!(
+                    "--dof {r} is outside (0, 1]: it is the ratio of trainable DoF to dense parameters, e.g. 0.1"
+                )
+            }
+            (Some(r), None) => Ok(Some(RingSize::Ratio(r))),
+            (None, Some(0)) => bail!("--ring 0: a ring needs at least one entry"),
+            (None, Some(n)) => Ok(Some(RingSize::Length(n))),
+            (None, None) => Ok(Some(RingSize::Ratio(0.1))),
+        }
+    }
+
+    /// The per-layer scale rule.
+    pub fn scale_rule(&self) -> Result<rpg_core::ScaleRule> {
+        Ok(match self.ring_scale.as_str() {
+            "largest_fan_out" => rpg_core::ScaleRule::LargestFanOut,
+            "unit" => rpg_core::ScaleRule::Unit,
+            n => match n.parse::<u64>() {
+                Ok(f) if f > 0 => rpg_core::ScaleRule::FixedFanOut(f),
+                _ => bail!(
+                    "--ring-scale `{n}`: expected largest_fan_out, unit or a positive fan-out such as 4608"
+                ),
+            },
+        })
+    }
+
+    /// The data directory.
+    pub fn data_dir(&self) -> PathBuf {
+        self.data_dir
+            .clone()
+            .unwrap_or_else(|| PathBuf::from("datasets").join(&self.dataset))
+    }
+
+    /// The output directory.
+    pub fn out_dir(&self) -> PathBuf {
+        self.out.clone().unwrap_or_else(|| {
+            let mode = if self.dense {
+                "dense".to_string()
+            } else {
+                format!("rpg-{}", self.placement)
+            };
+            PathBuf::from("runs").join(format!("{}-{}-{mode}", self.model, self.dataset))
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_the_main_job() {
+        let c = TrainConfig::default();
+        assert_eq!(c.validate().unwrap(), Some(RingSize::Ratio(0.1)));
+        assert_eq!(c.data_dir(), PathBuf::from("datasets/mnist"));
+    }
+
+    #[test]
+    fn bad_values_and_combinations_are_errors() {
+        let err = |c: TrainConfig| c.validate().unwrap_err().to_string();
+        let d = TrainConfig::default;
+        assert!(
+            err(TrainConfig {
+                dof: Some(0.0),
+                ..d()
+            })
+            .contains("outside (0, 1]")
+        );
+        assert!(
+            err(TrainConfig {
+                dof: Some(0.1),
+                dense: true,
+                ..d()
+            })
+            .contains("takes no --dof")
+        );
+        assert!(
+            err(TrainConfig {
+                model: "resnet9000".into(),
+                ..d()
+            })
+            .contains("choose one of mlp, lenet5")
+        );
+        assert!(
+            err(TrainConfig {
+                dataset: "svhn".into(),
+                ..d()
+            })
+            .contains("unknown dataset")
+        );
+        assert!(
+            err(TrainConfig {
+                placement: "random".into(),
+                ..d()
+            })
+            .contains("unknown placement")
+        );
+        assert!(
+            err(TrainConfig {
+                ring: Some(0),
+                ..d()
+            })
+            .contains("at least one entry")
+        );
+        assert!(
+            err(TrainConfig {
+                dof: Some(0.1),
+                ring: Some(5),
+                ..d()
+            })
+            .contains("not both")
+        );
+        assert!(
+            err(TrainConfig {
+                lr: f64::NAN,
+                ..d()
+            })
+            .contains("--lr")
+        );
+        assert!(
+            err(TrainConfig {
+                ring_scale: "big".into(),
+                ..d()
+            })
+            .contains("--ring-scale")
+        );
+    }
+
+    #[test]
+    fn toml_round_trips_and_rejects_unknown_keys() {
+        let c = TrainConfig {
+            dof: Some(0.05),
+            ..TrainConfig::default()
+        };
+        let back: TrainConfig = toml::from_str(&c.to_toml().unwrap()).unwrap();
+        assert_eq!(back, c);
+        assert!(toml::from_str::<TrainConfig>("epochz = 3").is_err());
+    }
+}

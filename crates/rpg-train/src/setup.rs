@@ -1,0 +1,154 @@
+//! Building a model and its parameter store, from a training config or from
+//! a checkpoint's header.
+
+use std::path::Path;
+
+use anyhow::{Context, Result, anyhow};
+use candle_core::{DType, Device};
+use rpg_core::{LayerRegistry, PlacementKind, PlacementVersion, RingSpec, ring_lengths_for_ratio};
+use rpg_models::{DynModel, ModelConfig, build_model, model_entry};
+use rpg_nn::{
+    Mode, ModelFileHeader, ParamStore, SharingPolicy, load_model_file, record_parameters,
+};
+
+use crate::config::{RingSize, TrainConfig};
+
+/// A model ready to train or evaluate.
+pub struct Built {
+    /// The model's configuration (stored in model files).
+    pub config: ModelConfig,
+    /// Its parameters.
+    pub store: ParamStore,
+    /// The model.
+    pub model: DynModel,
+    /// Parameters of the dense model of the same architecture.
+    pub dense_params: u64,
+}
+
+impl std::fmt::Debug for Built {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Built")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+fn candle(e: candle_core::Error) -> anyhow::Error {
+    anyhow!("{e}")
+}
+
+/// The model config for a data set's classes and input.
+pub fn model_config(
+    cfg: &TrainConfig,
+    num_classes: usize,
+    channels: usize,
+    image_size: usize,
+) -> Result<ModelConfig> {
+    let entry = model_entry(&cfg.model).map_err(candle)?;
+    let mut mc = entry.config(num_classes).with_width(cfg.width);
+    mc.in_channels = channels;
+    mc.image_size = image_size;
+    Ok(mc)
+}
+
+/// The sharing policy a config asks for: the model's default, extended by
+/// the config's patterns.
+pub fn policy(cfg: &TrainConfig) -> Result<SharingPolicy> {
+    let mut policy = model_entry(&cfg.model).map_err(candle)?.sharing_policy();
+    policy.shared.extend(cfg.share.iter().cloned());
+    policy.unshared.extend(cfg.unshare.iter().cloned());
+    policy.groups.extend(cfg.local_rings.iter().cloned());
+    Ok(policy)
+}
+
+/// Records the registry of a model under a policy.
+pub fn registry(mc: &ModelConfig, policy: &SharingPolicy) -> Result<LayerRegistry> {
+    let params = record_parameters(|vb| build_model(mc, vb)).map_err(candle)?;
+    policy.registry(&params).map_err(candle)
+}
+
+/// Splits a total ring length between groups in proportion to what they serve.
+fn split_length(registry: &LayerRegistry, total: usize) -> Vec<usize> {
+    let per_group = registry.shared_elements_per_group();
+    let served: u64 = per_group.iter().sum();
+    let mut lengths: Vec<usize> = per_group
+        .iter()
+        .map(|&t| ((total as f64 * t as f64 / served as f64).floor() as usize).max(1))
+        .collect();
+    let assigned: usize = lengths.iter().sum();
+    if let Some(largest) = (0..lengths.len()).max_by_key(|&g| per_group[g])
+        && assigned < total
+    {
+        lengths[largest] += total - assigned;
+    }
+    lengths
+}
+
+/// Builds the model a training config describes, with fresh parameters.
+pub fn build_for_training(
+    cfg: &TrainConfig,
+    ring: Option<RingSize>,
+    mc: ModelConfig,
+    device: &Device,
+) -> Result<Built> {
+    let dense_registry = registry(&mc, &SharingPolicy::paper())?;
+    let dense_params = dense_registry.dense_params();
+    let store = match ring {
+        None => ParamStore::dense(device, DType::F32, cfg.seed),
+        Some(size) => {
+            let registry = registry(&mc, &policy(cfg)?)?;
+            registry.validate().map_err(|e| anyhow!("{e}"))?;
+            let ring_lengths = match size {
+                RingSize::Ratio(r) => {
+                    ring_lengths_for_ratio(&registry, r).map_err(|e| anyhow!("--dof {r}: {e}"))?
+                }
+                RingSize::Length(n) => split_length(&registry, n),
+            };
+            let spec = RingSpec {
+                ring_lengths,
+                seed: cfg.seed,
+                placement: cfg
+                    .placement
+                    .parse::<PlacementKind>()
+                    .map_err(|e| anyhow!("{e}"))?,
+                version: PlacementVersion::V1,
+                scale: cfg.scale_rule()?,
+            };
+            ParamStore::rpg(registry, &spec, device, DType::F32).map_err(candle)?
+        }
+    };
+    let model = build_model(&mc, store.var_builder()).map_err(candle)?;
+    Ok(Built {
+        config: mc,
+        store,
+        model,
+        dense_params,
+    })
+}
+
+/// Rebuilds the model a model file was saved from and loads it.
+pub fn build_from_file(path: &Path, header: &ModelFileHeader, device: &Device) -> Result<Built> {
+    let mc: ModelConfig = serde_json::from_str(&header.model_config)
+        .with_context(|| format!("{}: unreadable model configuration", path.display()))?;
+    let dense_params = registry(&mc, &SharingPolicy::paper())?.dense_params();
+    let store = match header.mode {
+        Mode::Dense => ParamStore::dense(device, DType::F32, header.seed),
+        Mode::Rpg => {
+            let (Some(registry), Some(spec)) = (&header.registry, &header.spec) else {
+                anyhow::bail!(
+                    "{}: an rpg model file without spec or registry",
+                    path.display()
+                );
+            };
+            ParamStore::rpg(registry.clone(), spec, device, DType::F32).map_err(candle)?
+        }
+    };
+    let model = build_model(&mc, store.var_builder()).map_err(candle)?;
+    load_model_file(path, &store, &mc.name, &header.model_config).map_err(candle)?;
+    Ok(Built {
+        config: mc,
+        store,
+        model,
+        dense_params,
+    })
+}

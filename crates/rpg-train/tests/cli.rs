@@ -1,0 +1,135 @@
+//! The `rpg` binary: bad input ends in one line on stderr and a non-zero
+//! exit, never a panic; a small train + eval round trip through the CLI.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn mnist() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../datasets/mnist")
+}
+
+fn rpg(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_rpg"))
+        .args(args)
+        .env("RUST_BACKTRACE", "1")
+        .output()
+        .expect("run rpg")
+}
+
+/// Fails unless the command failed with exactly one line on stderr that
+/// contains `needle`.
+fn fails_with(args: &[&str], needle: &str) {
+    let out = rpg(args);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{args:?} succeeded");
+    assert!(!stderr.contains("panicked"), "{args:?} panicked: {stderr}");
+    assert_eq!(
+        stderr.trim_end().lines().count(),
+        1,
+        "{args:?}: not one line: {stderr}"
+    );
+    assert!(
+        stderr.contains(needle),
+        "{args:?}: `{needle}` not in {stderr}"
+    );
+}
+
+#[test]
+fn bad_flags_and_combinations_are_one_line_errors() {
+    fails_with(
+        &["train", "--model", "resnet9000"],
+        "choose one of mlp, lenet5",
+    );
+    fails_with(&["train", "--dof", "0"], "outside (0, 1]");
+    fails_with(&["train", "--dof", "0.1", "--dense"], "takes no --dof");
+    fails_with(&["train", "--device", "tpu"], "unknown device `tpu`");
+    fails_with(&["train", "--epochz", "3"], "unexpected argument");
+    fails_with(&["train", "--lr", "fast"], "invalid value");
+    fails_with(&["train", "--dataset", "svhn"], "unknown dataset `svhn`");
+    let dir = tempfile::tempdir().unwrap();
+    let empty = dir.path().to_str().unwrap();
+    fails_with(
+        &["train", "--data-dir", empty, "--out", empty],
+        "train-images-idx3-ubyte[.gz]",
+    );
+    fails_with(
+        &["train", "--resume", empty],
+        "no checkpoint to resume from",
+    );
+    fails_with(&["eval", "--checkpoint", empty], "no model file");
+    let bogus = dir.path().join("model.safetensors");
+    std::fs::write(&bogus, b"definitely not safetensors").unwrap();
+    fails_with(
+        &["eval", "--checkpoint", bogus.to_str().unwrap()],
+        "not a valid rpg model file",
+    );
+}
+
+#[cfg(not(feature = "cuda"))]
+#[test]
+fn cuda_without_the_feature_names_it() {
+    fails_with(&["train", "--device", "cuda:0"], "--features cuda");
+}
+
+#[test]
+fn train_then_eval_through_the_cli() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = dir.path().join("run");
+    let run_s = run.to_str().unwrap();
+    let data = mnist();
+    let common = [
+        "--data-dir",
+        data.to_str().unwrap(),
+        "--train-limit",
+        "256",
+        "--test-limit",
+        "200",
+    ];
+    let out = rpg(&[
+        &[
+            "train",
+            "--epochs",
+            "1",
+            "--batch-size",
+            "64",
+            "--out",
+            run_s,
+        ][..],
+        &common[..],
+    ]
+    .concat());
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let summary: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(run.join("summary.json")).unwrap()).unwrap();
+
+    let out = rpg(&["eval", "--checkpoint", run_s, "--test-limit", "200"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let eval: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(run.join("checkpoints/best/eval.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(eval["test_accuracy"], summary["test_accuracy"]);
+    assert_eq!(eval["samples"], 200);
+
+    // A resumed run may not change what is trained.
+    fails_with(
+        &["train", "--resume", run_s, "--model", "mlp"],
+        "cannot change when resuming",
+    );
+    fails_with(&["train", "--resume", run_s], "pass a larger --epochs");
+    // The models table lists the zoo.
+    let out = rpg(&["models"]);
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        table.contains("resnet18") && table.contains("11689512"),
+        "{table}"
+    );
+}

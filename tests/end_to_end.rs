@@ -1,0 +1,158 @@
+//! Train tiny RPG models on subsets of the bundled MNIST: summary fields,
+//! eval of the checkpoint, bit-exact resume, stability across DoF.
+
+use std::path::Path;
+
+use anyhow::Result;
+use candle_core::Device;
+use rpg_train::TrainConfig;
+use rpg_train::setup::build_from_file;
+use rpg_train::trainer::{evaluate, load_data};
+
+fn tiny(out: &Path) -> TrainConfig {
+    TrainConfig {
+        data_dir: Some(rpg_integration::mnist_dir()),
+        out: Some(out.to_path_buf()),
+        train_limit: Some(512),
+        test_limit: Some(512),
+        epochs: 1,
+        batch_size: 64,
+        log_every: 2,
+        ..TrainConfig::default()
+    }
+}
+
+fn ring_of(run: &Path) -> Result<Vec<u8>> {
+    let bytes = std::fs::read(run.join("checkpoints/last/model.safetensors"))?;
+    let tensors = candle_core::safetensors::load_buffer(&bytes, &Device::Cpu)?;
+    let ring = &tensors[rpg_nn::RING_NAME];
+    Ok(ring
+        .to_vec1::<f32>()?
+        .iter()
+        .flat_map(|v| v.to_le_bytes())
+        .collect())
+}
+
+#[test]
+fn train_writes_a_complete_run_and_eval_reproduces_its_accuracy() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let cfg = tiny(dir.path());
+    let summary = rpg_train::train(cfg.clone(), None)?;
+
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.path().join("summary.json"))?)?;
+    for key in [
+        "model",
+        "dataset",
+        "mode",
+        "placement",
+        "seed",
+        "ring_dof",
+        "total_dof",
+        "dense_params",
+        "dof_ratio",
+        "epochs",
+        "test_accuracy",
+        "test_loss",
+        "train_seconds",
+        "images_per_second",
+        "device",
+    ] {
+        assert!(!json[key].is_null(), "summary.json lacks `{key}`");
+    }
+    assert_eq!(json["mode"], "rpg");
+    assert_eq!(json["model"], "lenet5");
+    assert_eq!(json["dense_params"], 61_706);
+    assert!((json["dof_ratio"].as_f64().unwrap() - 0.1).abs() < 1e-4);
+    let acc = json["test_accuracy"].as_f64().unwrap();
+    assert!((0.0..=1.0).contains(&acc));
+    assert!(
+        acc > 0.3,
+        "a 512-image epoch should beat chance clearly, got {acc}"
+    );
+    for file in [
+        "config.toml",
+        "metrics.jsonl",
+        "curves.png",
+        "checkpoints/best/model.safetensors",
+    ] {
+        assert!(dir.path().join(file).is_file(), "missing {file}");
+    }
+    let metrics = std::fs::read_to_string(dir.path().join("metrics.jsonl"))?;
+    assert!(metrics.lines().any(|l| l.contains("\"kind\":\"step\"")));
+    assert!(metrics.lines().any(|l| l.contains("\"kind\":\"epoch\"")));
+
+    // Reload the checkpoint in a fresh model: the same accuracy.
+    let path = dir.path().join("checkpoints/last/model.safetensors");
+    let header = rpg_nn::read_header(&path).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let built = build_from_file(&path, &header, &Device::Cpu)?;
+    let (_, test) = load_data(&cfg)?;
+    let result = evaluate(&built, &test, 1000, 1)?;
+    assert_eq!(result.accuracy, summary.test_accuracy);
+    assert_eq!(result.loss, summary.test_loss);
+    Ok(())
+}
+
+#[test]
+fn a_resumed_run_ends_with_exactly_the_same_ring() -> Result<()> {
+    let straight = tempfile::tempdir()?;
+    let mut cfg = tiny(straight.path());
+    cfg.epochs = 2;
+    cfg.train_limit = Some(256);
+    cfg.test_limit = Some(64);
+    rpg_train::train(cfg.clone(), None)?;
+
+    let interrupted = tempfile::tempdir()?;
+    let same = TrainConfig {
+        out: Some(interrupted.path().to_path_buf()),
+        ..cfg.clone()
+    };
+    // Interrupted after epoch 1 of 2.
+    rpg_train::train_until(same.clone(), None, Some(1))?;
+    // Starting again without --resume must refuse to overwrite the run.
+    assert!(
+        rpg_train::train(same.clone(), None)
+            .unwrap_err()
+            .to_string()
+            .contains("--resume")
+    );
+    rpg_train::train(same, Some(interrupted.path()))?;
+
+    // Compare bit patterns (and keep a failure message short).
+    let (a, b) = (ring_of(straight.path())?, ring_of(interrupted.path())?);
+    let first_difference = a.iter().zip(&b).position(|(x, y)| x != y);
+    assert_eq!(
+        first_difference, None,
+        "rings differ (first differing byte)"
+    );
+    assert_eq!(a.len(), b.len());
+    let metrics = std::fs::read_to_string(interrupted.path().join("metrics.jsonl"))?;
+    assert_eq!(
+        metrics
+            .lines()
+            .filter(|l| l.contains("\"kind\":\"epoch\""))
+            .count(),
+        2
+    );
+    Ok(())
+}
+
+#[test]
+fn lenet5_trains_without_divergence_at_one_and_hundred_percent_dof() -> Result<()> {
+    for dof in [0.01, 1.0] {
+        let dir = tempfile::tempdir()?;
+        let cfg = TrainConfig {
+            dof: Some(dof),
+            train_limit: Some(2048),
+            ..tiny(dir.path())
+        };
+        let summary = rpg_train::train(cfg, None)?;
+        assert!(summary.test_loss.is_finite());
+        assert!(
+            summary.test_accuracy > 0.5,
+            "dof {dof}: accuracy {}",
+            summary.test_accuracy
+        );
+    }
+    Ok(())
+}
