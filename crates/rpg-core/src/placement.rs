@@ -98,8 +98,14 @@ impl Placement {
             });
         }
         let shared: Vec<&LayerInfo> = registry.shared().collect();
+        let fan = |l: &LayerInfo| match spec.scale {
+            ScaleRule::LargestFanIn => l.fan_in() as u64,
+            _ => l.fan_out() as u64,
+        };
         let reference_fan_out = match spec.scale {
-            ScaleRule::LargestFanOut => shared.iter().map(|l| l.fan_out() as u64).max(),
+            ScaleRule::LargestFanOut | ScaleRule::LargestFanIn => {
+                shared.iter().map(|l| fan(l)).max()
+            }
             ScaleRule::FixedFanOut(f) => Some(f.max(1)),
             ScaleRule::Unit => None,
         };
@@ -107,7 +113,7 @@ impl Placement {
         let mut offset = 0;
         for layer in &shared {
             let scale = match reference_fan_out {
-                Some(f) => (f as f64 / layer.fan_out() as f64).sqrt() as f32,
+                Some(f) => (f as f64 / fan(layer) as f64).sqrt() as f32,
                 None => 1.0,
             };
             layers.push(LayerPlacement {
@@ -196,7 +202,7 @@ impl Placement {
         }
     }
 
-    /// The reference fan-out `F` of the scale rule (`None` for unit scale).
+    /// The reference fan `F` of the scale rule (`None` for unit scale).
     pub fn reference_fan_out(&self) -> Option<u64> {
         self.reference_fan_out
     }
@@ -544,6 +550,19 @@ mod tests {
                 layer.name
             );
         }
+    }
+
+    #[test]
+    fn fan_in_rule_starts_layers_at_their_fan_in_std() {
+        let r = registry_from(&[vec![6, 1, 5, 5], vec![10, 84]], &[]);
+        let spec = RingSpec::global(100, 0).with_scale(ScaleRule::LargestFanIn);
+        let p = Placement::new(&spec, &r).unwrap();
+        // F = 84 (the linear layer's fan-in); the conv's fan-in is 25.
+        assert_eq!(p.reference_fan_out(), Some(84));
+        assert_eq!(p.layers()[1].scale, 1.0);
+        assert!((p.layers()[0].scale - (84f32 / 25.0).sqrt()).abs() < 1e-6);
+        let conv_std = p.ring_init_std() * p.layers()[0].scale;
+        assert!((conv_std - (2.0f32 / 25.0).sqrt()).abs() < 1e-6);
     }
 
     #[test]

@@ -26,6 +26,14 @@ impl LayerInfo {
         self.shape.iter().product()
     }
 
+    /// Kaiming fan-in: `in * kh * kw` (1 for a vector).
+    pub fn fan_in(&self) -> usize {
+        match self.shape.as_slice() {
+            [] | [_] => 1,
+            [_, rest @ ..] => rest.iter().product(),
+        }
+    }
+
     /// Kaiming fan-out: `out * kh * kw` (`out` for a matrix or vector).
     pub fn fan_out(&self) -> usize {
         match self.shape.as_slice() {

@@ -110,6 +110,11 @@ pub enum ScaleRule {
     /// layer starts at its own Kaiming fan-out std and `c_i >= 1`.
     #[default]
     LargestFanOut,
+    /// `c_i = sqrt(F / fan_in_i)` with `F` the largest fan-in among the
+    /// shared layers: every layer starts at the Kaiming fan-in std that
+    /// Candle's and PyTorch's own layers use, so a shared classifier is not
+    /// initialised (and stepped) like a wide conv.
+    LargestFanIn,
     /// `c_i = sqrt(F / fan_out_i)` with a fixed `F` (the reference code uses
     /// 4608, the fan-out of a 512-channel 3x3 conv).
     FixedFanOut(u64),

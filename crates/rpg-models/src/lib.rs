@@ -21,8 +21,10 @@
 mod config;
 pub mod lenet;
 pub mod mlp;
+pub mod mobilenet;
 mod registry;
 pub mod resnet;
+pub mod vit;
 
 pub use config::ModelConfig;
 pub use registry::{DynModel, MODELS, ModelEntry, build_model, model_entry};

@@ -5,7 +5,8 @@ use candle_nn::VarBuilder;
 use rpg_nn::SharingPolicy;
 
 use crate::resnet::{BlockKind, Stem, resnet, resnet_cifar};
-use crate::{ModelConfig, lenet, mlp};
+use crate::vit::{SMALL, TINY, VitShape, vit};
+use crate::{ModelConfig, lenet, mlp, mobilenet};
 
 /// A built model: train-mode aware forward.
 pub type DynModel = Box<dyn ModuleT + Send + Sync>;
@@ -189,6 +190,46 @@ pub static MODELS: &[ModelEntry] = &[
             &R34,
             vb
         )),
+    },
+    ModelEntry {
+        name: "mobilenet_v2",
+        summary: "MobileNetV2 (torchvision), width multiplier via --width",
+        in_channels: 3,
+        image_size: 224,
+        share_all_weights: false,
+        build: boxed!(mobilenet::mobilenet_v2),
+    },
+    ModelEntry {
+        name: "vit_tiny",
+        summary: "ViT-Tiny/16 (timm vit_tiny_patch16_224)",
+        in_channels: 3,
+        image_size: 224,
+        share_all_weights: false,
+        build: boxed!(|c, vb| vit(c, TINY, vb)),
+    },
+    ModelEntry {
+        name: "vit_small",
+        summary: "ViT-Small/16 (timm vit_small_patch16_224)",
+        in_channels: 3,
+        image_size: 224,
+        share_all_weights: false,
+        build: boxed!(|c, vb| vit(c, SMALL, vb)),
+    },
+    ModelEntry {
+        name: "vit_tiny_cifar",
+        summary: "ViT-Tiny with 4x4 patches for 32x32 input",
+        in_channels: 3,
+        image_size: 32,
+        share_all_weights: false,
+        build: boxed!(|c, vb| vit(c, VitShape { patch: 4, ..TINY }, vb)),
+    },
+    ModelEntry {
+        name: "vit_small_cifar",
+        summary: "ViT-Small with 4x4 patches for 32x32 input",
+        in_channels: 3,
+        image_size: 32,
+        share_all_weights: false,
+        build: boxed!(|c, vb| vit(c, VitShape { patch: 4, ..SMALL }, vb)),
     },
 ];
 

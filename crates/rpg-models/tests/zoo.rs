@@ -2,9 +2,9 @@
 //! every model of the zoo, dense and RPG.
 
 use candle_core::{DType, Device, Tensor};
-use rpg_core::RingSpec;
+use rpg_core::{RingSpec, ScaleRule, ring_lengths_for_ratio};
 use rpg_models::{MODELS, ModelConfig, build_model, model_entry};
-use rpg_nn::{ParamStore, SharingPolicy, record_parameters};
+use rpg_nn::{ParamStore, record_parameters};
 
 fn param_count(cfg: &ModelConfig) -> anyhow::Result<usize> {
     let params = record_parameters(|vb| build_model(cfg, vb))?;
@@ -26,6 +26,9 @@ fn parameter_counts_match_the_published_models() -> anyhow::Result<()> {
     assert_eq!(count("resnet18", 1000)?, 11_689_512);
     assert_eq!(count("resnet34", 1000)?, 21_797_672);
     assert_eq!(count("resnet50", 1000)?, 25_557_032);
+    assert_eq!(count("mobilenet_v2", 1000)?, 3_504_872);
+    assert_eq!(count("vit_tiny", 1000)?, 5_717_416);
+    assert_eq!(count("vit_small", 1000)?, 22_050_664);
     // He et al. report 0.27 M for ResNet-20 (with zero-padding shortcuts);
     // ours uses 1x1 projections where the shape changes.
     assert_eq!(count("resnet20", 10)?, 272_474);
@@ -35,14 +38,16 @@ fn parameter_counts_match_the_published_models() -> anyhow::Result<()> {
 
 fn stores(cfg: &ModelConfig) -> anyhow::Result<Vec<ParamStore>> {
     let dense = ParamStore::dense(&Device::Cpu, DType::F32, 1);
-    let registry =
-        SharingPolicy::paper().registry(&record_parameters(|vb| build_model(cfg, vb))?)?;
-    let rpg = ParamStore::rpg(
-        registry,
-        &RingSpec::global(997, 1),
-        &Device::Cpu,
-        DType::F32,
-    )?;
+    let policy = model_entry(&cfg.name)?.sharing_policy();
+    let registry = policy.registry(&record_parameters(|vb| build_model(cfg, vb))?)?;
+    // 10% DoF with each model's default sharing policy and the trainer's
+    // default scale rule.
+    let spec = RingSpec {
+        ring_lengths: ring_lengths_for_ratio(&registry, 0.1)?,
+        ..RingSpec::global(1, 1)
+    }
+    .with_scale(ScaleRule::LargestFanIn);
+    let rpg = ParamStore::rpg(registry, &spec, &Device::Cpu, DType::F32)?;
     Ok(vec![dense, rpg])
 }
 
@@ -101,8 +106,21 @@ fn every_model_gives_logits_and_gradients_for_every_trainable_tensor() -> anyhow
 
 #[test]
 fn one_model_per_family_trains_a_few_steps() -> anyhow::Result<()> {
-    for name in ["mlp", "lenet5", "resnet20", "resnet18"] {
-        let cfg = small_config(name);
+    let base_lr = 0.02;
+    for name in [
+        "mlp",
+        "lenet5",
+        "resnet20",
+        "resnet18",
+        "mobilenet_v2",
+        "vit_tiny_cifar",
+    ] {
+        let mut cfg = small_config(name);
+        if name == "mobilenet_v2" {
+            // It downsamples 32x: at 32x32 its last BatchNorms would normalise
+            // 1x1 maps over 4 samples, too few for stable batch statistics.
+            cfg.image_size = 64;
+        }
         let store = stores(&cfg)?.pop().unwrap();
         let model = build_model(&cfg, store.var_builder())?;
         let x = input(&cfg, 4)?;
@@ -112,8 +130,15 @@ fn one_model_per_family_trains_a_few_steps() -> anyhow::Result<()> {
             store.regenerate()?;
             let loss = candle_nn::loss::cross_entropy(&model.forward_t(&x, true)?, &y)?;
             losses.push(loss.to_scalar::<f32>()?);
-            for (_, var, grad) in store.gradients(&loss.backward()?)? {
-                var.set(&(var.as_tensor() - (grad * 0.02)?)?)?;
+            // The ring steps at the placement-derived rate, as the trainer does.
+            let ring_scale = store.placement().unwrap().sgd_ring_lr_scale();
+            for (param, var, grad) in store.gradients(&loss.backward()?)? {
+                let lr = if param == rpg_nn::RING_NAME {
+                    base_lr * ring_scale
+                } else {
+                    base_lr
+                };
+                var.set(&(var.as_tensor() - (grad * lr)?)?)?;
             }
         }
         assert!(losses.iter().all(|l| l.is_finite()), "{name}: {losses:?}");

@@ -62,7 +62,7 @@ pub struct TrainArgs {
     /// Train the ordinary dense model instead (no ring).
     #[arg(long)]
     pub dense: bool,
-    /// Per-layer scale: largest_fan_out, unit, or a reference fan-out (4608 = the paper's). [default: largest_fan_out]
+    /// Per-layer scale: largest_fan_in (each layer starts at the Kaiming fan-in std of its dense twin), largest_fan_out (the paper), unit, or a reference fan-out (4608 = the reference code). [default: largest_fan_in]
     #[arg(long, value_name = "RULE")]
     pub ring_scale: Option<String>,
     /// One ring per glob pattern (repeatable), e.g. --local-rings 'layer1.*' --local-rings 'layer2.*'.
@@ -80,7 +80,7 @@ pub struct TrainArgs {
     /// Input side for --dataset folder. [default: 224]
     #[arg(long)]
     pub image_size: Option<usize>,
-    /// Epochs. [default: 8]
+    /// Epochs. [default: 12]
     #[arg(long)]
     pub epochs: Option<usize>,
     /// Batch size. [default: 128]

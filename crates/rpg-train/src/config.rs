@@ -101,13 +101,13 @@ impl Default for TrainConfig {
             ring: None,
             placement: "paper".into(),
             dense: false,
-            ring_scale: "largest_fan_out".into(),
+            ring_scale: "largest_fan_in".into(),
             local_rings: Vec::new(),
             share: Vec::new(),
             unshare: Vec::new(),
             width: 1.0,
             image_size: None,
-            epochs: 8,
+            epochs: 12,
             batch_size: 128,
             lr: 0.05,
             optimizer: OptimizerKind::Sgd,
@@ -180,7 +180,7 @@ impl TrainConfig {
             ("log-every", self.log_every as f64),
         ];
         for (name, value) in positive {
-            if !(value > 0.0) {
+            if value.is_nan() || value <= 0.0 {
                 bail!("--{name} must be positive, got {value}");
             }
         }
@@ -197,7 +197,7 @@ impl TrainConfig {
             bail!("--wd and --momentum must not be negative");
         }
         if let Some(c) = self.clip_grad
-            && !(c > 0.0)
+            && (c.is_nan() || c <= 0.0)
         {
             bail!("--clip-grad must be positive, got {c}");
         }
@@ -225,11 +225,12 @@ impl TrainConfig {
     pub fn scale_rule(&self) -> Result<rpg_core::ScaleRule> {
         Ok(match self.ring_scale.as_str() {
             "largest_fan_out" => rpg_core::ScaleRule::LargestFanOut,
+            "largest_fan_in" => rpg_core::ScaleRule::LargestFanIn,
             "unit" => rpg_core::ScaleRule::Unit,
             n => match n.parse::<u64>() {
                 Ok(f) if f > 0 => rpg_core::ScaleRule::FixedFanOut(f),
                 _ => bail!(
-                    "--ring-scale `{n}`: expected largest_fan_out, unit or a positive fan-out such as 4608"
+                    "--ring-scale `{n}`: expected largest_fan_out, largest_fan_in, unit or a positive fan-out such as 4608"
                 ),
             },
         })

@@ -367,7 +367,7 @@ pub fn train_until(
                 correct as f64 / seen as f64
             ));
             bar.inc(1);
-            if state.step % cfg.log_every as u64 == 0 {
+            if state.step.is_multiple_of(cfg.log_every as u64) {
                 log.write(&StepRecord {
                     kind: "step".into(),
                     epoch,

@@ -36,7 +36,7 @@ const PIXELS: usize = 3 * 32 * 32;
 /// Parses one binary batch file's bytes, appending to `set`.
 pub fn parse_batch(path: &Path, bytes: &[u8], kind: CifarKind, set: &mut ImageSet) -> Result<()> {
     let record = kind.label_bytes() + PIXELS;
-    if bytes.is_empty() || bytes.len() % record != 0 {
+    if bytes.is_empty() || !bytes.len().is_multiple_of(record) {
         return Err(DataError::corrupt(
             path,
             format!(

@@ -1,0 +1,222 @@
+//! MobileNetV2 (Sandler et al. 2018) with torchvision's layout and names
+//! (`features.N.conv.M`, `classifier.1`): 3,504,872 parameters for 1000
+//! classes at width 1. The classifier's dropout is left out so training
+//! stays deterministic (it has no parameters). Depthwise convs run through
+//! Candle's grouped conv, which is slow on CPU.
+
+use candle_core::{Module, ModuleT, Result, Tensor};
+use candle_nn::{
+    BatchNorm, Conv2d, Conv2dConfig, Linear, VarBuilder, batch_norm, conv2d_no_bias, linear,
+};
+
+use crate::ModelConfig;
+
+/// torchvision's `_make_divisible(v, 8)`.
+fn make_divisible(v: f64) -> usize {
+    let rounded = (((v + 4.0) as usize) / 8 * 8).max(8);
+    if (rounded as f64) < 0.9 * v {
+        rounded + 8
+    } else {
+        rounded
+    }
+}
+
+/// Conv, BatchNorm and (optionally) ReLU6: torchvision's `Conv2dNormActivation`.
+#[derive(Debug)]
+struct ConvBn {
+    conv: Conv2d,
+    bn: BatchNorm,
+    relu6: bool,
+}
+
+impl ConvBn {
+    #[allow(clippy::too_many_arguments)]
+    fn new(
+        cin: usize,
+        cout: usize,
+        k: usize,
+        stride: usize,
+        groups: usize,
+        relu6: bool,
+        conv_vb: VarBuilder<'_>,
+        bn_vb: VarBuilder<'_>,
+    ) -> Result<Self> {
+        let cfg = Conv2dConfig {
+            padding: (k - 1) / 2,
+            stride,
+            groups,
+            ..Default::default()
+        };
+        Ok(Self {
+            conv: conv2d_no_bias(cin, cout, k, cfg, conv_vb)?,
+            bn: batch_norm(cout, 1e-5, bn_vb)?,
+            relu6,
+        })
+    }
+
+    fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+        let y = self.bn.forward_t(&self.conv.forward(x)?, train)?;
+        if self.relu6 {
+            y.clamp(0f32, 6f32)
+        } else {
+            Ok(y)
+        }
+    }
+}
+
+#[derive(Debug)]
+struct InvertedResidual {
+    layers: Vec<ConvBn>,
+    residual: bool,
+}
+
+impl InvertedResidual {
+    fn new(
+        cin: usize,
+        cout: usize,
+        stride: usize,
+        expand: usize,
+        vb: VarBuilder<'_>,
+    ) -> Result<Self> {
+        let hidden = cin * expand;
+        let vb = vb.pp("conv");
+        let mut layers = Vec::new();
+        let mut idx = 0;
+        if expand != 1 {
+            let v = vb.pp(idx.to_string());
+            layers.push(ConvBn::new(
+                cin,
+                hidden,
+                1,
+                1,
+                1,
+                true,
+                v.pp("0"),
+                v.pp("1"),
+            )?);
+            idx += 1;
+        }
+        let v = vb.pp(idx.to_string());
+        layers.push(ConvBn::new(
+            hidden,
+            hidden,
+            3,
+            stride,
+            hidden,
+            true,
+            v.pp("0"),
+            v.pp("1"),
+        )?);
+        // Pointwise-linear conv and its BN sit flat in the Sequential.
+        layers.push(ConvBn::new(
+            hidden,
+            cout,
+            1,
+            1,
+            1,
+            false,
+            vb.pp((idx + 1).to_string()),
+            vb.pp((idx + 2).to_string()),
+        )?);
+        Ok(Self {
+            layers,
+            residual: stride == 1 && cin == cout,
+        })
+    }
+
+    fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+        let mut y = x.clone();
+        for layer in &self.layers {
+            y = layer.forward_t(&y, train)?;
+        }
+        if self.residual { y + x } else { Ok(y) }
+    }
+}
+
+/// MobileNetV2.
+#[derive(Debug)]
+pub struct MobileNetV2 {
+    stem: ConvBn,
+    blocks: Vec<InvertedResidual>,
+    head: ConvBn,
+    classifier: Linear,
+}
+
+/// (expansion, channels, repeats, stride) of each stage.
+const SETTINGS: [(usize, usize, usize, usize); 7] = [
+    (1, 16, 1, 1),
+    (6, 24, 2, 2),
+    (6, 32, 3, 2),
+    (6, 64, 4, 2),
+    (6, 96, 3, 1),
+    (6, 160, 3, 2),
+    (6, 320, 1, 1),
+];
+
+/// Builds MobileNetV2 at `cfg.width`.
+pub fn mobilenet_v2(cfg: &ModelConfig, vb: VarBuilder<'_>) -> Result<MobileNetV2> {
+    let features = vb.pp("features");
+    let mut cin = make_divisible(32.0 * cfg.width);
+    let last = make_divisible(1280.0 * cfg.width.max(1.0));
+    let stem = ConvBn::new(
+        cfg.in_channels,
+        cin,
+        3,
+        2,
+        1,
+        true,
+        features.pp("0").pp("0"),
+        features.pp("0").pp("1"),
+    )?;
+    let mut blocks = Vec::new();
+    let mut index = 1;
+    for (t, c, n, s) in SETTINGS {
+        let cout = make_divisible(c as f64 * cfg.width);
+        for i in 0..n {
+            let stride = if i == 0 { s } else { 1 };
+            blocks.push(InvertedResidual::new(
+                cin,
+                cout,
+                stride,
+                t,
+                features.pp(index.to_string()),
+            )?);
+            cin = cout;
+            index += 1;
+        }
+    }
+    let head_vb = features.pp(index.to_string());
+    let head = ConvBn::new(cin, last, 1, 1, 1, true, head_vb.pp("0"), head_vb.pp("1"))?;
+    let classifier = linear(last, cfg.num_classes, vb.pp("classifier").pp("1"))?;
+    Ok(MobileNetV2 {
+        stem,
+        blocks,
+        head,
+        classifier,
+    })
+}
+
+impl ModuleT for MobileNetV2 {
+    fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+        let mut x = self.stem.forward_t(x, train)?;
+        for block in &self.blocks {
+            x = block.forward_t(&x, train)?;
+        }
+        let x = self.head.forward_t(&x, train)?.mean((2, 3))?;
+        self.classifier.forward(&x)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::make_divisible;
+
+    #[test]
+    fn make_divisible_matches_torchvision() {
+        assert_eq!(make_divisible(32.0), 32);
+        assert_eq!(make_divisible(16.0 * 0.5), 8);
+        assert_eq!(make_divisible(24.0 * 0.75), 24);
+        assert_eq!(make_divisible(1280.0), 1280);
+        assert_eq!(make_divisible(5.0), 8);
+    }
+}
