@@ -1,8 +1,7 @@
 //! `cargo xtask`: the project's task runner.
 //!
 //! Deliberately thin: it knows no Candle and no rpg crate. Model work
-//! (`train`, `eval`, `compress`, `export`, `models`, `bench`, `sweep`) is
-//! forwarded to a release build of the `rpg` binary of `rpg-train`, so heavy
+//! (`train`, `eval`, `models`) is forwarded to a release build of the `rpg` binary of `rpg-train`, so heavy
 //! code always runs optimised and with the backend the user asked for:
 //!
 //! ```text
@@ -23,11 +22,7 @@ USAGE:
 TASKS forwarded to `rpg` (a release build of crates/rpg-train; `cargo xtask <TASK> --help` explains each):
     train       train an RPG (or dense) model; with no flags: LeNet-5 at 10% DoF on the bundled MNIST
     eval        evaluate a checkpoint on a dataset
-    models      list the model zoo with parameter counts
-    compress    prune and quantize a trained model
-    export      write a dense safetensors file with torchvision/timm names
-    bench       training/inference speed of dense vs RPG models
-    sweep       train one architecture at a list of DoF ratios
+    models      list the model zoo with parameter counts and default shared fraction
 
 TASKS run here:
     bench-core  criterion benchmark of rpg-core's generate/accumulate kernels (ResNet-18 scale)
@@ -59,7 +54,7 @@ fn run(args: Vec<String>) -> Result<ExitCode> {
             print!("{HELP}");
             Ok(ExitCode::SUCCESS)
         }
-        "train" | "eval" | "models" | "compress" | "export" | "bench" | "sweep" => {
+        "train" | "eval" | "models" => {
             let mut cmd = cargo();
             cmd.args([
                 "run",

@@ -24,3 +24,29 @@ fn loss_halves_in_fifty_steps() -> anyhow::Result<()> {
     assert!(last < 0.5 * first, "loss {first} -> {last}");
     Ok(())
 }
+
+#[test]
+fn half_precision_models_run_and_keep_an_f32_ring() -> anyhow::Result<()> {
+    use candle_core::{DType, Device};
+    use rpg_core::RingSpec;
+    use rpg_nn::{ParamStore, SharingPolicy};
+
+    let registry = common::registry(&SharingPolicy::paper())?;
+    let store = ParamStore::rpg(
+        registry,
+        &RingSpec::global(100, 5),
+        &Device::Cpu,
+        DType::F16,
+    )?;
+    let model = common::build(store.var_builder())?;
+    let x = common::batch()?.to_dtype(DType::F16)?;
+    let logits = model.forward(&x)?;
+    assert_eq!(logits.dtype(), DType::F16);
+    let loss = logits.to_dtype(DType::F32)?.sqr()?.mean_all()?;
+    let grads = store.gradients(&loss.backward()?)?;
+    let (name, ring, grad) = &grads[0];
+    assert_eq!(name, rpg_nn::RING_NAME);
+    assert_eq!((ring.dtype(), grad.dtype()), (DType::F32, DType::F32));
+    assert!(grad.sqr()?.sum_all()?.to_scalar::<f32>()? > 0.0);
+    Ok(())
+}

@@ -133,3 +133,44 @@ fn train_then_eval_through_the_cli() {
         "{table}"
     );
 }
+
+#[test]
+fn divergence_stops_with_a_message_and_keeps_the_last_good_checkpoint() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = dir.path().join("run");
+    let run_s = run.to_str().unwrap();
+    let data = mnist();
+    let common = [
+        "--data-dir",
+        data.to_str().unwrap(),
+        "--train-limit",
+        "256",
+        "--test-limit",
+        "64",
+        "--batch-size",
+        "64",
+    ];
+    // One good epoch, then resume with an absurd learning rate via a config edit.
+    let first = [
+        &[
+            "train",
+            "--epochs",
+            "2",
+            "--stop-after-epochs",
+            "1",
+            "--out",
+            run_s,
+        ][..],
+        &common[..],
+    ]
+    .concat();
+    assert!(rpg(&first).status.success());
+    let before = std::fs::read(run.join("checkpoints/last/model.safetensors")).unwrap();
+    let config = std::fs::read_to_string(run.join("config.toml")).unwrap();
+    let config = config.replace("lr = 0.05", "lr = 1e30");
+    assert!(config.contains("lr = 1e30"), "{config}");
+    std::fs::write(run.join("config.toml"), config).unwrap();
+    fails_with(&["train", "--resume", run_s], "training diverged");
+    let after = std::fs::read(run.join("checkpoints/last/model.safetensors")).unwrap();
+    assert_eq!(before, after, "the last good checkpoint was overwritten");
+}
