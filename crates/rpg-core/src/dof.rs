@@ -51,8 +51,7 @@ pub fn ring_lengths_for_ratio(registry: &LayerRegistry, ratio: f64) -> Result<Ve
     registry.validate()?;
     let dense = registry.dense_params();
     let unshared = registry.unshared_params();
-    let per_group = registry.shared_elements_per_group();
-    let groups = per_group.len() as u64;
+    let groups = registry.group_count() as u64;
     let budget = (ratio * dense as f64).round() as u64;
     if budget < unshared + groups {
         return Err(Error::RatioTooSmall {
@@ -62,21 +61,26 @@ pub fn ring_lengths_for_ratio(registry: &LayerRegistry, ratio: f64) -> Result<Ve
             min_ratio: (unshared + groups) as f64 / dense as f64,
         });
     }
-    let ring_budget = budget - unshared;
-    let shared: u64 = per_group.iter().sum();
+    Ok(split_ring_budget(registry, (budget - unshared) as usize))
+}
+
+/// Splits a total ring length between the registry's groups in proportion
+/// to the elements they serve (floor, at least 1 each, the remainder to the
+/// largest group), so the lengths sum to `total` whenever `total >= G`.
+pub fn split_ring_budget(registry: &LayerRegistry, total: usize) -> Vec<usize> {
+    let per_group = registry.shared_elements_per_group();
+    let shared: u64 = per_group.iter().sum::<u64>().max(1);
     let mut lengths: Vec<usize> = per_group
         .iter()
-        .map(|&t| ((ring_budget as f64 * t as f64 / shared as f64).floor() as u64).max(1) as usize)
+        .map(|&t| ((total as f64 * t as f64 / shared as f64).floor() as usize).max(1))
         .collect();
-    // Give the rounding remainder to the largest group so the sum is exact.
-    let assigned: u64 = lengths.iter().map(|&n| n as u64).sum();
-    let largest = (0..lengths.len())
-        .max_by_key(|&g| per_group[g])
-        .unwrap_or(0);
-    if assigned < ring_budget {
-        lengths[largest] += (ring_budget - assigned) as usize;
+    let assigned: usize = lengths.iter().sum();
+    if let Some(largest) = (0..lengths.len()).max_by_key(|&g| per_group[g])
+        && assigned < total
+    {
+        lengths[largest] += total - assigned;
     }
-    Ok(lengths)
+    lengths
 }
 
 #[cfg(test)]

@@ -55,7 +55,7 @@ mod registry;
 pub mod rng;
 mod spec;
 
-pub use dof::{DofReport, ring_lengths_for_ratio};
+pub use dof::{DofReport, ring_lengths_for_ratio, split_ring_budget};
 pub use error::{Error, Result};
 pub use placement::{INDEX_MASK, LayerPlacement, Notice, Placement, SIGN_BIT};
 pub use registry::{LayerInfo, LayerRegistry};

@@ -5,7 +5,10 @@ use std::path::Path;
 
 use anyhow::{Context, Result, anyhow};
 use candle_core::{DType, Device};
-use rpg_core::{LayerRegistry, PlacementKind, PlacementVersion, RingSpec, ring_lengths_for_ratio};
+use rpg_core::{
+    LayerRegistry, PlacementKind, PlacementVersion, RingSpec, ring_lengths_for_ratio,
+    split_ring_budget,
+};
 use rpg_models::{DynModel, ModelConfig, build_model, model_entry};
 use rpg_nn::{
     Mode, ModelFileHeader, ParamStore, SharingPolicy, load_model_file, record_parameters,
@@ -67,23 +70,6 @@ pub fn registry(mc: &ModelConfig, policy: &SharingPolicy) -> Result<LayerRegistr
     policy.registry(&params).map_err(candle)
 }
 
-/// Splits a total ring length between groups in proportion to what they serve.
-fn split_length(registry: &LayerRegistry, total: usize) -> Vec<usize> {
-    let per_group = registry.shared_elements_per_group();
-    let served: u64 = per_group.iter().sum();
-    let mut lengths: Vec<usize> = per_group
-        .iter()
-        .map(|&t| ((total as f64 * t as f64 / served as f64).floor() as usize).max(1))
-        .collect();
-    let assigned: usize = lengths.iter().sum();
-    if let Some(largest) = (0..lengths.len()).max_by_key(|&g| per_group[g])
-        && assigned < total
-    {
-        lengths[largest] += total - assigned;
-    }
-    lengths
-}
-
 /// Builds the model a training config describes, with fresh parameters.
 pub fn build_for_training(
     cfg: &TrainConfig,
@@ -102,7 +88,7 @@ pub fn build_for_training(
                 RingSize::Ratio(r) => {
                     ring_lengths_for_ratio(&registry, r).map_err(|e| anyhow!("--dof {r}: {e}"))?
                 }
-                RingSize::Length(n) => split_length(&registry, n),
+                RingSize::Length(n) => split_ring_budget(&registry, n),
             };
             let spec = RingSpec {
                 ring_lengths,

@@ -71,38 +71,33 @@ fn cuda_without_the_feature_names_it() {
     fails_with(&["train", "--device", "cuda:0"], "--features cuda");
 }
 
-#[test]
-fn train_then_eval_through_the_cli() {
-    let dir = tempfile::tempdir().unwrap();
-    let run = dir.path().join("run");
-    let run_s = run.to_str().unwrap();
+/// Trains a tiny run on the bundled MNIST through the CLI into `run`,
+/// with `extra` flags; panics with stderr when it fails.
+fn train_tiny(run: &Path, extra: &[&str]) {
     let data = mnist();
-    let common = [
+    let mut args = vec![
+        "train",
+        "--out",
+        run.to_str().unwrap(),
         "--data-dir",
         data.to_str().unwrap(),
-        "--train-limit",
-        "256",
-        "--test-limit",
-        "200",
     ];
-    let out = rpg(&[
-        &[
-            "train",
-            "--epochs",
-            "1",
-            "--batch-size",
-            "64",
-            "--out",
-            run_s,
-        ][..],
-        &common[..],
-    ]
-    .concat());
+    args.extend(["--train-limit", "256", "--batch-size", "64"]);
+    args.extend(extra);
+    let out = rpg(&args);
     assert!(
         out.status.success(),
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+#[test]
+fn train_then_eval_through_the_cli() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = dir.path().join("run");
+    let run_s = run.to_str().unwrap();
+    train_tiny(&run, &["--epochs", "1", "--test-limit", "200"]);
     let summary: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(run.join("summary.json")).unwrap()).unwrap();
 
@@ -138,39 +133,27 @@ fn train_then_eval_through_the_cli() {
 fn divergence_stops_with_a_message_and_keeps_the_last_good_checkpoint() {
     let dir = tempfile::tempdir().unwrap();
     let run = dir.path().join("run");
-    let run_s = run.to_str().unwrap();
-    let data = mnist();
-    let common = [
-        "--data-dir",
-        data.to_str().unwrap(),
-        "--train-limit",
-        "256",
-        "--test-limit",
-        "64",
-        "--batch-size",
-        "64",
-    ];
-    // One good epoch, then resume with an absurd learning rate via a config edit.
-    let first = [
+    // One good epoch of two, then resume with an absurd learning rate.
+    train_tiny(
+        &run,
         &[
-            "train",
             "--epochs",
             "2",
             "--stop-after-epochs",
             "1",
-            "--out",
-            run_s,
-        ][..],
-        &common[..],
-    ]
-    .concat();
-    assert!(rpg(&first).status.success());
+            "--test-limit",
+            "64",
+        ],
+    );
     let before = std::fs::read(run.join("checkpoints/last/model.safetensors")).unwrap();
     let config = std::fs::read_to_string(run.join("config.toml")).unwrap();
     let config = config.replace("lr = 0.05", "lr = 1e30");
     assert!(config.contains("lr = 1e30"), "{config}");
     std::fs::write(run.join("config.toml"), config).unwrap();
-    fails_with(&["train", "--resume", run_s], "training diverged");
+    fails_with(
+        &["train", "--resume", run.to_str().unwrap()],
+        "training diverged",
+    );
     let after = std::fs::read(run.join("checkpoints/last/model.safetensors")).unwrap();
     assert_eq!(before, after, "the last good checkpoint was overwritten");
 }
