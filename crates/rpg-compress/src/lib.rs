@@ -1,3 +1,16 @@
-//! # rpg-compress: pruning and quantization
+//! # rpg-compress: prune, quantize, ship
 //!
-//! Under construction: it exposes nothing yet.
+//! Every shared weight of an RPG model is a signed, scaled copy of a ring
+//! entry, so quantizing or pruning the ring compresses all shared layers at
+//! once. This crate holds the kernels ([`quantize`], [`prune`]) and the
+//! compressed artifact ([`artifact`]): one safetensors file that a model can
+//! be rebuilt from.
+#![warn(missing_docs)]
+
+pub mod artifact;
+pub mod prune;
+pub mod quantize;
+
+pub use artifact::{Artifact, CompressSettings, RingStorage, TensorStorage};
+pub use prune::{Sparse, global_magnitude_prune, magnitude_prune, sparsity};
+pub use quantize::{Bits, Quantized, quantize, quantize_f16_scales};
