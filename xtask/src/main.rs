@@ -1,7 +1,7 @@
 //! `cargo xtask`: the project's task runner.
 //!
 //! Deliberately thin: it knows no Candle and no rpg crate. Model work
-//! (`train`, `eval`, `models`) is forwarded to a release build of the `rpg` binary of `rpg-train`, so heavy
+//! (`train`, `eval`, `models`, `compress`, `export`) is forwarded to a release build of the `rpg` binary of `rpg-train`, so heavy
 //! code always runs optimised and with the backend the user asked for:
 //!
 //! ```text
@@ -23,6 +23,8 @@ TASKS forwarded to `rpg` (a release build of crates/rpg-train; `cargo xtask <TAS
     train       train an RPG (or dense) model; with no flags: LeNet-5 at 10% DoF on the bundled MNIST
     eval        evaluate a checkpoint on a dataset
     models      list the model zoo with parameter counts and default shared fraction
+    compress    prune and quantize a trained model into a small artifact, with a report
+    export      write the dense model as safetensors with torchvision/timm names
 
 TASKS run here:
     bench-core  criterion benchmark of rpg-core's generate/accumulate kernels (ResNet-18 scale)
@@ -54,7 +56,7 @@ fn run(args: Vec<String>) -> Result<ExitCode> {
             print!("{HELP}");
             Ok(ExitCode::SUCCESS)
         }
-        "train" | "eval" | "models" => {
+        "train" | "eval" | "models" | "compress" | "export" => {
             let mut cmd = cargo();
             cmd.args([
                 "run",

@@ -134,7 +134,11 @@ impl Quantized {
             Bits::Eight => i32::from(self.codes[i]) - 128,
             Bits::Four => {
                 let byte = self.codes[i / 2];
-                let nibble = if i.is_multiple_of(2) { byte & 0x0f } else { byte >> 4 };
+                let nibble = if i.is_multiple_of(2) {
+                    byte & 0x0f
+                } else {
+                    byte >> 4
+                };
                 i32::from(nibble) - 8
             }
         }

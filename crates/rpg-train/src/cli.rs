@@ -27,6 +27,70 @@ pub enum Command {
     Eval(EvalArgs),
     /// List the model zoo: parameters, default shared fraction, input size.
     Models,
+    /// Prune and quantize a trained model into a small artifact that `eval` loads; writes a report.
+    Compress(CompressArgs),
+    /// Write the dense model (all weights materialised) as safetensors with torchvision/timm names.
+    Export(ExportArgs),
+}
+
+/// Ring quantization.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum QuantChoice {
+    /// 8-bit codes.
+    Int8,
+    /// 4-bit codes, two per byte.
+    Int4,
+    /// Keep f32.
+    None,
+}
+
+/// `rpg compress`.
+#[derive(Debug, Args)]
+pub struct CompressArgs {
+    /// A trained model (model.safetensors, a checkpoint or a run directory).
+    #[arg(long, value_name = "PATH")]
+    pub checkpoint: PathBuf,
+    /// Output directory for the artifact, the dense export and the report.
+    #[arg(long, value_name = "DIR")]
+    pub out: PathBuf,
+    /// Quantize the ring: every shared weight is a signed, scaled copy of a ring entry, so this quantizes all shared layers at once.
+    #[arg(long, value_enum, default_value = "int8")]
+    pub quant: QuantChoice,
+    /// Values per quantization block (one scale each). [default: 256 for int8, 64 for int4]
+    #[arg(long)]
+    pub block: Option<usize>,
+    /// Store scales as f16 (smaller) or f32.
+    #[arg(long, default_value = "f16", value_parser = ["f16", "f32"])]
+    pub scale_dtype: String,
+    /// Prune this fraction of ring entries by magnitude (stored sparse: bitmap + kept values).
+    #[arg(long, value_name = "F", default_value_t = 0.0)]
+    pub prune_ring: f64,
+    /// Quantize unshared tensors (stem, classifier, norms, biases) to 8 bits, one scale per tensor.
+    #[arg(long, default_value = "int8", value_parser = ["int8", "none"])]
+    pub quant_unshared: String,
+    /// Data set for the accuracy report. [default: the run's]
+    #[arg(long)]
+    pub dataset: Option<String>,
+    /// Data directory. [default: the run's]
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Use only the first N test images for the accuracy report.
+    #[arg(long, value_name = "N")]
+    pub test_limit: Option<usize>,
+    /// Timed runs per latency figure (the median is reported).
+    #[arg(long, default_value_t = 7)]
+    pub latency_runs: usize,
+}
+
+/// `rpg export`.
+#[derive(Debug, Args)]
+pub struct ExportArgs {
+    /// A model file, checkpoint, run directory or compressed artifact.
+    #[arg(long, value_name = "PATH")]
+    pub checkpoint: PathBuf,
+    /// Output safetensors file.
+    #[arg(long, value_name = "FILE")]
+    pub out: PathBuf,
 }
 
 /// `rpg train`: every flag also exists as a key (dashes -> underscores) of `--config`.

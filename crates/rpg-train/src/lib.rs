@@ -7,6 +7,7 @@
 
 pub mod checkpoint;
 pub mod cli;
+pub mod compress;
 pub mod config;
 pub mod data;
 pub mod loss;

@@ -1,13 +1,13 @@
 //! The `rpg` command line (`cargo xtask <task>` runs it in release mode).
 
-use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::{Context, Result, anyhow};
 use clap::Parser;
 use rpg_models::MODELS;
 use rpg_train::cli::{Cli, Command, EvalArgs};
-use rpg_train::setup::{build_from_file, registry};
+use rpg_train::compress::{model_file, run_config};
+use rpg_train::setup::{load_any, registry};
 use rpg_train::trainer::{evaluate, load_data};
 
 fn main() -> ExitCode {
@@ -32,6 +32,8 @@ fn main() -> ExitCode {
         }),
         Command::Eval(args) => eval(&args),
         Command::Models => models(),
+        Command::Compress(args) => rpg_train::compress::compress(&args),
+        Command::Export(args) => rpg_train::compress::export(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -42,37 +44,10 @@ fn main() -> ExitCode {
     }
 }
 
-/// Accepts a model file, a checkpoint directory or a run directory.
-fn model_file(path: &Path) -> Result<PathBuf> {
-    let candidates = [
-        path.to_path_buf(),
-        path.join("model.safetensors"),
-        path.join("checkpoints/best/model.safetensors"),
-        path.join("checkpoints/last/model.safetensors"),
-    ];
-    candidates
-        .into_iter()
-        .find(|p| p.is_file())
-        .with_context(|| {
-            format!(
-                "no model file at {} (give a model.safetensors, a checkpoint or a run directory)",
-                path.display()
-            )
-        })
-}
-
 fn eval(args: &EvalArgs) -> Result<()> {
     let path = model_file(&args.checkpoint)?;
-    let header = rpg_nn::read_header(&path).map_err(|e| anyhow!("{e}"))?;
-    // The run's config (two levels up: run/checkpoints/<which>/model.safetensors) gives defaults.
-    let run_config = path
-        .ancestors()
-        .nth(3)
-        .map(|run| run.join("config.toml"))
-        .filter(|p| p.is_file())
-        .map(|p| rpg_train::TrainConfig::from_toml_file(&p))
-        .transpose()?;
-    let mut cfg = run_config.unwrap_or_default();
+    // The run's config gives the defaults for data.
+    let mut cfg = run_config(&path)?.unwrap_or_default();
     if let Some(d) = &args.dataset {
         if *d != cfg.dataset {
             cfg.data_dir = None;
@@ -87,7 +62,7 @@ fn eval(args: &EvalArgs) -> Result<()> {
     }
     cfg.train_limit = Some(1);
     let device = rpg_nn::parse_device(&args.device).map_err(|e| anyhow!("{e}"))?;
-    let built = build_from_file(&path, &header, &device)?;
+    let built = load_any(&path, &device)?;
     let (_, test) = load_data(&cfg)?;
     if test.num_classes != built.config.num_classes || test.channels != built.config.in_channels {
         anyhow::bail!(
@@ -104,7 +79,7 @@ fn eval(args: &EvalArgs) -> Result<()> {
     println!(
         "{}: {} on {} ({} images): accuracy {:.4}, loss {:.4}{}",
         path.display(),
-        header.model,
+        built.config.name,
         cfg.dataset,
         result.samples,
         result.accuracy,
@@ -121,7 +96,7 @@ fn eval(args: &EvalArgs) -> Result<()> {
         .unwrap_or_else(|| path.with_file_name("eval.json"));
     let json = serde_json::json!({
         "checkpoint": path,
-        "model": header.model,
+        "model": built.config.name,
         "dataset": cfg.dataset,
         "samples": result.samples,
         "test_accuracy": result.accuracy,

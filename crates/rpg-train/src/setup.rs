@@ -138,3 +138,44 @@ pub fn build_from_file(path: &Path, header: &ModelFileHeader, device: &Device) -
         dense_params,
     })
 }
+
+/// Rebuilds a model from a compressed artifact (`rpg compress`).
+pub fn build_from_artifact(path: &Path, device: &Device) -> Result<Built> {
+    let (artifact, _model, model_config) =
+        rpg_compress::Artifact::load(path).map_err(|e| anyhow!("{e}"))?;
+    let mc: ModelConfig = serde_json::from_str(&model_config)
+        .with_context(|| format!("{}: unreadable model configuration", path.display()))?;
+    let params = record_parameters(|vb| build_model(&mc, vb)).map_err(candle)?;
+    let dense_params = params
+        .iter()
+        .map(|(_, s)| s.iter().product::<usize>() as u64)
+        .sum();
+    let store = match &artifact.spec {
+        None => ParamStore::dense(device, DType::F32, artifact.seed),
+        Some(spec) => {
+            let registry = rpg_compress::artifact::registry_from_shared(&params, &artifact.shared)
+                .map_err(|e| anyhow!("{e}"))?;
+            ParamStore::rpg(registry, spec, device, DType::F32).map_err(candle)?
+        }
+    };
+    let model = build_model(&mc, store.var_builder()).map_err(candle)?;
+    artifact
+        .apply(&store)
+        .map_err(|e| anyhow!("{}: {e}", path.display()))?;
+    Ok(Built {
+        config: mc,
+        store,
+        model,
+        dense_params,
+    })
+}
+
+/// Loads a model file or a compressed artifact.
+pub fn load_any(path: &Path, device: &Device) -> Result<Built> {
+    if rpg_compress::Artifact::is_artifact(path) {
+        build_from_artifact(path, device)
+    } else {
+        let header = rpg_nn::read_header(path).map_err(candle)?;
+        build_from_file(path, &header, device)
+    }
+}

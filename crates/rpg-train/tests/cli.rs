@@ -157,3 +157,105 @@ fn divergence_stops_with_a_message_and_keeps_the_last_good_checkpoint() {
     let after = std::fs::read(run.join("checkpoints/last/model.safetensors")).unwrap();
     assert_eq!(before, after, "the last good checkpoint was overwritten");
 }
+
+#[test]
+fn compress_then_eval_the_artifact_and_export() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = dir.path().join("run");
+    train_tiny(&run, &["--epochs", "1", "--test-limit", "300"]);
+    let out = dir.path().join("compressed");
+    let args = [
+        "compress",
+        "--checkpoint",
+        run.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ];
+    let status = rpg(&[
+        &args[..],
+        &[
+            "--quant",
+            "int4",
+            "--prune-ring",
+            "0.2",
+            "--latency-runs",
+            "1",
+        ],
+    ]
+    .concat());
+    assert!(
+        status.status.success(),
+        "{}",
+        String::from_utf8_lossy(&status.stderr)
+    );
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("compress_report.json")).unwrap())
+            .unwrap();
+    for key in [
+        "artifact_bytes",
+        "dense_f32_bytes",
+        "size_ratio",
+        "accuracy_before",
+        "accuracy_after",
+    ] {
+        assert!(report[key].is_number(), "report lacks {key}");
+    }
+    assert!(report["size_ratio"].as_f64().unwrap() > 20.0, "{report}");
+    assert_eq!(report["steps"].as_array().unwrap().len(), 3);
+
+    // eval loads the artifact and reproduces the report's accuracy.
+    let artifact = out.join("model.compressed.safetensors");
+    let eval_json = dir.path().join("eval.json");
+    let data = mnist();
+    let args = [
+        "eval",
+        "--checkpoint",
+        artifact.to_str().unwrap(),
+        "--data-dir",
+        data.to_str().unwrap(),
+    ];
+    let status = rpg(&[
+        &args[..],
+        &["--test-limit", "300", "--out", eval_json.to_str().unwrap()],
+    ]
+    .concat());
+    assert!(
+        status.status.success(),
+        "{}",
+        String::from_utf8_lossy(&status.stderr)
+    );
+    let eval: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&eval_json).unwrap()).unwrap();
+    assert_eq!(eval["test_accuracy"], report["accuracy_after"]);
+
+    // A damaged artifact is a clear error.
+    let mut bytes = std::fs::read(&artifact).unwrap();
+    bytes.truncate(bytes.len() - 7);
+    let broken = dir.path().join("broken.safetensors");
+    std::fs::write(&broken, bytes).unwrap();
+    fails_with(
+        &["eval", "--checkpoint", broken.to_str().unwrap()],
+        "not a valid",
+    );
+
+    // Export: every tensor of the dense model under torchvision-style names.
+    let dense = dir.path().join("dense.safetensors");
+    let status = rpg(&[
+        "export",
+        "--checkpoint",
+        artifact.to_str().unwrap(),
+        "--out",
+        dense.to_str().unwrap(),
+    ]);
+    assert!(
+        status.status.success(),
+        "{}",
+        String::from_utf8_lossy(&status.stderr)
+    );
+    let tensors = candle_core::safetensors::load(&dense, &candle_core::Device::Cpu).unwrap();
+    let mut names: Vec<&String> = tensors.keys().collect();
+    names.sort();
+    assert_eq!(names.len(), 10, "{names:?}");
+    assert_eq!(tensors["conv1.weight"].dims(), &[6, 1, 5, 5]);
+    assert_eq!(tensors["fc3.weight"].dims(), &[10, 84]);
+}

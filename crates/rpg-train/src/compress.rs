@@ -1,0 +1,319 @@
+//! `rpg compress` and `rpg export`.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{Context, Result, anyhow, bail};
+use candle_core::{DType, Device, Tensor};
+use rpg_compress::{Artifact, Bits, CompressSettings};
+use serde::Serialize;
+
+use crate::cli::{CompressArgs, ExportArgs, QuantChoice};
+use crate::config::TrainConfig;
+use crate::setup::{Built, load_any};
+use crate::trainer::{evaluate, load_data};
+
+/// Accepts a model file, an artifact, a checkpoint directory or a run directory.
+pub fn model_file(path: &Path) -> Result<PathBuf> {
+    [
+        path.to_path_buf(),
+        path.join("model.safetensors"),
+        path.join("checkpoints/best/model.safetensors"),
+        path.join("checkpoints/last/model.safetensors"),
+    ]
+    .into_iter()
+    .find(|p| p.is_file())
+    .with_context(|| {
+        format!(
+            "no model file at {} (give a model.safetensors, a checkpoint or a run directory)",
+            path.display()
+        )
+    })
+}
+
+/// The run's config (two levels above `run/checkpoints/<which>/model.safetensors`), if any.
+pub fn run_config(model: &Path) -> Result<Option<TrainConfig>> {
+    model
+        .ancestors()
+        .nth(3)
+        .map(|run| run.join("config.toml"))
+        .filter(|p| p.is_file())
+        .map(|p| TrainConfig::from_toml_file(&p))
+        .transpose()
+}
+
+/// Median seconds of an eval-mode forward pass at `batch`.
+fn latency(built: &Built, batch: usize, runs: usize) -> Result<f64> {
+    let c = &built.config;
+    let x = Tensor::zeros(
+        (batch, c.in_channels, c.image_size, c.image_size),
+        DType::F32,
+        built.store.device(),
+    )?;
+    built.store.regenerate().map_err(|e| anyhow!("{e}"))?;
+    built.model.forward_t(&x, false)?; // warm-up
+    let mut times: Vec<f64> = (0..runs.max(1))
+        .map(|_| {
+            let t = Instant::now();
+            built
+                .model
+                .forward_t(&x, false)
+                .map(|_| t.elapsed().as_secs_f64())
+        })
+        .collect::<candle_core::Result<_>>()?;
+    times.sort_by(f64::total_cmp);
+    Ok(times[times.len() / 2])
+}
+
+/// Accuracy after one compression step.
+#[derive(Debug, Clone, Serialize)]
+pub struct StepResult {
+    /// What was applied (cumulative).
+    pub step: String,
+    /// Test accuracy (fraction).
+    pub accuracy: f64,
+}
+
+/// `compress_report.json`.
+#[derive(Debug, Clone, Serialize)]
+pub struct CompressReport {
+    /// Source model file.
+    pub checkpoint: PathBuf,
+    /// The artifact.
+    pub artifact: PathBuf,
+    /// Its size on disk.
+    pub artifact_bytes: u64,
+    /// Size of the dense f32 model of the same architecture (the export).
+    pub dense_f32_bytes: u64,
+    /// `dense_f32_bytes / artifact_bytes`.
+    pub size_ratio: f64,
+    /// Test accuracy before compression.
+    pub accuracy_before: f64,
+    /// Test accuracy of the artifact, loaded from disk.
+    pub accuracy_after: f64,
+    /// Accuracy after each cumulative step.
+    pub steps: Vec<StepResult>,
+    /// Test images used.
+    pub test_samples: usize,
+    /// Median eval latency before, batch 1 and 64 (ms).
+    pub latency_before_ms: [f64; 2],
+    /// Median eval latency after, batch 1 and 64 (ms).
+    pub latency_after_ms: [f64; 2],
+    /// Settings.
+    pub settings: serde_json::Value,
+}
+
+fn settings_from(args: &CompressArgs) -> Result<CompressSettings> {
+    if !(0.0..1.0).contains(&args.prune_ring) {
+        bail!("--prune-ring must be in [0, 1), got {}", args.prune_ring);
+    }
+    // int4's coarser steps want smaller blocks; measured on LeNet-5 (docs/compression.md).
+    let block = args.block.unwrap_or(if args.quant == QuantChoice::Int4 {
+        64
+    } else {
+        256
+    });
+    if block == 0 {
+        bail!("--block must be positive");
+    }
+    Ok(CompressSettings {
+        ring_bits: match args.quant {
+            QuantChoice::Int8 => Some(Bits::Eight),
+            QuantChoice::Int4 => Some(Bits::Four),
+            QuantChoice::None => None,
+        },
+        block,
+        f16_scales: args.scale_dtype == "f16",
+        ring_prune: args.prune_ring,
+        unshared_int8: args.quant_unshared == "int8",
+    })
+}
+
+/// Writes the dense model with its torchvision/timm names; returns its size.
+fn write_dense(built: &Built, path: &Path) -> Result<u64> {
+    let tensors: HashMap<String, Tensor> = built
+        .store
+        .materialize()
+        .map_err(|e| anyhow!("{e}"))?
+        .into_iter()
+        .map(|(n, t)| Ok((n, t.to_dtype(DType::F32)?.to_device(&Device::Cpu)?)))
+        .collect::<candle_core::Result<_>>()?;
+    let tmp = path.with_extension("tmp");
+    candle_core::safetensors::save(&tensors, &tmp)
+        .with_context(|| format!("writing {}", tmp.display()))?;
+    std::fs::rename(&tmp, path)?;
+    Ok(std::fs::metadata(path)?.len())
+}
+
+/// `rpg export`.
+pub fn export(args: &ExportArgs) -> Result<()> {
+    let path = model_file(&args.checkpoint)?;
+    let built = load_any(&path, &Device::Cpu)?;
+    if let Some(dir) = args.out.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir)?;
+    }
+    let bytes = write_dense(&built, &args.out)?;
+    println!(
+        "wrote {} ({} tensors of {}, {bytes} bytes, f32, torchvision/timm names)",
+        args.out.display(),
+        built.store.materialize().map_err(|e| anyhow!("{e}"))?.len(),
+        built.config.name
+    );
+    Ok(())
+}
+
+/// `rpg compress`.
+pub fn compress(args: &CompressArgs) -> Result<()> {
+    let settings = settings_from(args)?;
+    let path = model_file(&args.checkpoint)?;
+    if Artifact::is_artifact(&path) {
+        bail!(
+            "{} is already a compressed artifact: compress the trained model file instead",
+            path.display()
+        );
+    }
+    let mut cfg = run_config(&path)?.unwrap_or_default();
+    if let Some(d) = &args.dataset {
+        if *d != cfg.dataset {
+            cfg.data_dir = None;
+        }
+        cfg.dataset = d.clone();
+    }
+    if args.data_dir.is_some() {
+        cfg.data_dir = args.data_dir.clone();
+    }
+    if args.test_limit.is_some() {
+        cfg.test_limit = args.test_limit;
+    }
+    cfg.train_limit = Some(1);
+    std::fs::create_dir_all(&args.out)
+        .with_context(|| format!("creating {}", args.out.display()))?;
+    let device = Device::Cpu;
+    let (_, test) = load_data(&cfg)?;
+
+    let original = load_any(&path, &device)?;
+    let before = evaluate(&original, &test, 1000, 2)?;
+    let latency_before = [
+        latency(&original, 1, args.latency_runs)?,
+        latency(&original, 64, args.latency_runs)?,
+    ];
+    let dense_path = args.out.join("dense_f32.safetensors");
+    let dense_f32_bytes = write_dense(&original, &dense_path)?;
+
+    // Accuracy after each cumulative step, on an in-memory copy.
+    let mut steps = Vec::new();
+    let mut partial = CompressSettings {
+        ring_bits: None,
+        unshared_int8: false,
+        ..settings.clone()
+    };
+    let mut stages: Vec<(String, CompressSettings)> = Vec::new();
+    if settings.ring_prune > 0.0 && original.store.ring().is_some() {
+        stages.push((
+            format!("prune ring {:.0}%", 100.0 * settings.ring_prune),
+            partial.clone(),
+        ));
+    }
+    if let Some(bits) = settings
+        .ring_bits
+        .filter(|_| original.store.ring().is_some())
+    {
+        partial.ring_bits = Some(bits);
+        stages.push((format!("+ ring int{}", bits.count()), partial.clone()));
+    }
+    if settings.unshared_int8 {
+        partial.unshared_int8 = true;
+        stages.push(("+ unshared int8".into(), partial.clone()));
+    }
+    for (label, stage) in &stages {
+        let copy = load_any(&path, &device)?;
+        Artifact::compress(&copy.store, stage)
+            .map_err(|e| anyhow!("{e}"))?
+            .apply(&copy.store)
+            .map_err(|e| anyhow!("{e}"))?;
+        steps.push(StepResult {
+            step: label.clone(),
+            accuracy: evaluate(&copy, &test, 1000, 2)?.accuracy,
+        });
+    }
+
+    let artifact_path = args.out.join("model.compressed.safetensors");
+    let artifact = Artifact::compress(&original.store, &settings).map_err(|e| anyhow!("{e}"))?;
+    let artifact_bytes = artifact
+        .save(
+            &artifact_path,
+            &original.config.name,
+            &original.config.to_json(),
+        )
+        .map_err(|e| anyhow!("{e}"))?;
+    // The artifact as `eval` will see it: loaded from disk.
+    let reloaded = load_any(&artifact_path, &device)?;
+    let after = evaluate(&reloaded, &test, 1000, 2)?;
+    let latency_after = [
+        latency(&reloaded, 1, args.latency_runs)?,
+        latency(&reloaded, 64, args.latency_runs)?,
+    ];
+
+    let report = CompressReport {
+        checkpoint: path.clone(),
+        artifact: artifact_path.clone(),
+        artifact_bytes,
+        dense_f32_bytes,
+        size_ratio: dense_f32_bytes as f64 / artifact_bytes as f64,
+        accuracy_before: before.accuracy,
+        accuracy_after: after.accuracy,
+        steps,
+        test_samples: after.samples,
+        latency_before_ms: latency_before.map(|s| s * 1e3),
+        latency_after_ms: latency_after.map(|s| s * 1e3),
+        settings: serde_json::json!({
+            "quant": format!("{:?}", args.quant).to_lowercase(),
+            "block": settings.block,
+            "scale_dtype": args.scale_dtype,
+            "prune_ring": settings.ring_prune,
+            "quant_unshared": args.quant_unshared,
+        }),
+    };
+    std::fs::write(
+        args.out.join("compress_report.json"),
+        serde_json::to_string_pretty(&report)?,
+    )?;
+    println!("{} -> {}", path.display(), artifact_path.display());
+    println!(
+        "  {:<28} {:>12}",
+        "dense f32 file (bytes)", report.dense_f32_bytes
+    );
+    println!("  {:<28} {:>12}", "artifact (bytes)", report.artifact_bytes);
+    println!("  {:<28} {:>11.1}x", "size ratio", report.size_ratio);
+    println!(
+        "  {:<28} {:>11.2}%",
+        "accuracy before",
+        100.0 * report.accuracy_before
+    );
+    for s in &report.steps {
+        println!(
+            "  {:<28} {:>11.2}%",
+            format!("after {}", s.step),
+            100.0 * s.accuracy
+        );
+    }
+    println!(
+        "  {:<28} {:>11.2}%",
+        "accuracy of the artifact",
+        100.0 * report.accuracy_after
+    );
+    println!(
+        "  {:<28} {:>5.2} / {:.2} ms",
+        "latency b1 / b64 before", report.latency_before_ms[0], report.latency_before_ms[1]
+    );
+    println!(
+        "  {:<28} {:>5.2} / {:.2} ms",
+        "latency b1 / b64 after", report.latency_after_ms[0], report.latency_after_ms[1]
+    );
+    println!(
+        "  report: {}",
+        args.out.join("compress_report.json").display()
+    );
+    Ok(())
+}
