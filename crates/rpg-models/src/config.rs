@@ -15,6 +15,10 @@ pub struct ModelConfig {
     /// Channel / hidden-size multiplier (1.0 = the published model); used to
     /// make narrower dense baselines with a given parameter count.
     pub width: f64,
+    /// Explicit output widths of the prunable layers (set by structured
+    /// pruning; see `prunable_layers`). Overrides `width` where given.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub widths: Option<Vec<usize>>,
 }
 
 impl ModelConfig {
@@ -26,6 +30,7 @@ impl ModelConfig {
             in_channels,
             image_size,
             width: 1.0,
+            widths: None,
         }
     }
 
@@ -38,6 +43,18 @@ impl ModelConfig {
     /// `round(channels * width)`, at least 1.
     pub fn scaled(&self, channels: usize) -> usize {
         ((channels as f64 * self.width).round() as usize).max(1)
+    }
+
+    /// Output width of prunable layer `index`: the explicit width when set,
+    /// else `default` scaled by `width`.
+    pub fn layer_width(&self, index: usize, default: usize) -> usize {
+        match &self.widths {
+            Some(w) => w
+                .get(index)
+                .copied()
+                .unwrap_or_else(|| self.scaled(default)),
+            None => self.scaled(default),
+        }
     }
 
     /// The JSON stored in model files.

@@ -27,4 +27,4 @@ pub mod resnet;
 pub mod vit;
 
 pub use config::ModelConfig;
-pub use registry::{DynModel, MODELS, ModelEntry, build_model, model_entry};
+pub use registry::{DynModel, MODELS, ModelEntry, build_model, model_entry, prunable_layers};

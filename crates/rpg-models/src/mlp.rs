@@ -3,6 +3,8 @@
 use candle_core::{Module, ModuleT, Result, Tensor};
 use candle_nn::{Linear, VarBuilder, linear};
 
+use rpg_nn::PrunableLayer;
+
 use crate::ModelConfig;
 
 /// Fully connected layers `fc1..fcK` with ReLU between them.
@@ -17,7 +19,12 @@ pub const DEFAULT_HIDDEN: [usize; 2] = [256, 256];
 /// Builds the MLP for a flattened `in_channels * image_size^2` input.
 pub fn mlp(cfg: &ModelConfig, vb: VarBuilder<'_>) -> Result<Mlp> {
     let mut sizes = vec![cfg.in_channels * cfg.image_size * cfg.image_size];
-    sizes.extend(DEFAULT_HIDDEN.iter().map(|&h| cfg.scaled(h)));
+    sizes.extend(
+        DEFAULT_HIDDEN
+            .iter()
+            .enumerate()
+            .map(|(i, &h)| cfg.layer_width(i, h)),
+    );
     sizes.push(cfg.num_classes);
     let layers = sizes
         .windows(2)
@@ -25,6 +32,18 @@ pub fn mlp(cfg: &ModelConfig, vb: VarBuilder<'_>) -> Result<Mlp> {
         .map(|(i, w)| linear(w[0], w[1], vb.pp(format!("fc{}", i + 1))))
         .collect::<Result<_>>()?;
     Ok(Mlp { layers })
+}
+
+/// The hidden layers structured pruning may narrow, in order.
+pub fn prunable(_cfg: &ModelConfig) -> Vec<PrunableLayer> {
+    (1..=DEFAULT_HIDDEN.len())
+        .map(|i| PrunableLayer {
+            weight: format!("fc{i}.weight"),
+            bias: Some(format!("fc{i}.bias")),
+            next: format!("fc{}.weight", i + 1),
+            next_inputs_per_channel: 1,
+        })
+        .collect()
 }
 
 impl ModuleT for Mlp {

@@ -38,6 +38,7 @@ mod device;
 mod init;
 pub mod ops;
 mod policy;
+mod prunable;
 mod record;
 mod store;
 
@@ -47,5 +48,6 @@ pub use checkpoint::{
 pub use device::{device_name, parse_device};
 pub use init::{fnv1a, init_values};
 pub use policy::{SharingPolicy, glob_match, is_buffer};
+pub use prunable::PrunableLayer;
 pub use record::record_parameters;
 pub use store::{Mode, ParamStore, RING_NAME};

@@ -65,6 +65,21 @@ pub struct CompressArgs {
     /// Prune this fraction of ring entries by magnitude (stored sparse: bitmap + kept values).
     #[arg(long, value_name = "F", default_value_t = 0.0)]
     pub prune_ring: f64,
+    /// Prune this fraction of the materialised conv/linear weights by magnitude (as the authors did); the result is a dense model.
+    #[arg(long, value_name = "F", default_value_t = 0.0)]
+    pub prune: f64,
+    /// Threshold for --prune: one over all layers, or per layer.
+    #[arg(long, default_value = "global", value_parser = ["global", "layer"])]
+    pub prune_scope: String,
+    /// Remove this fraction of output channels (smallest L1 norm) of every prunable layer: a physically smaller dense model (lenet5, mlp).
+    #[arg(long, value_name = "F", default_value_t = 0.0)]
+    pub prune_channels: f64,
+    /// Fine-tune the pruned dense model for N epochs on the run's training data.
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub finetune_epochs: usize,
+    /// Learning rate of the fine-tuning (cosine schedule).
+    #[arg(long, default_value_t = 0.01)]
+    pub finetune_lr: f64,
     /// Quantize unshared tensors (stem, classifier, norms, biases) to 8 bits, one scale per tensor.
     #[arg(long, default_value = "int8", value_parser = ["int8", "none"])]
     pub quant_unshared: String,
@@ -77,8 +92,8 @@ pub struct CompressArgs {
     /// Use only the first N test images for the accuracy report.
     #[arg(long, value_name = "N")]
     pub test_limit: Option<usize>,
-    /// Timed runs per latency figure (the median is reported).
-    #[arg(long, default_value_t = 7)]
+    /// Timed runs per latency figure, before and after alternating (the median is reported).
+    #[arg(long, default_value_t = 21)]
     pub latency_runs: usize,
 }
 
@@ -91,6 +106,9 @@ pub struct ExportArgs {
     /// Output safetensors file.
     #[arg(long, value_name = "FILE")]
     pub out: PathBuf,
+    /// Fold every BatchNorm into the conv before it (convs gain a bias; ResNet naming).
+    #[arg(long)]
+    pub fold_bn: bool,
 }
 
 /// `rpg train`: every flag also exists as a key (dashes -> underscores) of `--config`.

@@ -43,27 +43,39 @@ pub fn run_config(model: &Path) -> Result<Option<TrainConfig>> {
         .transpose()
 }
 
-/// Median seconds of an eval-mode forward pass at `batch`.
-fn latency(built: &Built, batch: usize, runs: usize) -> Result<f64> {
-    let c = &built.config;
-    let x = Tensor::zeros(
-        (batch, c.in_channels, c.image_size, c.image_size),
-        DType::F32,
-        built.store.device(),
-    )?;
-    built.store.regenerate().map_err(|e| anyhow!("{e}"))?;
-    built.model.forward_t(&x, false)?; // warm-up
-    let mut times: Vec<f64> = (0..runs.max(1))
-        .map(|_| {
-            let t = Instant::now();
-            built
-                .model
-                .forward_t(&x, false)
-                .map(|_| t.elapsed().as_secs_f64())
-        })
-        .collect::<candle_core::Result<_>>()?;
-    times.sort_by(f64::total_cmp);
-    Ok(times[times.len() / 2])
+/// Median seconds of eval-mode forward passes at `batch` for two models,
+/// timed alternately (so machine noise hits both alike) after a warm-up.
+fn latencies(a: &Built, b: &Built, batch: usize, runs: usize) -> Result<(f64, f64)> {
+    let input = |m: &Built| {
+        let c = &m.config;
+        Tensor::zeros(
+            (batch, c.in_channels, c.image_size, c.image_size),
+            DType::F32,
+            m.store.device(),
+        )
+    };
+    let (xa, xb) = (input(a)?, input(b)?);
+    a.store.regenerate().map_err(|e| anyhow!("{e}"))?;
+    b.store.regenerate().map_err(|e| anyhow!("{e}"))?;
+    for _ in 0..3 {
+        a.model.forward_t(&xa, false)?;
+        b.model.forward_t(&xb, false)?;
+    }
+    let time = |m: &Built, x: &Tensor| -> Result<f64> {
+        let t = Instant::now();
+        m.model.forward_t(x, false)?;
+        Ok(t.elapsed().as_secs_f64())
+    };
+    let (mut ta, mut tb) = (Vec::new(), Vec::new());
+    for _ in 0..runs.max(1) {
+        ta.push(time(a, &xa)?);
+        tb.push(time(b, &xb)?);
+    }
+    let median = |mut v: Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    Ok((median(ta), median(tb)))
 }
 
 /// Accuracy after one compression step.
@@ -130,12 +142,16 @@ fn settings_from(args: &CompressArgs) -> Result<CompressSettings> {
     })
 }
 
-/// Writes the dense model with its torchvision/timm names; returns its size.
-fn write_dense(built: &Built, path: &Path) -> Result<u64> {
-    let tensors: HashMap<String, Tensor> = built
-        .store
-        .materialize()
-        .map_err(|e| anyhow!("{e}"))?
+/// Writes the dense model with its torchvision/timm names (BatchNorms
+/// folded into their convs when asked); returns its size.
+fn write_dense(built: &Built, path: &Path, fold_bn: bool) -> Result<u64> {
+    let mut tensors = built.store.materialize().map_err(|e| anyhow!("{e}"))?;
+    if fold_bn {
+        let folded =
+            rpg_compress::fold_batch_norms(&mut tensors, 1e-5).map_err(|e| anyhow!("{e}"))?;
+        println!("folded {folded} BatchNorm layers into their convs");
+    }
+    let tensors: HashMap<String, Tensor> = tensors
         .into_iter()
         .map(|(n, t)| Ok((n, t.to_dtype(DType::F32)?.to_device(&Device::Cpu)?)))
         .collect::<candle_core::Result<_>>()?;
@@ -153,11 +169,11 @@ pub fn export(args: &ExportArgs) -> Result<()> {
     if let Some(dir) = args.out.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir)?;
     }
-    let bytes = write_dense(&built, &args.out)?;
+    let bytes = write_dense(&built, &args.out, args.fold_bn)?;
     println!(
         "wrote {} ({} tensors of {}, {bytes} bytes, f32, torchvision/timm names)",
         args.out.display(),
-        built.store.materialize().map_err(|e| anyhow!("{e}"))?.len(),
+        candle_core::safetensors::load(&args.out, &Device::Cpu)?.len(),
         built.config.name
     );
     Ok(())
@@ -194,66 +210,20 @@ pub fn compress(args: &CompressArgs) -> Result<()> {
 
     let original = load_any(&path, &device)?;
     let before = evaluate(&original, &test, 1000, 2)?;
-    let latency_before = [
-        latency(&original, 1, args.latency_runs)?,
-        latency(&original, 64, args.latency_runs)?,
-    ];
     let dense_path = args.out.join("dense_f32.safetensors");
-    let dense_f32_bytes = write_dense(&original, &dense_path)?;
+    let dense_f32_bytes = write_dense(&original, &dense_path, false)?;
 
-    // Accuracy after each cumulative step, on an in-memory copy.
-    let mut steps = Vec::new();
-    let mut partial = CompressSettings {
-        ring_bits: None,
-        unshared_int8: false,
-        ..settings.clone()
-    };
-    let mut stages: Vec<(String, CompressSettings)> = Vec::new();
-    if settings.ring_prune > 0.0 && original.store.ring().is_some() {
-        stages.push((
-            format!("prune ring {:.0}%", 100.0 * settings.ring_prune),
-            partial.clone(),
-        ));
-    }
-    if let Some(bits) = settings
-        .ring_bits
-        .filter(|_| original.store.ring().is_some())
-    {
-        partial.ring_bits = Some(bits);
-        stages.push((format!("+ ring int{}", bits.count()), partial.clone()));
-    }
-    if settings.unshared_int8 {
-        partial.unshared_int8 = true;
-        stages.push(("+ unshared int8".into(), partial.clone()));
-    }
-    for (label, stage) in &stages {
-        let copy = load_any(&path, &device)?;
-        Artifact::compress(&copy.store, stage)
-            .map_err(|e| anyhow!("{e}"))?
-            .apply(&copy.store)
-            .map_err(|e| anyhow!("{e}"))?;
-        steps.push(StepResult {
-            step: label.clone(),
-            accuracy: evaluate(&copy, &test, 1000, 2)?.accuracy,
-        });
-    }
-
-    let artifact_path = args.out.join("model.compressed.safetensors");
-    let artifact = Artifact::compress(&original.store, &settings).map_err(|e| anyhow!("{e}"))?;
-    let artifact_bytes = artifact
-        .save(
-            &artifact_path,
-            &original.config.name,
-            &original.config.to_json(),
-        )
-        .map_err(|e| anyhow!("{e}"))?;
-    // The artifact as `eval` will see it: loaded from disk.
-    let reloaded = load_any(&artifact_path, &device)?;
+    let (steps, artifact_path, artifact_bytes, reloaded) =
+        if args.prune > 0.0 || args.prune_channels > 0.0 {
+            materialized_path(args, &settings, &original, &cfg, &test)?
+        } else {
+            ring_path(args, &settings, &path, &original, &test)?
+        };
     let after = evaluate(&reloaded, &test, 1000, 2)?;
-    let latency_after = [
-        latency(&reloaded, 1, args.latency_runs)?,
-        latency(&reloaded, 64, args.latency_runs)?,
-    ];
+    let (b1_before, b1_after) = latencies(&original, &reloaded, 1, args.latency_runs)?;
+    let (b64_before, b64_after) = latencies(&original, &reloaded, 64, args.latency_runs)?;
+    let latency_before = [b1_before, b64_before];
+    let latency_after = [b1_after, b64_after];
 
     let report = CompressReport {
         checkpoint: path.clone(),
@@ -268,6 +238,11 @@ pub fn compress(args: &CompressArgs) -> Result<()> {
         latency_before_ms: latency_before.map(|s| s * 1e3),
         latency_after_ms: latency_after.map(|s| s * 1e3),
         settings: serde_json::json!({
+            "prune": args.prune,
+            "prune_scope": args.prune_scope,
+            "prune_channels": args.prune_channels,
+            "finetune_epochs": args.finetune_epochs,
+            "finetune_lr": args.finetune_lr,
             "quant": format!("{:?}", args.quant).to_lowercase(),
             "block": settings.block,
             "scale_dtype": args.scale_dtype,
@@ -316,4 +291,185 @@ pub fn compress(args: &CompressArgs) -> Result<()> {
         args.out.join("compress_report.json").display()
     );
     Ok(())
+}
+
+type PathResult = (Vec<StepResult>, PathBuf, u64, Built);
+
+/// Ring quantization / pruning: the artifact stays an RPG model.
+fn ring_path(
+    args: &CompressArgs,
+    settings: &CompressSettings,
+    path: &Path,
+    original: &Built,
+    test: &std::sync::Arc<crate::data::Dataset>,
+) -> Result<PathResult> {
+    let device = Device::Cpu;
+    // Accuracy after each cumulative step, on an in-memory copy.
+    let mut steps = Vec::new();
+    let mut partial = CompressSettings {
+        ring_bits: None,
+        unshared_int8: false,
+        ..settings.clone()
+    };
+    let mut stages: Vec<(String, CompressSettings)> = Vec::new();
+    if settings.ring_prune > 0.0 && original.store.ring().is_some() {
+        stages.push((
+            format!("prune ring {:.0}%", 100.0 * settings.ring_prune),
+            partial.clone(),
+        ));
+    }
+    if let Some(bits) = settings
+        .ring_bits
+        .filter(|_| original.store.ring().is_some())
+    {
+        partial.ring_bits = Some(bits);
+        stages.push((format!("+ ring int{}", bits.count()), partial.clone()));
+    }
+    if settings.unshared_int8 {
+        partial.unshared_int8 = true;
+        stages.push(("+ unshared int8".into(), partial.clone()));
+    }
+    for (label, stage) in &stages {
+        let copy = load_any(path, &device)?;
+        Artifact::compress(&copy.store, stage)
+            .map_err(|e| anyhow!("{e}"))?
+            .apply(&copy.store)
+            .map_err(|e| anyhow!("{e}"))?;
+        steps.push(StepResult {
+            step: label.clone(),
+            accuracy: evaluate(&copy, test, 1000, 2)?.accuracy,
+        });
+    }
+    let artifact_path = args.out.join("model.compressed.safetensors");
+    let artifact = Artifact::compress(&original.store, settings).map_err(|e| anyhow!("{e}"))?;
+    let bytes = artifact
+        .save(
+            &artifact_path,
+            &original.config.name,
+            &original.config.to_json(),
+        )
+        .map_err(|e| anyhow!("{e}"))?;
+    // The artifact as `eval` will see it: loaded from disk.
+    let reloaded = load_any(&artifact_path, &device)?;
+    Ok((steps, artifact_path, bytes, reloaded))
+}
+
+/// Zeros the smallest materialised conv/linear weights (globally or per layer).
+fn prune_weights(
+    tensors: &mut std::collections::BTreeMap<String, Tensor>,
+    fraction: f64,
+    per_layer: bool,
+) -> Result<()> {
+    let names: Vec<String> = tensors
+        .iter()
+        .filter(|(n, t)| n.ends_with("weight") && t.rank() >= 2)
+        .map(|(n, _)| n.clone())
+        .collect();
+    let mut values: Vec<Vec<f32>> = names
+        .iter()
+        .map(|n| tensors[n].flatten_all()?.to_vec1::<f32>())
+        .collect::<candle_core::Result<_>>()?;
+    if per_layer {
+        for v in values.iter_mut() {
+            rpg_compress::magnitude_prune(v, fraction);
+        }
+    } else {
+        let mut views: Vec<&mut [f32]> = values.iter_mut().map(|v| &mut v[..]).collect();
+        rpg_compress::global_magnitude_prune(&mut views, fraction);
+    }
+    for (name, v) in names.iter().zip(values) {
+        let dims = tensors[name].dims().to_vec();
+        tensors.insert(name.clone(), Tensor::from_vec(v, dims, &Device::Cpu)?);
+    }
+    Ok(())
+}
+
+/// Pruning of the materialised model: the artifact is a dense model
+/// (physically smaller after --prune-channels).
+fn materialized_path(
+    args: &CompressArgs,
+    settings: &CompressSettings,
+    original: &Built,
+    run: &TrainConfig,
+    test: &std::sync::Arc<crate::data::Dataset>,
+) -> Result<PathResult> {
+    if !(0.0..1.0).contains(&args.prune) || !(0.0..1.0).contains(&args.prune_channels) {
+        bail!("--prune and --prune-channels must be in [0, 1)");
+    }
+    let device = Device::Cpu;
+    let mut tensors = original.store.materialize().map_err(|e| anyhow!("{e}"))?;
+    let mut config = original.config.clone();
+    let mut steps = Vec::new();
+    let mut labels = Vec::new();
+    if args.prune_channels > 0.0 {
+        let layers = rpg_models::prunable_layers(&config).with_context(|| {
+            format!(
+                "--prune-channels supports lenet5 and mlp so far, not {}",
+                config.name
+            )
+        })?;
+        let widths = rpg_compress::prune_channels(&mut tensors, &layers, args.prune_channels)
+            .map_err(|e| anyhow!("{e}"))?;
+        labels.push(format!(
+            "prune {:.0}% of channels -> widths {widths:?}",
+            100.0 * args.prune_channels
+        ));
+        config.widths = Some(widths);
+    }
+    if args.prune > 0.0 {
+        prune_weights(&mut tensors, args.prune, args.prune_scope == "layer")?;
+        labels.push(format!(
+            "+ prune {:.0}% of weights ({})",
+            100.0 * args.prune,
+            args.prune_scope
+        ));
+    }
+    let store = rpg_nn::ParamStore::dense(&device, DType::F32, original.store.seed());
+    let model =
+        rpg_models::build_model(&config, store.var_builder()).map_err(|e| anyhow!("{e}"))?;
+    store.assign(&tensors).map_err(|e| anyhow!("{e}"))?;
+    let dense_params = tensors.values().map(|t| t.elem_count() as u64).sum();
+    let pruned = Built {
+        config: config.clone(),
+        store,
+        model,
+        dense_params,
+    };
+    steps.push(StepResult {
+        step: labels.join(" "),
+        accuracy: evaluate(&pruned, test, 1000, 2)?.accuracy,
+    });
+    if args.finetune_epochs > 0 {
+        let ft = TrainConfig {
+            dense: true,
+            dof: None,
+            ring: None,
+            epochs: args.finetune_epochs,
+            lr: args.finetune_lr,
+            out: Some(args.out.join("finetune")),
+            ..run.clone()
+        };
+        crate::trainer::finetune(ft, &pruned)?;
+        if args.prune > 0.0 {
+            // Fine-tuning refills pruned weights: prune again to keep the sparsity.
+            let mut t = pruned.store.materialize().map_err(|e| anyhow!("{e}"))?;
+            prune_weights(&mut t, args.prune, args.prune_scope == "layer")?;
+            pruned.store.assign(&t).map_err(|e| anyhow!("{e}"))?;
+        }
+        steps.push(StepResult {
+            step: format!("+ fine-tune {} epochs", args.finetune_epochs),
+            accuracy: evaluate(&pruned, test, 1000, 2)?.accuracy,
+        });
+    }
+    let dense_settings = CompressSettings {
+        ring_bits: None,
+        ..settings.clone()
+    };
+    let artifact_path = args.out.join("model.compressed.safetensors");
+    let bytes = Artifact::compress(&pruned.store, &dense_settings)
+        .map_err(|e| anyhow!("{e}"))?
+        .save(&artifact_path, &config.name, &config.to_json())
+        .map_err(|e| anyhow!("{e}"))?;
+    let reloaded = load_any(&artifact_path, &device)?;
+    Ok((steps, artifact_path, bytes, reloaded))
 }

@@ -19,4 +19,4 @@ pub mod setup;
 pub mod trainer;
 
 pub use config::TrainConfig;
-pub use trainer::{EvalResult, Summary, evaluate, train, train_until};
+pub use trainer::{EvalResult, Summary, evaluate, finetune, train, train_until};

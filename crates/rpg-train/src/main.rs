@@ -38,7 +38,21 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {}", format!("{e:#}").replace('\n', " "));
+            // One line: the first line of each cause (Candle appends a
+            // backtrace on later lines when RUST_BACKTRACE is set).
+            let causes: Vec<String> = e
+                .chain()
+                .map(|c| {
+                    c.to_string()
+                        .lines()
+                        .next()
+                        .unwrap_or_default()
+                        .trim()
+                        .to_string()
+                })
+                .filter(|c| !c.is_empty())
+                .collect();
+            eprintln!("error: {}", causes.join(": "));
             ExitCode::FAILURE
         }
     }

@@ -175,9 +175,25 @@ pub fn train(cfg: TrainConfig, resume: Option<&Path>) -> Result<Summary> {
 /// `stop_after_epochs` more epochs are done: for time-sliced jobs, and to
 /// test that a resumed run equals an uninterrupted one.
 pub fn train_until(
+    cfg: TrainConfig,
+    resume: Option<&Path>,
+    stop_after_epochs: Option<usize>,
+) -> Result<Summary> {
+    train_impl(cfg, resume, stop_after_epochs, None)
+}
+
+/// Trains an already built (dense) model further with `cfg`'s recipe and
+/// data, e.g. after structured pruning; the model's parameters are updated
+/// in place.
+pub fn finetune(cfg: TrainConfig, built: &Built) -> Result<Summary> {
+    train_impl(cfg, None, None, Some(built))
+}
+
+fn train_impl(
     mut cfg: TrainConfig,
     resume: Option<&Path>,
     stop_after_epochs: Option<usize>,
+    prebuilt: Option<&Built>,
 ) -> Result<Summary> {
     let resume_state = match resume {
         Some(dir) => {
@@ -205,20 +221,24 @@ pub fn train_until(
 
     let device = rpg_nn::parse_device(&cfg.device).map_err(candle)?;
     let (train_data, test_data) = load_data(&cfg)?;
-    let built = match &resume_state {
-        None => {
+    let owned;
+    let built: &Built = match (prebuilt, &resume_state) {
+        (Some(built), _) => built,
+        (None, None) => {
             let mc = model_config(
                 &cfg,
                 train_data.num_classes,
                 train_data.channels,
                 train_data.image_size,
             )?;
-            build_for_training(&cfg, ring_size, mc, &device)?
+            owned = build_for_training(&cfg, ring_size, mc, &device)?;
+            &owned
         }
-        Some((dir, _)) => {
+        (None, Some((dir, _))) => {
             let path = dir.join(checkpoint::MODEL_FILE);
             let header = rpg_nn::read_header(&path).map_err(candle)?;
-            build_from_file(&path, &header, &device)?
+            owned = build_from_file(&path, &header, &device)?;
+            &owned
         }
     };
     if let Some(p) = built.store.placement() {
@@ -389,7 +409,7 @@ pub fn train_until(
         state.train_seconds += step_seconds;
         images_total += seen;
         state.data_epoch += 1;
-        last_eval = evaluate(&built, &test_data, cfg.eval_batch_size, cfg.workers)?;
+        last_eval = evaluate(built, &test_data, cfg.eval_batch_size, cfg.workers)?;
         state.epoch = epoch;
         state.test_accuracy = last_eval.accuracy;
         state.test_loss = last_eval.loss;
@@ -426,9 +446,9 @@ pub fn train_until(
             record.images_per_second,
             record.seconds
         );
-        checkpoint::save(&out, "last", &built, &optimizer, &state)?;
+        checkpoint::save(&out, "last", built, &optimizer, &state)?;
         if improved {
-            checkpoint::save(&out, "best", &built, &optimizer, &state)?;
+            checkpoint::save(&out, "best", built, &optimizer, &state)?;
         }
         let title = format!("{} {} on {}", mode.name(), cfg.model, cfg.dataset);
         if let Err(e) =

@@ -259,3 +259,85 @@ fn compress_then_eval_the_artifact_and_export() {
     assert_eq!(tensors["conv1.weight"].dims(), &[6, 1, 5, 5]);
     assert_eq!(tensors["fc3.weight"].dims(), &[10, 84]);
 }
+
+#[test]
+fn structured_and_unstructured_pruning_produce_loadable_dense_artifacts() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = dir.path().join("run");
+    train_tiny(&run, &["--epochs", "1", "--test-limit", "200"]);
+    for (flags, widths) in [
+        (
+            &["--prune-channels", "0.5", "--finetune-epochs", "1"][..],
+            Some([3, 8, 60, 42]),
+        ),
+        (&["--prune", "0.6", "--prune-scope", "layer"][..], None),
+    ] {
+        let out = dir.path().join(format!("c{}", flags.len()));
+        let args = [
+            "compress",
+            "--checkpoint",
+            run.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+            "--latency-runs",
+            "1",
+        ];
+        let status = rpg(&[&args[..], flags].concat());
+        assert!(
+            status.status.success(),
+            "{flags:?}: {}",
+            String::from_utf8_lossy(&status.stderr)
+        );
+        let report: serde_json::Value = serde_json::from_str(
+            &std::fs::read_to_string(out.join("compress_report.json")).unwrap(),
+        )
+        .unwrap();
+        let acc = report["accuracy_after"].as_f64().unwrap();
+        assert!((0.0..=1.0).contains(&acc));
+        // The artifact is a dense model of the pruned shape, loadable by export.
+        let dense = out.join("check.safetensors");
+        let artifact = out.join("model.compressed.safetensors");
+        let status = rpg(&[
+            "export",
+            "--checkpoint",
+            artifact.to_str().unwrap(),
+            "--out",
+            dense.to_str().unwrap(),
+        ]);
+        assert!(
+            status.status.success(),
+            "{}",
+            String::from_utf8_lossy(&status.stderr)
+        );
+        let tensors = candle_core::safetensors::load(&dense, &candle_core::Device::Cpu).unwrap();
+        match widths {
+            Some([c1, c2, f1, f2]) => {
+                assert_eq!(tensors["conv1.weight"].dims(), &[c1, 1, 5, 5]);
+                assert_eq!(tensors["conv2.weight"].dims(), &[c2, c1, 5, 5]);
+                assert_eq!(tensors["fc2.weight"].dims(), &[f2, f1]);
+            }
+            None => {
+                // Per-layer 60% magnitude pruning, int8 round trip keeps zeros.
+                let w = tensors["fc1.weight"]
+                    .flatten_all()
+                    .unwrap()
+                    .to_vec1::<f32>()
+                    .unwrap();
+                let zeros = w.iter().filter(|v| **v == 0.0).count() as f64 / w.len() as f64;
+                assert!(zeros >= 0.6, "fc1 sparsity {zeros}");
+            }
+        }
+    }
+    fails_with(
+        &[
+            "compress",
+            "--checkpoint",
+            run.to_str().unwrap(),
+            "--out",
+            dir.path().to_str().unwrap(),
+            "--prune",
+            "1.5",
+        ],
+        "must be in [0, 1)",
+    );
+}

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 #[derive(Debug, thiserror::Error)]
 pub enum DataError {
     /// Expected files are absent.
-    #[error("{dataset}: missing {missing} in {dir}\n  expected files: {expected}\n  {hint}")]
+    #[error("{dataset}: missing {missing} in {dir} (expected files: {expected}; {hint})")]
     Missing {
         /// Data set name.
         dataset: String,
