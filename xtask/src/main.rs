@@ -1,7 +1,7 @@
 //! `cargo xtask`: the project's task runner.
 //!
 //! Deliberately thin: it knows no Candle and no rpg crate. Model work
-//! (`train`, `eval`, `models`, `compress`, `export`) is forwarded to a release build of the `rpg` binary of `rpg-train`, so heavy
+//! (`train`, `eval`, `models`, `compress`, `export`, `bench`, `sweep`) is forwarded to a release build of the `rpg` binary of `rpg-train`, so heavy
 //! code always runs optimised and with the backend the user asked for:
 //!
 //! ```text
@@ -25,6 +25,8 @@ TASKS forwarded to `rpg` (a release build of crates/rpg-train; `cargo xtask <TAS
     models      list the model zoo with parameter counts and default shared fraction
     compress    prune and quantize a trained model into a small artifact, with a report
     export      write the dense model as safetensors with torchvision/timm names
+    bench       training/inference images/s dense vs RPG, generation share, peak memory (--json)
+    sweep       train one architecture at a list of DoF ratios: sweep.csv, fit.json, sweep.png
 
 TASKS run here:
     bench-core  criterion benchmark of rpg-core's generate/accumulate kernels (ResNet-18 scale)
@@ -56,7 +58,7 @@ fn run(args: Vec<String>) -> Result<ExitCode> {
             print!("{HELP}");
             Ok(ExitCode::SUCCESS)
         }
-        "train" | "eval" | "models" | "compress" | "export" => {
+        "train" | "eval" | "models" | "compress" | "export" | "bench" | "sweep" => {
             let mut cmd = cargo();
             cmd.args([
                 "run",

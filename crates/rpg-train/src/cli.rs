@@ -31,6 +31,74 @@ pub enum Command {
     Compress(CompressArgs),
     /// Write the dense model (all weights materialised) as safetensors with torchvision/timm names.
     Export(ExportArgs),
+    /// Training and inference speed, dense vs RPG (10% DoF), on synthetic input; peak memory per case.
+    Bench(BenchArgs),
+    /// Train one architecture at a list of DoF ratios (and its dense twin): sweep.csv, fit.json, sweep.png.
+    Sweep(SweepArgs),
+}
+
+/// `rpg sweep`.
+#[derive(Debug, Args)]
+pub struct SweepArgs {
+    /// TOML training config shared by every run (model, data, epochs, recipe).
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Model. [default: lenet5]
+    #[arg(long)]
+    pub model: Option<String>,
+    /// Data set. [default: mnist]
+    #[arg(long)]
+    pub dataset: Option<String>,
+    /// Data directory.
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Epochs per run. [default: the config's]
+    #[arg(long)]
+    pub epochs: Option<usize>,
+    /// DoF ratios, comma-separated. [default: 1,0.5,0.25,0.1,0.05,0.02,0.01,0.005,0.002]
+    #[arg(long, value_delimiter = ',')]
+    pub ratios: Vec<f64>,
+    /// Placements, comma-separated: paper, hashed, naive. [default: paper]
+    #[arg(long, value_delimiter = ',')]
+    pub placements: Vec<String>,
+    /// Seeds, comma-separated. [default: 0]
+    #[arg(long, value_delimiter = ',')]
+    pub seeds: Vec<u64>,
+    /// Also train narrower dense models with the same DoF (the paper's comparison).
+    #[arg(long)]
+    pub dense_same_dof: bool,
+    /// Use only the first N training images.
+    #[arg(long, value_name = "N")]
+    pub train_limit: Option<usize>,
+    /// Use only the first N test images.
+    #[arg(long, value_name = "N")]
+    pub test_limit: Option<usize>,
+    /// Output directory. [default: runs/sweep-<model>-<dataset>]
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<PathBuf>,
+}
+
+/// `rpg bench`.
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    /// Only this model (default: mlp, lenet5, resnet20, resnet18_cifar).
+    #[arg(long)]
+    pub model: Option<String>,
+    /// Batch size (default: 128, or 32 for resnet18_cifar).
+    #[arg(long)]
+    pub batch_size: Option<usize>,
+    /// Timed training steps per case (after one warm-up step); the median is reported.
+    #[arg(long, default_value_t = 3)]
+    pub steps: usize,
+    /// cpu, cuda, cuda:N or metal.
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
+    /// Print one JSON array instead of the table.
+    #[arg(long)]
+    pub json: bool,
+    /// Internal: run one case (dense or rpg) in this process and print it as JSON.
+    #[arg(long, hide = true, value_parser = ["dense", "rpg"])]
+    pub one: Option<String>,
 }
 
 /// Ring quantization.

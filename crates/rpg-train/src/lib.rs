@@ -5,6 +5,7 @@
 //! schedule ([`schedule`]), checkpoints ([`checkpoint`]), metrics and plots.
 #![warn(missing_docs)]
 
+pub mod bench;
 pub mod checkpoint;
 pub mod cli;
 pub mod compress;
@@ -16,6 +17,7 @@ pub mod optim;
 pub mod plot;
 pub mod schedule;
 pub mod setup;
+pub mod sweep;
 pub mod trainer;
 
 pub use config::TrainConfig;

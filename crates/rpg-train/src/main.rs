@@ -34,6 +34,8 @@ fn main() -> ExitCode {
         Command::Models => models(),
         Command::Compress(args) => rpg_train::compress::compress(&args),
         Command::Export(args) => rpg_train::compress::export(&args),
+        Command::Bench(args) => bench(&args),
+        Command::Sweep(args) => sweep(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -158,4 +160,118 @@ fn models() -> Result<()> {
         Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
         other => Ok(other?),
     }
+}
+
+fn bench(args: &rpg_train::cli::BenchArgs) -> Result<()> {
+    use rpg_train::bench::{DEFAULT_CASES, run_all, run_case, table};
+    if args.steps == 0 || args.batch_size == Some(0) {
+        anyhow::bail!("--steps and --batch-size must be positive");
+    }
+    let cases: Vec<(String, usize)> = match &args.model {
+        Some(m) => {
+            rpg_models::model_entry(m).map_err(|e| anyhow!("{e}"))?;
+            let default = DEFAULT_CASES
+                .iter()
+                .find(|(n, _)| n == m)
+                .map_or(32, |(_, b)| *b);
+            vec![(m.clone(), args.batch_size.unwrap_or(default))]
+        }
+        None => DEFAULT_CASES
+            .iter()
+            .map(|(m, b)| (m.to_string(), args.batch_size.unwrap_or(*b)))
+            .collect(),
+    };
+    if let Some(mode) = &args.one {
+        let device = rpg_nn::parse_device(&args.device).map_err(|e| anyhow!("{e}"))?;
+        let (model, batch) = &cases[0];
+        let result = run_case(model, mode, *batch, args.steps, &device)?;
+        println!("{}", serde_json::to_string(&result)?);
+        return Ok(());
+    }
+    let results = run_all(&cases, args.steps, &args.device)?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&results)?);
+    } else {
+        print!("{}", table(&results));
+    }
+    Ok(())
+}
+
+fn sweep(args: &rpg_train::cli::SweepArgs) -> Result<()> {
+    use rpg_train::sweep::{DEFAULT_RATIOS, SweepPlan};
+    let mut base = match &args.config {
+        Some(file) => rpg_train::TrainConfig::from_toml_file(file)?,
+        None => rpg_train::TrainConfig::default(),
+    };
+    if let Some(m) = &args.model {
+        base.model = m.clone();
+    }
+    if let Some(d) = &args.dataset {
+        base.dataset = d.clone();
+    }
+    if args.data_dir.is_some() {
+        base.data_dir = args.data_dir.clone();
+    }
+    if let Some(e) = args.epochs {
+        base.epochs = e;
+    }
+    if args.train_limit.is_some() {
+        base.train_limit = args.train_limit;
+    }
+    if args.test_limit.is_some() {
+        base.test_limit = args.test_limit;
+    }
+    base.validate()?;
+    let ratios = if args.ratios.is_empty() {
+        DEFAULT_RATIOS.to_vec()
+    } else {
+        args.ratios.clone()
+    };
+    if let Some(bad) = ratios.iter().find(|r| !(**r > 0.0 && **r <= 1.0)) {
+        anyhow::bail!("--ratios: {bad} is outside (0, 1]");
+    }
+    let placements = if args.placements.is_empty() {
+        vec!["paper".to_string()]
+    } else {
+        args.placements.clone()
+    };
+    for p in &placements {
+        p.parse::<rpg_core::PlacementKind>()
+            .map_err(|e| anyhow!("{e}"))?;
+    }
+    let plan = SweepPlan {
+        out: args
+            .out
+            .clone()
+            .unwrap_or_else(|| format!("runs/sweep-{}-{}", base.model, base.dataset).into()),
+        base,
+        ratios,
+        placements,
+        seeds: if args.seeds.is_empty() {
+            vec![0]
+        } else {
+            args.seeds.clone()
+        },
+        dense_same_dof: args.dense_same_dof,
+    };
+    let rows = rpg_train::sweep::sweep(&plan)?;
+    println!(
+        "{:<16} {:>9} {:>10} {:>5} {:>9}",
+        "placement", "ratio", "total DoF", "seed", "accuracy"
+    );
+    for r in &rows {
+        println!(
+            "{:<16} {:>9} {:>10} {:>5} {:>8.2}%",
+            r.placement,
+            r.dof_ratio,
+            r.total_dof,
+            r.seed,
+            100.0 * r.test_accuracy
+        );
+    }
+    println!(
+        "wrote {}/sweep.csv, fit.json, sweep.png",
+        plan.out.display()
+    );
+    Ok(())
 }

@@ -341,3 +341,108 @@ fn structured_and_unstructured_pruning_produce_loadable_dense_artifacts() {
         "must be in [0, 1)",
     );
 }
+
+#[test]
+fn bench_json_has_one_object_per_model_and_mode() {
+    let out = rpg(&[
+        "bench",
+        "--model",
+        "mlp",
+        "--batch-size",
+        "16",
+        "--steps",
+        "1",
+        "--json",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let rows: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let rows = rows.as_array().unwrap();
+    assert_eq!(rows.len(), 2);
+    for (row, mode) in rows.iter().zip(["dense", "rpg"]) {
+        assert_eq!(row["mode"], mode);
+        assert_eq!(row["batch_size"], 16);
+        for key in [
+            "train_images_per_second",
+            "infer_images_per_second",
+            "generation_share",
+            "peak_rss_bytes",
+        ] {
+            assert!(
+                row[key].as_f64().is_some_and(|v| v >= 0.0),
+                "{key} in {row}"
+            );
+        }
+    }
+    assert!(rows[1]["generation_share"].as_f64().unwrap() > 0.0);
+    fails_with(&["bench", "--model", "resnet9000"], "unknown model");
+}
+
+#[test]
+fn sweep_writes_csv_fit_and_plot_and_does_not_redo_finished_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("sweep");
+    let data = mnist();
+    let args = [
+        "sweep",
+        "--ratios",
+        "1,0.1,0.002",
+        "--placements",
+        "paper",
+        "--dense-same-dof",
+        "--epochs",
+        "1",
+        "--train-limit",
+        "128",
+        "--test-limit",
+        "64",
+        "--data-dir",
+        data.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ];
+    let first = rpg(&args);
+    assert!(
+        first.status.success(),
+        "{}",
+        String::from_utf8_lossy(&first.stderr)
+    );
+    // 0.002 is below LeNet-5's smallest feasible ratio: reported, skipped.
+    assert!(String::from_utf8_lossy(&first.stderr).contains("smallest ratio"));
+    let csv = std::fs::read_to_string(out.join("sweep.csv")).unwrap();
+    let rows: Vec<&str> = csv.lines().skip(1).collect();
+    assert!(
+        rows.iter().any(|r| r.starts_with("dense,1,61706,")),
+        "{csv}"
+    );
+    assert_eq!(
+        rows.iter().filter(|r| r.starts_with("paper,")).count(),
+        2,
+        "{csv}"
+    );
+    assert!(
+        rows.iter().any(|r| r.starts_with("dense-same-dof,0.1,")),
+        "{csv}"
+    );
+    let fit: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("fit.json")).unwrap()).unwrap();
+    assert!(
+        fit["paper"]["accuracy_vs_ln_dof"]["slope"].is_number(),
+        "{fit}"
+    );
+    assert!(out.join("sweep.png").is_file());
+
+    let summary = out.join("runs/paper-dof0.1-seed0/summary.json");
+    let before = std::fs::metadata(&summary).unwrap().modified().unwrap();
+    let second = rpg(&args);
+    assert!(second.status.success());
+    assert_eq!(
+        std::fs::metadata(&summary).unwrap().modified().unwrap(),
+        before,
+        "a finished run was redone"
+    );
+    assert_eq!(std::fs::read_to_string(out.join("sweep.csv")).unwrap(), csv);
+}

@@ -1,0 +1,216 @@
+//! `rpg bench`: training and inference speed, dense vs RPG, on synthetic
+//! input of each model's shape. Every (model, mode) case runs in a child
+//! process of its own, so its peak memory is its own.
+
+use std::process::Command;
+use std::time::Instant;
+
+use anyhow::{Context, Result, anyhow, bail};
+use candle_core::{DType, Device, Tensor};
+use serde::{Deserialize, Serialize};
+
+use crate::config::{RingSize, TrainConfig};
+use crate::optim::{Optimizer, OptimizerConfig, OptimizerKind, Update};
+use crate::setup::{build_for_training, model_config};
+
+/// One measured case.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BenchResult {
+    /// Model.
+    pub model: String,
+    /// `dense` or `rpg`.
+    pub mode: String,
+    /// Batch size.
+    pub batch_size: usize,
+    /// Median seconds per training step (regenerate, forward, backward, ring gradient, optimizer).
+    pub step_seconds: f64,
+    /// Training images per second.
+    pub train_images_per_second: f64,
+    /// Inference images per second of the materialised model (eval mode).
+    pub infer_images_per_second: f64,
+    /// Share of the step spent generating weights and the ring gradient (0 for dense).
+    pub generation_share: f64,
+    /// Peak resident memory of the process that ran this case.
+    pub peak_rss_bytes: u64,
+    /// Timed steps.
+    pub steps: usize,
+}
+
+/// The default cases: (model, batch size).
+pub const DEFAULT_CASES: [(&str, usize); 4] = [
+    ("mlp", 128),
+    ("lenet5", 128),
+    ("resnet20", 128),
+    ("resnet18_cifar", 32),
+];
+
+fn peak_rss() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+        })
+        .map_or(0, |kib| kib * 1024)
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+/// Runs one case in this process.
+pub fn run_case(
+    model: &str,
+    mode: &str,
+    batch: usize,
+    steps: usize,
+    device: &Device,
+) -> Result<BenchResult> {
+    let cfg = TrainConfig {
+        model: model.to_string(),
+        dense: mode == "dense",
+        ..TrainConfig::default()
+    };
+    let ring = (mode == "rpg").then_some(RingSize::Ratio(0.1));
+    let entry = rpg_models::model_entry(model).map_err(|e| anyhow!("{e}"))?;
+    let mc = model_config(&cfg, 10, entry.in_channels, entry.image_size)?;
+    let built = build_for_training(&cfg, ring, mc.clone(), device)?;
+    let x = Tensor::randn(
+        0f32,
+        1.0,
+        (batch, mc.in_channels, mc.image_size, mc.image_size),
+        device,
+    )?;
+    let labels: Vec<u32> = (0..batch as u32).map(|i| i % 10).collect();
+    let y = Tensor::from_vec(labels, batch, device)?;
+    let mut optimizer = Optimizer::new(OptimizerConfig {
+        kind: OptimizerKind::Sgd,
+        momentum: 0.9,
+        nesterov: false,
+        weight_decay: 5e-4,
+        ring_weight_decay: true,
+        betas: (0.9, 0.999),
+        eps: 1e-8,
+    });
+    let (mut step_times, mut gen_times) = (Vec::new(), Vec::new());
+    for i in 0..steps + 1 {
+        let t0 = Instant::now();
+        built.store.regenerate().map_err(|e| anyhow!("{e}"))?;
+        let t1 = Instant::now();
+        let loss = crate::loss::cross_entropy(&built.model.forward_t(&x, true)?, &y, 0.0)?;
+        let grads = loss.backward()?;
+        let t2 = Instant::now();
+        let grads = built.store.gradients(&grads).map_err(|e| anyhow!("{e}"))?;
+        let t3 = Instant::now();
+        let updates: Vec<Update<'_>> = grads
+            .iter()
+            .map(|(name, var, grad)| Update {
+                name,
+                var,
+                grad,
+                lr: 0.01,
+            })
+            .collect();
+        optimizer.step(&updates)?;
+        // Force the update to finish (matters on asynchronous devices).
+        loss.to_scalar::<f32>()?;
+        let t4 = Instant::now();
+        if i > 0 {
+            step_times.push((t4 - t0).as_secs_f64());
+            let generation = if built.store.ring().is_some() {
+                (t1 - t0) + (t3 - t2)
+            } else {
+                Default::default()
+            };
+            gen_times.push(generation.as_secs_f64());
+        }
+    }
+    built.store.regenerate().map_err(|e| anyhow!("{e}"))?;
+    built.model.forward_t(&x, false)?;
+    let infer: Vec<f64> = (0..steps.max(3))
+        .map(|_| {
+            let t = Instant::now();
+            built
+                .model
+                .forward_t(&x, false)?
+                .to_dtype(DType::F32)?
+                .sum_all()?
+                .to_scalar::<f32>()?;
+            Ok(t.elapsed().as_secs_f64())
+        })
+        .collect::<candle_core::Result<_>>()?;
+    let step = median(step_times);
+    Ok(BenchResult {
+        model: model.to_string(),
+        mode: mode.to_string(),
+        batch_size: batch,
+        step_seconds: step,
+        train_images_per_second: batch as f64 / step,
+        infer_images_per_second: batch as f64 / median(infer),
+        generation_share: median(gen_times) / step,
+        peak_rss_bytes: peak_rss(),
+        steps,
+    })
+}
+
+/// Runs the cases, each in a child process (`rpg bench --one ...`).
+pub fn run_all(models: &[(String, usize)], steps: usize, device: &str) -> Result<Vec<BenchResult>> {
+    let exe = std::env::current_exe().context("locating the rpg binary")?;
+    let mut results = Vec::new();
+    for (model, batch) in models {
+        for mode in ["dense", "rpg"] {
+            let output = Command::new(&exe)
+                .args([
+                    "bench",
+                    "--one",
+                    mode,
+                    "--model",
+                    model,
+                    "--batch-size",
+                    &batch.to_string(),
+                ])
+                .args(["--steps", &steps.to_string(), "--device", device])
+                .output()
+                .context("running a benchmark case")?;
+            if !output.status.success() {
+                bail!(
+                    "{model} {mode}: {}",
+                    String::from_utf8_lossy(&output.stderr).trim()
+                );
+            }
+            let line = String::from_utf8_lossy(&output.stdout);
+            let result: BenchResult = serde_json::from_str(line.trim())
+                .with_context(|| format!("{model} {mode}: bad output {line}"))?;
+            eprintln!(
+                "{model:>16} {mode:>5} b{batch}: {:.1} train img/s, {:.1} infer img/s",
+                result.train_images_per_second, result.infer_images_per_second
+            );
+            results.push(result);
+        }
+    }
+    Ok(results)
+}
+
+/// The table `rpg bench` prints.
+pub fn table(results: &[BenchResult]) -> String {
+    let mut out = format!(
+        "{:<16} {:<6} {:>6} {:>10} {:>12} {:>12} {:>10} {:>10}\n",
+        "model", "mode", "batch", "step s", "train img/s", "infer img/s", "gen share", "peak MiB"
+    );
+    for r in results {
+        out.push_str(&format!(
+            "{:<16} {:<6} {:>6} {:>10.3} {:>12.1} {:>12.1} {:>9.2}% {:>10.0}\n",
+            r.model,
+            r.mode,
+            r.batch_size,
+            r.step_seconds,
+            r.train_images_per_second,
+            r.infer_images_per_second,
+            100.0 * r.generation_share,
+            r.peak_rss_bytes as f64 / (1024.0 * 1024.0)
+        ));
+    }
+    out
+}
