@@ -113,7 +113,7 @@ fn width_for_params(
         let mc = crate::setup::model_config(&cfg, classes, channels, side)?;
         Ok(crate::setup::registry(&mc, &rpg_nn::SharingPolicy::paper())?.dense_params())
     };
-    let (mut lo, mut hi) = (1e-3, 1.0);
+    let (mut lo, mut hi) = (1e-3f64, 1.0f64);
     for _ in 0..40 {
         let mid = (lo * hi).sqrt();
         if params(mid)? > target {
