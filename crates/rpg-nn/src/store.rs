@@ -279,7 +279,10 @@ impl ParamStore {
         }
         for (name, var) in self.vars().iter().filter(|(n, _)| !is_buffer(n)) {
             if let Some(g) = grads.get(var.as_tensor()) {
-                out.push((name.clone(), var.clone(), g.clone()));
+                // Detached: a gradient is computed from the step's graph and
+                // would otherwise keep every activation of the step alive for
+                // as long as it is held (e.g. in a momentum buffer).
+                out.push((name.clone(), var.clone(), g.detach()));
             }
         }
         Ok(out)

@@ -88,7 +88,9 @@ impl Optimizer {
             } else {
                 self.config.weight_decay
             };
-            let p = u.var.as_tensor();
+            // Detached so that optimizer state never holds a graph (the
+            // parameter is a Var, so ops on it would be tracked).
+            let p = &u.var.as_tensor().detach();
             let next = match self.config.kind {
                 OptimizerKind::Sgd => self.sgd(u, p, decay)?,
                 OptimizerKind::Adamw => self.adamw(u, p, decay)?,
@@ -99,7 +101,7 @@ impl Optimizer {
     }
 
     fn sgd(&mut self, u: &Update<'_>, p: &Tensor, decay: f64) -> Result<Tensor> {
-        let mut g = u.grad.clone();
+        let mut g = u.grad.detach();
         if decay != 0.0 {
             g = (g + (p * decay)?)?;
         }
@@ -121,7 +123,7 @@ impl Optimizer {
 
     fn adamw(&mut self, u: &Update<'_>, p: &Tensor, decay: f64) -> Result<Tensor> {
         let (b1, b2) = self.config.betas;
-        let g = u.grad;
+        let g = &u.grad.detach();
         let m = match self.first.get(u.name) {
             Some(m) => ((m * b1)? + (g * (1.0 - b1))?)?,
             None => (g * (1.0 - b1))?,
