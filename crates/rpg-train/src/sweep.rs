@@ -139,6 +139,17 @@ fn run_dir(out: &Path, label: &str, ratio: f64, seed: u64) -> PathBuf {
 /// Trains (or reuses) one run; `None` when the ratio is infeasible.
 fn run_one(cfg: TrainConfig, dir: &Path) -> Result<Option<Summary>> {
     let summary = dir.join("summary.json");
+    let cfg = TrainConfig {
+        out: Some(dir.to_path_buf()),
+        ..cfg
+    };
+    let stored = dir.join("config.toml");
+    if stored.is_file() && TrainConfig::from_toml_file(&stored)? != cfg {
+        anyhow::bail!(
+            "{} holds a run with another configuration (epochs, recipe or data differ): use another --out for this sweep",
+            dir.display()
+        );
+    }
     if summary.is_file() {
         let text = std::fs::read_to_string(&summary)?;
         return Ok(Some(serde_json::from_str(&text).with_context(|| {

@@ -445,4 +445,8 @@ fn sweep_writes_csv_fit_and_plot_and_does_not_redo_finished_runs() {
         "a finished run was redone"
     );
     assert_eq!(std::fs::read_to_string(out.join("sweep.csv")).unwrap(), csv);
+    // The same directory with another recipe is refused, not silently reused.
+    let mut other = args.to_vec();
+    other[7] = "2"; // --epochs 2
+    fails_with(&other, "another configuration");
 }
