@@ -57,51 +57,43 @@ pub struct Quantized {
     pub block: usize,
 }
 
-/// Quantizes `values` in blocks of `block` (at least 1).
+/// Quantizes `values` in blocks of `block` (at least 1), f32 scales.
 pub fn quantize(values: &[f32], bits: Bits, block: usize) -> Quantized {
+    quantize_with_scale(values, bits, block, |scale| scale)
+}
+
+/// Quantizes with scales rounded to f16 (rounded up, so no code exceeds
+/// `q_max`): the stored half-precision scales are exactly the ones the
+/// codes were made with.
+pub fn quantize_f16_scales(values: &[f32], bits: Bits, block: usize) -> Quantized {
+    quantize_with_scale(values, bits, block, |scale| {
+        let half = half::f16::from_f32(scale);
+        if half.to_f32() < scale {
+            half::f16::from_bits(half.to_bits() + 1).to_f32()
+        } else {
+            half.to_f32()
+        }
+    })
+}
+
+fn quantize_with_scale(
+    values: &[f32],
+    bits: Bits,
+    block: usize,
+    store: impl Fn(f32) -> f32,
+) -> Quantized {
     let block = block.max(1);
     let q_max = bits.q_max();
     let mut scales = Vec::with_capacity(values.len().div_ceil(block));
     let mut signed_codes = Vec::with_capacity(values.len());
     for chunk in values.chunks(block) {
         let max = chunk.iter().fold(0f32, |m, v| m.max(v.abs()));
-        let scale = if max > 0.0 { max / q_max as f32 } else { 1.0 };
+        let scale = store(if max > 0.0 { max / q_max as f32 } else { 1.0 });
         scales.push(scale);
         signed_codes.extend(
             chunk
                 .iter()
                 .map(|v| ((v / scale).round() as i32).clamp(-q_max, q_max)),
-        );
-    }
-    Quantized {
-        codes: pack(&signed_codes, bits),
-        scales,
-        len: values.len(),
-        bits,
-        block,
-    }
-}
-
-/// Rounds scales through f16 and re-quantizes with them, so the stored
-/// (half-precision) scales are exactly the ones the codes were made with.
-pub fn quantize_f16_scales(values: &[f32], bits: Bits, block: usize) -> Quantized {
-    let block = block.max(1);
-    let q_max = bits.q_max();
-    let mut scales = Vec::new();
-    let mut signed_codes = Vec::with_capacity(values.len());
-    for chunk in values.chunks(block) {
-        let max = chunk.iter().fold(0f32, |m, v| m.max(v.abs()));
-        // Round the scale up in f16 so no code exceeds q_max.
-        let mut scale = half::f16::from_f32(if max > 0.0 { max / q_max as f32 } else { 1.0 });
-        if scale.to_f32() * (q_max as f32) < max {
-            scale = half::f16::from_bits(scale.to_bits() + 1);
-        }
-        let s = scale.to_f32();
-        scales.push(s);
-        signed_codes.extend(
-            chunk
-                .iter()
-                .map(|v| ((v / s).round() as i32).clamp(-q_max, q_max)),
         );
     }
     Quantized {

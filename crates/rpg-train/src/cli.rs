@@ -151,15 +151,9 @@ pub struct CompressArgs {
     /// Quantize unshared tensors (stem, classifier, norms, biases) to 8 bits, one scale per tensor.
     #[arg(long, default_value = "int8", value_parser = ["int8", "none"])]
     pub quant_unshared: String,
-    /// Data set for the accuracy report. [default: the run's]
-    #[arg(long)]
-    pub dataset: Option<String>,
-    /// Data directory. [default: the run's]
-    #[arg(long, value_name = "DIR")]
-    pub data_dir: Option<PathBuf>,
-    /// Use only the first N test images for the accuracy report.
-    #[arg(long, value_name = "N")]
-    pub test_limit: Option<usize>,
+    /// Which test data the report uses.
+    #[command(flatten)]
+    pub data: TestDataArgs,
     /// Timed runs per latency figure, before and after alternating (the median is reported).
     #[arg(long, default_value_t = 21)]
     pub latency_runs: usize,
@@ -292,27 +286,35 @@ pub struct TrainArgs {
     pub log_every: Option<usize>,
 }
 
-/// `rpg eval`.
-#[derive(Debug, Args)]
-pub struct EvalArgs {
-    /// A model file (`.../checkpoints/best/model.safetensors`) or a checkpoint or run directory.
-    #[arg(long, value_name = "PATH")]
-    pub checkpoint: PathBuf,
+/// Test data of `eval` and `compress`; defaults come from the run's config.toml.
+#[derive(Debug, Args, Clone, Default)]
+pub struct TestDataArgs {
     /// Data set. [default: the run's]
     #[arg(long)]
     pub dataset: Option<String>,
     /// Data directory. [default: the run's, else datasets/<dataset>]
     #[arg(long, value_name = "DIR")]
     pub data_dir: Option<PathBuf>,
+    /// Use only the first N test images. [default: the run's]
+    #[arg(long, value_name = "N")]
+    pub test_limit: Option<usize>,
+}
+
+/// `rpg eval`.
+#[derive(Debug, Args)]
+pub struct EvalArgs {
+    /// A model file (`.../checkpoints/best/model.safetensors`) or a checkpoint or run directory.
+    #[arg(long, value_name = "PATH")]
+    pub checkpoint: PathBuf,
+    /// Which test data to use.
+    #[command(flatten)]
+    pub data: TestDataArgs,
     /// cpu, cuda, cuda:N or metal. [default: cpu]
     #[arg(long, default_value = "cpu")]
     pub device: String,
     /// Batch size.
     #[arg(long, default_value_t = 1000)]
     pub batch_size: usize,
-    /// Use only the first N test images. [default: the run's]
-    #[arg(long, value_name = "N")]
-    pub test_limit: Option<usize>,
     /// Where to write the result as JSON. [default: eval.json beside the model file]
     #[arg(long, value_name = "FILE")]
     pub out: Option<PathBuf>,

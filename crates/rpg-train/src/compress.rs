@@ -9,7 +9,7 @@ use candle_core::{DType, Device, Tensor};
 use rpg_compress::{Artifact, Bits, CompressSettings};
 use serde::Serialize;
 
-use crate::cli::{CompressArgs, ExportArgs, QuantChoice};
+use crate::cli::{CompressArgs, ExportArgs, QuantChoice, TestDataArgs};
 use crate::config::TrainConfig;
 use crate::setup::{Built, load_any};
 use crate::trainer::{evaluate, load_data};
@@ -41,6 +41,42 @@ pub fn run_config(model: &Path) -> Result<Option<TrainConfig>> {
         .filter(|p| p.is_file())
         .map(|p| TrainConfig::from_toml_file(&p))
         .transpose()
+}
+
+/// The data configuration for testing the model at `model`: the run's
+/// config.toml (when the model sits in a run directory), then the flags.
+pub fn test_config(model: &Path, data: &TestDataArgs) -> Result<TrainConfig> {
+    let mut cfg = run_config(model)?.unwrap_or_default();
+    if let Some(d) = &data.dataset {
+        if *d != cfg.dataset {
+            cfg.data_dir = None;
+        }
+        cfg.dataset = d.clone();
+    }
+    if data.data_dir.is_some() {
+        cfg.data_dir = data.data_dir.clone();
+    }
+    if data.test_limit.is_some() {
+        cfg.test_limit = data.test_limit;
+    }
+    cfg.train_limit = Some(1);
+    Ok(cfg)
+}
+
+/// Fails when a model cannot read a data set (classes or channels differ).
+pub fn check_fits(path: &Path, built: &Built, test: &crate::data::Dataset) -> Result<()> {
+    if test.num_classes != built.config.num_classes || test.channels != built.config.in_channels {
+        bail!(
+            "{} is a {}-class, {}-channel model but {} has {} classes and {} channels",
+            path.display(),
+            built.config.num_classes,
+            built.config.in_channels,
+            test.name,
+            test.num_classes,
+            test.channels
+        );
+    }
+    Ok(())
 }
 
 /// Median seconds of eval-mode forward passes at `batch` for two models,
@@ -189,26 +225,14 @@ pub fn compress(args: &CompressArgs) -> Result<()> {
             path.display()
         );
     }
-    let mut cfg = run_config(&path)?.unwrap_or_default();
-    if let Some(d) = &args.dataset {
-        if *d != cfg.dataset {
-            cfg.data_dir = None;
-        }
-        cfg.dataset = d.clone();
-    }
-    if args.data_dir.is_some() {
-        cfg.data_dir = args.data_dir.clone();
-    }
-    if args.test_limit.is_some() {
-        cfg.test_limit = args.test_limit;
-    }
-    cfg.train_limit = Some(1);
+    let cfg = test_config(&path, &args.data)?;
     std::fs::create_dir_all(&args.out)
         .with_context(|| format!("creating {}", args.out.display()))?;
     let device = Device::Cpu;
     let (_, test) = load_data(&cfg)?;
 
     let original = load_any(&path, &device)?;
+    check_fits(&path, &original, &test)?;
     let before = evaluate(&original, &test, 1000, 2)?;
     let dense_path = args.out.join("dense_f32.safetensors");
     let dense_f32_bytes = write_dense(&original, &dense_path, false)?;

@@ -6,7 +6,7 @@ use anyhow::{Context, Result, anyhow};
 use clap::Parser;
 use rpg_models::MODELS;
 use rpg_train::cli::{Cli, Command, EvalArgs};
-use rpg_train::compress::{model_file, run_config};
+use rpg_train::compress::{check_fits, model_file, test_config};
 use rpg_train::setup::{load_any, registry};
 use rpg_train::trainer::{evaluate, load_data};
 
@@ -62,35 +62,11 @@ fn main() -> ExitCode {
 
 fn eval(args: &EvalArgs) -> Result<()> {
     let path = model_file(&args.checkpoint)?;
-    // The run's config gives the defaults for data.
-    let mut cfg = run_config(&path)?.unwrap_or_default();
-    if let Some(d) = &args.dataset {
-        if *d != cfg.dataset {
-            cfg.data_dir = None;
-        }
-        cfg.dataset = d.clone();
-    }
-    if args.data_dir.is_some() {
-        cfg.data_dir = args.data_dir.clone();
-    }
-    if args.test_limit.is_some() {
-        cfg.test_limit = args.test_limit;
-    }
-    cfg.train_limit = Some(1);
+    let cfg = test_config(&path, &args.data)?;
     let device = rpg_nn::parse_device(&args.device).map_err(|e| anyhow!("{e}"))?;
     let built = load_any(&path, &device)?;
     let (_, test) = load_data(&cfg)?;
-    if test.num_classes != built.config.num_classes || test.channels != built.config.in_channels {
-        anyhow::bail!(
-            "{} is a {}-class, {}-channel model but {} has {} classes and {} channels",
-            path.display(),
-            built.config.num_classes,
-            built.config.in_channels,
-            cfg.dataset,
-            test.num_classes,
-            test.channels
-        );
-    }
+    check_fits(&path, &built, &test)?;
     let result = evaluate(&built, &test, args.batch_size, 2)?;
     println!(
         "{}: {} on {} ({} images): accuracy {:.4}, loss {:.4}{}",
