@@ -10,7 +10,7 @@ use candle_core::{DType, Device, Tensor};
 use serde::{Deserialize, Serialize};
 
 use crate::config::{RingSize, TrainConfig};
-use crate::optim::{Optimizer, OptimizerConfig, OptimizerKind, Update};
+use crate::optim::{Optimizer, OptimizerConfig, OptimizerKind, updates};
 use crate::setup::{build_for_training, model_config};
 
 /// One measured case.
@@ -104,16 +104,7 @@ pub fn run_case(
         let t2 = Instant::now();
         let grads = built.store.gradients(&grads).map_err(|e| anyhow!("{e}"))?;
         let t3 = Instant::now();
-        let updates: Vec<Update<'_>> = grads
-            .iter()
-            .map(|(name, var, grad)| Update {
-                name,
-                var,
-                grad,
-                lr: 0.01,
-            })
-            .collect();
-        optimizer.step(&updates)?;
+        optimizer.step(&updates(&grads, |_| 0.01))?;
         // Force the update to finish (matters on asynchronous devices).
         loss.to_scalar::<f32>()?;
         let t4 = Instant::now();

@@ -179,8 +179,8 @@ fn settings_from(args: &CompressArgs) -> Result<CompressSettings> {
 }
 
 /// Writes the dense model with its torchvision/timm names (BatchNorms
-/// folded into their convs when asked); returns its size.
-fn write_dense(built: &Built, path: &Path, fold_bn: bool) -> Result<u64> {
+/// folded into their convs when asked); returns its size and tensor count.
+fn write_dense(built: &Built, path: &Path, fold_bn: bool) -> Result<(u64, usize)> {
     let mut tensors = built.store.materialize().map_err(|e| anyhow!("{e}"))?;
     if fold_bn {
         let folded =
@@ -195,7 +195,7 @@ fn write_dense(built: &Built, path: &Path, fold_bn: bool) -> Result<u64> {
     candle_core::safetensors::save(&tensors, &tmp)
         .with_context(|| format!("writing {}", tmp.display()))?;
     std::fs::rename(&tmp, path)?;
-    Ok(std::fs::metadata(path)?.len())
+    Ok((std::fs::metadata(path)?.len(), tensors.len()))
 }
 
 /// `rpg export`.
@@ -205,11 +205,11 @@ pub fn export(args: &ExportArgs) -> Result<()> {
     if let Some(dir) = args.out.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir)?;
     }
-    let bytes = write_dense(&built, &args.out, args.fold_bn)?;
+    let (bytes, count) = write_dense(&built, &args.out, args.fold_bn)?;
     println!(
         "wrote {} ({} tensors of {}, {bytes} bytes, f32, torchvision/timm names)",
         args.out.display(),
-        candle_core::safetensors::load(&args.out, &Device::Cpu)?.len(),
+        count,
         built.config.name
     );
     Ok(())
@@ -235,7 +235,7 @@ pub fn compress(args: &CompressArgs) -> Result<()> {
     check_fits(&path, &original, &test)?;
     let before = evaluate(&original, &test, 1000, 2)?;
     let dense_path = args.out.join("dense_f32.safetensors");
-    let dense_f32_bytes = write_dense(&original, &dense_path, false)?;
+    let (dense_f32_bytes, _) = write_dense(&original, &dense_path, false)?;
 
     let (steps, artifact_path, artifact_bytes, reloaded) =
         if args.prune > 0.0 || args.prune_channels > 0.0 {

@@ -52,6 +52,22 @@ pub struct Update<'a> {
     pub lr: f64,
 }
 
+/// One update per `(name, var, grad)`, each at the rate `lr(name)`.
+pub fn updates<'a>(
+    grads: &'a [(String, Var, Tensor)],
+    lr: impl Fn(&str) -> f64,
+) -> Vec<Update<'a>> {
+    grads
+        .iter()
+        .map(|(name, var, grad)| Update {
+            name,
+            var,
+            grad,
+            lr: lr(name),
+        })
+        .collect()
+}
+
 /// Optimizer with saved state.
 #[derive(Debug)]
 pub struct Optimizer {

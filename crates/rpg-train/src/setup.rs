@@ -64,10 +64,22 @@ pub fn policy(cfg: &TrainConfig) -> Result<SharingPolicy> {
     Ok(policy)
 }
 
+/// The trainable parameters a model asks for, in order (one recording pass).
+pub fn recorded(mc: &ModelConfig) -> Result<Vec<(String, Vec<usize>)>> {
+    record_parameters(|vb| build_model(mc, vb)).map_err(candle)
+}
+
+/// Element count of recorded parameters: the dense model's size.
+pub fn param_count(params: &[(String, Vec<usize>)]) -> u64 {
+    params
+        .iter()
+        .map(|(_, s)| s.iter().product::<usize>() as u64)
+        .sum()
+}
+
 /// Records the registry of a model under a policy.
 pub fn registry(mc: &ModelConfig, policy: &SharingPolicy) -> Result<LayerRegistry> {
-    let params = record_parameters(|vb| build_model(mc, vb)).map_err(candle)?;
-    policy.registry(&params).map_err(candle)
+    policy.registry(&recorded(mc)?).map_err(candle)
 }
 
 /// Builds the model a training config describes, with fresh parameters.
@@ -77,12 +89,12 @@ pub fn build_for_training(
     mc: ModelConfig,
     device: &Device,
 ) -> Result<Built> {
-    let dense_registry = registry(&mc, &SharingPolicy::paper())?;
-    let dense_params = dense_registry.dense_params();
+    let params = recorded(&mc)?;
+    let dense_params = param_count(&params);
     let store = match ring {
         None => ParamStore::dense(device, DType::F32, cfg.seed),
         Some(size) => {
-            let registry = registry(&mc, &policy(cfg)?)?;
+            let registry = policy(cfg)?.registry(&params).map_err(candle)?;
             registry.validate().map_err(|e| anyhow!("{e}"))?;
             let ring_lengths = match size {
                 RingSize::Ratio(r) => {
@@ -116,7 +128,7 @@ pub fn build_for_training(
 pub fn build_from_file(path: &Path, header: &ModelFileHeader, device: &Device) -> Result<Built> {
     let mc: ModelConfig = serde_json::from_str(&header.model_config)
         .with_context(|| format!("{}: unreadable model configuration", path.display()))?;
-    let dense_params = registry(&mc, &SharingPolicy::paper())?.dense_params();
+    let dense_params = param_count(&recorded(&mc)?);
     let store = match header.mode {
         Mode::Dense => ParamStore::dense(device, DType::F32, header.seed),
         Mode::Rpg => {
@@ -145,11 +157,8 @@ pub fn build_from_artifact(path: &Path, device: &Device) -> Result<Built> {
         rpg_compress::Artifact::load(path).map_err(|e| anyhow!("{e}"))?;
     let mc: ModelConfig = serde_json::from_str(&model_config)
         .with_context(|| format!("{}: unreadable model configuration", path.display()))?;
-    let params = record_parameters(|vb| build_model(&mc, vb)).map_err(candle)?;
-    let dense_params = params
-        .iter()
-        .map(|(_, s)| s.iter().product::<usize>() as u64)
-        .sum();
+    let params = recorded(&mc)?;
+    let dense_params = param_count(&params);
     let store = match &artifact.spec {
         None => ParamStore::dense(device, DType::F32, artifact.seed),
         Some(spec) => {

@@ -15,7 +15,7 @@ use crate::config::TrainConfig;
 use crate::data::{BatchLoader, Dataset, LoaderOptions};
 use crate::loss::{correct_counts, cross_entropy};
 use crate::metrics::{EpochRecord, MetricsLog, StepRecord};
-use crate::optim::{Optimizer, OptimizerConfig, OptimizerKind, Update, clip_grad_norm};
+use crate::optim::{Optimizer, OptimizerConfig, OptimizerKind, clip_grad_norm, updates};
 use crate::schedule::Schedule;
 use crate::setup::{Built, build_for_training, build_from_file, model_config};
 
@@ -360,20 +360,13 @@ fn train_impl(
             }
             let mut grads = built.store.gradients(&loss.backward()?).map_err(candle)?;
             let grad_norm = clip_grad_norm(&mut grads, cfg.clip_grad)?;
-            let updates: Vec<Update<'_>> = grads
-                .iter()
-                .map(|(name, var, grad)| Update {
-                    name,
-                    var,
-                    grad,
-                    lr: if name == rpg_nn::RING_NAME {
-                        lr * ring_lr_scale
-                    } else {
-                        lr
-                    },
-                })
-                .collect();
-            optimizer.step(&updates)?;
+            optimizer.step(&updates(&grads, |name| {
+                if name == rpg_nn::RING_NAME {
+                    lr * ring_lr_scale
+                } else {
+                    lr
+                }
+            }))?;
             step_seconds += started.elapsed().as_secs_f64();
             state.step += 1;
             let (top1, _) = correct_counts(&logits.detach(), &batch.labels)?;
