@@ -3,7 +3,8 @@
 //! 61,706 parameters for 10 classes on 28x28 input (the first conv pads by 2).
 
 use candle_core::{Module, ModuleT, Result, Tensor};
-use candle_nn::{Conv2d, Conv2dConfig, Linear, VarBuilder, conv2d, linear};
+use candle_nn::{Conv2dConfig, Linear, VarBuilder, linear};
+use rpg_nn::{Conv2d, conv2d};
 
 use rpg_nn::PrunableLayer;
 

@@ -6,7 +6,8 @@
 //! no gradient).
 
 use candle_core::{D, Module, ModuleT, Result, Tensor};
-use candle_nn::{Conv2d, Conv2dConfig, Init, Linear, VarBuilder, conv2d, linear};
+use candle_nn::{Conv2dConfig, Init, Linear, VarBuilder, linear};
+use rpg_nn::{Conv2d, conv2d};
 
 use crate::ModelConfig;
 

@@ -106,7 +106,6 @@ fn every_model_gives_logits_and_gradients_for_every_trainable_tensor() -> anyhow
 
 #[test]
 fn one_model_per_family_trains_a_few_steps() -> anyhow::Result<()> {
-    let base_lr = 0.02;
     for name in [
         "mlp",
         "lenet5",
@@ -115,6 +114,9 @@ fn one_model_per_family_trains_a_few_steps() -> anyhow::Result<()> {
         "mobilenet_v2",
         "vit_tiny_cifar",
     ] {
+        // MobileNetV2's depthwise BatchNorms see few values per channel at
+        // this size; at 0.02 its first step overshoots.
+        let base_lr = if name == "mobilenet_v2" { 0.005 } else { 0.02 };
         let mut cfg = small_config(name);
         if name == "mobilenet_v2" {
             // It downsamples 32x: at 32x32 its last BatchNorms would normalise
@@ -123,8 +125,10 @@ fn one_model_per_family_trains_a_few_steps() -> anyhow::Result<()> {
         }
         let store = stores(&cfg)?.pop().unwrap();
         let model = build_model(&cfg, store.var_builder())?;
-        let x = input(&cfg, 4)?;
-        let y = Tensor::new(&[0u32, 1, 2, 3], &Device::Cpu)?;
+        // Eight images: with fewer, the last BatchNorms of the deep nets
+        // normalise over so few values that single steps are noise.
+        let x = input(&cfg, 8)?;
+        let y = Tensor::new(&[0u32, 1, 2, 3, 4, 0, 1, 2], &Device::Cpu)?;
         let mut losses = Vec::new();
         for _ in 0..8 {
             store.regenerate()?;

@@ -34,6 +34,8 @@
 #![warn(missing_docs)]
 
 mod checkpoint;
+mod conv;
+mod conv_kernels;
 mod device;
 mod init;
 pub mod ops;
@@ -45,6 +47,7 @@ mod store;
 pub use checkpoint::{
     FORMAT_VERSION, ModelFileHeader, load_model_file, read_header, save_model_file,
 };
+pub use conv::{Conv2d, ConvBackend, conv_backend, conv2d, conv2d_no_bias, set_conv_backend};
 pub use device::{device_name, parse_device};
 pub use init::{fnv1a, init_values};
 pub use policy::{SharingPolicy, glob_match, is_buffer};

@@ -5,6 +5,7 @@
 //! schedule ([`schedule`]), checkpoints ([`checkpoint`]), metrics and plots.
 #![warn(missing_docs)]
 
+pub mod allocator;
 pub mod bench;
 pub mod checkpoint;
 pub mod cli;

@@ -11,6 +11,7 @@ use rpg_train::setup::{load_any, registry};
 use rpg_train::trainer::{evaluate, load_data};
 
 fn main() -> ExitCode {
+    rpg_train::allocator::retain_freed_memory();
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) if !e.use_stderr() => {

@@ -1,0 +1,460 @@
+//! `Conv2d` with a fast CPU path: forward, input gradient and weight gradient
+//! of its own (see `conv_kernels`), as a Candle custom op with a backward.
+//!
+//! A drop-in for `candle_nn::Conv2d`: same config, same parameter names and
+//! init hints. f32 tensors on the CPU take the native kernels; every other
+//! device or dtype (CUDA/cuDNN, Metal, f16) takes Candle's own conv.
+//! [`set_conv_backend`] forces Candle's path everywhere, which is how the
+//! benchmarks measure both in one run.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use candle_core::backend::BackendStorage;
+use candle_core::{CpuStorage, CustomOp2, Layout, Module, Result, Shape, Tensor};
+use candle_nn::{Conv2dConfig, VarBuilder};
+
+use crate::conv_kernels::{self, ConvGeometry};
+
+/// Which implementation CPU f32 convolutions use.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ConvBackend {
+    /// This crate's gemm kernels (the default).
+    Native,
+    /// Candle's stock `Tensor::conv2d`.
+    Candle,
+}
+
+static USE_CANDLE: AtomicBool = AtomicBool::new(false);
+
+/// Sets the process-wide CPU conv backend (benchmarks compare the two).
+pub fn set_conv_backend(backend: ConvBackend) {
+    USE_CANDLE.store(backend == ConvBackend::Candle, Ordering::Relaxed);
+}
+
+/// The process-wide CPU conv backend.
+pub fn conv_backend() -> ConvBackend {
+    if USE_CANDLE.load(Ordering::Relaxed) {
+        ConvBackend::Candle
+    } else {
+        ConvBackend::Native
+    }
+}
+
+/// A 2-D convolution layer (NCHW input, OIHW weight).
+#[derive(Clone, Debug)]
+pub struct Conv2d {
+    weight: Tensor,
+    bias: Option<Tensor>,
+    config: Conv2dConfig,
+}
+
+impl Conv2d {
+    /// A layer over existing tensors.
+    pub fn new(weight: Tensor, bias: Option<Tensor>, config: Conv2dConfig) -> Self {
+        Self {
+            weight,
+            bias,
+            config,
+        }
+    }
+    /// The `[out, in / groups, kh, kw]` kernel.
+    pub fn weight(&self) -> &Tensor {
+        &self.weight
+    }
+    /// The `[out]` bias, if any.
+    pub fn bias(&self) -> Option<&Tensor> {
+        self.bias.as_ref()
+    }
+    /// Stride, padding, dilation and groups.
+    pub fn config(&self) -> &Conv2dConfig {
+        &self.config
+    }
+}
+
+impl From<candle_nn::Conv2d> for Conv2d {
+    fn from(conv: candle_nn::Conv2d) -> Self {
+        Self::new(conv.weight().clone(), conv.bias().cloned(), *conv.config())
+    }
+}
+
+impl Module for Conv2d {
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let y = crate::ops::conv2d(x, &self.weight, &self.config)?;
+        match &self.bias {
+            None => Ok(y),
+            Some(bias) => y.broadcast_add(&bias.reshape((1, bias.dims1()?, 1, 1))?),
+        }
+    }
+}
+
+/// A conv layer with bias, parameters `weight` and `bias` under `vb`, with
+/// candle-nn's initialisation.
+pub fn conv2d(
+    in_channels: usize,
+    out_channels: usize,
+    kernel_size: usize,
+    config: Conv2dConfig,
+    vb: VarBuilder<'_>,
+) -> Result<Conv2d> {
+    candle_nn::conv2d(in_channels, out_channels, kernel_size, config, vb).map(Conv2d::from)
+}
+
+/// A conv layer without bias (parameter `weight` under `vb`).
+pub fn conv2d_no_bias(
+    in_channels: usize,
+    out_channels: usize,
+    kernel_size: usize,
+    config: Conv2dConfig,
+    vb: VarBuilder<'_>,
+) -> Result<Conv2d> {
+    candle_nn::conv2d_no_bias(in_channels, out_channels, kernel_size, config, vb).map(Conv2d::from)
+}
+
+/// The native CPU conv as a differentiable custom op; `ops::conv2d` decides
+/// when it applies.
+pub(crate) fn native_conv2d(x: &Tensor, weight: &Tensor, config: &Conv2dConfig) -> Result<Tensor> {
+    geometry(x.dims(), weight.dims(), config)?;
+    x.contiguous()?
+        .apply_op2(&weight.contiguous()?, ConvForward { config: *config })
+}
+
+/// Checks the shapes and returns the geometry, with errors that say which
+/// dimension disagrees.
+fn geometry(x: &[usize], w: &[usize], config: &Conv2dConfig) -> Result<ConvGeometry> {
+    let (&[batch, in_channels, height, width], &[out_channels, in_per_group, kh, kw]) = (x, w)
+    else {
+        candle_core::bail!("conv2d: input {x:?} and kernel {w:?} must both be 4-D (NCHW, OIHW)")
+    };
+    let groups = config.groups;
+    if groups == 0 || in_channels % groups != 0 || out_channels % groups != 0 {
+        candle_core::bail!(
+            "conv2d: {groups} groups do not divide {in_channels} input / {out_channels} output channels"
+        )
+    }
+    if in_per_group != in_channels / groups {
+        candle_core::bail!(
+            "conv2d: kernel {w:?} expects {} input channels, input {x:?} has {in_channels} in {groups} groups",
+            in_per_group * groups
+        )
+    }
+    if config.stride == 0 || config.dilation == 0 || kh == 0 || kw == 0 {
+        candle_core::bail!("conv2d: stride, dilation and kernel size must be positive")
+    }
+    let span = |k: usize| config.dilation * (k - 1) + 1;
+    if height + 2 * config.padding < span(kh) || width + 2 * config.padding < span(kw) {
+        candle_core::bail!(
+            "conv2d: kernel {kh}x{kw} (dilation {}) is larger than the padded {height}x{width} input",
+            config.dilation
+        )
+    }
+    Ok(ConvGeometry {
+        batch,
+        in_channels,
+        height,
+        width,
+        out_channels,
+        kernel_h: kh,
+        kernel_w: kw,
+        stride: config.stride,
+        padding: config.padding,
+        dilation: config.dilation,
+        groups,
+    })
+}
+
+/// The contiguous f32 data of a CPU storage.
+fn f32_slice<'a>(storage: &'a CpuStorage, layout: &Layout) -> Result<&'a [f32]> {
+    let CpuStorage::F32(data) = storage else {
+        candle_core::bail!("native conv2d takes f32, got {:?}", storage.dtype())
+    };
+    let Some((start, end)) = layout.contiguous_offsets() else {
+        candle_core::bail!("native conv2d takes contiguous tensors")
+    };
+    Ok(&data[start..end])
+}
+
+fn out_shape(g: &ConvGeometry) -> Shape {
+    Shape::from((g.batch, g.out_channels, g.out_h(), g.out_w()))
+}
+
+struct ConvForward {
+    config: Conv2dConfig,
+}
+
+impl CustomOp2 for ConvForward {
+    fn name(&self) -> &'static str {
+        "rpg-conv2d"
+    }
+
+    fn cpu_fwd(
+        &self,
+        xs: &CpuStorage,
+        xl: &Layout,
+        ws: &CpuStorage,
+        wl: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let g = geometry(xl.dims(), wl.dims(), &self.config)?;
+        let y = conv_kernels::forward(&g, f32_slice(xs, xl)?, f32_slice(ws, wl)?);
+        Ok((CpuStorage::F32(y), out_shape(&g)))
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        w: &Tensor,
+        _y: &Tensor,
+        dy: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        let dy = dy.contiguous()?;
+        let g = geometry(x.dims(), w.dims(), &self.config)?;
+        // The input batch of the first layer needs no gradient.
+        let dx = if x.track_op() {
+            Some(dy.apply_op2_no_bwd(w, &ConvInputGrad { geometry: g })?)
+        } else {
+            None
+        };
+        let dw = if w.track_op() {
+            Some(x.apply_op2_no_bwd(&dy, &ConvWeightGrad { geometry: g })?)
+        } else {
+            None
+        };
+        Ok((dx, dw))
+    }
+}
+
+/// `(dy, w) -> dx`.
+struct ConvInputGrad {
+    geometry: ConvGeometry,
+}
+
+impl CustomOp2 for ConvInputGrad {
+    fn name(&self) -> &'static str {
+        "rpg-conv2d-input-grad"
+    }
+
+    fn cpu_fwd(
+        &self,
+        dys: &CpuStorage,
+        dyl: &Layout,
+        ws: &CpuStorage,
+        wl: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let g = &self.geometry;
+        let dx = conv_kernels::input_grad(g, f32_slice(dys, dyl)?, f32_slice(ws, wl)?);
+        let shape = Shape::from((g.batch, g.in_channels, g.height, g.width));
+        Ok((CpuStorage::F32(dx), shape))
+    }
+}
+
+/// `(x, dy) -> dw`.
+struct ConvWeightGrad {
+    geometry: ConvGeometry,
+}
+
+impl CustomOp2 for ConvWeightGrad {
+    fn name(&self) -> &'static str {
+        "rpg-conv2d-weight-grad"
+    }
+
+    fn cpu_fwd(
+        &self,
+        xs: &CpuStorage,
+        xl: &Layout,
+        dys: &CpuStorage,
+        dyl: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let g = &self.geometry;
+        let dw = conv_kernels::weight_grad(g, f32_slice(xs, xl)?, f32_slice(dys, dyl)?);
+        let shape = Shape::from((
+            g.out_channels,
+            g.in_channels / g.groups,
+            g.kernel_h,
+            g.kernel_w,
+        ));
+        Ok((CpuStorage::F32(dw), shape))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ops::conv2d;
+    use candle_core::{DType, Device, Var};
+
+    /// Deterministic values in [-1, 1).
+    fn filled(shape: &[usize], salt: u64) -> Tensor {
+        let n: usize = shape.iter().product();
+        let values: Vec<f32> = (0..n as u64)
+            .map(|i| {
+                let h =
+                    (i + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ salt.wrapping_mul(0xBF58_476D);
+                ((h >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+            })
+            .collect();
+        Tensor::from_vec(values, shape, &Device::Cpu).unwrap()
+    }
+
+    fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
+        (a - b)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .max(0)
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap()
+    }
+
+    /// Value, input gradient and weight gradient against Candle's conv.
+    fn check(x_shape: [usize; 4], out: usize, k: (usize, usize), config: Conv2dConfig) {
+        let groups = config.groups;
+        let w_shape = [out, x_shape[1] / groups, k.0, k.1];
+        let x = Var::from_tensor(&filled(&x_shape, 1)).unwrap();
+        let w = Var::from_tensor(&filled(&w_shape, 2)).unwrap();
+        let ours = conv2d(&x, &w, &config).unwrap();
+        let theirs = x
+            .conv2d(&w, config.padding, config.stride, config.dilation, groups)
+            .unwrap();
+        assert_eq!(ours.dims(), theirs.dims(), "{x_shape:?} {config:?}");
+        let tol = 1e-4 * (w_shape[1] * k.0 * k.1) as f32;
+        let what = format!("x {x_shape:?} w {w_shape:?} {config:?}");
+        assert!(max_abs_diff(&ours, &theirs) < tol, "value {what}");
+        // Candle 0.11.1's conv backward derives the transposed conv's output
+        // padding from the height alone, so it fails on non-square inputs
+        // with stride > 1; there only the values can be compared.
+        if x_shape[2] != x_shape[3] && config.stride > 1 {
+            return;
+        }
+        // A fixed, non-uniform upstream gradient.
+        let probe = filled(ours.dims(), 3);
+        let g_ours = (&ours * &probe)
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .backward()
+            .unwrap();
+        let g_theirs = (&theirs * &probe)
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .backward()
+            .unwrap();
+        for (name, v) in [("dx", &x), ("dw", &w)] {
+            let a = g_ours.get(v).unwrap();
+            let b = g_theirs.get(v).unwrap();
+            let tol = tol * (ours.dim(2).unwrap() * ours.dim(3).unwrap()) as f32;
+            assert!(max_abs_diff(a, b) < tol, "{name} {what}");
+        }
+    }
+
+    fn cfg(stride: usize, padding: usize, dilation: usize, groups: usize) -> Conv2dConfig {
+        Conv2dConfig {
+            stride,
+            padding,
+            dilation,
+            groups,
+            cudnn_fwd_algo: None,
+        }
+    }
+
+    #[test]
+    fn matches_candle_over_a_grid_of_shapes() {
+        for (x, out, k) in [
+            ([2, 3, 8, 8], 4, (3, 3)),
+            ([1, 2, 7, 5], 3, (3, 3)),
+            ([3, 4, 9, 11], 6, (5, 5)),
+            ([2, 6, 6, 6], 6, (1, 1)),
+            ([5, 4, 4, 4], 2, (2, 2)),
+        ] {
+            for stride in [1, 2, 3] {
+                for padding in [0, 1, 2] {
+                    for dilation in [1, 2] {
+                        let span = dilation * (k.0 - 1) + 1;
+                        if x[2] + 2 * padding < span || x[3] + 2 * padding < span {
+                            continue;
+                        }
+                        check(x, out, k, cfg(stride, padding, dilation, 1));
+                    }
+                }
+            }
+        }
+    }
+
+    /// The conv is bilinear, so `<conv(x, w), p> = <x, dx> = <w, dw>` for
+    /// the gradients of that inner product: checks the backward paths where
+    /// Candle cannot serve as the reference (non-square, strided).
+    #[test]
+    fn gradients_are_the_adjoints_on_non_square_strided_inputs() {
+        for (x_shape, w_shape, config) in [
+            ([2, 3, 9, 13], [4, 3, 3, 3], cfg(2, 1, 1, 1)),
+            ([1, 4, 7, 5], [6, 2, 3, 3], cfg(3, 2, 2, 2)),
+            ([3, 2, 11, 6], [2, 2, 5, 5], cfg(2, 0, 1, 1)),
+        ] {
+            let x = Var::from_tensor(&filled(&x_shape, 4)).unwrap();
+            let w = Var::from_tensor(&filled(&w_shape, 5)).unwrap();
+            let y = conv2d(&x, &w, &config).unwrap();
+            let probe = filled(y.dims(), 6);
+            let inner = (&y * &probe).unwrap().sum_all().unwrap();
+            let grads = inner.backward().unwrap();
+            let dot = |a: &Tensor, b: &Tensor| {
+                (a * b)
+                    .unwrap()
+                    .sum_all()
+                    .unwrap()
+                    .to_scalar::<f32>()
+                    .unwrap()
+            };
+            let expected = inner.to_scalar::<f32>().unwrap();
+            for (name, v) in [("dx", &x), ("dw", &w)] {
+                let got = dot(v, grads.get(v).unwrap());
+                assert!(
+                    (got - expected).abs() < 1e-3 * expected.abs().max(1.0),
+                    "{name}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn matches_candle_with_groups_and_depthwise() {
+        check([2, 4, 6, 6], 6, (3, 3), cfg(1, 1, 1, 2));
+        check([2, 6, 7, 7], 6, (3, 3), cfg(2, 1, 1, 3));
+        // Depthwise, as in MobileNetV2, with a channel multiplier of 1 and 2.
+        check([3, 8, 9, 9], 8, (3, 3), cfg(1, 1, 1, 8));
+        check([2, 4, 8, 8], 8, (3, 3), cfg(2, 1, 1, 4));
+        // Grouped pointwise.
+        check([2, 6, 5, 5], 4, (1, 1), cfg(1, 0, 1, 2));
+    }
+
+    #[test]
+    fn a_lone_image_and_a_large_batch_agree_with_candle() {
+        check([1, 16, 12, 12], 16, (3, 3), cfg(1, 1, 1, 1));
+        check([9, 3, 10, 10], 5, (3, 3), cfg(2, 1, 1, 1));
+    }
+
+    #[test]
+    fn bad_shapes_are_errors_not_panics() {
+        let x = Tensor::zeros((1, 3, 8, 8), DType::F32, &Device::Cpu).unwrap();
+        let w = Tensor::zeros((4, 2, 3, 3), DType::F32, &Device::Cpu).unwrap();
+        let err = conv2d(&x, &w, &cfg(1, 0, 1, 1)).unwrap_err().to_string();
+        assert!(err.contains("input channels"), "{err}");
+        let big = Tensor::zeros((4, 3, 11, 11), DType::F32, &Device::Cpu).unwrap();
+        let err = conv2d(&x, &big, &cfg(1, 0, 1, 1)).unwrap_err().to_string();
+        assert!(err.contains("larger than"), "{err}");
+        let err = conv2d(&x, &w, &cfg(1, 0, 1, 2)).unwrap_err().to_string();
+        assert!(err.contains("groups"), "{err}");
+    }
+
+    #[test]
+    fn the_candle_backend_switch_routes_to_candle() {
+        let x = filled(&[1, 2, 5, 5], 1);
+        let w = filled(&[3, 2, 3, 3], 2);
+        let native = conv2d(&x, &w, &cfg(1, 1, 1, 1)).unwrap();
+        set_conv_backend(ConvBackend::Candle);
+        let stock = conv2d(&x, &w, &cfg(1, 1, 1, 1));
+        set_conv_backend(ConvBackend::Native);
+        assert!(max_abs_diff(&native, &stock.unwrap()) < 1e-5);
+    }
+}

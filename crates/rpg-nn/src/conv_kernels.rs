@@ -1,0 +1,374 @@
+//! CPU kernels for 2-D convolution: forward, input gradient and weight
+//! gradient, each an im2col/col2im step around one `gemm` product per image
+//! (and group).
+//!
+//! Why not Candle's: its CPU conv materialises the im2col buffer for the whole
+//! batch, computes the input gradient with a slow `conv_transpose2d` and the
+//! weight gradient with a transposed-input conv. Here every image is an
+//! independent task on the rayon pool with one small, cache-resident column
+//! buffer per task, the products go through the same `gemm` crate Candle's
+//! matmul uses, and the weight gradient accumulates per task into a private
+//! buffer (no atomics), summed once at the end.
+//!
+//! All buffers are dense NCHW (`x`, `dy`, `y`) and OIHW (`w`), f32.
+
+use gemm::{Parallelism, gemm};
+use rayon::prelude::*;
+
+/// The shape of one convolution; square stride, padding and dilation as in
+/// `candle_nn::Conv2dConfig`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct ConvGeometry {
+    pub batch: usize,
+    pub in_channels: usize,
+    pub height: usize,
+    pub width: usize,
+    pub out_channels: usize,
+    pub kernel_h: usize,
+    pub kernel_w: usize,
+    pub stride: usize,
+    pub padding: usize,
+    pub dilation: usize,
+    pub groups: usize,
+}
+
+impl ConvGeometry {
+    pub fn out_h(&self) -> usize {
+        (self.height + 2 * self.padding - self.dilation * (self.kernel_h - 1) - 1) / self.stride + 1
+    }
+    pub fn out_w(&self) -> usize {
+        (self.width + 2 * self.padding - self.dilation * (self.kernel_w - 1) - 1) / self.stride + 1
+    }
+    /// Output pixels per image.
+    fn pixels(&self) -> usize {
+        self.out_h() * self.out_w()
+    }
+    fn in_per_group(&self) -> usize {
+        self.in_channels / self.groups
+    }
+    fn out_per_group(&self) -> usize {
+        self.out_channels / self.groups
+    }
+    /// Rows of one group's column matrix: `in_per_group * kh * kw`.
+    fn col_rows(&self) -> usize {
+        self.in_per_group() * self.kernel_h * self.kernel_w
+    }
+    fn image_len(&self) -> usize {
+        self.in_channels * self.height * self.width
+    }
+    fn out_image_len(&self) -> usize {
+        self.out_channels * self.pixels()
+    }
+    /// A 1x1, stride-1, unpadded conv: the input image already is the column
+    /// matrix, no im2col needed.
+    fn is_pointwise(&self) -> bool {
+        self.kernel_h == 1 && self.kernel_w == 1 && self.stride == 1 && self.padding == 0
+    }
+    /// Range of output columns `ow` whose input column `ow*s + j*d - pad`
+    /// lies inside the image, for kernel column offset `j*d`.
+    fn valid_cols(&self, offset: usize) -> (usize, usize) {
+        valid_range(self.width, self.out_w(), self.stride, self.padding, offset)
+    }
+}
+
+/// `lo..hi` of outputs `o` with `o*stride + offset - padding` in `0..size`.
+fn valid_range(
+    size: usize,
+    out: usize,
+    stride: usize,
+    padding: usize,
+    offset: usize,
+) -> (usize, usize) {
+    let lo = if padding > offset {
+        (padding - offset).div_ceil(stride)
+    } else {
+        0
+    };
+    let hi = if size + padding > offset {
+        (size + padding - offset).div_ceil(stride)
+    } else {
+        0
+    };
+    (lo.min(out), hi.min(out).max(lo.min(out)))
+}
+
+/// Gemm parallelism for one product: the batch is already spread over the
+/// pool when it has enough images; a lone image uses every thread itself.
+fn inner_parallelism(g: &ConvGeometry) -> Parallelism {
+    let threads = rayon::current_num_threads();
+    if g.batch >= 2 * threads || threads == 1 {
+        Parallelism::None
+    } else {
+        Parallelism::Rayon(threads)
+    }
+}
+
+/// `dst[m x n] (+)= lhs[m x k] * rhs[k x n]`, each given by (column stride,
+/// row stride) in elements.
+#[allow(clippy::too_many_arguments)]
+fn matmul(
+    (m, n, k): (usize, usize, usize),
+    dst: &mut [f32],
+    dst_strides: (isize, isize),
+    accumulate: bool,
+    lhs: &[f32],
+    lhs_strides: (isize, isize),
+    rhs: &[f32],
+    rhs_strides: (isize, isize),
+    parallelism: Parallelism,
+) {
+    let last = |(cs, rs): (isize, isize), rows: usize, cols: usize| {
+        if rows == 0 || cols == 0 {
+            0
+        } else {
+            (rows - 1) * rs as usize + (cols - 1) * cs as usize + 1
+        }
+    };
+    assert!(
+        dst.len() >= last(dst_strides, m, n),
+        "gemm dst out of bounds"
+    );
+    assert!(
+        lhs.len() >= last(lhs_strides, m, k),
+        "gemm lhs out of bounds"
+    );
+    assert!(
+        rhs.len() >= last(rhs_strides, k, n),
+        "gemm rhs out of bounds"
+    );
+    // SAFETY: the asserts above keep every element the strides address inside
+    // the slices; dst is exclusively borrowed and does not alias lhs or rhs.
+    unsafe {
+        gemm(
+            m,
+            n,
+            k,
+            dst.as_mut_ptr(),
+            dst_strides.0,
+            dst_strides.1,
+            accumulate,
+            lhs.as_ptr(),
+            lhs_strides.0,
+            lhs_strides.1,
+            rhs.as_ptr(),
+            rhs_strides.0,
+            rhs_strides.1,
+            1.0,
+            1.0,
+            false,
+            false,
+            false,
+            parallelism,
+        );
+    }
+}
+
+/// Writes group `group`'s column matrix of one image: row
+/// `(c*kh + i)*kw + j`, column `oh*out_w + ow` holds the input pixel that
+/// kernel tap (i, j) of channel c sees at output (oh, ow), zero in padding.
+fn im2col(g: &ConvGeometry, image: &[f32], group: usize, col: &mut [f32]) {
+    let (h, w, ow_n, oh_n) = (g.height, g.width, g.out_w(), g.out_h());
+    let pixels = oh_n * ow_n;
+    let cg = g.in_per_group();
+    for c in 0..cg {
+        let plane = &image[(group * cg + c) * h * w..][..h * w];
+        for i in 0..g.kernel_h {
+            let (oh_lo, oh_hi) = valid_range(h, oh_n, g.stride, g.padding, i * g.dilation);
+            for j in 0..g.kernel_w {
+                let row = (c * g.kernel_h + i) * g.kernel_w + j;
+                let dst = &mut col[row * pixels..][..pixels];
+                let (ow_lo, ow_hi) = g.valid_cols(j * g.dilation);
+                dst[..oh_lo * ow_n].fill(0.0);
+                dst[oh_hi * ow_n..].fill(0.0);
+                for oh in oh_lo..oh_hi {
+                    let ih = oh * g.stride + i * g.dilation - g.padding;
+                    let src = &plane[ih * w..][..w];
+                    let out = &mut dst[oh * ow_n..][..ow_n];
+                    out[..ow_lo].fill(0.0);
+                    out[ow_hi..].fill(0.0);
+                    if ow_lo == ow_hi {
+                        continue;
+                    }
+                    let iw0 = ow_lo * g.stride + j * g.dilation - g.padding;
+                    if g.stride == 1 {
+                        out[ow_lo..ow_hi].copy_from_slice(&src[iw0..iw0 + (ow_hi - ow_lo)]);
+                    } else {
+                        for (k, o) in out[ow_lo..ow_hi].iter_mut().enumerate() {
+                            *o = src[iw0 + k * g.stride];
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The adjoint of [`im2col`]: adds every column entry back onto the input
+/// pixel it was read from.
+fn col2im_add(g: &ConvGeometry, col: &[f32], group: usize, image: &mut [f32]) {
+    let (h, w, ow_n, oh_n) = (g.height, g.width, g.out_w(), g.out_h());
+    let pixels = oh_n * ow_n;
+    let cg = g.in_per_group();
+    for c in 0..cg {
+        let plane = &mut image[(group * cg + c) * h * w..][..h * w];
+        for i in 0..g.kernel_h {
+            let (oh_lo, oh_hi) = valid_range(h, oh_n, g.stride, g.padding, i * g.dilation);
+            for j in 0..g.kernel_w {
+                let row = (c * g.kernel_h + i) * g.kernel_w + j;
+                let src_row = &col[row * pixels..][..pixels];
+                let (ow_lo, ow_hi) = g.valid_cols(j * g.dilation);
+                if ow_lo == ow_hi {
+                    continue;
+                }
+                for oh in oh_lo..oh_hi {
+                    let ih = oh * g.stride + i * g.dilation - g.padding;
+                    let dst = &mut plane[ih * w..][..w];
+                    let src = &src_row[oh * ow_n + ow_lo..oh * ow_n + ow_hi];
+                    let iw0 = ow_lo * g.stride + j * g.dilation - g.padding;
+                    if g.stride == 1 {
+                        for (d, s) in dst[iw0..iw0 + src.len()].iter_mut().zip(src) {
+                            *d += s;
+                        }
+                    } else {
+                        for (k, s) in src.iter().enumerate() {
+                            dst[iw0 + k * g.stride] += s;
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// `y = conv(x, w)`, no bias.
+pub(crate) fn forward(g: &ConvGeometry, x: &[f32], w: &[f32]) -> Vec<f32> {
+    let (pixels, rows, og) = (g.pixels(), g.col_rows(), g.out_per_group());
+    let mut y = vec![0f32; g.batch * g.out_image_len()];
+    let par = inner_parallelism(g);
+    y.par_chunks_mut(g.out_image_len())
+        .zip(x.par_chunks(g.image_len()))
+        .for_each_init(
+            || vec![0f32; if g.is_pointwise() { 0 } else { rows * pixels }],
+            |col, (y_img, x_img)| {
+                for group in 0..g.groups {
+                    let cols: &[f32] = if g.is_pointwise() {
+                        &x_img[group * rows * pixels..][..rows * pixels]
+                    } else {
+                        im2col(g, x_img, group, col);
+                        col
+                    };
+                    matmul(
+                        (og, pixels, rows),
+                        &mut y_img[group * og * pixels..][..og * pixels],
+                        (1, pixels as isize),
+                        false,
+                        &w[group * og * rows..][..og * rows],
+                        (1, rows as isize),
+                        cols,
+                        (1, pixels as isize),
+                        par,
+                    );
+                }
+            },
+        );
+    y
+}
+
+/// `dL/dx` from `dL/dy`: per group, `col = w^T dy`, then col2im.
+pub(crate) fn input_grad(g: &ConvGeometry, dy: &[f32], w: &[f32]) -> Vec<f32> {
+    let (pixels, rows, og) = (g.pixels(), g.col_rows(), g.out_per_group());
+    let mut dx = vec![0f32; g.batch * g.image_len()];
+    let par = inner_parallelism(g);
+    dx.par_chunks_mut(g.image_len())
+        .zip(dy.par_chunks(g.out_image_len()))
+        .for_each_init(
+            || vec![0f32; if g.is_pointwise() { 0 } else { rows * pixels }],
+            |col, (dx_img, dy_img)| {
+                for group in 0..g.groups {
+                    let w_t = &w[group * og * rows..][..og * rows];
+                    let dy_g = &dy_img[group * og * pixels..][..og * pixels];
+                    let dims = (rows, pixels, og);
+                    let lhs_strides = (rows as isize, 1);
+                    let rhs_strides = (1, pixels as isize);
+                    if g.is_pointwise() {
+                        let dst = &mut dx_img[group * rows * pixels..][..rows * pixels];
+                        let s = (1, pixels as isize);
+                        matmul(
+                            dims,
+                            dst,
+                            s,
+                            false,
+                            w_t,
+                            lhs_strides,
+                            dy_g,
+                            rhs_strides,
+                            par,
+                        );
+                    } else {
+                        let s = (1, pixels as isize);
+                        matmul(
+                            dims,
+                            col,
+                            s,
+                            false,
+                            w_t,
+                            lhs_strides,
+                            dy_g,
+                            rhs_strides,
+                            par,
+                        );
+                        col2im_add(g, col, group, dx_img);
+                    }
+                }
+            },
+        );
+    dx
+}
+
+/// `dL/dw` from `x` and `dL/dy`: per group, the sum over images of
+/// `dy col^T`. Each task sums its images into a private buffer.
+pub(crate) fn weight_grad(g: &ConvGeometry, x: &[f32], dy: &[f32]) -> Vec<f32> {
+    let (pixels, rows, og) = (g.pixels(), g.col_rows(), g.out_per_group());
+    let w_len = g.out_channels * rows;
+    let par = inner_parallelism(g);
+    let threads = rayon::current_num_threads().max(1);
+    // A few images per task: enough tasks to balance, few partial sums.
+    let per_task = g.batch.div_ceil(threads * 2).max(1);
+    x.par_chunks(per_task * g.image_len())
+        .zip(dy.par_chunks(per_task * g.out_image_len()))
+        .map(|(xs, dys)| {
+            let mut dw = vec![0f32; w_len];
+            let mut col = vec![0f32; if g.is_pointwise() { 0 } else { rows * pixels }];
+            for (x_img, dy_img) in xs.chunks(g.image_len()).zip(dys.chunks(g.out_image_len())) {
+                for group in 0..g.groups {
+                    let cols: &[f32] = if g.is_pointwise() {
+                        &x_img[group * rows * pixels..][..rows * pixels]
+                    } else {
+                        im2col(g, x_img, group, &mut col);
+                        &col
+                    };
+                    matmul(
+                        (og, rows, pixels),
+                        &mut dw[group * og * rows..][..og * rows],
+                        (1, rows as isize),
+                        true,
+                        &dy_img[group * og * pixels..][..og * pixels],
+                        (1, pixels as isize),
+                        cols,
+                        (pixels as isize, 1),
+                        par,
+                    );
+                }
+            }
+            dw
+        })
+        .reduce(
+            || vec![0f32; w_len],
+            |mut a, b| {
+                for (a, b) in a.iter_mut().zip(&b) {
+                    *a += b;
+                }
+                a
+            },
+        )
+}
