@@ -6,8 +6,8 @@
 //! applies by name.
 
 use candle_core::{Module, ModuleT, Result, Tensor};
-use candle_nn::{BatchNorm, Conv2dConfig, Linear, VarBuilder, batch_norm, linear};
-use rpg_nn::{Conv2d, conv2d_no_bias};
+use candle_nn::{Conv2dConfig, Linear, VarBuilder, linear};
+use rpg_nn::{BatchNorm, Conv2d, batch_norm, conv2d_no_bias};
 
 use crate::ModelConfig;
 

@@ -114,9 +114,14 @@ fn one_model_per_family_trains_a_few_steps() -> anyhow::Result<()> {
         "mobilenet_v2",
         "vit_tiny_cifar",
     ] {
-        // MobileNetV2's depthwise BatchNorms see few values per channel at
-        // this size; at 0.02 its first step overshoots.
-        let base_lr = if name == "mobilenet_v2" { 0.005 } else { 0.02 };
+        // MobileNetV2 at this size is sharply curved (its gradients differ by
+        // percents between f32 and f64 at init): steps above ~1e-4 make the
+        // loss oscillate instead of fall, whichever conv and batch norm run.
+        let base_lr = if name == "mobilenet_v2" {
+            0.00005
+        } else {
+            0.02
+        };
         let mut cfg = small_config(name);
         if name == "mobilenet_v2" {
             // It downsamples 32x: at 32x32 its last BatchNorms would normalise

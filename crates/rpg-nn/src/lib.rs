@@ -33,6 +33,7 @@
 //! ```
 #![warn(missing_docs)]
 
+mod batch_norm;
 mod checkpoint;
 mod conv;
 mod conv_kernels;
@@ -44,6 +45,7 @@ mod prunable;
 mod record;
 mod store;
 
+pub use batch_norm::{BatchNorm, batch_norm};
 pub use checkpoint::{
     FORMAT_VERSION, ModelFileHeader, load_model_file, read_header, save_model_file,
 };
