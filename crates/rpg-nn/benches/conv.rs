@@ -12,7 +12,7 @@ use candle_core::{Device, Tensor, Var};
 use candle_nn::Conv2dConfig;
 use criterion::{Criterion, Throughput};
 use rpg_nn::ops::conv2d;
-use rpg_nn::{ConvBackend, set_conv_backend};
+use rpg_nn::{KernelBackend, set_kernel_backend};
 
 struct Shape {
     name: &'static str,
@@ -110,10 +110,10 @@ fn bench_shape(c: &mut Criterion, s: &Shape) -> candle_core::Result<()> {
     });
 
     for (label, backend) in [
-        ("native", ConvBackend::Native),
-        ("candle", ConvBackend::Candle),
+        ("native", KernelBackend::Native),
+        ("candle", KernelBackend::Candle),
     ] {
-        set_conv_backend(backend);
+        set_kernel_backend(backend);
         let y = conv2d(&x, &w, &cfg)?;
         let dy = Tensor::randn(0f32, 1.0, y.dims(), &dev)?;
         group.bench_function(format!("{label}_forward"), |bench| {
@@ -125,12 +125,12 @@ fn bench_shape(c: &mut Criterion, s: &Shape) -> candle_core::Result<()> {
         // backward always computes both.
         let (xc, wc) = (x.as_tensor().detach(), w.as_tensor().detach());
         let paths: Vec<(&str, &Tensor, &Tensor, usize)> = match backend {
-            ConvBackend::Native => vec![
+            KernelBackend::Native => vec![
                 ("forward_input_grad", x.as_tensor(), &wc, 2),
                 ("forward_weight_grad", &xc, w.as_tensor(), 2),
                 ("forward_both_grads", x.as_tensor(), w.as_tensor(), 3),
             ],
-            ConvBackend::Candle => vec![("forward_both_grads", x.as_tensor(), w.as_tensor(), 3)],
+            KernelBackend::Candle => vec![("forward_both_grads", x.as_tensor(), w.as_tensor(), 3)],
         };
         for (path, xi, wi, passes) in paths {
             group.throughput(Throughput::Elements((passes * flops) as u64));
@@ -143,7 +143,7 @@ fn bench_shape(c: &mut Criterion, s: &Shape) -> candle_core::Result<()> {
         }
         group.throughput(Throughput::Elements(flops as u64));
     }
-    set_conv_backend(ConvBackend::Native);
+    set_kernel_backend(KernelBackend::Native);
     group.finish();
     Ok(())
 }

@@ -11,14 +11,13 @@
 //!
 //! `dx = w / sigma * (dy - mean(dy) - x_hat * mean(dy * x_hat))`.
 //!
-//! f32 on the CPU takes this path; other devices and dtypes take Candle's.
+//! f32 on the CPU takes this path (unless [`crate::set_kernel_backend`]
+//! chose Candle's); other devices and dtypes take Candle's.
 
 use std::sync::{Arc, OnceLock};
 
 use candle_core::backend::BackendStorage;
-use candle_core::{
-    CpuStorage, CustomOp2, CustomOp3, DType, Device, Layout, ModuleT, Result, Shape, Tensor, Var,
-};
+use candle_core::{CpuStorage, CustomOp2, CustomOp3, Layout, ModuleT, Result, Shape, Tensor, Var};
 use candle_nn::{BatchNormConfig, VarBuilder};
 use rayon::prelude::*;
 
@@ -61,10 +60,7 @@ impl BatchNorm {
     }
 
     fn fused_applies(&self, x: &Tensor) -> bool {
-        matches!(x.device(), Device::Cpu)
-            && x.dtype() == DType::F32
-            && x.rank() >= 2
-            && self.inner.weight_and_bias().is_some()
+        crate::backend::native_applies(x) && x.rank() >= 2 && self.inner.weight_and_bias().is_some()
     }
 
     fn forward_train_fused(&self, x: &Tensor) -> Result<Tensor> {
@@ -365,6 +361,7 @@ impl CustomOp2 for BnInputGrad {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use candle_core::{DType, Device};
     use candle_nn::VarMap;
 
     fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {

@@ -4,41 +4,14 @@
 //! A drop-in for `candle_nn::Conv2d`: same config, same parameter names and
 //! init hints. f32 tensors on the CPU take the native kernels; every other
 //! device or dtype (CUDA/cuDNN, Metal, f16) takes Candle's own conv.
-//! [`set_conv_backend`] forces Candle's path everywhere, which is how the
-//! benchmarks measure both in one run.
-
-use std::sync::atomic::{AtomicBool, Ordering};
+//! [`crate::set_kernel_backend`] forces Candle's path everywhere, which is
+//! how the benchmarks measure both in one run.
 
 use candle_core::backend::BackendStorage;
 use candle_core::{CpuStorage, CustomOp2, Layout, Module, Result, Shape, Tensor};
 use candle_nn::{Conv2dConfig, VarBuilder};
 
 use crate::conv_kernels::{self, ConvGeometry};
-
-/// Which implementation CPU f32 convolutions use.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum ConvBackend {
-    /// This crate's gemm kernels (the default).
-    Native,
-    /// Candle's stock `Tensor::conv2d`.
-    Candle,
-}
-
-static USE_CANDLE: AtomicBool = AtomicBool::new(false);
-
-/// Sets the process-wide CPU conv backend (benchmarks compare the two).
-pub fn set_conv_backend(backend: ConvBackend) {
-    USE_CANDLE.store(backend == ConvBackend::Candle, Ordering::Relaxed);
-}
-
-/// The process-wide CPU conv backend.
-pub fn conv_backend() -> ConvBackend {
-    if USE_CANDLE.load(Ordering::Relaxed) {
-        ConvBackend::Candle
-    } else {
-        ConvBackend::Native
-    }
-}
 
 /// A 2-D convolution layer (NCHW input, OIHW weight).
 #[derive(Clone, Debug)]
@@ -452,9 +425,9 @@ mod tests {
         let x = filled(&[1, 2, 5, 5], 1);
         let w = filled(&[3, 2, 3, 3], 2);
         let native = conv2d(&x, &w, &cfg(1, 1, 1, 1)).unwrap();
-        set_conv_backend(ConvBackend::Candle);
+        crate::set_kernel_backend(crate::KernelBackend::Candle);
         let stock = conv2d(&x, &w, &cfg(1, 1, 1, 1));
-        set_conv_backend(ConvBackend::Native);
+        crate::set_kernel_backend(crate::KernelBackend::Native);
         assert!(max_abs_diff(&native, &stock.unwrap()) < 1e-5);
     }
 }

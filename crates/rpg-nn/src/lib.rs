@@ -33,6 +33,7 @@
 //! ```
 #![warn(missing_docs)]
 
+mod backend;
 mod batch_norm;
 mod checkpoint;
 mod conv;
@@ -45,11 +46,12 @@ mod prunable;
 mod record;
 mod store;
 
+pub use backend::{KernelBackend, kernel_backend, set_kernel_backend};
 pub use batch_norm::{BatchNorm, batch_norm};
 pub use checkpoint::{
     FORMAT_VERSION, ModelFileHeader, load_model_file, read_header, save_model_file,
 };
-pub use conv::{Conv2d, ConvBackend, conv_backend, conv2d, conv2d_no_bias, set_conv_backend};
+pub use conv::{Conv2d, conv2d, conv2d_no_bias};
 pub use device::{device_name, parse_device};
 pub use init::{fnv1a, init_values};
 pub use policy::{SharingPolicy, glob_match, is_buffer};

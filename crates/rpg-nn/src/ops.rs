@@ -1,21 +1,18 @@
 //! Differentiable forms of ops whose Candle fast paths drop gradients or
 //! refuse a backward pass.
 
-use candle_core::{D, DType, Device, Result, Tensor};
+use candle_core::{D, Result, Tensor};
 use candle_nn::Conv2dConfig;
 
-use crate::conv::{ConvBackend, conv_backend, native_conv2d};
+use crate::backend::native_applies;
+use crate::conv::native_conv2d;
 
 /// `conv(x, weight)` (NCHW, OIHW, no bias), differentiable in both. f32 on
-/// the CPU runs this crate's gemm kernels (unless [`crate::set_conv_backend`]
+/// the CPU runs this crate's gemm kernels (unless [`crate::set_kernel_backend`]
 /// chose Candle's); other devices and dtypes run Candle's conv, which on CUDA
 /// means cuDNN when built with it.
 pub fn conv2d(x: &Tensor, weight: &Tensor, config: &Conv2dConfig) -> Result<Tensor> {
-    let native = matches!(x.device(), Device::Cpu)
-        && x.dtype() == DType::F32
-        && weight.dtype() == DType::F32
-        && conv_backend() == ConvBackend::Native;
-    if native {
+    if native_applies(x) && native_applies(weight) {
         native_conv2d(x, weight, config)
     } else {
         x.conv2d(

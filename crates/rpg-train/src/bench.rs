@@ -22,6 +22,8 @@ pub struct BenchResult {
     pub mode: String,
     /// Batch size.
     pub batch_size: usize,
+    /// CPU conv/batch-norm kernels: `native` or `candle` (stock).
+    pub kernels: String,
     /// Median seconds per training step (regenerate, forward, backward, ring gradient, optimizer).
     pub step_seconds: f64,
     /// Training images per second.
@@ -137,6 +139,10 @@ pub fn run_case(
         model: model.to_string(),
         mode: mode.to_string(),
         batch_size: batch,
+        kernels: match rpg_nn::kernel_backend() {
+            rpg_nn::KernelBackend::Native => "native".into(),
+            rpg_nn::KernelBackend::Candle => "candle".into(),
+        },
         step_seconds: step,
         train_images_per_second: batch as f64 / step,
         infer_images_per_second: batch as f64 / median(infer),
@@ -146,12 +152,23 @@ pub fn run_case(
     })
 }
 
-/// Runs the cases, each in a child process (`rpg bench --one ...`).
-pub fn run_all(models: &[(String, usize)], steps: usize, device: &str) -> Result<Vec<BenchResult>> {
+/// Runs the cases, each in a child process (`rpg bench --one ...`), once per
+/// kernel set in `kernels` (`native`, `candle`).
+pub fn run_all(
+    models: &[(String, usize)],
+    steps: usize,
+    device: &str,
+    kernels: &[&str],
+) -> Result<Vec<BenchResult>> {
     let exe = std::env::current_exe().context("locating the rpg binary")?;
     let mut results = Vec::new();
-    for (model, batch) in models {
-        for mode in ["dense", "rpg"] {
+    let cases = models.iter().flat_map(|(model, batch)| {
+        kernels
+            .iter()
+            .flat_map(move |k| ["dense", "rpg"].map(move |mode| (model, *batch, *k, mode)))
+    });
+    for (model, batch, kernel, mode) in cases {
+        {
             let output = Command::new(&exe)
                 .args([
                     "bench",
@@ -163,6 +180,7 @@ pub fn run_all(models: &[(String, usize)], steps: usize, device: &str) -> Result
                     &batch.to_string(),
                 ])
                 .args(["--steps", &steps.to_string(), "--device", device])
+                .args(["--kernels", kernel])
                 .output()
                 .context("running a benchmark case")?;
             if !output.status.success() {
@@ -175,7 +193,7 @@ pub fn run_all(models: &[(String, usize)], steps: usize, device: &str) -> Result
             let result: BenchResult = serde_json::from_str(line.trim())
                 .with_context(|| format!("{model} {mode}: bad output {line}"))?;
             eprintln!(
-                "{model:>16} {mode:>5} b{batch}: {:.1} train img/s, {:.1} infer img/s",
+                "{model:>16} {mode:>5} b{batch} {kernel}: {:.1} train img/s, {:.1} infer img/s",
                 result.train_images_per_second, result.infer_images_per_second
             );
             results.push(result);
@@ -187,15 +205,24 @@ pub fn run_all(models: &[(String, usize)], steps: usize, device: &str) -> Result
 /// The table `rpg bench` prints.
 pub fn table(results: &[BenchResult]) -> String {
     let mut out = format!(
-        "{:<16} {:<6} {:>6} {:>10} {:>12} {:>12} {:>10} {:>10}\n",
-        "model", "mode", "batch", "step s", "train img/s", "infer img/s", "gen share", "peak MiB"
+        "{:<16} {:<6} {:>6} {:<7} {:>10} {:>12} {:>12} {:>10} {:>10}\n",
+        "model",
+        "mode",
+        "batch",
+        "kernels",
+        "step s",
+        "train img/s",
+        "infer img/s",
+        "gen share",
+        "peak MiB"
     );
     for r in results {
         out.push_str(&format!(
-            "{:<16} {:<6} {:>6} {:>10.3} {:>12.1} {:>12.1} {:>9.2}% {:>10.0}\n",
+            "{:<16} {:<6} {:>6} {:<7} {:>10.3} {:>12.1} {:>12.1} {:>9.2}% {:>10.0}\n",
             r.model,
             r.mode,
             r.batch_size,
+            r.kernels,
             r.step_seconds,
             r.train_images_per_second,
             r.infer_images_per_second,

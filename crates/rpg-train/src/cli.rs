@@ -16,6 +16,29 @@ pub struct Cli {
     /// What to do.
     #[command(subcommand)]
     pub command: Command,
+    /// CPU kernels for convolution and batch norm: native (this project's,
+    /// several times faster) or candle (Candle's stock ops, for comparison).
+    #[arg(long, global = true, value_enum, default_value_t = Kernels::Native)]
+    pub kernels: Kernels,
+}
+
+/// `--kernels`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Kernels {
+    /// rpg-nn's conv and batch-norm kernels.
+    Native,
+    /// Candle's stock conv and candle-nn's batch norm.
+    Candle,
+}
+
+impl Kernels {
+    /// Makes this the process-wide choice.
+    pub fn install(self) {
+        rpg_nn::set_kernel_backend(match self {
+            Kernels::Native => rpg_nn::KernelBackend::Native,
+            Kernels::Candle => rpg_nn::KernelBackend::Candle,
+        });
+    }
 }
 
 /// Subcommands.
@@ -96,6 +119,9 @@ pub struct BenchArgs {
     /// Print one JSON array instead of the table.
     #[arg(long)]
     pub json: bool,
+    /// Run every case twice: with the native kernels and with Candle's stock conv and batch norm.
+    #[arg(long)]
+    pub compare_kernels: bool,
     /// Internal: run one case (dense or rpg) in this process and print it as JSON.
     #[arg(long, hide = true, value_parser = ["dense", "rpg"])]
     pub one: Option<String>,

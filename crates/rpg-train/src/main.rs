@@ -5,7 +5,7 @@ use std::process::ExitCode;
 use anyhow::{Context, Result, anyhow};
 use clap::Parser;
 use rpg_models::MODELS;
-use rpg_train::cli::{Cli, Command, EvalArgs};
+use rpg_train::cli::{Cli, Command, EvalArgs, Kernels};
 use rpg_train::compress::{check_fits, model_file, test_config};
 use rpg_train::setup::{load_any, registry};
 use rpg_train::trainer::{evaluate, load_data};
@@ -27,6 +27,7 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    cli.kernels.install();
     let result = match cli.command {
         Command::Train(args) => args.resolve().and_then(|cfg| {
             rpg_train::train_until(cfg, args.resume.as_deref(), args.stop_after_epochs).map(|_| ())
@@ -35,7 +36,7 @@ fn main() -> ExitCode {
         Command::Models => models(),
         Command::Compress(args) => rpg_train::compress::compress(&args),
         Command::Export(args) => rpg_train::compress::export(&args),
-        Command::Bench(args) => bench(&args),
+        Command::Bench(args) => bench(&args, cli.kernels),
         Command::Sweep(args) => sweep(&args),
     };
     match result {
@@ -139,7 +140,7 @@ fn models() -> Result<()> {
     }
 }
 
-fn bench(args: &rpg_train::cli::BenchArgs) -> Result<()> {
+fn bench(args: &rpg_train::cli::BenchArgs, kernels: Kernels) -> Result<()> {
     use rpg_train::bench::{DEFAULT_CASES, run_all, run_case, table};
     if args.steps == 0 || args.batch_size == Some(0) {
         anyhow::bail!("--steps and --batch-size must be positive");
@@ -165,7 +166,12 @@ fn bench(args: &rpg_train::cli::BenchArgs) -> Result<()> {
         println!("{}", serde_json::to_string(&result)?);
         return Ok(());
     }
-    let results = run_all(&cases, args.steps, &args.device)?;
+    let kernels: &[&str] = match (args.compare_kernels, kernels) {
+        (true, _) => &["native", "candle"],
+        (false, Kernels::Native) => &["native"],
+        (false, Kernels::Candle) => &["candle"],
+    };
+    let results = run_all(&cases, args.steps, &args.device, kernels)?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&results)?);
     } else {

@@ -343,16 +343,17 @@ fn structured_and_unstructured_pruning_produce_loadable_dense_artifacts() {
 }
 
 #[test]
-fn bench_json_has_one_object_per_model_and_mode() {
+fn bench_json_has_one_object_per_model_mode_and_kernel_set() {
     let out = rpg(&[
         "bench",
         "--model",
-        "mlp",
+        "lenet5",
         "--batch-size",
         "16",
         "--steps",
         "1",
         "--json",
+        "--compare-kernels",
     ]);
     assert!(
         out.status.success(),
@@ -361,9 +362,16 @@ fn bench_json_has_one_object_per_model_and_mode() {
     );
     let rows: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let rows = rows.as_array().unwrap();
-    assert_eq!(rows.len(), 2);
-    for (row, mode) in rows.iter().zip(["dense", "rpg"]) {
+    assert_eq!(rows.len(), 4);
+    let expected = [
+        ("dense", "native"),
+        ("rpg", "native"),
+        ("dense", "candle"),
+        ("rpg", "candle"),
+    ];
+    for (row, (mode, kernels)) in rows.iter().zip(expected) {
         assert_eq!(row["mode"], mode);
+        assert_eq!(row["kernels"], kernels);
         assert_eq!(row["batch_size"], 16);
         for key in [
             "train_images_per_second",
