@@ -9,6 +9,8 @@
 //!   => cargo run --release -p rpg-train --bin rpg --features cuda -- train --epochs 3
 //! ```
 
+mod cuda;
+
 use std::process::{Command, ExitCode};
 
 use anyhow::{Context, Result, bail};
@@ -31,6 +33,10 @@ TASKS forwarded to `rpg` (a release build of crates/rpg-train; `cargo xtask <TAS
 TASKS run here:
     bench-core  criterion benchmark of rpg-core's generate/accumulate kernels (ResNet-18 scale)
     ci          what CI runs: fmt check, clippy -D warnings, the test suite
+    cuda-toolchain  install the pinned CUDA 13.0 compiler and libraries from PyPI into
+                .cuda-toolchain/ (project-local, ~1 GB), plus a libcuda link stub; no GPU needed
+    cuda-build  build target/cuda/release/rpg with --features cuda against that toolchain (or a
+                system CUDA when CUDA_ROOT is set); the binary runs on machines with an NVIDIA driver
 
 OPTIONS:
     --features F    cargo features for the rpg build (cuda, cudnn, metal, mkl, accelerate)
@@ -59,20 +65,70 @@ fn run(args: Vec<String>) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         "train" | "eval" | "models" | "compress" | "export" | "bench" | "sweep" => {
+            let mut build_args: Vec<String> =
+                ["--quiet", "--release", "-p", "rpg-train", "--bin", "rpg"]
+                    .map(String::from)
+                    .to_vec();
+            if let Some(features) = &features {
+                build_args.extend(["--features".to_string(), features.clone()]);
+            }
+            let wants_cuda = features
+                .as_deref()
+                .is_some_and(|f| f.contains("cuda") || f.contains("cudnn"));
             let mut cmd = cargo();
+            if wants_cuda {
+                require_nvcc()?;
+                // Its own target dir: switching features back and forth
+                // would otherwise rebuild Candle each time.
+                build_args.extend(["--target-dir".to_string(), CUDA_TARGET_DIR.to_string()]);
+                cuda::apply_env(&mut cmd, &project_root());
+                if !cuda::driver_available() {
+                    // A CUDA build links the driver library; without it the
+                    // binary cannot even start. Build, then say so.
+                    cmd.arg("build").args(&build_args);
+                    if status(cmd)? != ExitCode::SUCCESS {
+                        bail!("the CUDA build failed");
+                    }
+                    bail!(
+                        "built {CUDA_TARGET_DIR}/release/rpg with CUDA, but this machine has no NVIDIA driver \
+                         (libcuda.so.1 not found), so it cannot run here; run without --features cuda, \
+                         or copy the binary to a GPU machine (docs/cuda.md)"
+                    );
+                }
+            }
+            cmd.arg("run")
+                .args(&build_args)
+                .arg("--")
+                .arg(task)
+                .args(&rest);
+            status(cmd)
+        }
+        "cuda-toolchain" => {
+            cuda::install(&project_root(), cargo)?;
+            let root = cuda::cuda_root(&project_root());
+            println!("CUDA_ROOT={}", root.display());
+            Ok(ExitCode::SUCCESS)
+        }
+        "cuda-build" => {
+            require_nvcc()?;
+            let mut cmd = cargo();
+            cuda::apply_env(&mut cmd, &project_root());
+            let features = match &features {
+                Some(f) => format!("cuda,{f}"),
+                None => "cuda".to_string(),
+            };
             cmd.args([
-                "run",
-                "--quiet",
+                "build",
                 "--release",
                 "-p",
                 "rpg-train",
                 "--bin",
                 "rpg",
-            ]);
-            if let Some(features) = &features {
-                cmd.args(["--features", features]);
-            }
-            cmd.arg("--").arg(task).args(&rest);
+                "--features",
+            ])
+            .arg(features)
+            .args(["--target-dir", CUDA_TARGET_DIR])
+            .args(&rest);
             status(cmd)
         }
         "bench-core" => {
@@ -87,6 +143,20 @@ fn run(args: Vec<String>) -> Result<ExitCode> {
         }
         other => bail!("unknown task `{other}`: run `cargo xtask --help` for the list"),
     }
+}
+
+/// Target directory of CUDA builds.
+const CUDA_TARGET_DIR: &str = "target/cuda";
+
+fn require_nvcc() -> Result<()> {
+    if !cuda::nvcc_available(&project_root()) {
+        bail!(
+            "the cuda feature needs nvcc to build: run `cargo xtask cuda-toolchain` once \
+             (installs CUDA 13.0 from PyPI into {}/), or set CUDA_ROOT and PATH to a CUDA install",
+            cuda::TOOLCHAIN_DIR
+        );
+    }
+    Ok(())
 }
 
 /// Pulls `--features X` / `--features=X` out of the arguments.

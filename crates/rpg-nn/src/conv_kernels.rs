@@ -362,13 +362,15 @@ pub(crate) fn weight_grad(g: &ConvGeometry, x: &[f32], dy: &[f32]) -> Vec<f32> {
             }
             dw
         })
-        .reduce(
-            || vec![0f32; w_len],
-            |mut a, b| {
-                for (a, b) in a.iter_mut().zip(&b) {
-                    *a += b;
-                }
-                a
-            },
-        )
+        // Summed in task order, not rayon's reduction tree (whose shape
+        // depends on work stealing): training stays bit-reproducible.
+        .collect::<Vec<_>>()
+        .into_iter()
+        .reduce(|mut a, b| {
+            for (a, b) in a.iter_mut().zip(&b) {
+                *a += b;
+            }
+            a
+        })
+        .unwrap_or_else(|| vec![0f32; w_len])
 }

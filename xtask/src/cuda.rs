@@ -1,0 +1,247 @@
+//! The CUDA toolchain for `--features cuda` builds on machines without a CUDA
+//! install (no GPU is needed to compile).
+//!
+//! `cargo xtask cuda-toolchain` installs NVIDIA's PyPI wheels of the CUDA 13.0
+//! compiler, headers and libraries into `.cuda-toolchain/` at the project root
+//! (never system-wide), adds the unversioned `lib*.so` links the linker asks
+//! for, and builds a link stub for the driver library (`libcuda.so.1`, which
+//! belongs to the NVIDIA driver and has no wheel): a shared library with that
+//! SONAME defining every driver entry point cudarc declares. The stub is only
+//! linked against, never loaded: on a GPU machine the driver's own
+//! `libcuda.so.1` is found at start-up.
+//!
+//! CUDA 13.0 is pinned: the GPU machines we target run driver 580.x, and PTX
+//! built by a newer compiler would not load there.
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{Context, Result, bail};
+
+/// Where the toolchain is installed, relative to the project root.
+pub const TOOLCHAIN_DIR: &str = ".cuda-toolchain";
+
+/// The pinned wheels: compiler, device libraries, headers, and the runtime
+/// libraries candle links (cudart, nvrtc, curand, cublas/cublasLt).
+const WHEELS: &[&str] = &[
+    "nvidia-cuda-nvcc==13.0.88",
+    "nvidia-nvvm==13.0.88",
+    "nvidia-cuda-crt==13.0.88",
+    "nvidia-cuda-runtime==13.0.96",
+    "nvidia-cuda-cccl==13.0.85",
+    "nvidia-cuda-nvrtc==13.0.88",
+    "nvidia-curand==10.4.0.35",
+    "nvidia-cublas==13.0.2.14",
+];
+
+/// Compute capability the kernels are built for when no GPU can be asked.
+pub const DEFAULT_COMPUTE_CAP: &str = "90";
+
+/// Shared libraries that need an unversioned name for `-l`.
+const LINKED_LIBRARIES: &[&str] = &[
+    "libcudart.so.13",
+    "libnvrtc.so.13",
+    "libcurand.so.10",
+    "libcublas.so.13",
+    "libcublasLt.so.13",
+];
+
+/// `CUDA_ROOT` of the installed toolchain: the wheels' common prefix.
+pub fn cuda_root(project: &Path) -> PathBuf {
+    project.join(TOOLCHAIN_DIR).join("nvidia/cu13")
+}
+
+/// Whether `nvcc` from the project toolchain is installed.
+pub fn is_installed(project: &Path) -> bool {
+    cuda_root(project).join("bin/nvcc").is_file()
+        && cuda_root(project).join("lib/stubs/libcuda.so").is_file()
+        && project.join(TOOLCHAIN_DIR).join("wheels.txt").is_file()
+        && std::fs::read_to_string(project.join(TOOLCHAIN_DIR).join("wheels.txt"))
+            .is_ok_and(|s| s == WHEELS.join("\n"))
+}
+
+/// Installs (or completes) the toolchain; idempotent.
+pub fn install(project: &Path, cargo: impl Fn() -> Command) -> Result<()> {
+    let dir = project.join(TOOLCHAIN_DIR);
+    let root = cuda_root(project);
+    if is_installed(project) {
+        eprintln!("CUDA toolchain already installed in {}", dir.display());
+        return Ok(());
+    }
+    eprintln!(
+        "installing the CUDA 13.0 toolchain from PyPI into {} (about 1 GB)...",
+        dir.display()
+    );
+    let python = std::env::var("PYTHON").unwrap_or_else(|_| "python3".into());
+    let status = Command::new(&python)
+        .args(["-m", "pip", "install", "--quiet", "--no-deps", "--upgrade"])
+        .arg("--target")
+        .arg(&dir)
+        .args(WHEELS)
+        .status()
+        .with_context(|| {
+            format!("running `{python} -m pip` (set PYTHON to another interpreter)")
+        })?;
+    if !status.success() {
+        bail!("pip could not install the CUDA wheels ({status}); is PyPI reachable?");
+    }
+    let lib = root.join("lib");
+    for versioned in LINKED_LIBRARIES {
+        let unversioned = versioned
+            .split(".so")
+            .next()
+            .unwrap_or(versioned)
+            .to_string()
+            + ".so";
+        if !lib.join(versioned).is_file() {
+            bail!(
+                "{} is missing after installing the wheels",
+                lib.join(versioned).display()
+            );
+        }
+        let link = lib.join(&unversioned);
+        let _ = std::fs::remove_file(&link);
+        std::os::unix::fs::symlink(versioned, &link)
+            .with_context(|| format!("linking {}", link.display()))?;
+    }
+    build_driver_stub(&root, cargo)?;
+    std::fs::write(dir.join("wheels.txt"), WHEELS.join("\n"))?;
+    eprintln!("done. `cargo xtask cuda-build` builds the rpg binary with --features cuda.");
+    Ok(())
+}
+
+/// Compiles `lib/stubs/libcuda.so` (SONAME `libcuda.so.1`) with one
+/// function per driver entry point declared in cudarc's driver bindings.
+fn build_driver_stub(root: &Path, cargo: impl Fn() -> Command) -> Result<()> {
+    let bindings = cudarc_driver_bindings(cargo)?;
+    let text = std::fs::read_to_string(&bindings)
+        .with_context(|| format!("reading {}", bindings.display()))?;
+    let mut names: Vec<&str> = text
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("fn cu"))
+        .filter_map(|rest| rest.split('(').next())
+        .collect();
+    names.sort_unstable();
+    names.dedup();
+    if names.len() < 100 {
+        bail!(
+            "found only {} driver functions in {}; cudarc's layout changed",
+            names.len(),
+            bindings.display()
+        );
+    }
+    let mut source = String::from(
+        "/* Link stub for the NVIDIA driver library, generated by cargo xtask cuda-toolchain.\n \
+         * Never loaded at run time; every entry point reports CUDA_ERROR_STUB_LIBRARY (34). */\n",
+    );
+    for name in &names {
+        writeln!(source, "int cu{name}(void) {{ return 34; }}")?;
+    }
+    let stubs = root.join("lib/stubs");
+    std::fs::create_dir_all(&stubs)?;
+    let c_file = stubs.join("libcuda_stub.c");
+    std::fs::write(&c_file, source)?;
+    let cc = std::env::var("CC").unwrap_or_else(|_| "cc".into());
+    let status = Command::new(&cc)
+        .args(["-shared", "-fPIC", "-Wl,-soname,libcuda.so.1", "-o"])
+        .arg(stubs.join("libcuda.so"))
+        .arg(&c_file)
+        .status()
+        .with_context(|| format!("running the C compiler `{cc}` (set CC)"))?;
+    if !status.success() {
+        bail!("compiling the libcuda link stub failed ({status})");
+    }
+    eprintln!("libcuda link stub: {} entry points", names.len());
+    Ok(())
+}
+
+/// cudarc's driver bindings in the cargo registry (fetched if needed), at the
+/// version Cargo.lock pins.
+fn cudarc_driver_bindings(cargo: impl Fn() -> Command) -> Result<PathBuf> {
+    let project = super::project_root();
+    let lock = std::fs::read_to_string(project.join("Cargo.lock")).context("reading Cargo.lock")?;
+    let version = lock
+        .split("[[package]]")
+        .find(|p| p.contains("name = \"cudarc\""))
+        .and_then(|p| {
+            p.lines()
+                .find_map(|l| l.trim().strip_prefix("version = \""))
+        })
+        .map(|v| v.trim_end_matches('"').to_string())
+        .context("cudarc is not in Cargo.lock")?;
+    let find = || -> Option<PathBuf> {
+        let home = std::env::var_os("CARGO_HOME")
+            .map(PathBuf::from)
+            .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cargo")))?;
+        std::fs::read_dir(home.join("registry/src"))
+            .ok()?
+            .filter_map(|e| e.ok())
+            .map(|e| {
+                e.path()
+                    .join(format!("cudarc-{version}/src/driver/sys/mod.rs"))
+            })
+            .find(|p| p.is_file())
+    };
+    if let Some(path) = find() {
+        return Ok(path);
+    }
+    let status = cargo()
+        .args(["fetch"])
+        .status()
+        .context("running cargo fetch")?;
+    if !status.success() {
+        bail!("cargo fetch failed ({status})");
+    }
+    find().with_context(|| format!("cudarc {version} sources not found after cargo fetch"))
+}
+
+/// Points a command at the project toolchain (nvcc on PATH, CUDA_ROOT, and
+/// the runtime libraries on LD_LIBRARY_PATH), unless CUDA_ROOT is already
+/// set by the user.
+pub fn apply_env(cmd: &mut Command, project: &Path) {
+    if std::env::var_os("CUDA_ROOT").is_some() || !is_installed(project) {
+        return;
+    }
+    let root = cuda_root(project);
+    let prepend = |var: &str, dir: PathBuf| {
+        let mut paths = vec![dir];
+        if let Some(old) = std::env::var_os(var) {
+            paths.extend(std::env::split_paths(&old));
+        }
+        std::env::join_paths(paths).unwrap_or_default()
+    };
+    if std::env::var_os("CUDA_COMPUTE_CAP").is_none() {
+        // No GPU to ask at build time: default to the H100/H200 (sm_90)
+        // this project is lent; set CUDA_COMPUTE_CAP for other cards.
+        cmd.env("CUDA_COMPUTE_CAP", DEFAULT_COMPUTE_CAP);
+    }
+    cmd.env("PATH", prepend("PATH", root.join("bin")))
+        .env("CUDA_ROOT", &root)
+        .env(
+            "LD_LIBRARY_PATH",
+            prepend("LD_LIBRARY_PATH", root.join("lib")),
+        );
+}
+
+/// Whether `nvcc` can be run (from the project toolchain or the system).
+pub fn nvcc_available(project: &Path) -> bool {
+    let mut cmd = Command::new("nvcc");
+    cmd.arg("--version")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
+    apply_env(&mut cmd, project);
+    cmd.status().is_ok_and(|s| s.success())
+}
+
+/// Whether the NVIDIA driver library can be found by the dynamic loader.
+pub fn driver_available() -> bool {
+    let in_cache = Command::new("ldconfig")
+        .arg("-p")
+        .output()
+        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("libcuda.so.1"));
+    let in_path = std::env::var_os("LD_LIBRARY_PATH").is_some_and(|paths| {
+        std::env::split_paths(&paths).any(|p| p.join("libcuda.so.1").exists())
+    });
+    in_cache || in_path
+}
