@@ -117,13 +117,7 @@ fn build_driver_stub(root: &Path, cargo: impl Fn() -> Command) -> Result<()> {
     let bindings = cudarc_driver_bindings(cargo)?;
     let text = std::fs::read_to_string(&bindings)
         .with_context(|| format!("reading {}", bindings.display()))?;
-    let mut names: Vec<&str> = text
-        .lines()
-        .filter_map(|l| l.trim().strip_prefix("fn cu"))
-        .filter_map(|rest| rest.split('(').next())
-        .collect();
-    names.sort_unstable();
-    names.dedup();
+    let names = driver_entry_points(&text);
     if names.len() < 100 {
         bail!(
             "found only {} driver functions in {}; cudarc's layout changed",
@@ -136,7 +130,7 @@ fn build_driver_stub(root: &Path, cargo: impl Fn() -> Command) -> Result<()> {
          * Never loaded at run time; every entry point reports CUDA_ERROR_STUB_LIBRARY (34). */\n",
     );
     for name in &names {
-        writeln!(source, "int cu{name}(void) {{ return 34; }}")?;
+        writeln!(source, "int {name}(void) {{ return 34; }}")?;
     }
     let stubs = root.join("lib/stubs");
     std::fs::create_dir_all(&stubs)?;
@@ -154,6 +148,21 @@ fn build_driver_stub(root: &Path, cargo: impl Fn() -> Command) -> Result<()> {
     }
     eprintln!("libcuda link stub: {} entry points", names.len());
     Ok(())
+}
+
+/// The driver functions declared in cudarc's bindings: the `fn cuXxx(` lines
+/// of its `extern "C"` blocks, sorted, without duplicates.
+fn driver_entry_points(bindings: &str) -> Vec<&str> {
+    let mut names: Vec<&str> = bindings
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("fn "))
+        .filter(|rest| rest.starts_with("cu"))
+        .filter_map(|rest| rest.split('(').next())
+        .filter(|name| name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'))
+        .collect();
+    names.sort_unstable();
+    names.dedup();
+    names
 }
 
 /// cudarc's driver bindings in the cargo registry (fetched if needed), at the
@@ -244,4 +253,25 @@ pub fn driver_available() -> bool {
         std::env::split_paths(&paths).any(|p| p.join("libcuda.so.1").exists())
     });
     in_cache || in_path
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn entry_points_come_from_extern_declarations_only() {
+        let bindings = "
+pub unsafe fn cuInit(Flags: ::core::ffi::c_uint) -> CUresult {
+        extern \"C\" {
+            fn cuInit(Flags: ::core::ffi::c_uint) -> CUresult;
+        }
+        extern \"C\" {
+            fn cuMemAlloc_v2(dptr: *mut CUdeviceptr, bytesize: usize) -> CUresult;
+            fn cuInit(Flags: ::core::ffi::c_uint) -> CUresult;
+            fn not_driver(x: i32);
+        }
+";
+        assert_eq!(driver_entry_points(bindings), ["cuInit", "cuMemAlloc_v2"]);
+    }
 }
