@@ -36,3 +36,20 @@ pub(crate) fn native_applies(t: &candle_core::Tensor) -> bool {
         && t.dtype() == candle_core::DType::F32
         && kernel_backend() == KernelBackend::Native
 }
+
+/// The contiguous f32 data of a CPU storage, for the native custom ops
+/// (`op` names the op in the error).
+pub(crate) fn f32_slice<'a>(
+    storage: &'a candle_core::CpuStorage,
+    layout: &candle_core::Layout,
+    op: &str,
+) -> candle_core::Result<&'a [f32]> {
+    use candle_core::backend::BackendStorage;
+    let candle_core::CpuStorage::F32(data) = storage else {
+        candle_core::bail!("native {op} takes f32, got {:?}", storage.dtype())
+    };
+    let Some((start, end)) = layout.contiguous_offsets() else {
+        candle_core::bail!("native {op} takes contiguous tensors")
+    };
+    Ok(&data[start..end])
+}

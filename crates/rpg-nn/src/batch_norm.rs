@@ -16,10 +16,13 @@
 
 use std::sync::{Arc, OnceLock};
 
-use candle_core::backend::BackendStorage;
 use candle_core::{CpuStorage, CustomOp2, CustomOp3, Layout, ModuleT, Result, Shape, Tensor, Var};
 use candle_nn::{BatchNormConfig, VarBuilder};
 use rayon::prelude::*;
+
+use crate::backend::f32_slice;
+
+const OP: &str = "batch-norm";
 
 /// Batch normalisation over dimension 1 (channels) of an `[N, C, ...]` input.
 #[derive(Clone, Debug)]
@@ -149,16 +152,6 @@ fn dims(shape: &[usize]) -> (usize, usize, usize) {
     (n, c, shape[2..].iter().product())
 }
 
-fn f32_slice<'a>(storage: &'a CpuStorage, layout: &Layout) -> Result<&'a [f32]> {
-    let CpuStorage::F32(data) = storage else {
-        candle_core::bail!("fused batch-norm takes f32, got {:?}", storage.dtype())
-    };
-    let Some((start, end)) = layout.contiguous_offsets() else {
-        candle_core::bail!("fused batch-norm takes contiguous tensors")
-    };
-    Ok(&data[start..end])
-}
-
 /// `f(c) -> (sum_a, sum_b)` over channel c's values of `a` and `b`, the
 /// sums in f64: a channel can hold hundreds of thousands of values.
 fn channel_sums(
@@ -200,8 +193,8 @@ impl CustomOp3 for BnTrain {
         bs: &CpuStorage,
         bl: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        let x = f32_slice(xs, xl)?;
-        let (w, b) = (f32_slice(ws, wl)?, f32_slice(bs, bl)?);
+        let x = f32_slice(xs, xl, OP)?;
+        let (w, b) = (f32_slice(ws, wl, OP)?, f32_slice(bs, bl, OP)?);
         let (n, c, s) = dims(xl.dims());
         let count = (n * s) as f64;
         let sums = channel_sums((n, c, s), |_, at| (x[at..at + s].iter().sum(), 0.0));
@@ -290,7 +283,7 @@ impl CustomOp2 for BnParamGrads {
         dyl: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
         let stats = get_stats(&self.stats)?;
-        let (x, dy) = (f32_slice(xs, xl)?, f32_slice(dys, dyl)?);
+        let (x, dy) = (f32_slice(xs, xl, OP)?, f32_slice(dys, dyl, OP)?);
         let (n, c, s) = dims(xl.dims());
         let sums = channel_sums((n, c, s), |ch, at| {
             let (m, k) = (stats.mean[ch], stats.inv_std[ch]);
@@ -325,7 +318,7 @@ impl CustomOp2 for BnInputGrad {
         dyl: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
         let stats = get_stats(&self.stats)?;
-        let (x, dy) = (f32_slice(xs, xl)?, f32_slice(dys, dyl)?);
+        let (x, dy) = (f32_slice(xs, xl, OP)?, f32_slice(dys, dyl, OP)?);
         let (n, c, s) = dims(xl.dims());
         let count = (n * s) as f32;
         // dx = a * dy + b * x + d per channel, folding mean and x_hat in.

@@ -7,11 +7,13 @@
 //! [`crate::set_kernel_backend`] forces Candle's path everywhere, which is
 //! how the benchmarks measure both in one run.
 
-use candle_core::backend::BackendStorage;
 use candle_core::{CpuStorage, CustomOp2, Layout, Module, Result, Shape, Tensor};
 use candle_nn::{Conv2dConfig, VarBuilder};
 
+use crate::backend::f32_slice;
 use crate::conv_kernels::{self, ConvGeometry};
+
+const OP: &str = "conv2d";
 
 /// A 2-D convolution layer (NCHW input, OIHW weight).
 #[derive(Clone, Debug)]
@@ -135,17 +137,6 @@ fn geometry(x: &[usize], w: &[usize], config: &Conv2dConfig) -> Result<ConvGeome
     })
 }
 
-/// The contiguous f32 data of a CPU storage.
-fn f32_slice<'a>(storage: &'a CpuStorage, layout: &Layout) -> Result<&'a [f32]> {
-    let CpuStorage::F32(data) = storage else {
-        candle_core::bail!("native conv2d takes f32, got {:?}", storage.dtype())
-    };
-    let Some((start, end)) = layout.contiguous_offsets() else {
-        candle_core::bail!("native conv2d takes contiguous tensors")
-    };
-    Ok(&data[start..end])
-}
-
 fn out_shape(g: &ConvGeometry) -> Shape {
     Shape::from((g.batch, g.out_channels, g.out_h(), g.out_w()))
 }
@@ -167,7 +158,7 @@ impl CustomOp2 for ConvForward {
         wl: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
         let g = geometry(xl.dims(), wl.dims(), &self.config)?;
-        let y = conv_kernels::forward(&g, f32_slice(xs, xl)?, f32_slice(ws, wl)?);
+        let y = conv_kernels::forward(&g, f32_slice(xs, xl, OP)?, f32_slice(ws, wl, OP)?);
         Ok((CpuStorage::F32(y), out_shape(&g)))
     }
 
@@ -213,7 +204,7 @@ impl CustomOp2 for ConvInputGrad {
         wl: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
         let g = &self.geometry;
-        let dx = conv_kernels::input_grad(g, f32_slice(dys, dyl)?, f32_slice(ws, wl)?);
+        let dx = conv_kernels::input_grad(g, f32_slice(dys, dyl, OP)?, f32_slice(ws, wl, OP)?);
         let shape = Shape::from((g.batch, g.in_channels, g.height, g.width));
         Ok((CpuStorage::F32(dx), shape))
     }
@@ -237,7 +228,7 @@ impl CustomOp2 for ConvWeightGrad {
         dyl: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
         let g = &self.geometry;
-        let dw = conv_kernels::weight_grad(g, f32_slice(xs, xl)?, f32_slice(dys, dyl)?);
+        let dw = conv_kernels::weight_grad(g, f32_slice(xs, xl, OP)?, f32_slice(dys, dyl, OP)?);
         let shape = Shape::from((
             g.out_channels,
             g.in_channels / g.groups,

@@ -240,6 +240,18 @@ fn col2im_add(g: &ConvGeometry, col: &[f32], group: usize, image: &mut [f32]) {
     }
 }
 
+/// Group `group`'s column matrix of one image: the image itself for a
+/// pointwise conv, else [`im2col`] into `col`.
+fn columns<'a>(g: &ConvGeometry, image: &'a [f32], group: usize, col: &'a mut [f32]) -> &'a [f32] {
+    let len = g.col_rows() * g.pixels();
+    if g.is_pointwise() {
+        &image[group * len..][..len]
+    } else {
+        im2col(g, image, group, col);
+        col
+    }
+}
+
 /// `y = conv(x, w)`, no bias.
 pub(crate) fn forward(g: &ConvGeometry, x: &[f32], w: &[f32]) -> Vec<f32> {
     let (pixels, rows, og) = (g.pixels(), g.col_rows(), g.out_per_group());
@@ -251,12 +263,7 @@ pub(crate) fn forward(g: &ConvGeometry, x: &[f32], w: &[f32]) -> Vec<f32> {
             || vec![0f32; if g.is_pointwise() { 0 } else { rows * pixels }],
             |col, (y_img, x_img)| {
                 for group in 0..g.groups {
-                    let cols: &[f32] = if g.is_pointwise() {
-                        &x_img[group * rows * pixels..][..rows * pixels]
-                    } else {
-                        im2col(g, x_img, group, col);
-                        col
-                    };
+                    let cols = columns(g, x_img, group, col);
                     matmul(
                         (og, pixels, rows),
                         &mut y_img[group * og * pixels..][..og * pixels],
@@ -341,12 +348,7 @@ pub(crate) fn weight_grad(g: &ConvGeometry, x: &[f32], dy: &[f32]) -> Vec<f32> {
             let mut col = vec![0f32; if g.is_pointwise() { 0 } else { rows * pixels }];
             for (x_img, dy_img) in xs.chunks(g.image_len()).zip(dys.chunks(g.out_image_len())) {
                 for group in 0..g.groups {
-                    let cols: &[f32] = if g.is_pointwise() {
-                        &x_img[group * rows * pixels..][..rows * pixels]
-                    } else {
-                        im2col(g, x_img, group, &mut col);
-                        &col
-                    };
+                    let cols = columns(g, x_img, group, &mut col);
                     matmul(
                         (og, rows, pixels),
                         &mut dw[group * og * rows..][..og * rows],
