@@ -59,8 +59,18 @@ pub fn test_config(model: &Path, data: &TestDataArgs) -> Result<TrainConfig> {
     if data.test_limit.is_some() {
         cfg.test_limit = data.test_limit;
     }
-    cfg.train_limit = Some(1);
     Ok(cfg)
+}
+
+/// The test split of `cfg`'s data set, without reading the training split
+/// (one image of it). `cfg` itself keeps the run's training data: fine-tuning
+/// trains on it.
+pub fn load_test_data(cfg: &TrainConfig) -> Result<std::sync::Arc<crate::data::Dataset>> {
+    let test_only = TrainConfig {
+        train_limit: Some(1),
+        ..cfg.clone()
+    };
+    Ok(load_data(&test_only)?.1)
 }
 
 /// Fails when a model cannot read a data set (classes or channels differ).
@@ -229,7 +239,7 @@ pub fn compress(args: &CompressArgs) -> Result<()> {
     std::fs::create_dir_all(&args.out)
         .with_context(|| format!("creating {}", args.out.display()))?;
     let device = Device::Cpu;
-    let (_, test) = load_data(&cfg)?;
+    let test = load_test_data(&cfg)?;
 
     let original = load_any(&path, &device)?;
     check_fits(&path, &original, &test)?;

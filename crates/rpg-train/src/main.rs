@@ -6,9 +6,9 @@ use anyhow::{Context, Result, anyhow};
 use clap::Parser;
 use rpg_models::MODELS;
 use rpg_train::cli::{Cli, Command, EvalArgs, Kernels};
-use rpg_train::compress::{check_fits, model_file, test_config};
+use rpg_train::compress::{check_fits, load_test_data, model_file, test_config};
 use rpg_train::setup::{load_any, registry};
-use rpg_train::trainer::{evaluate, load_data};
+use rpg_train::trainer::evaluate;
 
 fn main() -> ExitCode {
     rpg_train::allocator::retain_freed_memory();
@@ -67,7 +67,7 @@ fn eval(args: &EvalArgs) -> Result<()> {
     let cfg = test_config(&path, &args.data)?;
     let device = rpg_nn::parse_device(&args.device).map_err(|e| anyhow!("{e}"))?;
     let built = load_any(&path, &device)?;
-    let (_, test) = load_data(&cfg)?;
+    let test = load_test_data(&cfg)?;
     check_fits(&path, &built, &test)?;
     let result = evaluate(&built, &test, args.batch_size, 2)?;
     println!(

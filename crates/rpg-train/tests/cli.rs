@@ -294,6 +294,14 @@ fn structured_and_unstructured_pruning_produce_loadable_dense_artifacts() {
         .unwrap();
         let acc = report["accuracy_after"].as_f64().unwrap();
         assert!((0.0..=1.0).contains(&acc));
+        if flags.contains(&"--finetune-epochs") {
+            // Fine-tuning trains on the run's training data (256 images at
+            // batch 64: 4 steps), not on the single image evaluation loads.
+            let config = std::fs::read_to_string(out.join("finetune/config.toml")).unwrap();
+            assert!(config.contains("train_limit = 256"), "{config}");
+            let metrics = std::fs::read_to_string(out.join("finetune/metrics.jsonl")).unwrap();
+            assert!(metrics.contains("\"step\":4"), "{metrics}");
+        }
         // The artifact is a dense model of the pruned shape, loadable by export.
         let dense = out.join("check.safetensors");
         let artifact = out.join("model.compressed.safetensors");
