@@ -51,7 +51,7 @@ pub use batch_norm::{BatchNorm, batch_norm};
 pub use checkpoint::{
     FORMAT_VERSION, ModelFileHeader, load_model_file, read_header, save_model_file,
 };
-pub use conv::{Conv2d, conv2d, conv2d_no_bias};
+pub use conv::{Conv2d, conv2d, conv2d_input_grad, conv2d_no_bias, conv2d_weight_grad};
 pub use device::{device_name, parse_device};
 pub use init::{fnv1a, init_values};
 pub use policy::{SharingPolicy, glob_match, is_buffer};

@@ -114,7 +114,7 @@ impl Default for TrainConfig {
             momentum: 0.9,
             nesterov: false,
             schedule: ScheduleKind::Cosine,
-            warmup_epochs: 0.0,
+            warmup_epochs: 1.0,
             step_epochs: 30.0,
             step_gamma: 0.1,
             exp_decay_epochs: 45.0,
