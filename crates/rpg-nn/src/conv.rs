@@ -438,10 +438,14 @@ mod tests {
         check([9, 3, 10, 10], 5, (3, 3), cfg(2, 1, 1, 1));
     }
 
-    /// Wide enough that the input gradient runs in several blocks of rows.
+    /// Layers wide enough for the input gradient's other paths: the
+    /// flipped-kernel forward (stride 1, >= 32 channels per group, >= 256
+    /// pixels) and col2im in several blocks of rows (strided).
     #[test]
-    fn input_gradient_in_row_blocks_matches_candle() {
+    fn input_gradient_paths_for_wide_layers_match_candle() {
         check([2, 64, 40, 40], 8, (3, 3), cfg(1, 1, 1, 1));
+        check([1, 64, 16, 16], 64, (3, 3), cfg(1, 1, 1, 2));
+        check([1, 32, 20, 20], 16, (5, 5), cfg(1, 2, 1, 1));
         check([1, 64, 41, 41], 4, (3, 3), cfg(2, 1, 1, 1));
     }
 
