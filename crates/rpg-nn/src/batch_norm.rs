@@ -233,9 +233,7 @@ impl CustomOp3 for BnTrain {
         _y: &Tensor,
         dy: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
-        if self.stats.get().is_none() {
-            candle_core::bail!("batch-norm backward before its forward")
-        }
+        get_stats(&self.stats)?;
         let dy = dy.contiguous()?;
         // [2, C]: d weight = sum(dy * x_hat), d bias = sum(dy).
         let stats = self.stats.clone();

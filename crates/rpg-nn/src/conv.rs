@@ -88,9 +88,9 @@ pub fn conv2d_no_bias(
 /// The native CPU conv as a differentiable custom op; `ops::conv2d` decides
 /// when it applies.
 pub(crate) fn native_conv2d(x: &Tensor, weight: &Tensor, config: &Conv2dConfig) -> Result<Tensor> {
-    geometry(x.dims(), weight.dims(), config)?;
+    let geometry = geometry(x.dims(), weight.dims(), config)?;
     x.contiguous()?
-        .apply_op2(&weight.contiguous()?, ConvForward { config: *config })
+        .apply_op2(&weight.contiguous()?, ConvForward { geometry })
 }
 
 /// The input gradient of the native conv on its own: `dL/dx` for an input
@@ -102,9 +102,7 @@ pub fn conv2d_input_grad(
     dy: &Tensor,
     config: &Conv2dConfig,
 ) -> Result<Tensor> {
-    let geometry = geometry(x.dims(), weight.dims(), config)?;
-    dy.contiguous()?
-        .apply_op2_no_bwd(&weight.contiguous()?, &ConvInputGrad { geometry })
+    input_grad(geometry(x.dims(), weight.dims(), config)?, weight, dy)
 }
 
 /// The weight gradient of the native conv on its own: `dL/dw` (f32, CPU).
@@ -114,7 +112,15 @@ pub fn conv2d_weight_grad(
     dy: &Tensor,
     config: &Conv2dConfig,
 ) -> Result<Tensor> {
-    let geometry = geometry(x.dims(), weight.dims(), config)?;
+    weight_grad(geometry(x.dims(), weight.dims(), config)?, x, dy)
+}
+
+fn input_grad(geometry: ConvGeometry, weight: &Tensor, dy: &Tensor) -> Result<Tensor> {
+    dy.contiguous()?
+        .apply_op2_no_bwd(&weight.contiguous()?, &ConvInputGrad { geometry })
+}
+
+fn weight_grad(geometry: ConvGeometry, x: &Tensor, dy: &Tensor) -> Result<Tensor> {
     x.contiguous()?
         .apply_op2_no_bwd(&dy.contiguous()?, &ConvWeightGrad { geometry })
 }
@@ -167,8 +173,10 @@ fn out_shape(g: &ConvGeometry) -> Shape {
     Shape::from((g.batch, g.out_channels, g.out_h(), g.out_w()))
 }
 
+/// The forward op; its geometry was checked against the tensors it is
+/// applied to.
 struct ConvForward {
-    config: Conv2dConfig,
+    geometry: ConvGeometry,
 }
 
 impl CustomOp2 for ConvForward {
@@ -183,9 +191,9 @@ impl CustomOp2 for ConvForward {
         ws: &CpuStorage,
         wl: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        let g = geometry(xl.dims(), wl.dims(), &self.config)?;
-        let y = conv_kernels::forward(&g, f32_slice(xs, xl, OP)?, f32_slice(ws, wl, OP)?);
-        Ok((CpuStorage::F32(y), out_shape(&g)))
+        let g = &self.geometry;
+        let y = conv_kernels::forward(g, f32_slice(xs, xl, OP)?, f32_slice(ws, wl, OP)?);
+        Ok((CpuStorage::F32(y), out_shape(g)))
     }
 
     fn bwd(
@@ -195,19 +203,15 @@ impl CustomOp2 for ConvForward {
         _y: &Tensor,
         dy: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>)> {
-        let dy = dy.contiguous()?;
-        let g = geometry(x.dims(), w.dims(), &self.config)?;
         // The input batch of the first layer needs no gradient.
-        let dx = if x.track_op() {
-            Some(dy.apply_op2_no_bwd(w, &ConvInputGrad { geometry: g })?)
-        } else {
-            None
-        };
-        let dw = if w.track_op() {
-            Some(x.apply_op2_no_bwd(&dy, &ConvWeightGrad { geometry: g })?)
-        } else {
-            None
-        };
+        let dx = x
+            .track_op()
+            .then(|| input_grad(self.geometry, w, dy))
+            .transpose()?;
+        let dw = w
+            .track_op()
+            .then(|| weight_grad(self.geometry, x, dy))
+            .transpose()?;
         Ok((dx, dw))
     }
 }

@@ -64,6 +64,14 @@ impl ConvGeometry {
     fn is_pointwise(&self) -> bool {
         self.kernel_h == 1 && self.kernel_w == 1 && self.stride == 1 && self.padding == 0
     }
+    /// Length of one image's column-matrix buffer (none for pointwise).
+    fn col_len(&self) -> usize {
+        if self.is_pointwise() {
+            0
+        } else {
+            self.col_rows() * self.pixels()
+        }
+    }
     /// Range of output columns `ow` whose input column `ow*s + j*d - pad`
     /// lies inside the image, for kernel column offset `j*d`.
     fn valid_cols(&self, offset: usize) -> (usize, usize) {
@@ -279,7 +287,7 @@ pub(crate) fn forward(g: &ConvGeometry, x: &[f32], w: &[f32]) -> Vec<f32> {
     y.par_chunks_mut(g.out_image_len())
         .zip(x.par_chunks(g.image_len()))
         .for_each_init(
-            || vec![0f32; if g.is_pointwise() { 0 } else { rows * pixels }],
+            || vec![0f32; g.col_len()],
             |col, (y_img, x_img)| {
                 for group in 0..g.groups {
                     let cols = columns(g, x_img, group, col);
@@ -359,55 +367,53 @@ fn as_transposed_forward(g: &ConvGeometry, w: &[f32]) -> Option<(ConvGeometry, V
 /// The input gradient through `w^T dy` and col2im (any stride/dilation).
 fn input_grad_col2im(g: &ConvGeometry, dy: &[f32], w: &[f32]) -> Vec<f32> {
     let (pixels, rows, og) = (g.pixels(), g.col_rows(), g.out_per_group());
+    // Output rows per block: the product writes a block of the column matrix
+    // and col2im reads it back while it is still in cache.
+    let block = if g.is_pointwise() {
+        g.out_h()
+    } else {
+        rows_per_block(g)
+    };
     let mut dx = vec![0f32; g.batch * g.image_len()];
     let par = inner_parallelism(g);
     dx.par_chunks_mut(g.image_len())
         .zip(dy.par_chunks(g.out_image_len()))
         .for_each_init(
-            || vec![0f32; if g.is_pointwise() { 0 } else { rows * pixels }],
+            || vec![0f32; g.col_len().min(rows * block * g.out_w())],
             |col, (dx_img, dy_img)| {
                 for group in 0..g.groups {
                     let w_t = &w[group * og * rows..][..og * rows];
                     let dy_g = &dy_img[group * og * pixels..][..og * pixels];
-                    let dims = (rows, pixels, og);
-                    let lhs_strides = (rows as isize, 1);
-                    let rhs_strides = (1, pixels as isize);
                     if g.is_pointwise() {
-                        let dst = &mut dx_img[group * rows * pixels..][..rows * pixels];
-                        let s = (1, pixels as isize);
+                        // The column matrix is the input gradient itself.
                         matmul(
-                            dims,
-                            dst,
-                            s,
+                            (rows, pixels, og),
+                            &mut dx_img[group * rows * pixels..][..rows * pixels],
+                            (1, pixels as isize),
                             false,
                             w_t,
-                            lhs_strides,
+                            (rows as isize, 1),
                             dy_g,
-                            rhs_strides,
+                            (1, pixels as isize),
                             par,
                         );
-                    } else {
-                        // A block of output rows at a time, so that the
-                        // block of the column matrix stays in cache between
-                        // the product that writes it and col2im that reads it.
-                        let block = rows_per_block(g);
-                        for start in (0..g.out_h()).step_by(block) {
-                            let end = (start + block).min(g.out_h());
-                            let width = (end - start) * g.out_w();
-                            let at = start * g.out_w();
-                            matmul(
-                                (rows, width, og),
-                                &mut col[..rows * width],
-                                (1, width as isize),
-                                false,
-                                w_t,
-                                lhs_strides,
-                                &dy_g[at..],
-                                rhs_strides,
-                                par,
-                            );
-                            col2im_add(g, &col[..rows * width], start..end, group, dx_img);
-                        }
+                        continue;
+                    }
+                    for start in (0..g.out_h()).step_by(block) {
+                        let end = (start + block).min(g.out_h());
+                        let width = (end - start) * g.out_w();
+                        matmul(
+                            (rows, width, og),
+                            &mut col[..rows * width],
+                            (1, width as isize),
+                            false,
+                            w_t,
+                            (rows as isize, 1),
+                            &dy_g[start * g.out_w()..],
+                            (1, pixels as isize),
+                            par,
+                        );
+                        col2im_add(g, &col[..rows * width], start..end, group, dx_img);
                     }
                 }
             },
@@ -428,7 +434,7 @@ pub(crate) fn weight_grad(g: &ConvGeometry, x: &[f32], dy: &[f32]) -> Vec<f32> {
         .zip(dy.par_chunks(per_task * g.out_image_len()))
         .map(|(xs, dys)| {
             let mut dw = vec![0f32; w_len];
-            let mut col = vec![0f32; if g.is_pointwise() { 0 } else { rows * pixels }];
+            let mut col = vec![0f32; g.col_len()];
             for (x_img, dy_img) in xs.chunks(g.image_len()).zip(dys.chunks(g.out_image_len())) {
                 for group in 0..g.groups {
                     let cols = columns(g, x_img, group, &mut col);
