@@ -16,6 +16,17 @@ fn rpg(args: &[&str]) -> Output {
         .expect("run rpg")
 }
 
+/// Runs `rpg` and fails the test, with its stderr, unless it succeeded.
+fn rpg_ok(args: &[&str]) -> Output {
+    let out = rpg(args);
+    assert!(
+        out.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
 /// Fails unless the command failed with exactly one line on stderr that
 /// contains `needle`.
 fn fails_with(args: &[&str], needle: &str) {
@@ -84,12 +95,7 @@ fn train_tiny(run: &Path, extra: &[&str]) {
     ];
     args.extend(["--train-limit", "256", "--batch-size", "64"]);
     args.extend(extra);
-    let out = rpg(&args);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    rpg_ok(&args);
 }
 
 #[test]
@@ -101,12 +107,7 @@ fn train_then_eval_through_the_cli() {
     let summary: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(run.join("summary.json")).unwrap()).unwrap();
 
-    let out = rpg(&["eval", "--checkpoint", run_s, "--test-limit", "200"]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    rpg_ok(&["eval", "--checkpoint", run_s, "--test-limit", "200"]);
     let eval: serde_json::Value = serde_json::from_str(
         &std::fs::read_to_string(run.join("checkpoints/best/eval.json")).unwrap(),
     )
@@ -171,22 +172,19 @@ fn compress_then_eval_the_artifact_and_export() {
         "--out",
         out.to_str().unwrap(),
     ];
-    let status = rpg(&[
-        &args[..],
+    rpg_ok(
         &[
-            "--quant",
-            "int4",
-            "--prune-ring",
-            "0.2",
-            "--latency-runs",
-            "1",
-        ],
-    ]
-    .concat());
-    assert!(
-        status.status.success(),
-        "{}",
-        String::from_utf8_lossy(&status.stderr)
+            &args[..],
+            &[
+                "--quant",
+                "int4",
+                "--prune-ring",
+                "0.2",
+                "--latency-runs",
+                "1",
+            ],
+        ]
+        .concat(),
     );
     let report: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(out.join("compress_report.json")).unwrap())
@@ -214,15 +212,12 @@ fn compress_then_eval_the_artifact_and_export() {
         "--data-dir",
         data.to_str().unwrap(),
     ];
-    let status = rpg(&[
-        &args[..],
-        &["--test-limit", "300", "--out", eval_json.to_str().unwrap()],
-    ]
-    .concat());
-    assert!(
-        status.status.success(),
-        "{}",
-        String::from_utf8_lossy(&status.stderr)
+    rpg_ok(
+        &[
+            &args[..],
+            &["--test-limit", "300", "--out", eval_json.to_str().unwrap()],
+        ]
+        .concat(),
     );
     let eval: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&eval_json).unwrap()).unwrap();
@@ -240,18 +235,13 @@ fn compress_then_eval_the_artifact_and_export() {
 
     // Export: every tensor of the dense model under torchvision-style names.
     let dense = dir.path().join("dense.safetensors");
-    let status = rpg(&[
+    rpg_ok(&[
         "export",
         "--checkpoint",
         artifact.to_str().unwrap(),
         "--out",
         dense.to_str().unwrap(),
     ]);
-    assert!(
-        status.status.success(),
-        "{}",
-        String::from_utf8_lossy(&status.stderr)
-    );
     let tensors = candle_core::safetensors::load(&dense, &candle_core::Device::Cpu).unwrap();
     let mut names: Vec<&String> = tensors.keys().collect();
     names.sort();
@@ -282,12 +272,7 @@ fn structured_and_unstructured_pruning_produce_loadable_dense_artifacts() {
             "--latency-runs",
             "1",
         ];
-        let status = rpg(&[&args[..], flags].concat());
-        assert!(
-            status.status.success(),
-            "{flags:?}: {}",
-            String::from_utf8_lossy(&status.stderr)
-        );
+        rpg_ok(&[&args[..], flags].concat());
         let report: serde_json::Value = serde_json::from_str(
             &std::fs::read_to_string(out.join("compress_report.json")).unwrap(),
         )
@@ -305,18 +290,13 @@ fn structured_and_unstructured_pruning_produce_loadable_dense_artifacts() {
         // The artifact is a dense model of the pruned shape, loadable by export.
         let dense = out.join("check.safetensors");
         let artifact = out.join("model.compressed.safetensors");
-        let status = rpg(&[
+        rpg_ok(&[
             "export",
             "--checkpoint",
             artifact.to_str().unwrap(),
             "--out",
             dense.to_str().unwrap(),
         ]);
-        assert!(
-            status.status.success(),
-            "{}",
-            String::from_utf8_lossy(&status.stderr)
-        );
         let tensors = candle_core::safetensors::load(&dense, &candle_core::Device::Cpu).unwrap();
         match widths {
             Some([c1, c2, f1, f2]) => {
@@ -352,7 +332,7 @@ fn structured_and_unstructured_pruning_produce_loadable_dense_artifacts() {
 
 #[test]
 fn bench_json_has_one_object_per_model_mode_and_kernel_set() {
-    let out = rpg(&[
+    let out = rpg_ok(&[
         "bench",
         "--model",
         "lenet5",
@@ -363,11 +343,6 @@ fn bench_json_has_one_object_per_model_mode_and_kernel_set() {
         "--json",
         "--compare-kernels",
     ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
     let rows: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let rows = rows.as_array().unwrap();
     assert_eq!(rows.len(), 4);
@@ -420,12 +395,7 @@ fn sweep_writes_csv_fit_and_plot_and_does_not_redo_finished_runs() {
         "--out",
         out.to_str().unwrap(),
     ];
-    let first = rpg(&args);
-    assert!(
-        first.status.success(),
-        "{}",
-        String::from_utf8_lossy(&first.stderr)
-    );
+    let first = rpg_ok(&args);
     // 0.002 is below LeNet-5's smallest feasible ratio: reported, skipped.
     assert!(String::from_utf8_lossy(&first.stderr).contains("smallest ratio"));
     let csv = std::fs::read_to_string(out.join("sweep.csv")).unwrap();
@@ -453,8 +423,7 @@ fn sweep_writes_csv_fit_and_plot_and_does_not_redo_finished_runs() {
 
     let summary = out.join("runs/paper-dof0.1-seed0/summary.json");
     let before = std::fs::metadata(&summary).unwrap().modified().unwrap();
-    let second = rpg(&args);
-    assert!(second.status.success());
+    rpg_ok(&args);
     assert_eq!(
         std::fs::metadata(&summary).unwrap().modified().unwrap(),
         before,
