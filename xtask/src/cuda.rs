@@ -52,11 +52,12 @@ pub fn cuda_root(project: &Path) -> PathBuf {
     project.join(TOOLCHAIN_DIR).join("nvidia/cu13")
 }
 
-/// Whether `nvcc` from the project toolchain is installed.
+/// Whether the project toolchain is complete: nvcc, the driver stub, and the
+/// marker listing exactly the pinned wheels (written last by `install`).
 pub fn is_installed(project: &Path) -> bool {
-    cuda_root(project).join("bin/nvcc").is_file()
-        && cuda_root(project).join("lib/stubs/libcuda.so").is_file()
-        && project.join(TOOLCHAIN_DIR).join("wheels.txt").is_file()
+    let root = cuda_root(project);
+    root.join("bin/nvcc").is_file()
+        && root.join("lib/stubs/libcuda.so").is_file()
         && std::fs::read_to_string(project.join(TOOLCHAIN_DIR).join("wheels.txt"))
             .is_ok_and(|s| s == WHEELS.join("\n"))
 }
