@@ -65,42 +65,23 @@ fn run(args: Vec<String>) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         "train" | "eval" | "models" | "compress" | "export" | "bench" | "sweep" => {
-            let mut build_args: Vec<String> =
-                ["--quiet", "--release", "-p", "rpg-train", "--bin", "rpg"]
-                    .map(String::from)
-                    .to_vec();
-            if let Some(features) = &features {
-                build_args.extend(["--features".to_string(), features.clone()]);
-            }
-            let wants_cuda = features
-                .as_deref()
-                .is_some_and(|f| f.contains("cuda") || f.contains("cudnn"));
-            let mut cmd = cargo();
-            if wants_cuda {
-                require_nvcc()?;
-                // Its own target dir: switching features back and forth
-                // would otherwise rebuild Candle each time.
-                build_args.extend(["--target-dir".to_string(), CUDA_TARGET_DIR.to_string()]);
-                cuda::apply_env(&mut cmd, &project_root());
-                if !cuda::driver_available() {
-                    // A CUDA build links the driver library; without it the
-                    // binary cannot even start. Build, then say so.
-                    cmd.arg("build").args(&build_args);
-                    if status(cmd)? != ExitCode::SUCCESS {
-                        bail!("the CUDA build failed");
-                    }
-                    bail!(
-                        "built {CUDA_TARGET_DIR}/release/rpg with CUDA, but this machine has no NVIDIA driver \
-                         (libcuda.so.1 not found), so it cannot run here; run without --features cuda, \
-                         or copy the binary to a GPU machine (docs/cuda.md)"
-                    );
+            let features = features.as_deref();
+            if features.is_some_and(is_cuda) && !cuda::driver_available() {
+                // A CUDA build links the driver library; without it the
+                // binary cannot even start. Build, then say so.
+                let mut build = rpg_cargo("build", features)?;
+                build.arg("--quiet");
+                if status(build)? != ExitCode::SUCCESS {
+                    bail!("the CUDA build failed");
                 }
+                bail!(
+                    "built {CUDA_TARGET_DIR}/release/rpg with CUDA, but this machine has no NVIDIA driver \
+                     (libcuda.so.1 not found), so it cannot run here; run without --features cuda, \
+                     or copy the binary to a GPU machine (docs/cuda.md)"
+                );
             }
-            cmd.arg("run")
-                .args(&build_args)
-                .arg("--")
-                .arg(task)
-                .args(&rest);
+            let mut cmd = rpg_cargo("run", features)?;
+            cmd.arg("--quiet").arg("--").arg(task).args(&rest);
             status(cmd)
         }
         "cuda-toolchain" => {
@@ -110,25 +91,12 @@ fn run(args: Vec<String>) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         "cuda-build" => {
-            require_nvcc()?;
-            let mut cmd = cargo();
-            cuda::apply_env(&mut cmd, &project_root());
             let features = match &features {
                 Some(f) => format!("cuda,{f}"),
                 None => "cuda".to_string(),
             };
-            cmd.args([
-                "build",
-                "--release",
-                "-p",
-                "rpg-train",
-                "--bin",
-                "rpg",
-                "--features",
-            ])
-            .arg(features)
-            .args(["--target-dir", CUDA_TARGET_DIR])
-            .args(&rest);
+            let mut cmd = rpg_cargo("build", Some(&features))?;
+            cmd.args(&rest);
             status(cmd)
         }
         "bench-core" => {
@@ -143,6 +111,27 @@ fn run(args: Vec<String>) -> Result<ExitCode> {
         }
         other => bail!("unknown task `{other}`: run `cargo xtask --help` for the list"),
     }
+}
+
+fn is_cuda(features: &str) -> bool {
+    features.contains("cuda") || features.contains("cudnn")
+}
+
+/// `cargo <verb>` of the release `rpg` binary with `features`. A CUDA build
+/// needs nvcc, gets the toolchain's environment, and has its own target dir:
+/// switching features back and forth would otherwise rebuild Candle each time.
+fn rpg_cargo(verb: &str, features: Option<&str>) -> Result<Command> {
+    let mut cmd = cargo();
+    cmd.args([verb, "--release", "-p", "rpg-train", "--bin", "rpg"]);
+    if let Some(features) = features {
+        cmd.args(["--features", features]);
+        if is_cuda(features) {
+            require_nvcc()?;
+            cmd.args(["--target-dir", CUDA_TARGET_DIR]);
+            cuda::apply_env(&mut cmd, &project_root());
+        }
+    }
+    Ok(cmd)
 }
 
 /// Target directory of CUDA builds.
