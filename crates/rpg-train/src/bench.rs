@@ -9,6 +9,7 @@ use anyhow::{Context, Result, anyhow, bail};
 use candle_core::{DType, Device, Tensor};
 use serde::{Deserialize, Serialize};
 
+use crate::cli::Kernels;
 use crate::config::{RingSize, TrainConfig};
 use crate::optim::{Optimizer, OptimizerConfig, OptimizerKind, updates};
 use crate::setup::{build_for_training, model_config};
@@ -139,10 +140,7 @@ pub fn run_case(
         model: model.to_string(),
         mode: mode.to_string(),
         batch_size: batch,
-        kernels: match rpg_nn::kernel_backend() {
-            rpg_nn::KernelBackend::Native => "native".into(),
-            rpg_nn::KernelBackend::Candle => "candle".into(),
-        },
+        kernels: Kernels::current().name().into(),
         step_seconds: step,
         train_images_per_second: batch as f64 / step,
         infer_images_per_second: batch as f64 / median(infer),
@@ -153,51 +151,49 @@ pub fn run_case(
 }
 
 /// Runs the cases, each in a child process (`rpg bench --one ...`), once per
-/// kernel set in `kernels` (`native`, `candle`).
+/// kernel set in `kernels`.
 pub fn run_all(
     models: &[(String, usize)],
     steps: usize,
     device: &str,
-    kernels: &[&str],
+    kernels: &[Kernels],
 ) -> Result<Vec<BenchResult>> {
     let exe = std::env::current_exe().context("locating the rpg binary")?;
     let mut results = Vec::new();
     let cases = models.iter().flat_map(|(model, batch)| {
         kernels
             .iter()
-            .flat_map(move |k| ["dense", "rpg"].map(move |mode| (model, *batch, *k, mode)))
+            .flat_map(move |k| ["dense", "rpg"].map(move |mode| (model, *batch, k.name(), mode)))
     });
     for (model, batch, kernel, mode) in cases {
-        {
-            let output = Command::new(&exe)
-                .args([
-                    "bench",
-                    "--one",
-                    mode,
-                    "--model",
-                    model,
-                    "--batch-size",
-                    &batch.to_string(),
-                ])
-                .args(["--steps", &steps.to_string(), "--device", device])
-                .args(["--kernels", kernel])
-                .output()
-                .context("running a benchmark case")?;
-            if !output.status.success() {
-                bail!(
-                    "{model} {mode}: {}",
-                    String::from_utf8_lossy(&output.stderr).trim()
-                );
-            }
-            let line = String::from_utf8_lossy(&output.stdout);
-            let result: BenchResult = serde_json::from_str(line.trim())
-                .with_context(|| format!("{model} {mode}: bad output {line}"))?;
-            eprintln!(
-                "{model:>16} {mode:>5} b{batch} {kernel}: {:.1} train img/s, {:.1} infer img/s",
-                result.train_images_per_second, result.infer_images_per_second
+        let output = Command::new(&exe)
+            .args([
+                "bench",
+                "--one",
+                mode,
+                "--model",
+                model,
+                "--batch-size",
+                &batch.to_string(),
+            ])
+            .args(["--steps", &steps.to_string(), "--device", device])
+            .args(["--kernels", kernel])
+            .output()
+            .context("running a benchmark case")?;
+        if !output.status.success() {
+            bail!(
+                "{model} {mode}: {}",
+                String::from_utf8_lossy(&output.stderr).trim()
             );
-            results.push(result);
         }
+        let line = String::from_utf8_lossy(&output.stdout);
+        let result: BenchResult = serde_json::from_str(line.trim())
+            .with_context(|| format!("{model} {mode}: bad output {line}"))?;
+        eprintln!(
+            "{model:>16} {mode:>5} b{batch} {kernel}: {:.1} train img/s, {:.1} infer img/s",
+            result.train_images_per_second, result.infer_images_per_second
+        );
+        results.push(result);
     }
     Ok(results)
 }

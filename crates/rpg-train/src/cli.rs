@@ -39,6 +39,22 @@ impl Kernels {
             Kernels::Candle => rpg_nn::KernelBackend::Candle,
         });
     }
+
+    /// The process-wide choice.
+    pub fn current() -> Self {
+        match rpg_nn::kernel_backend() {
+            rpg_nn::KernelBackend::Native => Kernels::Native,
+            rpg_nn::KernelBackend::Candle => Kernels::Candle,
+        }
+    }
+
+    /// The flag value (`native`, `candle`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Kernels::Native => "native",
+            Kernels::Candle => "candle",
+        }
+    }
 }
 
 /// Subcommands.

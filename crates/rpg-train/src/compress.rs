@@ -12,7 +12,7 @@ use serde::Serialize;
 use crate::cli::{CompressArgs, ExportArgs, QuantChoice, TestDataArgs};
 use crate::config::TrainConfig;
 use crate::setup::{Built, load_any};
-use crate::trainer::{evaluate, load_data};
+use crate::trainer::{evaluate, load_test_data};
 
 /// Accepts a model file, an artifact, a checkpoint directory or a run directory.
 pub fn model_file(path: &Path) -> Result<PathBuf> {
@@ -60,17 +60,6 @@ pub fn test_config(model: &Path, data: &TestDataArgs) -> Result<TrainConfig> {
         cfg.test_limit = data.test_limit;
     }
     Ok(cfg)
-}
-
-/// The test split of `cfg`'s data set, without reading the training split
-/// (one image of it). `cfg` itself keeps the run's training data: fine-tuning
-/// trains on it.
-pub fn load_test_data(cfg: &TrainConfig) -> Result<std::sync::Arc<crate::data::Dataset>> {
-    let test_only = TrainConfig {
-        train_limit: Some(1),
-        ..cfg.clone()
-    };
-    Ok(load_data(&test_only)?.1)
 }
 
 /// Fails when a model cannot read a data set (classes or channels differ).

@@ -6,9 +6,9 @@ use anyhow::{Context, Result, anyhow};
 use clap::Parser;
 use rpg_models::MODELS;
 use rpg_train::cli::{Cli, Command, EvalArgs, Kernels};
-use rpg_train::compress::{check_fits, load_test_data, model_file, test_config};
+use rpg_train::compress::{check_fits, model_file, test_config};
 use rpg_train::setup::{load_any, registry};
-use rpg_train::trainer::evaluate;
+use rpg_train::trainer::{evaluate, load_test_data};
 
 fn main() -> ExitCode {
     rpg_train::allocator::retain_freed_memory();
@@ -166,12 +166,12 @@ fn bench(args: &rpg_train::cli::BenchArgs, kernels: Kernels) -> Result<()> {
         println!("{}", serde_json::to_string(&result)?);
         return Ok(());
     }
-    let kernels: &[&str] = match (args.compare_kernels, kernels) {
-        (true, _) => &["native", "candle"],
-        (false, Kernels::Native) => &["native"],
-        (false, Kernels::Candle) => &["candle"],
+    let kernels = if args.compare_kernels {
+        vec![Kernels::Native, Kernels::Candle]
+    } else {
+        vec![kernels]
     };
-    let results = run_all(&cases, args.steps, &args.device, kernels)?;
+    let results = run_all(&cases, args.steps, &args.device, &kernels)?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&results)?);
     } else {

@@ -217,8 +217,8 @@ pub fn sweep(plan: &SweepPlan) -> Result<Vec<SweepRow>> {
                 .find(|r| r.placement == "dense")
                 .map(|r| r.total_dof)
                 .unwrap_or(0);
-            let (_, test) = crate::trainer::load_data(&TrainConfig {
-                train_limit: Some(1),
+            // Only the data set's shape is needed: one test image.
+            let test = crate::trainer::load_test_data(&TrainConfig {
                 test_limit: Some(1),
                 ..plan.base.clone()
             })?;

@@ -135,6 +135,17 @@ pub fn evaluate(
     })
 }
 
+/// The test split of `cfg`'s data set, without reading the training split
+/// (one image of it). `cfg` itself keeps the run's training data, which is
+/// what fine-tuning trains on.
+pub fn load_test_data(cfg: &TrainConfig) -> Result<Arc<Dataset>> {
+    let test_only = TrainConfig {
+        train_limit: Some(1),
+        ..cfg.clone()
+    };
+    Ok(load_data(&test_only)?.1)
+}
+
 /// Loads a data set with the config's limits.
 pub fn load_data(cfg: &TrainConfig) -> Result<(Arc<Dataset>, Arc<Dataset>)> {
     let dir = cfg.data_dir();
