@@ -443,14 +443,27 @@ mod tests {
     }
 
     /// Layers wide enough for the input gradient's other paths: the
-    /// flipped-kernel forward (stride 1, >= 32 channels per group, >= 256
+    /// flipped-kernel forward (stride 1, >= 16 channels per group, >= 256
     /// pixels) and col2im in several blocks of rows (strided).
     #[test]
     fn input_gradient_paths_for_wide_layers_match_candle() {
         check([2, 64, 40, 40], 8, (3, 3), cfg(1, 1, 1, 1));
+        check([2, 16, 32, 32], 16, (3, 3), cfg(1, 1, 1, 1));
         check([1, 64, 16, 16], 64, (3, 3), cfg(1, 1, 1, 2));
         check([1, 32, 20, 20], 16, (5, 5), cfg(1, 2, 1, 1));
         check([1, 64, 41, 41], 4, (3, 3), cfg(2, 1, 1, 1));
+    }
+
+    /// The weight gradient's product shapes: several images per product with
+    /// a shorter last one (9 images, 6 per product), the `[out][rows]`
+    /// accumulator beyond 128 output channels per group, with and without
+    /// groups, and the whole batch in one threaded product.
+    #[test]
+    fn weight_gradient_products_match_candle() {
+        check([9, 3, 10, 10], 5, (3, 3), cfg(1, 1, 1, 1));
+        check([3, 4, 6, 6], 130, (3, 3), cfg(1, 1, 1, 1));
+        check([2, 4, 5, 5], 260, (3, 3), cfg(2, 1, 1, 2));
+        check([4, 16, 4, 4], 16, (3, 3), cfg(1, 1, 1, 1));
     }
 
     #[test]

@@ -64,12 +64,20 @@ impl ConvGeometry {
     fn is_pointwise(&self) -> bool {
         self.kernel_h == 1 && self.kernel_w == 1 && self.stride == 1 && self.padding == 0
     }
+    /// Distance between rows of the column matrix, in elements: the pixel
+    /// count rounded up to whole cache lines, plus one line when that is an
+    /// even number of lines. The products walk this matrix down its rows, and
+    /// a power-of-two row pitch (1024 pixels: 4 KiB) maps every row onto the
+    /// same few L1 sets; an odd number of lines spreads them over all sets.
+    fn col_pitch(&self) -> usize {
+        spread_pitch(self.pixels())
+    }
     /// Length of one image's column-matrix buffer (none for pointwise).
     fn col_len(&self) -> usize {
         if self.is_pointwise() {
             0
         } else {
-            self.col_rows() * self.pixels()
+            self.col_rows() * self.col_pitch()
         }
     }
     /// Range of output columns `ow` whose input column `ow*s + j*d - pad`
@@ -77,6 +85,13 @@ impl ConvGeometry {
     fn valid_cols(&self, offset: usize) -> (usize, usize) {
         valid_range(self.width, self.out_w(), self.stride, self.padding, offset)
     }
+}
+
+/// A row pitch of at least `len` elements that is an odd number of cache
+/// lines (see [`ConvGeometry::col_pitch`]).
+fn spread_pitch(len: usize) -> usize {
+    const LINE: usize = 64 / std::mem::size_of::<f32>();
+    (len.div_ceil(LINE) | 1) * LINE
 }
 
 /// `lo..hi` of outputs `o` with `o*stride + offset - padding` in `0..size`.
@@ -103,8 +118,14 @@ fn valid_range(
 /// Gemm parallelism for one product: the batch is already spread over the
 /// pool when it has enough images; a lone image uses every thread itself.
 fn inner_parallelism(g: &ConvGeometry) -> Parallelism {
+    product_parallelism(g.batch)
+}
+
+/// Gemm parallelism for products that run as `tasks` tasks on the pool:
+/// none when the tasks keep every thread busy, all threads otherwise.
+fn product_parallelism(tasks: usize) -> Parallelism {
     let threads = rayon::current_num_threads();
-    if g.batch >= 2 * threads || threads == 1 {
+    if tasks >= 2 * threads || threads == 1 {
         Parallelism::None
     } else {
         Parallelism::Rayon(threads)
@@ -174,36 +195,69 @@ fn matmul(
 /// Writes group `group`'s column matrix of one image: row
 /// `(c*kh + i)*kw + j`, column `oh*out_w + ow` holds the input pixel that
 /// kernel tap (i, j) of channel c sees at output (oh, ow), zero in padding.
-fn im2col(g: &ConvGeometry, image: &[f32], group: usize, col: &mut [f32]) {
+/// Rows start `pitch` elements apart.
+fn im2col(g: &ConvGeometry, image: &[f32], group: usize, col: &mut [f32], pitch: usize) {
+    let (plane_len, cg) = (g.height * g.width, g.in_per_group());
+    let taps = g.kernel_h * g.kernel_w;
+    for c in 0..cg {
+        let plane = &image[(group * cg + c) * plane_len..][..plane_len];
+        im2col_plane(g, plane, &mut col[c * taps * pitch..], pitch);
+    }
+}
+
+/// [`im2col`] of several images side by side (image `b` from column
+/// `b * pixels`), spread over the pool by channel when `parallel`.
+fn im2col_images(
+    g: &ConvGeometry,
+    images: &[f32],
+    group: usize,
+    col: &mut [f32],
+    pitch: usize,
+    parallel: bool,
+) {
+    let (plane_len, cg, pixels) = (g.height * g.width, g.in_per_group(), g.pixels());
+    let taps = g.kernel_h * g.kernel_w;
+    let channel = |(c, block): (usize, &mut [f32])| {
+        for (b, image) in images.chunks(g.image_len()).enumerate() {
+            let plane = &image[(group * cg + c) * plane_len..][..plane_len];
+            im2col_plane(g, plane, &mut block[b * pixels..], pitch);
+        }
+    };
+    let blocks = col[..cg * taps * pitch].chunks_mut(taps * pitch);
+    if parallel {
+        blocks.enumerate().par_bridge().for_each(channel);
+    } else {
+        blocks.enumerate().for_each(channel);
+    }
+}
+
+/// The `kh * kw` rows of one input channel's plane.
+fn im2col_plane(g: &ConvGeometry, plane: &[f32], col: &mut [f32], pitch: usize) {
     let (h, w, ow_n, oh_n) = (g.height, g.width, g.out_w(), g.out_h());
     let pixels = oh_n * ow_n;
-    let cg = g.in_per_group();
-    for c in 0..cg {
-        let plane = &image[(group * cg + c) * h * w..][..h * w];
-        for i in 0..g.kernel_h {
-            let (oh_lo, oh_hi) = valid_range(h, oh_n, g.stride, g.padding, i * g.dilation);
-            for j in 0..g.kernel_w {
-                let row = (c * g.kernel_h + i) * g.kernel_w + j;
-                let dst = &mut col[row * pixels..][..pixels];
-                let (ow_lo, ow_hi) = g.valid_cols(j * g.dilation);
-                dst[..oh_lo * ow_n].fill(0.0);
-                dst[oh_hi * ow_n..].fill(0.0);
-                for oh in oh_lo..oh_hi {
-                    let ih = oh * g.stride + i * g.dilation - g.padding;
-                    let src = &plane[ih * w..][..w];
-                    let out = &mut dst[oh * ow_n..][..ow_n];
-                    out[..ow_lo].fill(0.0);
-                    out[ow_hi..].fill(0.0);
-                    if ow_lo == ow_hi {
-                        continue;
-                    }
-                    let iw0 = ow_lo * g.stride + j * g.dilation - g.padding;
-                    if g.stride == 1 {
-                        out[ow_lo..ow_hi].copy_from_slice(&src[iw0..iw0 + (ow_hi - ow_lo)]);
-                    } else {
-                        for (k, o) in out[ow_lo..ow_hi].iter_mut().enumerate() {
-                            *o = src[iw0 + k * g.stride];
-                        }
+    for i in 0..g.kernel_h {
+        let (oh_lo, oh_hi) = valid_range(h, oh_n, g.stride, g.padding, i * g.dilation);
+        for j in 0..g.kernel_w {
+            let row = i * g.kernel_w + j;
+            let dst = &mut col[row * pitch..][..pixels];
+            let (ow_lo, ow_hi) = g.valid_cols(j * g.dilation);
+            dst[..oh_lo * ow_n].fill(0.0);
+            dst[oh_hi * ow_n..].fill(0.0);
+            for oh in oh_lo..oh_hi {
+                let ih = oh * g.stride + i * g.dilation - g.padding;
+                let src = &plane[ih * w..][..w];
+                let out = &mut dst[oh * ow_n..][..ow_n];
+                out[..ow_lo].fill(0.0);
+                out[ow_hi..].fill(0.0);
+                if ow_lo == ow_hi {
+                    continue;
+                }
+                let iw0 = ow_lo * g.stride + j * g.dilation - g.padding;
+                if g.stride == 1 {
+                    out[ow_lo..ow_hi].copy_from_slice(&src[iw0..iw0 + (ow_hi - ow_lo)]);
+                } else {
+                    for (k, o) in out[ow_lo..ow_hi].iter_mut().enumerate() {
+                        *o = src[iw0 + k * g.stride];
                     }
                 }
             }
@@ -267,15 +321,20 @@ fn rows_per_block(g: &ConvGeometry) -> usize {
     (BLOCK_BYTES / row_bytes.max(1)).clamp(1, g.out_h().max(1))
 }
 
-/// Group `group`'s column matrix of one image: the image itself for a
-/// pointwise conv, else [`im2col`] into `col`.
-fn columns<'a>(g: &ConvGeometry, image: &'a [f32], group: usize, col: &'a mut [f32]) -> &'a [f32] {
-    let len = g.col_rows() * g.pixels();
+/// Group `group`'s column matrix of one image and its row pitch: the image
+/// itself for a pointwise conv, else [`im2col`] into `col`.
+fn columns<'a>(
+    g: &ConvGeometry,
+    image: &'a [f32],
+    group: usize,
+    col: &'a mut [f32],
+) -> (&'a [f32], usize) {
     if g.is_pointwise() {
-        &image[group * len..][..len]
+        let len = g.col_rows() * g.pixels();
+        (&image[group * len..][..len], g.pixels())
     } else {
-        im2col(g, image, group, col);
-        col
+        im2col(g, image, group, col, g.col_pitch());
+        (col, g.col_pitch())
     }
 }
 
@@ -290,7 +349,7 @@ pub(crate) fn forward(g: &ConvGeometry, x: &[f32], w: &[f32]) -> Vec<f32> {
             || vec![0f32; g.col_len()],
             |col, (y_img, x_img)| {
                 for group in 0..g.groups {
-                    let cols = columns(g, x_img, group, col);
+                    let (cols, pitch) = columns(g, x_img, group, col);
                     matmul(
                         (og, pixels, rows),
                         &mut y_img[group * og * pixels..][..og * pixels],
@@ -299,7 +358,7 @@ pub(crate) fn forward(g: &ConvGeometry, x: &[f32], w: &[f32]) -> Vec<f32> {
                         &w[group * og * rows..][..og * rows],
                         (1, rows as isize),
                         cols,
-                        (1, pixels as isize),
+                        (1, pitch as isize),
                         par,
                     );
                 }
@@ -312,11 +371,12 @@ pub(crate) fn forward(g: &ConvGeometry, x: &[f32], w: &[f32]) -> Vec<f32> {
 /// conv of `dy` with the kernel flipped and its channel axes swapped, padded
 /// by `k - 1 - p`: the forward's product has the long reduction (`out * k^2`)
 /// where this one would have a short one. That wins for wide layers on large
-/// maps (160 against 92 GFLOP/s for 64 channels at 32x32) and loses where
-/// the transposed product has few rows (16 input channels: 115 against 129;
-/// LeNet-5's second conv, 6: 20% slower training), so it is taken for 32 or
-/// more input channels per group and 256 or more output pixels. Otherwise
-/// per group `col = w^T dy`, then col2im.
+/// maps (160 against 92 GFLOP/s for 64 channels at 32x32; 179 against
+/// 124-143 for ResNet-20's 16 channels once the column pitch avoided L1 set
+/// conflicts) and loses where the transposed product has very few rows
+/// (LeNet-5's second conv, 6 input channels: 20% slower training), so it is
+/// taken for 16 or more input channels per group and 256 or more output
+/// pixels. Otherwise per group `col = w^T dy`, then col2im.
 pub(crate) fn input_grad(g: &ConvGeometry, dy: &[f32], w: &[f32]) -> Vec<f32> {
     if let Some((transposed, flipped)) = as_transposed_forward(g, w) {
         return forward(&transposed, dy, &flipped);
@@ -332,7 +392,7 @@ fn as_transposed_forward(g: &ConvGeometry, w: &[f32]) -> Option<(ConvGeometry, V
     if g.stride != 1 || g.dilation != 1 || g.kernel_w != k || g.padding >= k {
         return None;
     }
-    if g.in_per_group() < 32 || g.pixels() < 256 {
+    if g.in_per_group() < 16 || g.pixels() < 256 {
         return None;
     }
     let transposed = ConvGeometry {
@@ -422,31 +482,70 @@ fn input_grad_col2im(g: &ConvGeometry, dy: &[f32], w: &[f32]) -> Vec<f32> {
 }
 
 /// `dL/dw` from `x` and `dL/dy`: per group, the sum over images of
-/// `dy col^T`. Each task sums its images into a private buffer.
+/// `dy col^T`, the images spread over tasks that each sum into a private
+/// buffer.
+///
+/// The product's reduction runs over pixels, and where a map has few of
+/// them it is too short to pay for reading and writing the gradient
+/// buffer, so several images go into one product: their column matrices
+/// side by side, their `dy` blocks copied next to each other, at least
+/// [`MIN_DEPTH`] deep (gemm's own depth block). When that leaves fewer
+/// tasks than threads, the product itself is threaded.
 pub(crate) fn weight_grad(g: &ConvGeometry, x: &[f32], dy: &[f32]) -> Vec<f32> {
     let (pixels, rows, og) = (g.pixels(), g.col_rows(), g.out_per_group());
     let w_len = g.out_channels * rows;
-    let par = inner_parallelism(g);
     let threads = rayon::current_num_threads().max(1);
-    // A few images per task: enough tasks to balance, few partial sums.
-    let per_task = g.batch.div_ceil(threads * 2).max(1);
-    x.par_chunks(per_task * g.image_len())
+    let layout = WeightGradLayout::for_out_channels(og);
+    let per_product = layout.images_per_product(g).clamp(1, g.batch.max(1));
+    // Whole products per task, and enough tasks to balance where the batch
+    // allows.
+    let per_task = g
+        .batch
+        .div_ceil(threads * 2)
+        .max(per_product)
+        .next_multiple_of(per_product);
+    let par = product_parallelism(g.batch.div_ceil(per_task));
+    let depth_max = per_product * pixels;
+    let pitch = spread_pitch(depth_max);
+    let partials = x
+        .par_chunks(per_task * g.image_len())
         .zip(dy.par_chunks(per_task * g.out_image_len()))
         .map(|(xs, dys)| {
             let mut dw = vec![0f32; w_len];
-            let mut col = vec![0f32; g.col_len()];
-            for (x_img, dy_img) in xs.chunks(g.image_len()).zip(dys.chunks(g.out_image_len())) {
+            let batched = per_product > 1;
+            let mut col = vec![0f32; if batched { rows * pitch } else { g.col_len() }];
+            let mut dy_cat = vec![0f32; if batched { og * depth_max } else { 0 }];
+            let xs = xs.chunks(per_product * g.image_len());
+            let dys = dys.chunks(per_product * g.out_image_len());
+            for (x_imgs, dy_imgs) in xs.zip(dys) {
+                let images = x_imgs.len() / g.image_len();
+                let depth = images * pixels;
                 for group in 0..g.groups {
-                    let cols = columns(g, x_img, group, &mut col);
+                    let ((cols, col_pitch), (dy_g, dy_pitch)) = if batched {
+                        let parallel = !matches!(par, Parallelism::None);
+                        im2col_images(g, x_imgs, group, &mut col, pitch, parallel);
+                        for b in 0..images {
+                            let dy_img = &dy_imgs[b * g.out_image_len()..];
+                            for o in 0..og {
+                                dy_cat[o * depth + b * pixels..][..pixels].copy_from_slice(
+                                    &dy_img[(group * og + o) * pixels..][..pixels],
+                                );
+                            }
+                        }
+                        ((&col[..], pitch), (&dy_cat[..], depth))
+                    } else {
+                        let dy_g = &dy_imgs[group * og * pixels..][..og * pixels];
+                        (columns(g, x_imgs, group, &mut col), (dy_g, pixels))
+                    };
                     matmul(
-                        (og, rows, pixels),
+                        (og, rows, depth),
                         &mut dw[group * og * rows..][..og * rows],
-                        (1, rows as isize),
+                        layout.strides(og, rows),
                         true,
-                        &dy_img[group * og * pixels..][..og * pixels],
-                        (1, pixels as isize),
+                        dy_g,
+                        (1, dy_pitch as isize),
                         cols,
-                        (pixels as isize, 1),
+                        (col_pitch as isize, 1),
                         par,
                     );
                 }
@@ -463,5 +562,78 @@ pub(crate) fn weight_grad(g: &ConvGeometry, x: &[f32], dy: &[f32]) -> Vec<f32> {
             }
             a
         })
-        .unwrap_or_else(|| vec![0f32; w_len])
+        .unwrap_or_else(|| vec![0f32; w_len]);
+    layout.into_oihw(partials, og, rows)
+}
+
+/// Images per weight-gradient product are chosen so that its reduction is at
+/// least this deep.
+const MIN_DEPTH: usize = 512;
+
+/// How the weight-gradient accumulator is laid out, which decides the
+/// orientation gemm computes in (its vector dimension runs down the
+/// destination's contiguous axis).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum WeightGradLayout {
+    /// `[out][rows]` (OIHW): vectors run over `rows` and gemm packs the
+    /// column matrix (a transposing copy) for every product. Best for wide
+    /// layers, where the packed `dy` panel of the other orientation would
+    /// crowd L2.
+    OutMajor,
+    /// `[rows][out]` per group: vectors run over output channels, the column
+    /// matrix is read as it lies and only the small `dy` block is packed.
+    /// Best up to 128 output channels (ResNet-20's 16-channel stage: 172
+    /// against 112 GFLOP/s; ResNet-18's 512-channel stage: 109 against 193).
+    RowsMajor,
+}
+
+impl WeightGradLayout {
+    fn for_out_channels(out_per_group: usize) -> Self {
+        if out_per_group <= 128 {
+            Self::RowsMajor
+        } else {
+            Self::OutMajor
+        }
+    }
+
+    /// Images per product: for `OutMajor` enough for a reduction
+    /// [`MIN_DEPTH`] deep (gemm packs the columns block by block anyway);
+    /// for `RowsMajor`, whose product reads the column matrix in place, as
+    /// many as keep it within half of L2, up to that depth.
+    fn images_per_product(self, g: &ConvGeometry) -> usize {
+        const COL_BUDGET: usize = 512 << 10;
+        let pixels = g.pixels().max(1);
+        let deep_enough = MIN_DEPTH.div_ceil(pixels);
+        match self {
+            Self::OutMajor => deep_enough,
+            Self::RowsMajor => {
+                let image_bytes = g.col_rows() * pixels * std::mem::size_of::<f32>();
+                (COL_BUDGET / image_bytes.max(1)).min(deep_enough)
+            }
+        }
+    }
+
+    /// (column stride, row stride) of the `[out x rows]` accumulator.
+    fn strides(self, og: usize, rows: usize) -> (isize, isize) {
+        match self {
+            Self::OutMajor => (1, rows as isize),
+            Self::RowsMajor => (og as isize, 1),
+        }
+    }
+
+    /// The accumulated gradient in OIHW.
+    fn into_oihw(self, acc: Vec<f32>, og: usize, rows: usize) -> Vec<f32> {
+        if self == Self::OutMajor {
+            return acc;
+        }
+        let mut dw = vec![0f32; acc.len()];
+        for (t, d) in acc.chunks(og * rows).zip(dw.chunks_mut(og * rows)) {
+            for (r, t_row) in t.chunks(og).enumerate() {
+                for (o, v) in t_row.iter().enumerate() {
+                    d[o * rows + r] = *v;
+                }
+            }
+        }
+        dw
+    }
 }
