@@ -4,6 +4,7 @@
 
 use candle_core::{Module, ModuleT, Result, Tensor};
 use candle_nn::{Conv2dConfig, Linear, VarBuilder, linear};
+use rpg_nn::ops::relu;
 use rpg_nn::{Conv2d, conv2d};
 
 use rpg_nn::PrunableLayer;
@@ -64,15 +65,12 @@ pub fn prunable(cfg: &ModelConfig) -> Vec<PrunableLayer> {
 
 impl ModuleT for LeNet5 {
     fn forward_t(&self, x: &Tensor, _train: bool) -> Result<Tensor> {
-        let x = self.conv1.forward(x)?.relu()?.max_pool2d(2)?;
-        let x = self
-            .conv2
-            .forward(&x)?
-            .relu()?
+        let x = relu(&self.conv1.forward(x)?)?.max_pool2d(2)?;
+        let x = relu(&self.conv2.forward(&x)?)?
             .max_pool2d(2)?
             .flatten_from(1)?;
-        let x = self.fc1.forward(&x)?.relu()?;
-        let x = self.fc2.forward(&x)?.relu()?;
+        let x = relu(&self.fc1.forward(&x)?)?;
+        let x = relu(&self.fc2.forward(&x)?)?;
         self.fc3.forward(&x)
     }
 }

@@ -4,6 +4,7 @@ use candle_core::{Module, ModuleT, Result, Tensor};
 use candle_nn::{Linear, VarBuilder, linear};
 
 use rpg_nn::PrunableLayer;
+use rpg_nn::ops::relu;
 
 use crate::ModelConfig;
 
@@ -52,7 +53,7 @@ impl ModuleT for Mlp {
         for (i, layer) in self.layers.iter().enumerate() {
             x = layer.forward(&x)?;
             if i + 1 < self.layers.len() {
-                x = x.relu()?;
+                x = relu(&x)?;
             }
         }
         Ok(x)

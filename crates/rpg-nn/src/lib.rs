@@ -33,6 +33,7 @@
 //! ```
 #![warn(missing_docs)]
 
+mod activation;
 mod backend;
 mod batch_norm;
 mod checkpoint;

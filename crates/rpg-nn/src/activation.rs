@@ -1,0 +1,194 @@
+//! ReLU, and ReLU of a sum (a residual block's last step), as single CPU
+//! passes with backward passes of their own.
+//!
+//! Why: Candle's ReLU backward is `grad * (x >= 0).to_dtype()` with a
+//! zeros tensor to compare against: four passes and three activation-sized
+//! buffers, and `relu(a + b)` adds a fifth pass and the sum's buffer. After
+//! the native conv and batch norm these elementwise ops were the next item
+//! of a ResNet-20 step. The gradients equal Candle's exactly, including its
+//! choice of 1 at exactly zero.
+
+use candle_core::{CpuStorage, CustomOp1, CustomOp2, Layout, Result, Shape, Tensor};
+use rayon::prelude::*;
+
+use crate::backend::{f32_slice, native_applies};
+
+/// Elements per parallel chunk: large enough to amortise a task, small
+/// enough to spread a ResNet activation over every thread.
+const CHUNK: usize = 1 << 15;
+
+/// `max(x, 0)`, differentiable; the native pass for f32 on the CPU,
+/// Candle's `relu` elsewhere.
+pub fn relu(x: &Tensor) -> Result<Tensor> {
+    if native_applies(x) {
+        x.contiguous()?.apply_op1(Relu)
+    } else {
+        x.relu()
+    }
+}
+
+/// `max(a + b, 0)`, differentiable in both; one native pass for f32 on the
+/// CPU, Candle's `(a + b).relu()` elsewhere. Shapes must match.
+pub fn add_relu(a: &Tensor, b: &Tensor) -> Result<Tensor> {
+    if native_applies(a) && native_applies(b) {
+        if a.dims() != b.dims() {
+            candle_core::bail!("add_relu of shapes {:?} and {:?}", a.dims(), b.dims())
+        }
+        a.contiguous()?.apply_op2(&b.contiguous()?, AddRelu)
+    } else {
+        (a + b)?.relu()
+    }
+}
+
+/// `out[i] = f(a[i], b[i])` over chunks on the rayon pool.
+fn zip_map(a: &[f32], b: &[f32], f: impl Fn(f32, f32) -> f32 + Sync) -> Vec<f32> {
+    let mut out = vec![0f32; a.len()];
+    out.par_chunks_mut(CHUNK)
+        .zip(a.par_chunks(CHUNK).zip(b.par_chunks(CHUNK)))
+        .for_each(|(out, (a, b))| {
+            for ((o, a), b) in out.iter_mut().zip(a).zip(b) {
+                *o = f(*a, *b);
+            }
+        });
+    out
+}
+
+struct Relu;
+
+impl CustomOp1 for Relu {
+    fn name(&self) -> &'static str {
+        "rpg-relu"
+    }
+
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
+        let x = f32_slice(s, l, "relu")?;
+        Ok((
+            CpuStorage::F32(zip_map(x, x, |x, _| x.max(0.0))),
+            l.shape().clone(),
+        ))
+    }
+
+    fn bwd(&self, x: &Tensor, _y: &Tensor, dy: &Tensor) -> Result<Option<Tensor>> {
+        let dx = x.apply_op2_no_bwd(&dy.contiguous()?, &ReluGrad)?;
+        Ok(Some(dx))
+    }
+}
+
+struct AddRelu;
+
+impl CustomOp2 for AddRelu {
+    fn name(&self) -> &'static str {
+        "rpg-add-relu"
+    }
+
+    fn cpu_fwd(
+        &self,
+        sa: &CpuStorage,
+        la: &Layout,
+        sb: &CpuStorage,
+        lb: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let (a, b) = (
+            f32_slice(sa, la, "add_relu")?,
+            f32_slice(sb, lb, "add_relu")?,
+        );
+        let y = zip_map(a, b, |a, b| (a + b).max(0.0));
+        Ok((CpuStorage::F32(y), la.shape().clone()))
+    }
+
+    fn bwd(
+        &self,
+        a: &Tensor,
+        b: &Tensor,
+        _y: &Tensor,
+        dy: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        // `a + b` again rather than the output: Candle passes the gradient
+        // where the ReLU's input is >= 0, and the output cannot tell 0 from
+        // a negative input.
+        let sum = (a + b)?;
+        let d = sum.apply_op2_no_bwd(&dy.contiguous()?, &ReluGrad)?;
+        Ok((Some(d.clone()), Some(d)))
+    }
+}
+
+/// `(x, dy) -> dy where x >= 0, else 0`.
+struct ReluGrad;
+
+impl CustomOp2 for ReluGrad {
+    fn name(&self) -> &'static str {
+        "rpg-relu-grad"
+    }
+
+    fn cpu_fwd(
+        &self,
+        sx: &CpuStorage,
+        lx: &Layout,
+        sd: &CpuStorage,
+        ld: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let (x, dy) = (f32_slice(sx, lx, "relu")?, f32_slice(sd, ld, "relu")?);
+        let dx = zip_map(x, dy, |x, d| if x >= 0.0 { d } else { 0.0 });
+        Ok((CpuStorage::F32(dx), lx.shape().clone()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use candle_core::{Device, Var};
+
+    use super::*;
+
+    /// Values with exact zeros and both signs, larger than one chunk.
+    fn values(n: usize, salt: usize) -> Vec<f32> {
+        (0..n).map(|i| ((i * 7 + salt) % 11) as f32 - 5.0).collect()
+    }
+
+    fn assert_same(a: &Tensor, b: &Tensor) {
+        let (a, b) = (
+            a.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
+            b.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
+        );
+        assert_eq!(a, b);
+    }
+
+    #[test]
+    fn relu_and_its_gradient_equal_candles() -> Result<()> {
+        let n = CHUNK + 37;
+        let x = Var::from_vec(values(n, 0), (n,), &Device::Cpu)?;
+        let probe = Tensor::from_vec(values(n, 3), (n,), &Device::Cpu)?;
+        let ours = relu(&x)?;
+        let theirs = x.relu()?;
+        assert_same(&ours, &theirs);
+        let g_ours = (&ours * &probe)?.sum_all()?.backward()?;
+        let g_theirs = (&theirs * &probe)?.sum_all()?.backward()?;
+        assert_same(g_ours.get(&x).unwrap(), g_theirs.get(&x).unwrap());
+        Ok(())
+    }
+
+    #[test]
+    fn add_relu_and_its_gradients_equal_candles() -> Result<()> {
+        let shape = (3, 4, 5, 7);
+        let n = 3 * 4 * 5 * 7;
+        let a = Var::from_vec(values(n, 1), shape, &Device::Cpu)?;
+        let b = Var::from_vec(values(n, 5), shape, &Device::Cpu)?;
+        let probe = Tensor::from_vec(values(n, 2), shape, &Device::Cpu)?;
+        let ours = add_relu(&a, &b)?;
+        let theirs = (a.as_tensor() + b.as_tensor())?.relu()?;
+        assert_same(&ours, &theirs);
+        let g_ours = (&ours * &probe)?.sum_all()?.backward()?;
+        let g_theirs = (&theirs * &probe)?.sum_all()?.backward()?;
+        for v in [&a, &b] {
+            assert_same(g_ours.get(v).unwrap(), g_theirs.get(v).unwrap());
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn mismatched_shapes_are_an_error() {
+        let a = Tensor::zeros((2, 3), candle_core::DType::F32, &Device::Cpu).unwrap();
+        let b = Tensor::zeros((3, 2), candle_core::DType::F32, &Device::Cpu).unwrap();
+        let err = add_relu(&a, &b).unwrap_err().to_string();
+        assert!(err.contains("add_relu"), "{err}");
+    }
+}
