@@ -19,6 +19,7 @@ pub mod plot;
 pub mod schedule;
 pub mod setup;
 pub mod sweep;
+pub mod threads;
 pub mod trainer;
 
 pub use config::TrainConfig;

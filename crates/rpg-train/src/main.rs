@@ -12,6 +12,7 @@ use rpg_train::trainer::{evaluate, load_test_data};
 
 fn main() -> ExitCode {
     rpg_train::allocator::retain_freed_memory();
+    rpg_train::threads::shorten_candle_worker_spin();
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) if !e.use_stderr() => {
