@@ -243,15 +243,33 @@ fn im2col_plane(g: &ConvGeometry, plane: &[f32], col: &mut [f32], pitch: usize) 
             let (ow_lo, ow_hi) = g.valid_cols(j * g.dilation);
             dst[..oh_lo * ow_n].fill(0.0);
             dst[oh_hi * ow_n..].fill(0.0);
+            if oh_lo == oh_hi || ow_lo == ow_hi {
+                dst[oh_lo * ow_n..oh_hi * ow_n].fill(0.0);
+                continue;
+            }
+            if g.stride == 1 && ow_n == w {
+                // "Same" padding at stride 1: this tap's rows are the plane
+                // shifted by a fixed offset, so one copy covers them all
+                // (per-row copies of 8-32 floats cost more in calls than in
+                // bytes); then the columns that wrapped around a row edge are
+                // cleared.
+                let ih_lo = oh_lo + i * g.dilation - g.padding;
+                let iw_lo = ow_lo + j * g.dilation - g.padding;
+                let (first, last) = (oh_lo * w + ow_lo, (oh_hi - 1) * w + ow_hi);
+                let src = &plane[ih_lo * w + iw_lo..][..last - first];
+                dst[first..last].copy_from_slice(src);
+                for out in dst[oh_lo * w..oh_hi * w].chunks_exact_mut(w) {
+                    out[..ow_lo].fill(0.0);
+                    out[ow_hi..].fill(0.0);
+                }
+                continue;
+            }
             for oh in oh_lo..oh_hi {
                 let ih = oh * g.stride + i * g.dilation - g.padding;
                 let src = &plane[ih * w..][..w];
                 let out = &mut dst[oh * ow_n..][..ow_n];
                 out[..ow_lo].fill(0.0);
                 out[ow_hi..].fill(0.0);
-                if ow_lo == ow_hi {
-                    continue;
-                }
                 let iw0 = ow_lo * g.stride + j * g.dilation - g.padding;
                 if g.stride == 1 {
                     out[ow_lo..ow_hi].copy_from_slice(&src[iw0..iw0 + (ow_hi - ow_lo)]);
