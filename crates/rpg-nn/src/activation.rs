@@ -40,17 +40,14 @@ pub fn add_relu(a: &Tensor, b: &Tensor) -> Result<Tensor> {
     }
 }
 
-/// `out[i] = f(a[i], b[i])` over chunks on the rayon pool.
-fn zip_map(a: &[f32], b: &[f32], f: impl Fn(f32, f32) -> f32 + Sync) -> Vec<f32> {
-    let mut out = vec![0f32; a.len()];
-    out.par_chunks_mut(CHUNK)
-        .zip(a.par_chunks(CHUNK).zip(b.par_chunks(CHUNK)))
-        .for_each(|(out, (a, b))| {
-            for ((o, a), b) in out.iter_mut().zip(a).zip(b) {
-                *o = f(*a, *b);
-            }
-        });
-    out
+/// `out[i] = f(a[i], b[i])` on the rayon pool. Collected rather than
+/// written into a zeroed buffer: zeroing was a pass of its own.
+fn zip_map(a: &[f32], b: &[f32], f: impl Fn(f32, f32) -> f32 + Sync + Send) -> Vec<f32> {
+    a.par_iter()
+        .zip(b)
+        .with_min_len(CHUNK)
+        .map(|(a, b)| f(*a, *b))
+        .collect()
 }
 
 struct Relu;

@@ -53,3 +53,26 @@ pub(crate) fn f32_slice<'a>(
     };
     Ok(&data[start..end])
 }
+
+/// A vector of `len` values produced in chunks of `chunk` on the rayon pool:
+/// `fill(i, out)` writes chunk `i` (the last may be shorter). Output buffers
+/// of the native ops are written whole, so zeroing them first, as
+/// `vec![0.0; len]` does, would be a pass over memory of its own.
+///
+/// # Safety
+/// `fill` must write every element of the chunk it is given.
+pub(crate) unsafe fn par_filled(
+    len: usize,
+    chunk: usize,
+    fill: impl Fn(usize, &mut [std::mem::MaybeUninit<f32>]) + Sync + Send,
+) -> Vec<f32> {
+    use rayon::prelude::*;
+    let mut out = Vec::with_capacity(len);
+    out.spare_capacity_mut()[..len]
+        .par_chunks_mut(chunk.max(1))
+        .enumerate()
+        .for_each(|(i, c)| fill(i, c));
+    // SAFETY: the caller's `fill` initialised every element of `..len`.
+    unsafe { out.set_len(len) };
+    out
+}

@@ -20,7 +20,7 @@ use candle_core::{CpuStorage, CustomOp2, CustomOp3, Layout, ModuleT, Result, Sha
 use candle_nn::{BatchNormConfig, VarBuilder};
 use rayon::prelude::*;
 
-use crate::backend::f32_slice;
+use crate::backend::{f32_slice, par_filled};
 
 const OP: &str = "batch-norm";
 
@@ -209,17 +209,19 @@ impl CustomOp3 for BnTrain {
         let inv_std: Vec<f32> = var.iter().map(|v| 1.0 / (v + self.eps).sqrt()).collect();
         let scale: Vec<f32> = (0..c).map(|ch| w[ch] * inv_std[ch]).collect();
         let shift: Vec<f32> = (0..c).map(|ch| b[ch] - mean[ch] * scale[ch]).collect();
-        let mut y = vec![0f32; x.len()];
-        y.par_chunks_mut(c * s)
-            .zip(x.par_chunks(c * s))
-            .for_each(|(y, x)| {
+        // SAFETY: each image's chunk is c * s long and every channel's s
+        // values are written.
+        let y = unsafe {
+            par_filled(x.len(), c * s, |img, y| {
+                let x = &x[img * c * s..][..c * s];
                 for ch in 0..c {
                     let (k, d) = (scale[ch], shift[ch]);
                     for (y, x) in y[ch * s..][..s].iter_mut().zip(&x[ch * s..][..s]) {
-                        *y = x * k + d;
+                        y.write(x * k + d);
                     }
                 }
-            });
+            })
+        };
         // A forward runs once per op value; a second set would be a bug.
         let _ = self.stats.set(BnStats { mean, var, inv_std });
         Ok((CpuStorage::F32(y), xl.shape().clone()))
@@ -330,10 +332,11 @@ impl CustomOp2 for BnInputGrad {
                 (a, -a * k * gw, a * (k * gw * stats.mean[ch] - gb))
             })
             .collect();
-        let mut dx = vec![0f32; x.len()];
-        dx.par_chunks_mut(c * s)
-            .zip(x.par_chunks(c * s).zip(dy.par_chunks(c * s)))
-            .for_each(|(dx, (x, dy))| {
+        // SAFETY: each image's chunk is c * s long and every channel's s
+        // values are written.
+        let dx = unsafe {
+            par_filled(x.len(), c * s, |img, dx| {
+                let (x, dy) = (&x[img * c * s..][..c * s], &dy[img * c * s..][..c * s]);
                 for (ch, &(a, b, d)) in coeffs.iter().enumerate() {
                     let range = ch * s..(ch + 1) * s;
                     for ((o, x), g) in dx[range.clone()]
@@ -341,10 +344,11 @@ impl CustomOp2 for BnInputGrad {
                         .zip(&x[range.clone()])
                         .zip(&dy[range])
                     {
-                        *o = a * g + b * x + d;
+                        o.write(a * g + b * x + d);
                     }
                 }
-            });
+            })
+        };
         Ok((CpuStorage::F32(dx), xl.shape().clone()))
     }
 }
