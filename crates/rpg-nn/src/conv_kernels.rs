@@ -12,8 +12,13 @@
 //!
 //! All buffers are dense NCHW (`x`, `dy`, `y`) and OIHW (`w`), f32.
 
+use std::cell::RefCell;
+use std::mem::MaybeUninit;
+
 use gemm::{Parallelism, gemm};
 use rayon::prelude::*;
+
+use crate::backend::par_filled;
 
 /// The shape of one convolution; square stride, padding and dilation as in
 /// `candle_nn::Conv2dConfig`.
@@ -136,7 +141,7 @@ fn product_parallelism(tasks: usize) -> Parallelism {
 /// row stride) in elements.
 #[allow(clippy::too_many_arguments)]
 fn matmul(
-    (m, n, k): (usize, usize, usize),
+    dims: (usize, usize, usize),
     dst: &mut [f32],
     dst_strides: (isize, isize),
     accumulate: bool,
@@ -146,6 +151,63 @@ fn matmul(
     rhs_strides: (isize, isize),
     parallelism: Parallelism,
 ) {
+    // SAFETY: `dst` is initialised, so reading it to accumulate is sound.
+    unsafe {
+        gemm_checked(
+            dims,
+            (dst.as_mut_ptr(), dst.len()),
+            dst_strides,
+            accumulate,
+            (lhs, lhs_strides),
+            (rhs, rhs_strides),
+            parallelism,
+        )
+    }
+}
+
+/// [`matmul`] into memory that may be uninitialised: every element the
+/// strides address is overwritten (gemm does not read `dst` when told not
+/// to accumulate, its documented `read_dst = false`).
+#[allow(clippy::too_many_arguments)]
+fn matmul_overwrite(
+    dims: (usize, usize, usize),
+    dst: &mut [MaybeUninit<f32>],
+    dst_strides: (isize, isize),
+    lhs: &[f32],
+    lhs_strides: (isize, isize),
+    rhs: &[f32],
+    rhs_strides: (isize, isize),
+    parallelism: Parallelism,
+) {
+    // SAFETY: no accumulation, so gemm only writes `dst`.
+    unsafe {
+        gemm_checked(
+            dims,
+            (dst.as_mut_ptr().cast(), dst.len()),
+            dst_strides,
+            false,
+            (lhs, lhs_strides),
+            (rhs, rhs_strides),
+            parallelism,
+        )
+    }
+}
+
+/// The one call into `gemm`, after checking every addressed element lies
+/// inside its buffer.
+///
+/// # Safety
+/// `dst` is `dst.1` writable elements, exclusively borrowed and apart from
+/// `lhs` and `rhs`; with `accumulate` they must be initialised.
+unsafe fn gemm_checked(
+    (m, n, k): (usize, usize, usize),
+    dst: (*mut f32, usize),
+    dst_strides: (isize, isize),
+    accumulate: bool,
+    (lhs, lhs_strides): (&[f32], (isize, isize)),
+    (rhs, rhs_strides): (&[f32], (isize, isize)),
+    parallelism: Parallelism,
+) {
     let last = |(cs, rs): (isize, isize), rows: usize, cols: usize| {
         if rows == 0 || cols == 0 {
             0
@@ -153,10 +215,7 @@ fn matmul(
             (rows - 1) * rs as usize + (cols - 1) * cs as usize + 1
         }
     };
-    assert!(
-        dst.len() >= last(dst_strides, m, n),
-        "gemm dst out of bounds"
-    );
+    assert!(dst.1 >= last(dst_strides, m, n), "gemm dst out of bounds");
     assert!(
         lhs.len() >= last(lhs_strides, m, k),
         "gemm lhs out of bounds"
@@ -165,14 +224,14 @@ fn matmul(
         rhs.len() >= last(rhs_strides, k, n),
         "gemm rhs out of bounds"
     );
-    // SAFETY: the asserts above keep every element the strides address inside
-    // the slices; dst is exclusively borrowed and does not alias lhs or rhs.
+    // SAFETY: the asserts keep every element the strides address inside the
+    // buffers; the caller vouches for dst.
     unsafe {
         gemm(
             m,
             n,
             k,
-            dst.as_mut_ptr(),
+            dst.0,
             dst_strides.0,
             dst_strides.1,
             accumulate,
@@ -190,6 +249,26 @@ fn matmul(
             parallelism,
         );
     }
+}
+
+/// Runs `f` on this thread's scratch buffer of at least `len` floats
+/// (contents unspecified), kept between calls: a column matrix per image
+/// would otherwise be allocated and zeroed for every rayon job. A thread that
+/// re-enters while its buffer is lent (work stealing inside a threaded
+/// gemm) gets a fresh one.
+fn with_scratch<R>(len: usize, f: impl FnOnce(&mut [f32]) -> R) -> R {
+    thread_local! {
+        static SCRATCH: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+    }
+    SCRATCH.with(|cell| match cell.try_borrow_mut() {
+        Ok(mut buf) => {
+            if buf.len() < len {
+                buf.resize(len, 0.0);
+            }
+            f(&mut buf[..len])
+        }
+        Err(_) => f(&mut vec![0f32; len]),
+    })
 }
 
 /// Writes group `group`'s column matrix of one image: row
@@ -359,30 +438,28 @@ fn columns<'a>(
 /// `y = conv(x, w)`, no bias.
 pub(crate) fn forward(g: &ConvGeometry, x: &[f32], w: &[f32]) -> Vec<f32> {
     let (pixels, rows, og) = (g.pixels(), g.col_rows(), g.out_per_group());
-    let mut y = vec![0f32; g.batch * g.out_image_len()];
     let par = inner_parallelism(g);
-    y.par_chunks_mut(g.out_image_len())
-        .zip(x.par_chunks(g.image_len()))
-        .for_each_init(
-            || vec![0f32; g.col_len()],
-            |col, (y_img, x_img)| {
-                for group in 0..g.groups {
-                    let (cols, pitch) = columns(g, x_img, group, col);
-                    matmul(
-                        (og, pixels, rows),
-                        &mut y_img[group * og * pixels..][..og * pixels],
-                        (1, pixels as isize),
-                        false,
-                        &w[group * og * rows..][..og * rows],
-                        (1, rows as isize),
-                        cols,
-                        (1, pitch as isize),
-                        par,
-                    );
-                }
-            },
-        );
-    y
+    let fill = |img: usize, y_img: &mut [MaybeUninit<f32>]| {
+        let x_img = &x[img * g.image_len()..][..g.image_len()];
+        with_scratch(g.col_len(), |col| {
+            for group in 0..g.groups {
+                let (cols, pitch) = columns(g, x_img, group, col);
+                matmul_overwrite(
+                    (og, pixels, rows),
+                    &mut y_img[group * og * pixels..][..og * pixels],
+                    (1, pixels as isize),
+                    &w[group * og * rows..][..og * rows],
+                    (1, rows as isize),
+                    cols,
+                    (1, pitch as isize),
+                    par,
+                );
+            }
+        })
+    };
+    // SAFETY: each image's groups together cover its `out_image_len`
+    // outputs, and every product overwrites its whole block.
+    unsafe { par_filled(g.batch * g.out_image_len(), g.out_image_len(), fill) }
 }
 
 /// `dL/dx` from `dL/dy`. For stride 1 and no dilation it is the forward
@@ -456,9 +533,8 @@ fn input_grad_col2im(g: &ConvGeometry, dy: &[f32], w: &[f32]) -> Vec<f32> {
     let par = inner_parallelism(g);
     dx.par_chunks_mut(g.image_len())
         .zip(dy.par_chunks(g.out_image_len()))
-        .for_each_init(
-            || vec![0f32; g.col_len().min(rows * block * g.out_w())],
-            |col, (dx_img, dy_img)| {
+        .for_each(|(dx_img, dy_img)| {
+            with_scratch(g.col_len().min(rows * block * g.out_w()), |col| {
                 for group in 0..g.groups {
                     let w_t = &w[group * og * rows..][..og * rows];
                     let dy_g = &dy_img[group * og * pixels..][..og * pixels];
@@ -494,8 +570,8 @@ fn input_grad_col2im(g: &ConvGeometry, dy: &[f32], w: &[f32]) -> Vec<f32> {
                         col2im_add(g, &col[..rows * width], start..end, group, dx_img);
                     }
                 }
-            },
-        );
+            })
+        });
     dx
 }
 
