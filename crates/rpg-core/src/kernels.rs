@@ -65,7 +65,7 @@ pub fn accumulate(grad: &[f32], entries: &[u32], scale: f32, ring_grad: &mut [f3
         group: 0,
         scale,
     };
-    accumulate_segments(&[segment], entries, grad, &mut [ring_grad]);
+    accumulate_segments(&[segment], entries, &[Some(grad)], &mut [ring_grad]);
     Ok(())
 }
 
@@ -174,6 +174,8 @@ unsafe fn gather_portable(ring: &[f32], entries: &[u32], scale: f32, out: &mut [
 }
 
 /// Fused scatter-add over segments; callers guarantee lengths and indices.
+/// `grads[i]` is segment `i`'s weight gradient (its own slice, as long as the
+/// segment), `None` where it has none.
 ///
 /// With `P` threads, the positions are cut into `P` contiguous chunks; thread
 /// 0 adds into the ring gradient directly and thread `t > 0` into a zeroed
@@ -183,37 +185,38 @@ unsafe fn gather_portable(ring: &[f32], entries: &[u32], scale: f32, out: &mut [
 pub(crate) fn accumulate_segments(
     segments: &[Segment],
     entries: &[u32],
-    grad: &[f32],
+    grads: &[Option<&[f32]>],
     ring_grads: &mut [&mut [f32]],
 ) {
+    let positions = entries.len();
     let ring_total: usize = ring_grads.iter().map(|g| g.len()).sum();
     // Scratch costs a zeroing and a reduction pass over the rings: only worth
     // it when positions outnumber ring entries.
-    let threads = threads_for(grad.len())
-        .min(grad.len() / ring_total.max(1))
+    let threads = threads_for(positions)
+        .min(positions / ring_total.max(1))
         .max(1);
     if threads == 1 {
-        accumulate_range(segments, entries, grad, ring_grads, 0..grad.len());
+        accumulate_range(segments, entries, grads, ring_grads, 0..positions);
         return;
     }
-    let chunk = grad.len().div_ceil(threads);
+    let chunk = positions.div_ceil(threads);
     let mut scratch: Vec<Vec<Vec<f32>>> = (1..threads)
         .map(|_| ring_grads.iter().map(|g| vec![0.0f32; g.len()]).collect())
         .collect();
     std::thread::scope(|scope| {
         for (t, buffers) in scratch.iter_mut().enumerate() {
-            let range = (t + 1) * chunk..((t + 2) * chunk).min(grad.len());
+            let range = (t + 1) * chunk..((t + 2) * chunk).min(positions);
             scope.spawn(move || {
                 let mut views: Vec<&mut [f32]> = buffers.iter_mut().map(|b| &mut b[..]).collect();
-                accumulate_range(segments, entries, grad, &mut views, range);
+                accumulate_range(segments, entries, grads, &mut views, range);
             });
         }
         accumulate_range(
             segments,
             entries,
-            grad,
+            grads,
             ring_grads,
-            0..chunk.min(grad.len()),
+            0..chunk.min(positions),
         );
     });
     for buffers in &scratch {
@@ -229,19 +232,21 @@ pub(crate) fn accumulate_segments(
 fn accumulate_range(
     segments: &[Segment],
     entries: &[u32],
-    grad: &[f32],
+    grads: &[Option<&[f32]>],
     ring_grads: &mut [&mut [f32]],
     range: Range<usize>,
 ) {
-    for segment in segments {
+    for (segment, grad) in segments.iter().zip(grads) {
         let lo = segment.range.start.max(range.start);
         let hi = segment.range.end.min(range.end);
+        let Some(grad) = grad else { continue };
         if lo >= hi {
             continue;
         }
         let ring_grad = &mut *ring_grads[segment.group];
         let scale = segment.scale;
-        for (&e, &g) in entries[lo..hi].iter().zip(&grad[lo..hi]) {
+        let start = segment.range.start;
+        for (&e, &g) in entries[lo..hi].iter().zip(&grad[lo - start..hi - start]) {
             ring_grad[(e & INDEX_MASK) as usize] += scale * signed(g, e);
         }
     }

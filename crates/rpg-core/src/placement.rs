@@ -280,12 +280,43 @@ impl Placement {
         Ok(())
     }
 
+    /// Generates one layer's weights (layer `index` of [`Placement::layers`])
+    /// into `out`, for callers that keep each layer in a buffer of its own;
+    /// equal to that layer's part of [`Placement::generate`]'s output.
+    pub fn generate_layer(&self, index: usize, rings: &[&[f32]], out: &mut [f32]) -> Result<()> {
+        self.check_rings(rings)?;
+        let layer = self.layer_at(index)?;
+        check_len("generated weights", layer.len, out.len())?;
+        let segment = kernels::Segment {
+            range: 0..layer.len,
+            group: layer.group,
+            scale: layer.scale,
+        };
+        kernels::generate_segments(&[segment], rings, self.layer_entries(layer), out);
+        Ok(())
+    }
+
     /// Accumulates the gradient of every shared weight (`grad`, laid out as
     /// [`Placement::generate`]'s output) into the ring gradients:
     /// `ring_grad[g][j] += c_i * s_k * grad[k]` over all positions `k` that
     /// read entry `j`. The adjoint of [`Placement::generate`]; the result is
     /// bit-identical whatever the thread count.
     pub fn accumulate(&self, grad: &[f32], ring_grads: &mut [&mut [f32]]) -> Result<()> {
+        check_len("weight gradient", self.entries.len(), grad.len())?;
+        let grads: Vec<Option<&[f32]>> =
+            self.layers.iter().map(|l| Some(&grad[l.range()])).collect();
+        self.accumulate_layers(&grads, ring_grads)
+    }
+
+    /// [`Placement::accumulate`] with each layer's gradient in a slice of its
+    /// own (`None`: no gradient reached the layer, counted as zero), so that
+    /// callers holding per-layer buffers need not concatenate them. The
+    /// result is bit-identical to `accumulate` on the concatenation.
+    pub fn accumulate_layers(
+        &self,
+        grads: &[Option<&[f32]>],
+        ring_grads: &mut [&mut [f32]],
+    ) -> Result<()> {
         check_len(
             "ring gradients",
             self.spec.ring_lengths.len(),
@@ -294,9 +325,22 @@ impl Placement {
         for (g, rg) in ring_grads.iter().enumerate() {
             check_len("ring gradient", self.spec.ring_lengths[g], rg.len())?;
         }
-        check_len("weight gradient", self.entries.len(), grad.len())?;
-        kernels::accumulate_segments(&self.segments(), &self.entries, grad, ring_grads);
+        check_len("layer gradients", self.layers.len(), grads.len())?;
+        for (layer, grad) in self.layers.iter().zip(grads) {
+            if let Some(grad) = grad {
+                check_len("weight gradient", layer.len, grad.len())?;
+            }
+        }
+        kernels::accumulate_segments(&self.segments(), &self.entries, grads, ring_grads);
         Ok(())
+    }
+
+    fn layer_at(&self, index: usize) -> Result<&LayerPlacement> {
+        self.layers.get(index).ok_or(Error::LengthMismatch {
+            what: "layers (index past the last)",
+            expected: index + 1,
+            got: self.layers.len(),
+        })
     }
 
     fn segments(&self) -> Vec<kernels::Segment> {
@@ -470,6 +514,47 @@ mod tests {
         }
 
         #[test]
+        fn per_layer_generation_and_gradients_equal_the_concatenated_ones(
+            shapes in shapes(), ring_len in 1usize..100, seed: u64, skip in 0usize..6,
+        ) {
+            let groups: Vec<usize> = (0..shapes.len()).map(|i| i % 2).collect();
+            let r = registry_from(&shapes, &groups);
+            let count = r.group_count();
+            let spec = RingSpec { ring_lengths: vec![ring_len; count], ..RingSpec::global(ring_len, seed) };
+            let p = Placement::new(&spec, &r).unwrap();
+            let mut rng = Pcg32::new(seed, 3);
+            let rings: Vec<Vec<f32>> = (0..count)
+                .map(|_| (0..ring_len).map(|_| rng.next_normal()).collect())
+                .collect();
+            let rings: Vec<&[f32]> = rings.iter().map(|r| &r[..]).collect();
+            let mut all = vec![0.0f32; p.shared_len()];
+            p.generate(&rings, &mut all).unwrap();
+            for (i, layer) in p.layers().iter().enumerate() {
+                let mut one = vec![0.0f32; layer.len];
+                p.generate_layer(i, &rings, &mut one).unwrap();
+                prop_assert_eq!(&one[..], &all[layer.range()]);
+            }
+            // Layer `skip` (if any) has no gradient: zeros in the concatenation.
+            let mut grad: Vec<f32> = (0..p.shared_len()).map(|_| rng.next_normal()).collect();
+            if let Some(layer) = p.layers().get(skip) {
+                grad[layer.range()].fill(0.0);
+            }
+            let per_layer: Vec<Option<&[f32]>> = p
+                .layers()
+                .iter()
+                .enumerate()
+                .map(|(i, l)| (i != skip).then(|| &grad[l.range()]))
+                .collect();
+            let mut a = vec![vec![0.0f32; ring_len]; count];
+            let mut b = a.clone();
+            let mut views: Vec<&mut [f32]> = a.iter_mut().map(|g| &mut g[..]).collect();
+            p.accumulate(&grad, &mut views).unwrap();
+            let mut views: Vec<&mut [f32]> = b.iter_mut().map(|g| &mut g[..]).collect();
+            p.accumulate_layers(&per_layer, &mut views).unwrap();
+            prop_assert_eq!(a, b);
+        }
+
+        #[test]
         fn generated_values_are_signed_scaled_ring_entries(
             shapes in shapes(), ring_len in 1usize..50, seed: u64, kind in kind(),
         ) {
@@ -508,6 +593,25 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn per_layer_calls_check_their_arguments() {
+        let r = registry_from(&[vec![4, 3], vec![2, 2]], &[]);
+        let p = Placement::new(&RingSpec::global(5, 1), &r).unwrap();
+        let ring = [1.0f32; 5];
+        assert!(p.generate_layer(2, &[&ring], &mut [0.0; 4]).is_err());
+        assert!(p.generate_layer(1, &[&ring], &mut [0.0; 3]).is_err());
+        let mut g = [0.0f32; 5];
+        assert!(p.accumulate_layers(&[None], &mut [&mut g]).is_err());
+        assert!(
+            p.accumulate_layers(&[None, Some(&[1.0; 3])], &mut [&mut g])
+                .is_err()
+        );
+        assert!(
+            p.accumulate_layers(&[None, Some(&[1.0; 4])], &mut [&mut g])
+                .is_ok()
+        );
     }
 
     #[test]

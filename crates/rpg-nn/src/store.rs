@@ -12,11 +12,16 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use candle_core::backprop::GradStore;
-use candle_core::{DType, Device, Result, Shape, Tensor, Var, bail};
+use candle_core::{
+    CpuStorage, DType, Device, InplaceOp1, Result, Shape, Storage, Tensor, Var, bail,
+};
 use candle_nn::{Init, VarBuilder, var_builder::SimpleBackend};
 use rpg_core::rng::{Pcg32, StreamPurpose};
 use rpg_core::{DofReport, LayerRegistry, Placement, RingSpec};
 
+use rayon::prelude::*;
+
+use crate::backend::f32_slice;
 use crate::init::init_values;
 use crate::policy::is_buffer;
 
@@ -49,8 +54,6 @@ struct RpgState {
     ring: Var,
     /// One Var per shared layer, in placement order.
     generated: Vec<Var>,
-    /// Scratch of length T, reused every step.
-    scratch: Mutex<Vec<f32>>,
 }
 
 struct Inner {
@@ -129,7 +132,6 @@ impl ParamStore {
                 seed: spec.seed,
                 vars: Mutex::new(BTreeMap::new()),
                 rpg: Some(RpgState {
-                    scratch: Mutex::new(vec![0.0; placement.shared_len()]),
                     registry,
                     placement,
                     ring,
@@ -229,18 +231,31 @@ impl ParamStore {
             return Ok(());
         };
         let ring = state.ring.as_tensor().to_vec1::<f32>()?;
-        let mut scratch = state.scratch.lock().expect("scratch lock poisoned");
         let rings = split_rings(&ring, state.placement.ring_lengths());
-        state
-            .placement
-            .generate(&rings, &mut scratch)
-            .map_err(core_err)?;
-        for (layer, var) in state.placement.layers().iter().zip(&state.generated) {
-            let values = Tensor::from_slice(
-                &scratch[layer.range()],
-                layer.shape.as_slice(),
-                &self.inner.device,
-            )?;
+        if matches!(self.inner.device, Device::Cpu) && self.inner.dtype == DType::F32 {
+            // Straight into each Var's storage, no staging copy; layers in
+            // parallel (rpg-core threads only layers large enough to pay).
+            return state
+                .generated
+                .par_iter()
+                .enumerate()
+                .try_for_each(|(index, var)| {
+                    let op = GenerateLayer {
+                        placement: &state.placement,
+                        index,
+                        rings: &rings,
+                    };
+                    var.as_tensor().inplace_op1(&op)
+                });
+        }
+        let layers = state.placement.layers().iter().zip(&state.generated);
+        for (index, (layer, var)) in layers.enumerate() {
+            let mut values = vec![0.0f32; layer.len];
+            state
+                .placement
+                .generate_layer(index, &rings, &mut values)
+                .map_err(core_err)?;
+            let values = Tensor::from_vec(values, layer.shape.as_slice(), &self.inner.device)?;
             var.set(&values.to_dtype(self.inner.dtype)?)?;
         }
         Ok(())
@@ -248,29 +263,39 @@ impl ParamStore {
 
     /// Gradients of the trainable parameters from a `backward` result: the
     /// ring's is the fused signed, scaled scatter-add of the generated
-    /// weights' gradients. Parameters the loss does not reach are left out.
+    /// weights' gradients, read where they lie for f32 on the CPU.
+    /// Parameters the loss does not reach are left out.
     pub fn gradients(&self, grads: &GradStore) -> Result<Vec<(String, Var, Tensor)>> {
         let mut out = Vec::new();
         if let Some(state) = &self.inner.rpg {
-            let mut scratch = state.scratch.lock().expect("scratch lock poisoned");
-            let mut reached = false;
-            for (layer, var) in state.placement.layers().iter().zip(&state.generated) {
-                let target = &mut scratch[layer.range()];
-                match grads.get(var.as_tensor()) {
-                    Some(g) => {
-                        reached = true;
-                        let g = g.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?;
-                        target.copy_from_slice(&g);
-                    }
-                    None => target.fill(0.0),
-                }
-            }
-            if reached {
+            let layer_grads = state
+                .generated
+                .iter()
+                .map(|var| {
+                    grads
+                        .get(var.as_tensor())
+                        .map(|g| {
+                            g.to_dtype(DType::F32)?
+                                .to_device(&Device::Cpu)?
+                                .contiguous()
+                        })
+                        .transpose()
+                })
+                .collect::<Result<Vec<_>>>()?;
+            if layer_grads.iter().any(Option::is_some) {
+                let storages: Vec<_> = layer_grads
+                    .iter()
+                    .map(|g| g.as_ref().map(Tensor::storage_and_layout))
+                    .collect();
+                let slices = storages
+                    .iter()
+                    .map(|s| s.as_ref().map(|(s, l)| cpu_f32(s, l)).transpose())
+                    .collect::<Result<Vec<_>>>()?;
                 let mut ring_grad = vec![0.0f32; state.ring.as_tensor().elem_count()];
                 let mut views = split_rings_mut(&mut ring_grad, state.placement.ring_lengths());
                 state
                     .placement
-                    .accumulate(&scratch, &mut views)
+                    .accumulate_layers(&slices, &mut views)
                     .map_err(core_err)?;
                 let len = ring_grad.len();
                 let grad = Tensor::from_vec(ring_grad, len, &self.inner.device)?;
@@ -345,6 +370,39 @@ fn check_shape(name: &str, got: &[usize], want: &[usize]) -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// The f32 data of a contiguous CPU tensor's storage.
+fn cpu_f32<'a>(storage: &'a Storage, layout: &candle_core::Layout) -> Result<&'a [f32]> {
+    match storage {
+        Storage::Cpu(cpu) => f32_slice(cpu, layout, "ring gradient"),
+        _ => bail!("ring gradient: a weight gradient is not on the CPU"),
+    }
+}
+
+/// Fills one generated Var's storage from the rings.
+struct GenerateLayer<'a> {
+    placement: &'a Placement,
+    index: usize,
+    rings: &'a [&'a [f32]],
+}
+
+impl InplaceOp1 for GenerateLayer<'_> {
+    fn name(&self) -> &'static str {
+        "rpg-generate-layer"
+    }
+
+    fn cpu_fwd(&self, storage: &mut CpuStorage, layout: &candle_core::Layout) -> Result<()> {
+        let CpuStorage::F32(data) = storage else {
+            bail!("generated weights are f32 on this path")
+        };
+        let Some((start, end)) = layout.contiguous_offsets() else {
+            bail!("generated weights must be contiguous")
+        };
+        self.placement
+            .generate_layer(self.index, self.rings, &mut data[start..end])
+            .map_err(core_err)
+    }
 }
 
 fn split_rings<'a>(ring: &'a [f32], lengths: &[usize]) -> Vec<&'a [f32]> {
