@@ -1,10 +1,11 @@
 //! The parameter store behind a `VarBuilder`: dense or RPG.
 //!
 //! In RPG mode each shared weight is a persistent `Var` that the model is
-//! built on once. [`ParamStore::regenerate`] refills all of them from the
-//! ring in one fused pass (`rpg_core::Placement::generate`); after
-//! `backward`, [`ParamStore::gradients`] turns their gradients into the ring
-//! gradient with one fused scatter-add (`Placement::accumulate`). The
+//! built on once. [`ParamStore::regenerate`] refills each of them from the
+//! ring in place (`rpg_core::Placement::generate_layer`, layers in
+//! parallel); after `backward`, [`ParamStore::gradients`] turns their
+//! gradients, read where they lie, into the ring gradient with one fused
+//! scatter-add (`Placement::accumulate_layers`). The
 //! generated Vars are never trained directly; the ring and the unshared
 //! parameters are.
 
