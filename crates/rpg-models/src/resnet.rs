@@ -7,7 +7,7 @@
 
 use candle_core::{Module, ModuleT, Result, Tensor};
 use candle_nn::{Conv2dConfig, Linear, VarBuilder, linear};
-use rpg_nn::ops::{add_relu, relu};
+use rpg_nn::ops::add_relu;
 use rpg_nn::{BatchNorm, Conv2d, batch_norm, conv2d_no_bias};
 
 use crate::ModelConfig;
@@ -72,7 +72,7 @@ impl BasicBlock {
     }
 
     fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
-        let y = relu(&self.bn1.forward_t(&self.conv1.forward(x)?, train)?)?;
+        let y = self.bn1.forward_relu_t(&self.conv1.forward(x)?, train)?;
         let y = self.bn2.forward_t(&self.conv2.forward(&y)?, train)?;
         let shortcut = match &self.downsample {
             Some(d) => d.forward_t(x, train)?,
@@ -114,8 +114,8 @@ impl Bottleneck {
     }
 
     fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
-        let y = relu(&self.bn1.forward_t(&self.conv1.forward(x)?, train)?)?;
-        let y = relu(&self.bn2.forward_t(&self.conv2.forward(&y)?, train)?)?;
+        let y = self.bn1.forward_relu_t(&self.conv1.forward(x)?, train)?;
+        let y = self.bn2.forward_relu_t(&self.conv2.forward(&y)?, train)?;
         let y = self.bn3.forward_t(&self.conv3.forward(&y)?, train)?;
         let shortcut = match &self.downsample {
             Some(d) => d.forward_t(x, train)?,
@@ -238,7 +238,7 @@ pub fn resnet_cifar(cfg: &ModelConfig, depth: usize, vb: VarBuilder<'_>) -> Resu
 
 impl ModuleT for ResNet {
     fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
-        let mut x = relu(&self.bn1.forward_t(&self.conv1.forward(x)?, train)?)?;
+        let mut x = self.bn1.forward_relu_t(&self.conv1.forward(x)?, train)?;
         if self.stem == Stem::ImageNet {
             x = rpg_nn::ops::max_pool2d(&x, 3, 2, 1)?;
         }

@@ -62,11 +62,22 @@ impl BatchNorm {
         &self.inner
     }
 
+    /// `relu(self.forward_t(x, train))`, the ReLU fused into the training
+    /// pass where the native kernels apply (the same values and gradients;
+    /// one pass fewer each way and no intermediate tensor).
+    pub fn forward_relu_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+        if train && self.fused_applies(x) {
+            self.forward_train_fused(x, true)
+        } else {
+            crate::activation::relu(&self.forward_t(x, train)?)
+        }
+    }
+
     fn fused_applies(&self, x: &Tensor) -> bool {
         crate::backend::native_applies(x) && x.rank() >= 2 && self.inner.weight_and_bias().is_some()
     }
 
-    fn forward_train_fused(&self, x: &Tensor) -> Result<Tensor> {
+    fn forward_train_fused(&self, x: &Tensor, relu: bool) -> Result<Tensor> {
         let (weight, bias) = self
             .inner
             .weight_and_bias()
@@ -91,6 +102,7 @@ impl BatchNorm {
             &bias.contiguous()?,
             BnTrain {
                 eps: self.inner.eps() as f32,
+                relu,
                 stats: stats.clone(),
             },
         )?;
@@ -130,7 +142,7 @@ impl BatchNorm {
 impl ModuleT for BatchNorm {
     fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
         match (train, self.fused_applies(x)) {
-            (true, true) => self.forward_train_fused(x),
+            (true, true) => self.forward_train_fused(x, false),
             (true, false) => self.inner.forward_t(x, true),
             (false, _) => self.forward_eval(x),
         }
@@ -144,6 +156,54 @@ struct BnStats {
     /// Biased variance (the one used to normalise).
     var: Vec<f32>,
     inv_std: Vec<f32>,
+    /// The forward's `y = x * scale + shift` per channel (before any ReLU).
+    scale: Vec<f32>,
+    shift: Vec<f32>,
+}
+
+impl BnStats {
+    /// Channel `ch`'s forward affine map `(scale, shift)`.
+    fn affine(&self, ch: usize) -> (f32, f32) {
+        (self.scale[ch], self.shift[ch])
+    }
+}
+
+/// The gradient reaching the normalised value `x * k + d` from `dy`: all of
+/// it, or behind a fused ReLU only where that value is >= 0 (Candle's ReLU
+/// gradient, 1 at zero). `RELU` is a constant so that each loop compiles
+/// to straight vector code.
+#[inline(always)]
+fn gate<const RELU: bool>(x: f32, (k, d): (f32, f32), dy: f32) -> f32 {
+    if RELU && x * k + d < 0.0 { 0.0 } else { dy }
+}
+
+/// `(sum((x - mean) * g), sum(g))` over one channel's run, `g` gated.
+fn dot_and_sum<const RELU: bool>(
+    x: &[f32],
+    dy: &[f32],
+    mean: f32,
+    affine: (f32, f32),
+) -> (f32, f32) {
+    let (mut dot, mut sum) = (0f32, 0f32);
+    for (&x, &d) in x.iter().zip(dy) {
+        let g = gate::<RELU>(x, affine, d);
+        dot += (x - mean) * g;
+        sum += g;
+    }
+    (dot, sum)
+}
+
+/// `dx = a * g + b * x + c` over one channel's run, `g` gated.
+fn input_grad_run<const RELU: bool>(
+    dx: &mut [std::mem::MaybeUninit<f32>],
+    x: &[f32],
+    dy: &[f32],
+    (a, b, c): (f32, f32, f32),
+    affine: (f32, f32),
+) {
+    for ((o, &x), &d) in dx.iter_mut().zip(x).zip(dy) {
+        o.write(a * gate::<RELU>(x, affine, d) + b * x + c);
+    }
 }
 
 /// `(batch, channels, values per channel and image)` of a contiguous input.
@@ -176,6 +236,9 @@ fn channel_sums(
 /// `stats` for the running averages and the backward.
 struct BnTrain {
     eps: f32,
+    /// `max(y, 0)` instead of `y`: the ReLU that follows most batch norms,
+    /// fused (one pass fewer each way, no intermediate tensor).
+    relu: bool,
     stats: Arc<OnceLock<BnStats>>,
 }
 
@@ -216,14 +279,23 @@ impl CustomOp3 for BnTrain {
                 let x = &x[img * c * s..][..c * s];
                 for ch in 0..c {
                     let (k, d) = (scale[ch], shift[ch]);
-                    for (y, x) in y[ch * s..][..s].iter_mut().zip(&x[ch * s..][..s]) {
-                        y.write(x * k + d);
+                    let pairs = y[ch * s..][..s].iter_mut().zip(&x[ch * s..][..s]);
+                    if self.relu {
+                        pairs.for_each(|(y, x)| _ = y.write((x * k + d).max(0.0)));
+                    } else {
+                        pairs.for_each(|(y, x)| _ = y.write(x * k + d));
                     }
                 }
             })
         };
         // A forward runs once per op value; a second set would be a bug.
-        let _ = self.stats.set(BnStats { mean, var, inv_std });
+        let _ = self.stats.set(BnStats {
+            mean,
+            var,
+            inv_std,
+            scale,
+            shift,
+        });
         Ok((CpuStorage::F32(y), xl.shape().clone()))
     }
 
@@ -243,6 +315,7 @@ impl CustomOp3 for BnTrain {
             &dy,
             &BnParamGrads {
                 stats: stats.clone(),
+                relu: self.relu,
             },
         )?;
         let sums = params.to_vec2::<f32>()?;
@@ -250,6 +323,7 @@ impl CustomOp3 for BnTrain {
             &dy,
             &BnInputGrad {
                 stats,
+                relu: self.relu,
                 weight: weight.to_vec1::<f32>()?,
                 d_weight: sums[0].clone(),
                 d_bias: sums[1].clone(),
@@ -268,6 +342,7 @@ fn get_stats(stats: &OnceLock<BnStats>) -> Result<&BnStats> {
 /// `(x, dy) -> [[d weight], [d bias]]`.
 struct BnParamGrads {
     stats: Arc<OnceLock<BnStats>>,
+    relu: bool,
 }
 
 impl CustomOp2 for BnParamGrads {
@@ -288,8 +363,12 @@ impl CustomOp2 for BnParamGrads {
         let sums = channel_sums((n, c, s), |ch, at| {
             let (m, k) = (stats.mean[ch], stats.inv_std[ch]);
             let (x, dy) = (&x[at..at + s], &dy[at..at + s]);
-            let dot: f32 = x.iter().zip(dy).map(|(x, d)| (x - m) * d).sum();
-            (dot * k, dy.iter().sum())
+            let (dot, sum) = if self.relu {
+                dot_and_sum::<true>(x, dy, m, stats.affine(ch))
+            } else {
+                dot_and_sum::<false>(x, dy, m, stats.affine(ch))
+            };
+            (dot * k, sum)
         });
         let mut out: Vec<f32> = sums.iter().map(|(a, _)| *a as f32).collect();
         out.extend(sums.iter().map(|(_, b)| *b as f32));
@@ -300,6 +379,7 @@ impl CustomOp2 for BnParamGrads {
 /// `(x, dy) -> dx`, given the parameter gradients.
 struct BnInputGrad {
     stats: Arc<OnceLock<BnStats>>,
+    relu: bool,
     weight: Vec<f32>,
     d_weight: Vec<f32>,
     d_bias: Vec<f32>,
@@ -337,14 +417,13 @@ impl CustomOp2 for BnInputGrad {
         let dx = unsafe {
             par_filled(x.len(), c * s, |img, dx| {
                 let (x, dy) = (&x[img * c * s..][..c * s], &dy[img * c * s..][..c * s]);
-                for (ch, &(a, b, d)) in coeffs.iter().enumerate() {
+                for (ch, &coeffs) in coeffs.iter().enumerate() {
                     let range = ch * s..(ch + 1) * s;
-                    for ((o, x), g) in dx[range.clone()]
-                        .iter_mut()
-                        .zip(&x[range.clone()])
-                        .zip(&dy[range])
-                    {
-                        o.write(a * g + b * x + d);
+                    let (dx, x, dy) = (&mut dx[range.clone()], &x[range.clone()], &dy[range]);
+                    if self.relu {
+                        input_grad_run::<true>(dx, x, dy, coeffs, stats.affine(ch));
+                    } else {
+                        input_grad_run::<false>(dx, x, dy, coeffs, stats.affine(ch));
                     }
                 }
             })
@@ -367,7 +446,9 @@ mod tests {
 
     /// Ours and candle-nn's over the same variables: outputs, all three
     /// gradients and the running statistics after two training steps.
-    fn check(shape: &[usize]) {
+    /// With `relu`, ours is `forward_relu_t` against candle-nn's batch norm
+    /// followed by Candle's ReLU.
+    fn check(shape: &[usize], relu: bool) {
         let dev = Device::Cpu;
         let c = shape[1];
         let make = || {
@@ -396,8 +477,13 @@ mod tests {
             )
             .unwrap();
             let probe = Tensor::randn(0f32, 1.0, shape, &dev).unwrap();
-            let y_ours = ours.forward_t(&x, true).unwrap();
-            let y_theirs = theirs.forward_t(&x, true).unwrap();
+            let (y_ours, y_theirs) = if relu {
+                let y = ours.forward_relu_t(&x, true).unwrap();
+                (y, theirs.forward_t(&x, true).unwrap().relu().unwrap())
+            } else {
+                let y = ours.forward_t(&x, true).unwrap();
+                (y, theirs.forward_t(&x, true).unwrap())
+            };
             assert!(max_abs_diff(&y_ours, &y_theirs) < 1e-4, "{shape:?} value");
             let g_ours = (&y_ours * &probe)
                 .unwrap()
@@ -438,10 +524,12 @@ mod tests {
 
     #[test]
     fn matches_candle_nn_in_value_gradients_and_running_statistics() {
-        check(&[4, 3, 5, 5]);
-        check(&[2, 8, 3, 7]);
-        check(&[16, 5]);
-        check(&[3, 4, 2, 2, 3]);
+        for relu in [false, true] {
+            check(&[4, 3, 5, 5], relu);
+            check(&[2, 8, 3, 7], relu);
+            check(&[16, 5], relu);
+            check(&[3, 4, 2, 2, 3], relu);
+        }
     }
 
     #[test]
