@@ -56,7 +56,7 @@ impl ConvBn {
     fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
         let y = self.bn.forward_t(&self.conv.forward(x)?, train)?;
         if self.relu6 {
-            y.clamp(0f32, 6f32)
+            rpg_nn::ops::relu6(&y)
         } else {
             Ok(y)
         }

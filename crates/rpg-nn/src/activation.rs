@@ -1,5 +1,5 @@
-//! ReLU, and ReLU of a sum (a residual block's last step), as single CPU
-//! passes with backward passes of their own.
+//! ReLU, ReLU of a sum (a residual block's last step) and ReLU6, as single
+//! CPU passes with backward passes of their own.
 //!
 //! Why: Candle's ReLU backward is `grad * (x >= 0).to_dtype()` with a
 //! zeros tensor to compare against: four passes and three activation-sized
@@ -40,6 +40,19 @@ pub fn add_relu(a: &Tensor, b: &Tensor) -> Result<Tensor> {
     }
 }
 
+/// `min(max(x, 0), 6)` (MobileNetV2's activation), differentiable; one
+/// native pass for f32 on the CPU, Candle's `clamp` elsewhere. Candle's
+/// clamp is a maximum then a minimum, whose backward compares, casts and
+/// divides: about twenty passes. The gradient is Candle's: 1 inside, 0
+/// outside and 1/2 at exactly 0 or 6 (where its maximum/minimum split a tie).
+pub fn relu6(x: &Tensor) -> Result<Tensor> {
+    if native_applies(x) {
+        x.contiguous()?.apply_op1(Relu6)
+    } else {
+        x.clamp(0f32, 6f32)
+    }
+}
+
 /// `out[i] = f(a[i], b[i])` on the rayon pool. Collected rather than
 /// written into a zeroed buffer: zeroing was a pass of its own.
 fn zip_map(a: &[f32], b: &[f32], f: impl Fn(f32, f32) -> f32 + Sync + Send) -> Vec<f32> {
@@ -68,6 +81,53 @@ impl CustomOp1 for Relu {
     fn bwd(&self, x: &Tensor, _y: &Tensor, dy: &Tensor) -> Result<Option<Tensor>> {
         let dx = x.apply_op2_no_bwd(&dy.contiguous()?, &ReluGrad)?;
         Ok(Some(dx))
+    }
+}
+
+struct Relu6;
+
+impl CustomOp1 for Relu6 {
+    fn name(&self) -> &'static str {
+        "rpg-relu6"
+    }
+
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
+        let x = f32_slice(s, l, "relu6")?;
+        let y = zip_map(x, x, |x, _| x.max(0.0).min(6.0));
+        Ok((CpuStorage::F32(y), l.shape().clone()))
+    }
+
+    fn bwd(&self, x: &Tensor, _y: &Tensor, dy: &Tensor) -> Result<Option<Tensor>> {
+        Ok(Some(x.apply_op2_no_bwd(&dy.contiguous()?, &Relu6Grad)?))
+    }
+}
+
+/// `(x, dy) -> dy` inside (0, 6), `dy / 2` at 0 and 6, else 0.
+struct Relu6Grad;
+
+impl CustomOp2 for Relu6Grad {
+    fn name(&self) -> &'static str {
+        "rpg-relu6-grad"
+    }
+
+    fn cpu_fwd(
+        &self,
+        sx: &CpuStorage,
+        lx: &Layout,
+        sd: &CpuStorage,
+        ld: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let (x, dy) = (f32_slice(sx, lx, "relu6")?, f32_slice(sd, ld, "relu6")?);
+        let dx = zip_map(x, dy, |x, d| {
+            if x > 0.0 && x < 6.0 {
+                d
+            } else if x == 0.0 || x == 6.0 {
+                d * 0.5
+            } else {
+                0.0
+            }
+        });
+        Ok((CpuStorage::F32(dx), lx.shape().clone()))
     }
 }
 
@@ -156,6 +216,23 @@ mod tests {
         let probe = Tensor::from_vec(values(n, 3), (n,), &Device::Cpu)?;
         let ours = relu(&x)?;
         let theirs = x.relu()?;
+        assert_same(&ours, &theirs);
+        let g_ours = (&ours * &probe)?.sum_all()?.backward()?;
+        let g_theirs = (&theirs * &probe)?.sum_all()?.backward()?;
+        assert_same(g_ours.get(&x).unwrap(), g_theirs.get(&x).unwrap());
+        Ok(())
+    }
+
+    #[test]
+    fn relu6_and_its_gradient_equal_candles_clamp() -> Result<()> {
+        let n = 1000;
+        // -5..=5 scaled to cover both kinks (0 and 6) exactly and beyond.
+        let xs: Vec<f32> = values(n, 4).iter().map(|v| v * 1.5).collect();
+        assert!(xs.contains(&0.0) && xs.contains(&6.0) && xs.contains(&7.5));
+        let x = Var::from_vec(xs, (n,), &Device::Cpu)?;
+        let probe = Tensor::from_vec(values(n, 9), (n,), &Device::Cpu)?;
+        let ours = relu6(&x)?;
+        let theirs = x.clamp(0f32, 6f32)?;
         assert_same(&ours, &theirs);
         let g_ours = (&ours * &probe)?.sum_all()?.backward()?;
         let g_theirs = (&theirs * &probe)?.sum_all()?.backward()?;

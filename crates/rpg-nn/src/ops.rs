@@ -4,7 +4,7 @@
 use candle_core::{D, Result, Tensor};
 use candle_nn::Conv2dConfig;
 
-pub use crate::activation::{add_relu, relu};
+pub use crate::activation::{add_relu, relu, relu6};
 use crate::backend::native_applies;
 use crate::conv::native_conv2d;
 
