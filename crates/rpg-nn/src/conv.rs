@@ -399,6 +399,8 @@ mod tests {
             ([2, 3, 9, 13], [4, 3, 3, 3], cfg(2, 1, 1, 1)),
             ([1, 4, 7, 5], [6, 2, 3, 3], cfg(3, 2, 2, 2)),
             ([3, 2, 11, 6], [2, 2, 5, 5], cfg(2, 0, 1, 1)),
+            // Depthwise, strided, on a non-square map.
+            ([2, 4, 9, 13], [4, 1, 3, 3], cfg(2, 1, 1, 4)),
         ] {
             let x = Var::from_tensor(&filled(&x_shape, 4)).unwrap();
             let w = Var::from_tensor(&filled(&w_shape, 5)).unwrap();
@@ -434,6 +436,13 @@ mod tests {
         check([2, 4, 8, 8], 8, (3, 3), cfg(2, 1, 1, 4));
         // Grouped pointwise.
         check([2, 6, 5, 5], 4, (1, 1), cfg(1, 0, 1, 2));
+        // The direct depthwise path: strides, no or wide padding, dilation,
+        // a non-square map, several planes per task.
+        check([2, 5, 11, 11], 5, (3, 3), cfg(2, 1, 1, 5));
+        check([3, 4, 9, 7], 4, (3, 3), cfg(1, 0, 1, 4));
+        check([2, 3, 10, 10], 3, (3, 3), cfg(1, 2, 2, 3));
+        check([1, 6, 12, 12], 6, (5, 5), cfg(2, 2, 1, 6));
+        check([40, 16, 7, 7], 16, (3, 3), cfg(1, 1, 1, 16));
     }
 
     #[test]

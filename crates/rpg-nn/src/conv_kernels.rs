@@ -19,6 +19,7 @@ use gemm::{Parallelism, gemm};
 use rayon::prelude::*;
 
 use crate::backend::par_filled;
+use crate::depthwise;
 
 /// The shape of one convolution; square stride, padding and dilation as in
 /// `candle_nn::Conv2dConfig`.
@@ -100,7 +101,7 @@ fn spread_pitch(len: usize) -> usize {
 }
 
 /// `lo..hi` of outputs `o` with `o*stride + offset - padding` in `0..size`.
-fn valid_range(
+pub(crate) fn valid_range(
     size: usize,
     out: usize,
     stride: usize,
@@ -437,6 +438,9 @@ fn columns<'a>(
 
 /// `y = conv(x, w)`, no bias.
 pub(crate) fn forward(g: &ConvGeometry, x: &[f32], w: &[f32]) -> Vec<f32> {
+    if depthwise::applies(g) {
+        return depthwise::forward(g, x, w);
+    }
     let (pixels, rows, og) = (g.pixels(), g.col_rows(), g.out_per_group());
     let par = inner_parallelism(g);
     let fill = |img: usize, y_img: &mut [MaybeUninit<f32>]| {
@@ -473,6 +477,9 @@ pub(crate) fn forward(g: &ConvGeometry, x: &[f32], w: &[f32]) -> Vec<f32> {
 /// taken for 16 or more input channels per group and 256 or more output
 /// pixels. Otherwise per group `col = w^T dy`, then col2im.
 pub(crate) fn input_grad(g: &ConvGeometry, dy: &[f32], w: &[f32]) -> Vec<f32> {
+    if depthwise::applies(g) {
+        return depthwise::input_grad(g, dy, w);
+    }
     if let Some((transposed, flipped)) = as_transposed_forward(g, w) {
         return forward(&transposed, dy, &flipped);
     }
@@ -586,6 +593,9 @@ fn input_grad_col2im(g: &ConvGeometry, dy: &[f32], w: &[f32]) -> Vec<f32> {
 /// [`MIN_DEPTH`] deep (gemm's own depth block). When that leaves fewer
 /// tasks than threads, the product itself is threaded.
 pub(crate) fn weight_grad(g: &ConvGeometry, x: &[f32], dy: &[f32]) -> Vec<f32> {
+    if depthwise::applies(g) {
+        return depthwise::weight_grad(g, x, dy);
+    }
     let (pixels, rows, og) = (g.pixels(), g.col_rows(), g.out_per_group());
     let w_len = g.out_channels * rows;
     let threads = rayon::current_num_threads().max(1);

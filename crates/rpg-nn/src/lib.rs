@@ -39,6 +39,7 @@ mod batch_norm;
 mod checkpoint;
 mod conv;
 mod conv_kernels;
+mod depthwise;
 mod device;
 mod init;
 pub mod ops;
