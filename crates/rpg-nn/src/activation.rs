@@ -93,7 +93,7 @@ impl CustomOp1 for Relu6 {
 
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
         let x = f32_slice(s, l, "relu6")?;
-        let y = zip_map(x, x, |x, _| x.max(0.0).min(6.0));
+        let y = zip_map(x, x, |x, _| x.clamp(0.0, 6.0));
         Ok((CpuStorage::F32(y), l.shape().clone()))
     }
 
