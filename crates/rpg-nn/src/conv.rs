@@ -57,7 +57,7 @@ impl Module for Conv2d {
         let y = crate::ops::conv2d(x, &self.weight, &self.config)?;
         match &self.bias {
             None => Ok(y),
-            Some(bias) => y.broadcast_add(&bias.reshape((1, bias.dims1()?, 1, 1))?),
+            Some(bias) => crate::channel_bias::add_channel_bias(&y, bias),
         }
     }
 }

@@ -36,6 +36,7 @@
 mod activation;
 mod backend;
 mod batch_norm;
+mod channel_bias;
 mod checkpoint;
 mod conv;
 mod conv_kernels;

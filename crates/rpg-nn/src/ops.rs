@@ -6,6 +6,7 @@ use candle_nn::Conv2dConfig;
 
 pub use crate::activation::{add_relu, relu, relu6};
 use crate::backend::native_applies;
+pub use crate::channel_bias::add_channel_bias;
 use crate::conv::native_conv2d;
 
 /// `conv(x, weight)` (NCHW, OIHW, no bias), differentiable in both. f32 on
