@@ -45,6 +45,7 @@ mod device;
 mod init;
 pub mod ops;
 mod policy;
+mod pool;
 mod prunable;
 mod record;
 mod store;

@@ -27,15 +27,26 @@ pub fn conv2d(x: &Tensor, weight: &Tensor, config: &Conv2dConfig) -> Result<Tens
     }
 }
 
-/// Max pooling with any kernel and stride, differentiable. Candle's
-/// `max_pool2d_with_stride` has no backward when kernel != stride (the
+/// Max pooling with any kernel, stride and padding, differentiable, the
+/// gradient going to each window's maximum (split between ties). Use this
+/// rather than Candle's `max_pool2d`: its backward scales the gradient by
+/// the share of the window holding the maximum (a quarter for a unique
+/// maximum of a 2x2 window), and has none when kernel != stride (the
 /// ImageNet ResNet stem uses 3x3, stride 2, padding 1).
 ///
-/// Padding is with zeros, which equals PyTorch's -inf padding whenever the
-/// input is non-negative (as after the ReLU that precedes the stem pool):
-/// every window holds at least one real element. The result is the maximum
-/// over `kernel^2` strided views of the padded input.
+/// f32 on the CPU runs a native op (padding never wins, PyTorch's -inf
+/// padding). Elsewhere the result is the maximum over `kernel^2` strided
+/// views of the input padded with zeros, which equals -inf padding whenever
+/// the input is non-negative (as after the ReLU before a stem pool).
 pub fn max_pool2d(x: &Tensor, kernel: usize, stride: usize, padding: usize) -> Result<Tensor> {
+    if native_applies(x) {
+        let window = crate::pool::Window {
+            kernel,
+            stride,
+            padding,
+        };
+        return crate::pool::max_pool2d(x, window);
+    }
     let (_, _, h, w) = x.dims4()?;
     let out_h = (h + 2 * padding - kernel) / stride + 1;
     let out_w = (w + 2 * padding - kernel) / stride + 1;
@@ -106,6 +117,67 @@ mod tests {
         // Each output routes one unit of gradient to its window's maximum.
         let total = g.sum_all()?.to_scalar::<f32>()?;
         assert_eq!(total, ours.elem_count() as f32);
+        Ok(())
+    }
+
+    /// The native op against the strided-view form (Candle's path), on
+    /// distinct values where both route each gradient to one maximum.
+    #[test]
+    fn native_max_pool_matches_the_strided_views() -> Result<()> {
+        let n = 2 * 3 * 9 * 11;
+        // A permutation of 0..n: distinct values, both signs.
+        let values: Vec<f32> = (0..n).map(|i| ((i * 53) % n) as f32 - 100.0).collect();
+        for (kernel, stride, padding) in [(2, 2, 0), (3, 2, 1), (3, 1, 1), (2, 1, 0), (3, 3, 0)] {
+            let x = Var::from_vec(values.clone(), (2, 3, 9, 11), &Device::Cpu)?;
+            let native = max_pool2d(&x, kernel, stride, padding)?;
+            crate::set_kernel_backend(crate::KernelBackend::Candle);
+            let views = max_pool2d(&x, kernel, stride, padding);
+            crate::set_kernel_backend(crate::KernelBackend::Native);
+            // Zero padding differs from -inf padding on negative inputs:
+            // compare where both see the same window (shift to positive).
+            let shifted = Var::from_tensor(&(x.as_tensor() + 1000.0)?)?;
+            let native_pos = max_pool2d(&shifted, kernel, stride, padding)?;
+            crate::set_kernel_backend(crate::KernelBackend::Candle);
+            let views_pos = max_pool2d(&shifted, kernel, stride, padding)?;
+            crate::set_kernel_backend(crate::KernelBackend::Native);
+            assert_eq!(native.dims(), views?.dims());
+            let probe = Tensor::arange(0f32, native_pos.elem_count() as f32, &Device::Cpu)?
+                .reshape(native_pos.dims())?;
+            assert_eq!(
+                native_pos.flatten_all()?.to_vec1::<f32>()?,
+                views_pos.flatten_all()?.to_vec1::<f32>()?
+            );
+            let g_native = (&native_pos * &probe)?.sum_all()?.backward()?;
+            let g_views = (&views_pos * &probe)?.sum_all()?.backward()?;
+            assert_eq!(
+                g_native
+                    .get(&shifted)
+                    .unwrap()
+                    .flatten_all()?
+                    .to_vec1::<f32>()?,
+                g_views
+                    .get(&shifted)
+                    .unwrap()
+                    .flatten_all()?
+                    .to_vec1::<f32>()?,
+                "{kernel} {stride} {padding}"
+            );
+        }
+        Ok(())
+    }
+
+    /// A unique maximum takes the whole gradient (Candle 0.11.1's own
+    /// backward gives it 0.25 here); tied maxima share it.
+    #[test]
+    fn max_pool_gradient_goes_to_the_maximum() -> Result<()> {
+        let x = Var::from_vec(
+            vec![1f32, 2., 3., 4., 5., 5., 0., 1.],
+            (1, 2, 2, 2),
+            &Device::Cpu,
+        )?;
+        let grads = max_pool2d(&x, 2, 2, 0)?.sum_all()?.backward()?;
+        let g = grads.get(&x).unwrap().flatten_all()?.to_vec1::<f32>()?;
+        assert_eq!(g, vec![0., 0., 0., 1., 0.5, 0.5, 0., 0.]);
         Ok(())
     }
 
