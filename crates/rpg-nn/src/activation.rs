@@ -21,7 +21,7 @@ const CHUNK: usize = 1 << 15;
 /// Candle's `relu` elsewhere.
 pub fn relu(x: &Tensor) -> Result<Tensor> {
     if native_applies(x) {
-        x.contiguous()?.apply_op1(Relu)
+        x.contiguous()?.apply_op1(Unary::Relu)
     } else {
         x.relu()
     }
@@ -47,7 +47,7 @@ pub fn add_relu(a: &Tensor, b: &Tensor) -> Result<Tensor> {
 /// outside and 1/2 at exactly 0 or 6 (where its maximum/minimum split a tie).
 pub fn relu6(x: &Tensor) -> Result<Tensor> {
     if native_applies(x) {
-        x.contiguous()?.apply_op1(Relu6)
+        x.contiguous()?.apply_op1(Unary::Relu6)
     } else {
         x.clamp(0f32, 6f32)
     }
@@ -63,51 +63,76 @@ fn zip_map(a: &[f32], b: &[f32], f: impl Fn(f32, f32) -> f32 + Sync + Send) -> V
         .collect()
 }
 
-struct Relu;
+/// The one-input activations, as a forward op and (with `dy`) its gradient.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Unary {
+    Relu,
+    Relu6,
+}
 
-impl CustomOp1 for Relu {
+impl Unary {
+    fn label(self) -> &'static str {
+        match self {
+            Self::Relu => "relu",
+            Self::Relu6 => "relu6",
+        }
+    }
+
+    /// Each arm is its own closure, so each loop compiles to straight code.
+    fn forward(self, x: &[f32]) -> Vec<f32> {
+        match self {
+            Self::Relu => zip_map(x, x, |x, _| x.max(0.0)),
+            Self::Relu6 => zip_map(x, x, |x, _| x.clamp(0.0, 6.0)),
+        }
+    }
+
+    /// `dL/dx` from the input and `dL/dy`, as Candle's backward gives it:
+    /// ReLU passes `dy` where `x >= 0`; ReLU6 inside (0, 6), half of it at
+    /// exactly 0 or 6 (its maximum/minimum split a tie).
+    fn backward(self, x: &[f32], dy: &[f32]) -> Vec<f32> {
+        match self {
+            Self::Relu => zip_map(x, dy, |x, d| if x >= 0.0 { d } else { 0.0 }),
+            Self::Relu6 => zip_map(x, dy, |x, d| {
+                if x > 0.0 && x < 6.0 {
+                    d
+                } else if x == 0.0 || x == 6.0 {
+                    d * 0.5
+                } else {
+                    0.0
+                }
+            }),
+        }
+    }
+}
+
+impl CustomOp1 for Unary {
     fn name(&self) -> &'static str {
-        "rpg-relu"
+        match self {
+            Self::Relu => "rpg-relu",
+            Self::Relu6 => "rpg-relu6",
+        }
     }
 
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
-        let x = f32_slice(s, l, "relu")?;
-        Ok((
-            CpuStorage::F32(zip_map(x, x, |x, _| x.max(0.0))),
-            l.shape().clone(),
-        ))
+        let x = f32_slice(s, l, self.label())?;
+        Ok((CpuStorage::F32(self.forward(x)), l.shape().clone()))
     }
 
     fn bwd(&self, x: &Tensor, _y: &Tensor, dy: &Tensor) -> Result<Option<Tensor>> {
-        let dx = x.apply_op2_no_bwd(&dy.contiguous()?, &ReluGrad)?;
+        let dx = x.apply_op2_no_bwd(&dy.contiguous()?, &UnaryGrad(*self))?;
         Ok(Some(dx))
     }
 }
 
-struct Relu6;
+/// `(x, dy) -> dx` of a [`Unary`].
+struct UnaryGrad(Unary);
 
-impl CustomOp1 for Relu6 {
+impl CustomOp2 for UnaryGrad {
     fn name(&self) -> &'static str {
-        "rpg-relu6"
-    }
-
-    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
-        let x = f32_slice(s, l, "relu6")?;
-        let y = zip_map(x, x, |x, _| x.clamp(0.0, 6.0));
-        Ok((CpuStorage::F32(y), l.shape().clone()))
-    }
-
-    fn bwd(&self, x: &Tensor, _y: &Tensor, dy: &Tensor) -> Result<Option<Tensor>> {
-        Ok(Some(x.apply_op2_no_bwd(&dy.contiguous()?, &Relu6Grad)?))
-    }
-}
-
-/// `(x, dy) -> dy` inside (0, 6), `dy / 2` at 0 and 6, else 0.
-struct Relu6Grad;
-
-impl CustomOp2 for Relu6Grad {
-    fn name(&self) -> &'static str {
-        "rpg-relu6-grad"
+        match self.0 {
+            Unary::Relu => "rpg-relu-grad",
+            Unary::Relu6 => "rpg-relu6-grad",
+        }
     }
 
     fn cpu_fwd(
@@ -117,17 +142,9 @@ impl CustomOp2 for Relu6Grad {
         sd: &CpuStorage,
         ld: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        let (x, dy) = (f32_slice(sx, lx, "relu6")?, f32_slice(sd, ld, "relu6")?);
-        let dx = zip_map(x, dy, |x, d| {
-            if x > 0.0 && x < 6.0 {
-                d
-            } else if x == 0.0 || x == 6.0 {
-                d * 0.5
-            } else {
-                0.0
-            }
-        });
-        Ok((CpuStorage::F32(dx), lx.shape().clone()))
+        let label = self.0.label();
+        let (x, dy) = (f32_slice(sx, lx, label)?, f32_slice(sd, ld, label)?);
+        Ok((CpuStorage::F32(self.0.backward(x, dy)), lx.shape().clone()))
     }
 }
 
@@ -164,29 +181,8 @@ impl CustomOp2 for AddRelu {
         // where the ReLU's input is >= 0, and the output cannot tell 0 from
         // a negative input.
         let sum = (a + b)?;
-        let d = sum.apply_op2_no_bwd(&dy.contiguous()?, &ReluGrad)?;
+        let d = sum.apply_op2_no_bwd(&dy.contiguous()?, &UnaryGrad(Unary::Relu))?;
         Ok((Some(d.clone()), Some(d)))
-    }
-}
-
-/// `(x, dy) -> dy where x >= 0, else 0`.
-struct ReluGrad;
-
-impl CustomOp2 for ReluGrad {
-    fn name(&self) -> &'static str {
-        "rpg-relu-grad"
-    }
-
-    fn cpu_fwd(
-        &self,
-        sx: &CpuStorage,
-        lx: &Layout,
-        sd: &CpuStorage,
-        ld: &Layout,
-    ) -> Result<(CpuStorage, Shape)> {
-        let (x, dy) = (f32_slice(sx, lx, "relu")?, f32_slice(sd, ld, "relu")?);
-        let dx = zip_map(x, dy, |x, d| if x >= 0.0 { d } else { 0.0 });
-        Ok((CpuStorage::F32(dx), lx.shape().clone()))
     }
 }
 

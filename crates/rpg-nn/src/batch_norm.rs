@@ -435,14 +435,9 @@ impl CustomOp2 for BnInputGrad {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::test_util::max_abs_diff;
     use candle_core::{DType, Device};
     use candle_nn::VarMap;
-
-    fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
-        (a - b)
-            .and_then(|d| d.abs()?.flatten_all()?.max(0)?.to_scalar::<f32>())
-            .unwrap()
-    }
 
     /// Ours and candle-nn's over the same variables: outputs, all three
     /// gradients and the running statistics after two training steps.

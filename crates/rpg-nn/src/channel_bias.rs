@@ -111,24 +111,12 @@ mod tests {
     use candle_core::{Device, Var};
 
     use super::*;
+    use crate::test_util::max_abs_diff;
 
     fn values(n: usize, salt: usize) -> Vec<f32> {
         (0..n)
             .map(|i| (((i * 37 + salt) % 101) as f32 - 50.0) / 25.0)
             .collect()
-    }
-
-    fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
-        (a - b)
-            .unwrap()
-            .abs()
-            .unwrap()
-            .flatten_all()
-            .unwrap()
-            .max(0)
-            .unwrap()
-            .to_scalar::<f32>()
-            .unwrap()
     }
 
     #[test]
@@ -143,16 +131,16 @@ mod tests {
             let mut bshape = vec![1; shape.len()];
             bshape[1] = c;
             let theirs = x.broadcast_add(&b.reshape(bshape)?)?;
-            assert_eq!(max_diff(&ours, &theirs), 0.0);
+            assert_eq!(max_abs_diff(&ours, &theirs), 0.0);
             let g_ours = (&ours * &probe)?.sum_all()?.backward()?;
             let g_theirs = (&theirs * &probe)?.sum_all()?.backward()?;
             assert_eq!(
-                max_diff(g_ours.get(&x).unwrap(), g_theirs.get(&x).unwrap()),
+                max_abs_diff(g_ours.get(&x).unwrap(), g_theirs.get(&x).unwrap()),
                 0.0
             );
             let (gb, tb) = (g_ours.get(&b).unwrap(), g_theirs.get(&b).unwrap());
             assert_eq!(gb.dims(), tb.dims());
-            assert!(max_diff(gb, tb) < 1e-5, "{shape:?}");
+            assert!(max_abs_diff(gb, tb) < 1e-5, "{shape:?}");
         }
         Ok(())
     }

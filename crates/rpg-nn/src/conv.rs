@@ -273,6 +273,7 @@ impl CustomOp2 for ConvWeightGrad {
 mod tests {
     use super::*;
     use crate::ops::conv2d;
+    use crate::test_util::max_abs_diff;
     use candle_core::{DType, Device, Var};
 
     /// Deterministic values in [-1, 1).
@@ -286,19 +287,6 @@ mod tests {
             })
             .collect();
         Tensor::from_vec(values, shape, &Device::Cpu).unwrap()
-    }
-
-    fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
-        (a - b)
-            .unwrap()
-            .abs()
-            .unwrap()
-            .flatten_all()
-            .unwrap()
-            .max(0)
-            .unwrap()
-            .to_scalar::<f32>()
-            .unwrap()
     }
 
     /// f32 rounding of sums of up to a few thousand terms: 1e-5 of the

@@ -49,6 +49,8 @@ mod pool;
 mod prunable;
 mod record;
 mod store;
+#[cfg(test)]
+mod test_util;
 
 pub use backend::{KernelBackend, kernel_backend, set_kernel_backend};
 pub use batch_norm::{BatchNorm, batch_norm};
