@@ -205,13 +205,18 @@ mod tests {
         assert_eq!(a, b);
     }
 
-    #[test]
-    fn relu_and_its_gradient_equal_candles() -> Result<()> {
-        let n = CHUNK + 37;
-        let x = Var::from_vec(values(n, 0), (n,), &Device::Cpu)?;
-        let probe = Tensor::from_vec(values(n, 3), (n,), &Device::Cpu)?;
-        let ours = relu(&x)?;
-        let theirs = x.relu()?;
+    /// `ours(x)` and `theirs(x)` agree exactly, and so do the gradients of
+    /// `sum(f(x) * probe)` for `x`.
+    fn assert_matches(
+        x: Vec<f32>,
+        probe_salt: usize,
+        ours: impl Fn(&Tensor) -> Result<Tensor>,
+        theirs: impl Fn(&Tensor) -> Result<Tensor>,
+    ) -> Result<()> {
+        let n = x.len();
+        let x = Var::from_vec(x, (n,), &Device::Cpu)?;
+        let probe = Tensor::from_vec(values(n, probe_salt), (n,), &Device::Cpu)?;
+        let (ours, theirs) = (ours(&x)?, theirs(&x)?);
         assert_same(&ours, &theirs);
         let g_ours = (&ours * &probe)?.sum_all()?.backward()?;
         let g_theirs = (&theirs * &probe)?.sum_all()?.backward()?;
@@ -220,20 +225,17 @@ mod tests {
     }
 
     #[test]
+    fn relu_and_its_gradient_equal_candles() -> Result<()> {
+        assert_matches(values(CHUNK + 37, 0), 3, relu, Tensor::relu)
+    }
+
+    #[test]
     fn relu6_and_its_gradient_equal_candles_clamp() -> Result<()> {
         let n = 1000;
         // -5..=5 scaled to cover both kinks (0 and 6) exactly and beyond.
         let xs: Vec<f32> = values(n, 4).iter().map(|v| v * 1.5).collect();
         assert!(xs.contains(&0.0) && xs.contains(&6.0) && xs.contains(&7.5));
-        let x = Var::from_vec(xs, (n,), &Device::Cpu)?;
-        let probe = Tensor::from_vec(values(n, 9), (n,), &Device::Cpu)?;
-        let ours = relu6(&x)?;
-        let theirs = x.clamp(0f32, 6f32)?;
-        assert_same(&ours, &theirs);
-        let g_ours = (&ours * &probe)?.sum_all()?.backward()?;
-        let g_theirs = (&theirs * &probe)?.sum_all()?.backward()?;
-        assert_same(g_ours.get(&x).unwrap(), g_theirs.get(&x).unwrap());
-        Ok(())
+        assert_matches(xs, 9, relu6, |x| x.clamp(0f32, 6f32))
     }
 
     #[test]
