@@ -272,22 +272,12 @@ fn with_scratch<R>(len: usize, f: impl FnOnce(&mut [f32]) -> R) -> R {
     })
 }
 
-/// Writes group `group`'s column matrix of one image: row
-/// `(c*kh + i)*kw + j`, column `oh*out_w + ow` holds the input pixel that
-/// kernel tap (i, j) of channel c sees at output (oh, ow), zero in padding.
-/// Rows start `pitch` elements apart.
-fn im2col(g: &ConvGeometry, image: &[f32], group: usize, col: &mut [f32], pitch: usize) {
-    let (plane_len, cg) = (g.height * g.width, g.in_per_group());
-    let taps = g.kernel_h * g.kernel_w;
-    for c in 0..cg {
-        let plane = &image[(group * cg + c) * plane_len..][..plane_len];
-        im2col_plane(g, plane, &mut col[c * taps * pitch..], pitch);
-    }
-}
-
-/// [`im2col`] of several images side by side (image `b` from column
-/// `b * pixels`), spread over the pool by channel when `parallel`.
-fn im2col_images(
+/// Writes group `group`'s column matrix of one or several images side by
+/// side: row `(c*kh + i)*kw + j`, column `b*pixels + oh*out_w + ow` holds the
+/// input pixel that kernel tap (i, j) of channel c sees at output (oh, ow) of
+/// image b, zero in padding. Rows start `pitch` elements apart; channels are
+/// spread over the pool when `parallel`.
+fn im2col(
     g: &ConvGeometry,
     images: &[f32],
     group: usize,
@@ -431,7 +421,7 @@ fn columns<'a>(
         let len = g.col_rows() * g.pixels();
         (&image[group * len..][..len], g.pixels())
     } else {
-        im2col(g, image, group, col, g.col_pitch());
+        im2col(g, image, group, col, g.col_pitch(), false);
         (col, g.col_pitch())
     }
 }
@@ -609,6 +599,8 @@ pub(crate) fn weight_grad(g: &ConvGeometry, x: &[f32], dy: &[f32]) -> Vec<f32> {
         .max(per_product)
         .next_multiple_of(per_product);
     let par = product_parallelism(g.batch.div_ceil(per_task));
+    // A threaded product leaves the pool free for a threaded im2col too.
+    let parallel_im2col = !matches!(par, Parallelism::None);
     let depth_max = per_product * pixels;
     let pitch = spread_pitch(depth_max);
     let partials = x
@@ -626,8 +618,7 @@ pub(crate) fn weight_grad(g: &ConvGeometry, x: &[f32], dy: &[f32]) -> Vec<f32> {
                 let depth = images * pixels;
                 for group in 0..g.groups {
                     let ((cols, col_pitch), (dy_g, dy_pitch)) = if batched {
-                        let parallel = !matches!(par, Parallelism::None);
-                        im2col_images(g, x_imgs, group, &mut col, pitch, parallel);
+                        im2col(g, x_imgs, group, &mut col, pitch, parallel_im2col);
                         for b in 0..images {
                             let dy_img = &dy_imgs[b * g.out_image_len()..];
                             for o in 0..og {
