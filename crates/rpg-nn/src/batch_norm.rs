@@ -18,9 +18,9 @@ use std::sync::{Arc, OnceLock};
 
 use candle_core::{CpuStorage, CustomOp2, CustomOp3, Layout, ModuleT, Result, Shape, Tensor, Var};
 use candle_nn::{BatchNormConfig, VarBuilder};
-use rayon::prelude::*;
 
 use crate::backend::{f32_slice, par_filled};
+use crate::channels::{channel_sums, dims};
 
 const OP: &str = "batch-norm";
 
@@ -206,32 +206,6 @@ fn input_grad_run<const RELU: bool>(
     }
 }
 
-/// `(batch, channels, values per channel and image)` of a contiguous input.
-fn dims(shape: &[usize]) -> (usize, usize, usize) {
-    let (n, c) = (shape[0], shape[1]);
-    (n, c, shape[2..].iter().product())
-}
-
-/// `f(c) -> (sum_a, sum_b)` over channel c's values of `a` and `b`, the
-/// sums in f64: a channel can hold hundreds of thousands of values.
-fn channel_sums(
-    (n, c, s): (usize, usize, usize),
-    f: impl Fn(usize, usize) -> (f32, f32) + Sync,
-) -> Vec<(f64, f64)> {
-    (0..c)
-        .into_par_iter()
-        .map(|ch| {
-            let (mut a, mut b) = (0f64, 0f64);
-            for img in 0..n {
-                let (x, y) = f(ch, (img * c + ch) * s);
-                a += x as f64;
-                b += y as f64;
-            }
-            (a, b)
-        })
-        .collect()
-}
-
 /// Training forward: `(x, weight, bias) -> y`; leaves its statistics in
 /// `stats` for the running averages and the backward.
 struct BnTrain {
@@ -302,7 +276,7 @@ impl CustomOp3 for BnTrain {
     fn bwd(
         &self,
         x: &Tensor,
-        weight: &Tensor,
+        _weight: &Tensor,
         _bias: &Tensor,
         _y: &Tensor,
         dy: &Tensor,
@@ -324,7 +298,6 @@ impl CustomOp3 for BnTrain {
             &BnInputGrad {
                 stats,
                 relu: self.relu,
-                weight: weight.to_vec1::<f32>()?,
                 d_weight: sums[0].clone(),
                 d_bias: sums[1].clone(),
             },
@@ -380,7 +353,6 @@ impl CustomOp2 for BnParamGrads {
 struct BnInputGrad {
     stats: Arc<OnceLock<BnStats>>,
     relu: bool,
-    weight: Vec<f32>,
     d_weight: Vec<f32>,
     d_bias: Vec<f32>,
 }
@@ -404,8 +376,8 @@ impl CustomOp2 for BnInputGrad {
         // dx = a * dy + b * x + d per channel, folding mean and x_hat in.
         let coeffs: Vec<(f32, f32, f32)> = (0..c)
             .map(|ch| {
-                let k = stats.inv_std[ch];
-                let a = self.weight[ch] * k;
+                // The forward's scale, `weight * inv_std`.
+                let (k, a) = (stats.inv_std[ch], stats.scale[ch]);
                 let gw = self.d_weight[ch] / count;
                 let gb = self.d_bias[ch] / count;
                 // x_hat = (x - m) k, so a * (dy - gb - x_hat gw) = a dy - a k gw x + a (k gw m - gb).
