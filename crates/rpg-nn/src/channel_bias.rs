@@ -7,9 +7,9 @@
 //! over each channel's contiguous runs.
 
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, Layout, Result, Shape, Tensor};
-use rayon::prelude::*;
 
 use crate::backend::{f32_slice, native_applies, par_filled};
+use crate::channels::{channel_sums, dims};
 
 /// `x + bias` broadcast over dimension 1 of `x` (`bias` has `x.dim(1)`
 /// elements), differentiable in both; native for f32 on the CPU.
@@ -29,11 +29,6 @@ pub fn add_channel_bias(x: &Tensor, bias: &Tensor) -> Result<Tensor> {
         shape[1] = channels;
         x.broadcast_add(&bias.reshape(shape)?)
     }
-}
-
-/// `(batch, channels, values per channel and image)` of a contiguous input.
-fn dims(shape: &[usize]) -> (usize, usize, usize) {
-    (shape[0], shape[1], shape[2..].iter().product())
 }
 
 struct AddChannelBias;
@@ -91,17 +86,8 @@ impl CustomOp1 for ChannelSums {
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
         let dy = f32_slice(s, l, "bias")?;
         let (n, c, s) = dims(l.dims());
-        let sums: Vec<f32> = (0..c)
-            .into_par_iter()
-            .map(|ch| {
-                let mut total = 0f64;
-                for img in 0..n {
-                    let run = &dy[(img * c + ch) * s..][..s];
-                    total += run.iter().sum::<f32>() as f64;
-                }
-                total as f32
-            })
-            .collect();
+        let sums = channel_sums((n, c, s), |_, at| (dy[at..at + s].iter().sum(), 0.0));
+        let sums: Vec<f32> = sums.iter().map(|(a, _)| *a as f32).collect();
         Ok((CpuStorage::F32(sums), Shape::from(c)))
     }
 }

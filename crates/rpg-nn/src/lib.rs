@@ -37,6 +37,7 @@ mod activation;
 mod backend;
 mod batch_norm;
 mod channel_bias;
+mod channels;
 mod checkpoint;
 mod conv;
 mod conv_kernels;
