@@ -219,6 +219,8 @@ fn train_impl(
         None => None,
     };
     let ring_size = cfg.validate()?;
+    // Before anything is written: a bad --device leaves no run directory.
+    let device = rpg_nn::parse_device(&cfg.device).map_err(candle)?;
     let out = cfg.out_dir();
     if resume.is_none() && checkpoint::find_last(&out).is_some() {
         bail!(
@@ -230,7 +232,6 @@ fn train_impl(
     cfg.out = Some(out.clone());
     std::fs::write(out.join("config.toml"), cfg.to_toml()?)?;
 
-    let device = rpg_nn::parse_device(&cfg.device).map_err(candle)?;
     let (train_data, test_data) = load_data(&cfg)?;
     let owned;
     let built: &Built = match (prebuilt, &resume_state) {

@@ -53,7 +53,15 @@ fn bad_flags_and_combinations_are_one_line_errors() {
     );
     fails_with(&["train", "--dof", "0"], "outside (0, 1]");
     fails_with(&["train", "--dof", "0.1", "--dense"], "takes no --dof");
-    fails_with(&["train", "--device", "tpu"], "unknown device `tpu`");
+    // A bad device is refused before the run directory is made.
+    let runs = tempfile::tempdir().unwrap();
+    let run = runs.path().join("run");
+    let out = run.to_str().unwrap();
+    fails_with(
+        &["train", "--device", "tpu", "--out", out],
+        "unknown device `tpu`",
+    );
+    assert!(!run.exists(), "a refused run left {out} behind");
     fails_with(&["train", "--epochz", "3"], "unexpected argument");
     fails_with(&["train", "--lr", "fast"], "invalid value");
     fails_with(&["train", "--dataset", "svhn"], "unknown dataset `svhn`");
@@ -79,7 +87,14 @@ fn bad_flags_and_combinations_are_one_line_errors() {
 #[cfg(not(feature = "cuda"))]
 #[test]
 fn cuda_without_the_feature_names_it() {
-    fails_with(&["train", "--device", "cuda:0"], "--features cuda");
+    let runs = tempfile::tempdir().unwrap();
+    let run = runs.path().join("run");
+    let out = run.to_str().unwrap();
+    fails_with(
+        &["train", "--device", "cuda:0", "--out", out],
+        "--features cuda",
+    );
+    assert!(!run.exists(), "a refused run left {out} behind");
 }
 
 /// Trains a tiny run on the bundled MNIST through the CLI into `run`,
