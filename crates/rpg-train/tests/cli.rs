@@ -45,6 +45,15 @@ fn fails_with(args: &[&str], needle: &str) {
     );
 }
 
+/// `train --device device` fails with `needle` and leaves no run directory.
+fn device_is_refused_before_the_run_directory(device: &str, needle: &str) {
+    let runs = tempfile::tempdir().unwrap();
+    let run = runs.path().join("run");
+    let out = run.to_str().unwrap();
+    fails_with(&["train", "--device", device, "--out", out], needle);
+    assert!(!run.exists(), "a refused run left {out} behind");
+}
+
 #[test]
 fn bad_flags_and_combinations_are_one_line_errors() {
     fails_with(
@@ -53,15 +62,7 @@ fn bad_flags_and_combinations_are_one_line_errors() {
     );
     fails_with(&["train", "--dof", "0"], "outside (0, 1]");
     fails_with(&["train", "--dof", "0.1", "--dense"], "takes no --dof");
-    // A bad device is refused before the run directory is made.
-    let runs = tempfile::tempdir().unwrap();
-    let run = runs.path().join("run");
-    let out = run.to_str().unwrap();
-    fails_with(
-        &["train", "--device", "tpu", "--out", out],
-        "unknown device `tpu`",
-    );
-    assert!(!run.exists(), "a refused run left {out} behind");
+    device_is_refused_before_the_run_directory("tpu", "unknown device `tpu`");
     fails_with(&["train", "--epochz", "3"], "unexpected argument");
     fails_with(&["train", "--lr", "fast"], "invalid value");
     fails_with(&["train", "--dataset", "svhn"], "unknown dataset `svhn`");
@@ -87,14 +88,7 @@ fn bad_flags_and_combinations_are_one_line_errors() {
 #[cfg(not(feature = "cuda"))]
 #[test]
 fn cuda_without_the_feature_names_it() {
-    let runs = tempfile::tempdir().unwrap();
-    let run = runs.path().join("run");
-    let out = run.to_str().unwrap();
-    fails_with(
-        &["train", "--device", "cuda:0", "--out", out],
-        "--features cuda",
-    );
-    assert!(!run.exists(), "a refused run left {out} behind");
+    device_is_refused_before_the_run_directory("cuda:0", "--features cuda");
 }
 
 /// Trains a tiny run on the bundled MNIST through the CLI into `run`,
