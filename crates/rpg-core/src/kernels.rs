@@ -8,7 +8,7 @@
 
 use std::ops::Range;
 
-use crate::placement::{INDEX_MASK, SIGN_BIT};
+use crate::entry::{INDEX_MASK, signed};
 use crate::{Error, Result};
 
 /// Below this many elements per thread, threads cost more than they save.
@@ -26,11 +26,6 @@ pub fn thread_count() -> usize {
 
 fn threads_for(work: usize) -> usize {
     thread_count().min(work / MIN_ELEMENTS_PER_THREAD).max(1)
-}
-
-#[inline(always)]
-fn signed(value: f32, entry: u32) -> f32 {
-    f32::from_bits(value.to_bits() ^ (entry & SIGN_BIT))
 }
 
 /// A run of positions that share a ring and a scale (one layer).
@@ -255,6 +250,7 @@ fn accumulate_range(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::entry::SIGN_BIT;
 
     #[test]
     fn generate_applies_sign_and_scale() {

@@ -48,6 +48,7 @@
 #![warn(missing_docs)]
 
 mod dof;
+mod entry;
 mod error;
 pub mod kernels;
 mod placement;
@@ -56,7 +57,8 @@ pub mod rng;
 mod spec;
 
 pub use dof::{DofReport, ring_lengths_for_ratio, split_ring_budget};
+pub use entry::{INDEX_MASK, SIGN_BIT};
 pub use error::{Error, Result};
-pub use placement::{INDEX_MASK, LayerPlacement, Notice, Placement, SIGN_BIT};
+pub use placement::{LayerPlacement, Notice, Placement};
 pub use registry::{LayerInfo, LayerRegistry};
 pub use spec::{MAX_RING_LENGTH, PlacementKind, PlacementVersion, RingSpec, ScaleRule};

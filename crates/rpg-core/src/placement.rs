@@ -7,16 +7,12 @@
 
 use std::fmt;
 
+use crate::entry::{INDEX_MASK, SIGN_BIT};
 use crate::kernels;
 use crate::registry::{LayerInfo, LayerRegistry};
 use crate::rng::{Pcg32, StreamPurpose};
 use crate::spec::{PlacementKind, RingSpec, ScaleRule};
 use crate::{Error, Result};
-
-/// Bit 31 of an entry: the sign.
-pub const SIGN_BIT: u32 = 1 << 31;
-/// Bits 0..31 of an entry: the ring index.
-pub const INDEX_MASK: u32 = SIGN_BIT - 1;
 
 /// Where one shared layer reads the ring.
 #[derive(Debug, Clone, PartialEq)]

@@ -4,8 +4,8 @@
 
 use candle_core::{Module, ModuleT, Result, Tensor};
 use candle_nn::{Conv2dConfig, Linear, VarBuilder, linear};
-use rpg_nn::ops::{max_pool2d, relu};
-use rpg_nn::{Conv2d, conv2d};
+use rpg_kernels::ops::{max_pool2d, relu};
+use rpg_kernels::{Conv2d, conv2d};
 
 use rpg_nn::PrunableLayer;
 
@@ -66,7 +66,7 @@ pub fn prunable(cfg: &ModelConfig) -> Vec<PrunableLayer> {
 impl ModuleT for LeNet5 {
     fn forward_t(&self, x: &Tensor, _train: bool) -> Result<Tensor> {
         // rpg-nn's pool: Candle's max_pool2d backward scales the gradient
-        // by 1/4 here (see rpg_nn::ops::max_pool2d).
+        // by 1/4 here (see rpg_kernels::ops::max_pool2d).
         let x = max_pool2d(&relu(&self.conv1.forward(x)?)?, 2, 2, 0)?;
         let x = max_pool2d(&relu(&self.conv2.forward(&x)?)?, 2, 2, 0)?.flatten_from(1)?;
         let x = relu(&self.fc1.forward(&x)?)?;

@@ -3,8 +3,8 @@
 use candle_core::{Module, ModuleT, Result, Tensor};
 use candle_nn::{Linear, VarBuilder, linear};
 
+use rpg_kernels::ops::relu;
 use rpg_nn::PrunableLayer;
-use rpg_nn::ops::relu;
 
 use crate::ModelConfig;
 

@@ -6,7 +6,7 @@
 
 use candle_core::{Module, ModuleT, Result, Tensor};
 use candle_nn::{Conv2dConfig, Linear, VarBuilder, linear};
-use rpg_nn::{BatchNorm, Conv2d, batch_norm, conv2d_no_bias};
+use rpg_kernels::{BatchNorm, Conv2d, batch_norm, conv2d_no_bias};
 
 use crate::ModelConfig;
 
@@ -56,7 +56,7 @@ impl ConvBn {
     fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
         let y = self.bn.forward_t(&self.conv.forward(x)?, train)?;
         if self.relu6 {
-            rpg_nn::ops::relu6(&y)
+            rpg_kernels::ops::relu6(&y)
         } else {
             Ok(y)
         }

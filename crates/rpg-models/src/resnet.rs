@@ -7,8 +7,8 @@
 
 use candle_core::{Module, ModuleT, Result, Tensor};
 use candle_nn::{Conv2dConfig, Linear, VarBuilder, linear};
-use rpg_nn::ops::add_relu;
-use rpg_nn::{BatchNorm, Conv2d, batch_norm, conv2d_no_bias};
+use rpg_kernels::ops::add_relu;
+use rpg_kernels::{BatchNorm, Conv2d, batch_norm, conv2d_no_bias};
 
 use crate::ModelConfig;
 
@@ -240,7 +240,7 @@ impl ModuleT for ResNet {
     fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
         let mut x = self.bn1.forward_relu_t(&self.conv1.forward(x)?, train)?;
         if self.stem == Stem::ImageNet {
-            x = rpg_nn::ops::max_pool2d(&x, 3, 2, 1)?;
+            x = rpg_kernels::ops::max_pool2d(&x, 3, 2, 1)?;
         }
         for block in &self.blocks {
             x = block.forward_t(&x, train)?;

@@ -7,7 +7,7 @@
 
 use candle_core::{D, Module, ModuleT, Result, Tensor};
 use candle_nn::{Conv2dConfig, Init, Linear, VarBuilder, linear};
-use rpg_nn::{Conv2d, conv2d};
+use rpg_kernels::{Conv2d, conv2d};
 
 use crate::ModelConfig;
 
@@ -54,7 +54,7 @@ impl Norm {
     }
 
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        rpg_nn::ops::layer_norm(x, &self.weight, &self.bias, 1e-6)
+        rpg_kernels::ops::layer_norm(x, &self.weight, &self.bias, 1e-6)
     }
 }
 

@@ -33,32 +33,17 @@
 //! ```
 #![warn(missing_docs)]
 
-mod activation;
-mod backend;
-mod batch_norm;
-mod channel_bias;
-mod channels;
 mod checkpoint;
-mod conv;
-mod conv_kernels;
-mod depthwise;
 mod device;
 mod init;
-pub mod ops;
 mod policy;
-mod pool;
 mod prunable;
 mod record;
 mod store;
-#[cfg(test)]
-mod test_util;
 
-pub use backend::{KernelBackend, kernel_backend, set_kernel_backend};
-pub use batch_norm::{BatchNorm, batch_norm};
 pub use checkpoint::{
     FORMAT_VERSION, ModelFileHeader, load_model_file, read_header, save_model_file,
 };
-pub use conv::{Conv2d, conv2d, conv2d_input_grad, conv2d_no_bias, conv2d_weight_grad};
 pub use device::{device_name, parse_device};
 pub use init::{fnv1a, init_values};
 pub use policy::{SharingPolicy, glob_match, is_buffer};

@@ -19,10 +19,10 @@ use candle_core::{
 use candle_nn::{Init, VarBuilder, var_builder::SimpleBackend};
 use rpg_core::rng::{Pcg32, StreamPurpose};
 use rpg_core::{DofReport, LayerRegistry, Placement, RingSpec};
+use rpg_kernels::f32_slice;
 
 use rayon::prelude::*;
 
-use crate::backend::f32_slice;
 use crate::init::init_values;
 use crate::policy::is_buffer;
 

@@ -9,10 +9,10 @@ use anyhow::{Context, Result, anyhow, bail};
 use candle_core::{DType, Device, Tensor};
 use serde::{Deserialize, Serialize};
 
-use crate::cli::Kernels;
 use crate::config::{RingSize, TrainConfig};
 use crate::optim::{Optimizer, OptimizerConfig, OptimizerKind, updates};
 use crate::setup::{build_for_training, model_config};
+use rpg_kernels::{KernelBackend, kernel_backend};
 
 /// One measured case.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -140,7 +140,7 @@ pub fn run_case(
         model: model.to_string(),
         mode: mode.to_string(),
         batch_size: batch,
-        kernels: Kernels::current().name().into(),
+        kernels: kernel_backend().name().into(),
         step_seconds: step,
         train_images_per_second: batch as f64 / step,
         infer_images_per_second: batch as f64 / median(infer),
@@ -156,7 +156,7 @@ pub fn run_all(
     models: &[(String, usize)],
     steps: usize,
     device: &str,
-    kernels: &[Kernels],
+    kernels: &[KernelBackend],
 ) -> Result<Vec<BenchResult>> {
     let exe = std::env::current_exe().context("locating the rpg binary")?;
     let mut results = Vec::new();

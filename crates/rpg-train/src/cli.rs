@@ -3,6 +3,7 @@
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
+use rpg_kernels::KernelBackend;
 
 use crate::config::TrainConfig;
 use crate::optim::OptimizerKind;
@@ -18,43 +19,15 @@ pub struct Cli {
     pub command: Command,
     /// CPU kernels for convolution and batch norm: native (this project's,
     /// several times faster) or candle (Candle's stock ops, for comparison).
-    #[arg(long, global = true, value_enum, default_value_t = Kernels::Native)]
-    pub kernels: Kernels,
+    #[arg(long, global = true, default_value_t = KernelBackend::Native, value_parser = kernel_backend_parser())]
+    pub kernels: KernelBackend,
 }
 
-/// `--kernels`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum Kernels {
-    /// rpg-nn's conv and batch-norm kernels.
-    Native,
-    /// Candle's stock conv and candle-nn's batch norm.
-    Candle,
-}
-
-impl Kernels {
-    /// Makes this the process-wide choice.
-    pub fn install(self) {
-        rpg_nn::set_kernel_backend(match self {
-            Kernels::Native => rpg_nn::KernelBackend::Native,
-            Kernels::Candle => rpg_nn::KernelBackend::Candle,
-        });
-    }
-
-    /// The process-wide choice.
-    pub fn current() -> Self {
-        match rpg_nn::kernel_backend() {
-            rpg_nn::KernelBackend::Native => Kernels::Native,
-            rpg_nn::KernelBackend::Candle => Kernels::Candle,
-        }
-    }
-
-    /// The flag value (`native`, `candle`).
-    pub fn name(self) -> &'static str {
-        match self {
-            Kernels::Native => "native",
-            Kernels::Candle => "candle",
-        }
-    }
+/// `--kernels`: the names `KernelBackend` parses, listed in `--help`.
+fn kernel_backend_parser() -> impl clap::builder::TypedValueParser<Value = KernelBackend> {
+    use clap::builder::{PossibleValuesParser, TypedValueParser};
+    PossibleValuesParser::new(KernelBackend::ALL.map(KernelBackend::name))
+        .try_map(|name| name.parse::<KernelBackend>())
 }
 
 /// Subcommands.

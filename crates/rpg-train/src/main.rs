@@ -4,8 +4,9 @@ use std::process::ExitCode;
 
 use anyhow::{Context, Result, anyhow};
 use clap::Parser;
+use rpg_kernels::KernelBackend;
 use rpg_models::MODELS;
-use rpg_train::cli::{Cli, Command, EvalArgs, Kernels};
+use rpg_train::cli::{Cli, Command, EvalArgs};
 use rpg_train::compress::{check_fits, model_file, test_config};
 use rpg_train::setup::{load_any, registry};
 use rpg_train::trainer::{evaluate, load_test_data};
@@ -28,7 +29,8 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    cli.kernels.install();
+    // The whole command runs on this thread's kernel choice.
+    let _kernels = cli.kernels.scope();
     let result = match cli.command {
         Command::Train(args) => args.resolve().and_then(|cfg| {
             rpg_train::train_until(cfg, args.resume.as_deref(), args.stop_after_epochs).map(|_| ())
@@ -141,7 +143,7 @@ fn models() -> Result<()> {
     }
 }
 
-fn bench(args: &rpg_train::cli::BenchArgs, kernels: Kernels) -> Result<()> {
+fn bench(args: &rpg_train::cli::BenchArgs, kernels: KernelBackend) -> Result<()> {
     use rpg_train::bench::{DEFAULT_CASES, run_all, run_case, table};
     if args.steps == 0 || args.batch_size == Some(0) {
         anyhow::bail!("--steps and --batch-size must be positive");
@@ -168,7 +170,7 @@ fn bench(args: &rpg_train::cli::BenchArgs, kernels: Kernels) -> Result<()> {
         return Ok(());
     }
     let kernels = if args.compare_kernels {
-        vec![Kernels::Native, Kernels::Candle]
+        KernelBackend::ALL.to_vec()
     } else {
         vec![kernels]
     };

@@ -4,7 +4,7 @@
 //! forward, backward, ring gradient) is timed as a median of a few runs, and
 //! the share is printed.
 //!
-//! `cargo bench -p rpg-nn --bench generation` (add `-- resnet20` for one model).
+//! `cargo bench -p rpg-models --bench generation` (add `-- resnet20` for one model).
 
 use std::hint::black_box;
 use std::time::Instant;

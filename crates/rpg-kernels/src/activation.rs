@@ -11,7 +11,8 @@
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
-use crate::backend::{f32_slice, native_applies};
+use crate::backend::native_applies;
+use crate::cpu::storage::f32_slice;
 
 /// Elements per parallel chunk: large enough to amortise a task, small
 /// enough to spread a ResNet activation over every thread.

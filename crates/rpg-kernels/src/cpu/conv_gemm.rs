@@ -18,108 +18,8 @@ use std::mem::MaybeUninit;
 use gemm::{Parallelism, gemm};
 use rayon::prelude::*;
 
-use crate::backend::par_filled;
-use crate::depthwise;
-
-/// The shape of one convolution; square stride, padding and dilation as in
-/// `candle_nn::Conv2dConfig`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) struct ConvGeometry {
-    pub batch: usize,
-    pub in_channels: usize,
-    pub height: usize,
-    pub width: usize,
-    pub out_channels: usize,
-    pub kernel_h: usize,
-    pub kernel_w: usize,
-    pub stride: usize,
-    pub padding: usize,
-    pub dilation: usize,
-    pub groups: usize,
-}
-
-impl ConvGeometry {
-    pub fn out_h(&self) -> usize {
-        (self.height + 2 * self.padding - self.dilation * (self.kernel_h - 1) - 1) / self.stride + 1
-    }
-    pub fn out_w(&self) -> usize {
-        (self.width + 2 * self.padding - self.dilation * (self.kernel_w - 1) - 1) / self.stride + 1
-    }
-    /// Output pixels per image.
-    fn pixels(&self) -> usize {
-        self.out_h() * self.out_w()
-    }
-    fn in_per_group(&self) -> usize {
-        self.in_channels / self.groups
-    }
-    fn out_per_group(&self) -> usize {
-        self.out_channels / self.groups
-    }
-    /// Rows of one group's column matrix: `in_per_group * kh * kw`.
-    fn col_rows(&self) -> usize {
-        self.in_per_group() * self.kernel_h * self.kernel_w
-    }
-    fn image_len(&self) -> usize {
-        self.in_channels * self.height * self.width
-    }
-    fn out_image_len(&self) -> usize {
-        self.out_channels * self.pixels()
-    }
-    /// A 1x1, stride-1, unpadded conv: the input image already is the column
-    /// matrix, no im2col needed.
-    fn is_pointwise(&self) -> bool {
-        self.kernel_h == 1 && self.kernel_w == 1 && self.stride == 1 && self.padding == 0
-    }
-    /// Distance between rows of the column matrix, in elements: the pixel
-    /// count rounded up to whole cache lines, plus one line when that is an
-    /// even number of lines. The products walk this matrix down its rows, and
-    /// a power-of-two row pitch (1024 pixels: 4 KiB) maps every row onto the
-    /// same few L1 sets; an odd number of lines spreads them over all sets.
-    fn col_pitch(&self) -> usize {
-        spread_pitch(self.pixels())
-    }
-    /// Length of one image's column-matrix buffer (none for pointwise).
-    fn col_len(&self) -> usize {
-        if self.is_pointwise() {
-            0
-        } else {
-            self.col_rows() * self.col_pitch()
-        }
-    }
-    /// Range of output columns `ow` whose input column `ow*s + j*d - pad`
-    /// lies inside the image, for kernel column offset `j*d`.
-    fn valid_cols(&self, offset: usize) -> (usize, usize) {
-        valid_range(self.width, self.out_w(), self.stride, self.padding, offset)
-    }
-}
-
-/// A row pitch of at least `len` elements that is an odd number of cache
-/// lines (see [`ConvGeometry::col_pitch`]).
-fn spread_pitch(len: usize) -> usize {
-    const LINE: usize = 64 / std::mem::size_of::<f32>();
-    (len.div_ceil(LINE) | 1) * LINE
-}
-
-/// `lo..hi` of outputs `o` with `o*stride + offset - padding` in `0..size`.
-pub(crate) fn valid_range(
-    size: usize,
-    out: usize,
-    stride: usize,
-    padding: usize,
-    offset: usize,
-) -> (usize, usize) {
-    let lo = if padding > offset {
-        (padding - offset).div_ceil(stride)
-    } else {
-        0
-    };
-    let hi = if size + padding > offset {
-        (size + padding - offset).div_ceil(stride)
-    } else {
-        0
-    };
-    (lo.min(out), hi.min(out).max(lo.min(out)))
-}
+use super::geometry::{ConvGeometry, spread_pitch, valid_range};
+use super::storage::par_filled;
 
 /// Gemm parallelism for one product: the batch is already spread over the
 /// pool when it has enough images; a lone image uses every thread itself.
@@ -428,9 +328,6 @@ fn columns<'a>(
 
 /// `y = conv(x, w)`, no bias.
 pub(crate) fn forward(g: &ConvGeometry, x: &[f32], w: &[f32]) -> Vec<f32> {
-    if depthwise::applies(g) {
-        return depthwise::forward(g, x, w);
-    }
     let (pixels, rows, og) = (g.pixels(), g.col_rows(), g.out_per_group());
     let par = inner_parallelism(g);
     let fill = |img: usize, y_img: &mut [MaybeUninit<f32>]| {
@@ -467,9 +364,6 @@ pub(crate) fn forward(g: &ConvGeometry, x: &[f32], w: &[f32]) -> Vec<f32> {
 /// taken for 16 or more input channels per group and 256 or more output
 /// pixels. Otherwise per group `col = w^T dy`, then col2im.
 pub(crate) fn input_grad(g: &ConvGeometry, dy: &[f32], w: &[f32]) -> Vec<f32> {
-    if depthwise::applies(g) {
-        return depthwise::input_grad(g, dy, w);
-    }
     if let Some((transposed, flipped)) = as_transposed_forward(g, w) {
         return forward(&transposed, dy, &flipped);
     }
@@ -583,9 +477,6 @@ fn input_grad_col2im(g: &ConvGeometry, dy: &[f32], w: &[f32]) -> Vec<f32> {
 /// [`MIN_DEPTH`] deep (gemm's own depth block). When that leaves fewer
 /// tasks than threads, the product itself is threaded.
 pub(crate) fn weight_grad(g: &ConvGeometry, x: &[f32], dy: &[f32]) -> Vec<f32> {
-    if depthwise::applies(g) {
-        return depthwise::weight_grad(g, x, dy);
-    }
     let (pixels, rows, og) = (g.pixels(), g.col_rows(), g.out_per_group());
     let w_len = g.out_channels * rows;
     let threads = rayon::current_num_threads().max(1);

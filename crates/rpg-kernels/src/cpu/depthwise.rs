@@ -7,12 +7,12 @@
 //! plane. A depthwise layer is memory-bound; here each tap is one
 //! multiply-add pass over a row, with no column matrix at all.
 //!
-//! Same geometry and layouts as [`crate::conv_kernels`]: NCHW activations,
+//! Same geometry and layouts as `conv_gemm`: NCHW activations,
 //! `[channels, 1, kh, kw]` weights.
 
 use rayon::prelude::*;
 
-use crate::conv_kernels::{ConvGeometry, valid_range};
+use super::geometry::{ConvGeometry, valid_range};
 
 /// Whether `g` is depthwise with a channel multiplier of 1.
 pub(crate) fn applies(g: &ConvGeometry) -> bool {

@@ -1,20 +1,20 @@
 //! Convolution throughput on the CPU: forward, input gradient and weight
-//! gradient of rpg-nn's native conv (each path timed on its own), forward and
-//! forward+backward through Candle's graph for both rpg-nn's and Candle's
+//! gradient of rpg-kernels' native conv (each path timed on its own), forward and
+//! forward+backward through Candle's graph for both rpg-kernels' and Candle's
 //! stock conv, and a plain matrix product of the same (im2col'd) shape as the
 //! ceiling. Throughput is
 //! printed as elements/s where one element is one floating-point operation,
 //! so "Gelem/s" reads as GFLOP/s.
 //!
-//! `cargo bench -p rpg-nn --bench conv` (add `-- resnet20` to narrow).
+//! `cargo bench -p rpg-kernels --bench conv` (add `-- resnet20` to narrow).
 
 use std::hint::black_box;
 
 use candle_core::{Device, Tensor, Var};
 use candle_nn::Conv2dConfig;
 use criterion::{Criterion, Throughput};
-use rpg_nn::ops::conv2d;
-use rpg_nn::{KernelBackend, conv2d_input_grad, conv2d_weight_grad, set_kernel_backend};
+use rpg_kernels::ops::conv2d;
+use rpg_kernels::{KernelBackend, conv2d_input_grad, conv2d_weight_grad};
 
 struct Shape {
     name: &'static str,
@@ -133,7 +133,7 @@ fn bench_shape(c: &mut Criterion, s: &Shape) -> candle_core::Result<()> {
         ("native", KernelBackend::Native),
         ("candle", KernelBackend::Candle),
     ] {
-        set_kernel_backend(backend);
+        let _kernels = backend.scope();
         let y = conv2d(&x, &w, &cfg)?;
         let dy = Tensor::randn(0f32, 1.0, y.dims(), &dev)?;
         group.bench_function(format!("{label}_forward"), |bench| {
@@ -159,7 +159,6 @@ fn bench_shape(c: &mut Criterion, s: &Shape) -> candle_core::Result<()> {
         });
         group.throughput(Throughput::Elements(flops as u64));
     }
-    set_kernel_backend(KernelBackend::Native);
     group.finish();
     Ok(())
 }

@@ -11,7 +11,7 @@
 //!
 //! `dx = w / sigma * (dy - mean(dy) - x_hat * mean(dy * x_hat))`.
 //!
-//! f32 on the CPU takes this path (unless [`crate::set_kernel_backend`]
+//! f32 on the CPU takes this path (unless a [`crate::KernelScope`]
 //! chose Candle's); other devices and dtypes take Candle's.
 
 use std::sync::{Arc, OnceLock};
@@ -19,8 +19,8 @@ use std::sync::{Arc, OnceLock};
 use candle_core::{CpuStorage, CustomOp2, CustomOp3, Layout, ModuleT, Result, Shape, Tensor, Var};
 use candle_nn::{BatchNormConfig, VarBuilder};
 
-use crate::backend::{f32_slice, par_filled};
-use crate::channels::{channel_sums, dims};
+use crate::cpu::channels::{channel_sums, dims};
+use crate::cpu::storage::{f32_slice, par_filled};
 
 const OP: &str = "batch-norm";
 

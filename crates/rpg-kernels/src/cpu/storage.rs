@@ -1,45 +1,9 @@
-//! Which implementation the CPU f32 hot ops use: this crate's kernels
-//! (convolution, batch-norm training) or Candle's stock ones. Process-wide,
-//! so that benchmarks can measure both paths in one run.
-
-use std::sync::atomic::{AtomicBool, Ordering};
-
-/// The implementation behind [`crate::ops::conv2d`] and [`crate::BatchNorm`]
-/// for f32 tensors on the CPU (other devices always use Candle's).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum KernelBackend {
-    /// This crate's kernels (the default).
-    Native,
-    /// Candle's stock conv and candle-nn's batch norm.
-    Candle,
-}
-
-static USE_CANDLE: AtomicBool = AtomicBool::new(false);
-
-/// Sets the process-wide CPU kernel backend.
-pub fn set_kernel_backend(backend: KernelBackend) {
-    USE_CANDLE.store(backend == KernelBackend::Candle, Ordering::Relaxed);
-}
-
-/// The process-wide CPU kernel backend.
-pub fn kernel_backend() -> KernelBackend {
-    if USE_CANDLE.load(Ordering::Relaxed) {
-        KernelBackend::Candle
-    } else {
-        KernelBackend::Native
-    }
-}
-
-/// Whether the native kernels serve a tensor of this device and dtype.
-pub(crate) fn native_applies(t: &candle_core::Tensor) -> bool {
-    matches!(t.device(), candle_core::Device::Cpu)
-        && t.dtype() == candle_core::DType::F32
-        && kernel_backend() == KernelBackend::Native
-}
+//! Access to CPU tensor storage for the native custom ops, and output
+//! buffers filled in parallel.
 
 /// The contiguous f32 data of a CPU storage, for the native custom ops
 /// (`op` names the op in the error).
-pub(crate) fn f32_slice<'a>(
+pub fn f32_slice<'a>(
     storage: &'a candle_core::CpuStorage,
     layout: &candle_core::Layout,
     op: &str,

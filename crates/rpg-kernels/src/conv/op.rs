@@ -1,93 +1,36 @@
-//! `Conv2d` with a fast CPU path: forward, input gradient and weight gradient
-//! of its own (see `conv_kernels`), as a Candle custom op with a backward.
-//!
-//! A drop-in for `candle_nn::Conv2d`: same config, same parameter names and
-//! init hints. f32 tensors on the CPU take the native kernels; every other
-//! device or dtype (CUDA/cuDNN, Metal, f16) takes Candle's own conv.
-//! [`crate::set_kernel_backend`] forces Candle's path everywhere, which is
-//! how the benchmarks measure both in one run.
+//! The conv op: Candle's conv, or the native CPU kernels as a custom op with
+//! a backward of its own.
 
-use candle_core::{CpuStorage, CustomOp2, Layout, Module, Result, Shape, Tensor};
-use candle_nn::{Conv2dConfig, VarBuilder};
+use candle_core::{CpuStorage, CustomOp2, Layout, Result, Shape, Tensor};
+use candle_nn::Conv2dConfig;
 
-use crate::backend::f32_slice;
-use crate::conv_kernels::{self, ConvGeometry};
+use crate::backend::native_applies;
+use crate::cpu::geometry::ConvGeometry;
+use crate::cpu::storage::f32_slice;
 
 const OP: &str = "conv2d";
 
-/// A 2-D convolution layer (NCHW input, OIHW weight).
-#[derive(Clone, Debug)]
-pub struct Conv2d {
-    weight: Tensor,
-    bias: Option<Tensor>,
-    config: Conv2dConfig,
-}
-
-impl Conv2d {
-    /// A layer over existing tensors.
-    pub fn new(weight: Tensor, bias: Option<Tensor>, config: Conv2dConfig) -> Self {
-        Self {
+/// `conv(x, weight)` (NCHW, OIHW, no bias), differentiable in both. f32 on
+/// the CPU runs this crate's gemm kernels (unless a
+/// [`crate::KernelScope`] chose Candle's); other devices and dtypes run Candle's conv, which on CUDA
+/// means cuDNN when built with it.
+pub fn conv2d(x: &Tensor, weight: &Tensor, config: &Conv2dConfig) -> Result<Tensor> {
+    if native_applies(x) && native_applies(weight) {
+        native_conv2d(x, weight, config)
+    } else {
+        x.conv2d(
             weight,
-            bias,
-            config,
-        }
-    }
-    /// The `[out, in / groups, kh, kw]` kernel.
-    pub fn weight(&self) -> &Tensor {
-        &self.weight
-    }
-    /// The `[out]` bias, if any.
-    pub fn bias(&self) -> Option<&Tensor> {
-        self.bias.as_ref()
-    }
-    /// Stride, padding, dilation and groups.
-    pub fn config(&self) -> &Conv2dConfig {
-        &self.config
+            config.padding,
+            config.stride,
+            config.dilation,
+            config.groups,
+        )
     }
 }
 
-impl From<candle_nn::Conv2d> for Conv2d {
-    fn from(conv: candle_nn::Conv2d) -> Self {
-        Self::new(conv.weight().clone(), conv.bias().cloned(), *conv.config())
-    }
-}
-
-impl Module for Conv2d {
-    fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let y = crate::ops::conv2d(x, &self.weight, &self.config)?;
-        match &self.bias {
-            None => Ok(y),
-            Some(bias) => crate::channel_bias::add_channel_bias(&y, bias),
-        }
-    }
-}
-
-/// A conv layer with bias, parameters `weight` and `bias` under `vb`, with
-/// candle-nn's initialisation.
-pub fn conv2d(
-    in_channels: usize,
-    out_channels: usize,
-    kernel_size: usize,
-    config: Conv2dConfig,
-    vb: VarBuilder<'_>,
-) -> Result<Conv2d> {
-    candle_nn::conv2d(in_channels, out_channels, kernel_size, config, vb).map(Conv2d::from)
-}
-
-/// A conv layer without bias (parameter `weight` under `vb`).
-pub fn conv2d_no_bias(
-    in_channels: usize,
-    out_channels: usize,
-    kernel_size: usize,
-    config: Conv2dConfig,
-    vb: VarBuilder<'_>,
-) -> Result<Conv2d> {
-    candle_nn::conv2d_no_bias(in_channels, out_channels, kernel_size, config, vb).map(Conv2d::from)
-}
-
-/// The native CPU conv as a differentiable custom op; `ops::conv2d` decides
+/// The native CPU conv as a differentiable custom op; [`conv2d`] decides
 /// when it applies.
-pub(crate) fn native_conv2d(x: &Tensor, weight: &Tensor, config: &Conv2dConfig) -> Result<Tensor> {
+fn native_conv2d(x: &Tensor, weight: &Tensor, config: &Conv2dConfig) -> Result<Tensor> {
     let geometry = geometry(x.dims(), weight.dims(), config)?;
     x.contiguous()?
         .apply_op2(&weight.contiguous()?, ConvForward { geometry })
@@ -192,7 +135,7 @@ impl CustomOp2 for ConvForward {
         wl: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
         let g = &self.geometry;
-        let y = conv_kernels::forward(g, f32_slice(xs, xl, OP)?, f32_slice(ws, wl, OP)?);
+        let y = crate::cpu::conv::forward(g, f32_slice(xs, xl, OP)?, f32_slice(ws, wl, OP)?);
         Ok((CpuStorage::F32(y), out_shape(g)))
     }
 
@@ -234,7 +177,7 @@ impl CustomOp2 for ConvInputGrad {
         wl: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
         let g = &self.geometry;
-        let dx = conv_kernels::input_grad(g, f32_slice(dys, dyl, OP)?, f32_slice(ws, wl, OP)?);
+        let dx = crate::cpu::conv::input_grad(g, f32_slice(dys, dyl, OP)?, f32_slice(ws, wl, OP)?);
         let shape = Shape::from((g.batch, g.in_channels, g.height, g.width));
         Ok((CpuStorage::F32(dx), shape))
     }
@@ -258,7 +201,7 @@ impl CustomOp2 for ConvWeightGrad {
         dyl: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
         let g = &self.geometry;
-        let dw = conv_kernels::weight_grad(g, f32_slice(xs, xl, OP)?, f32_slice(dys, dyl, OP)?);
+        let dw = crate::cpu::conv::weight_grad(g, f32_slice(xs, xl, OP)?, f32_slice(dys, dyl, OP)?);
         let shape = Shape::from((
             g.out_channels,
             g.in_channels / g.groups,
@@ -272,7 +215,6 @@ impl CustomOp2 for ConvWeightGrad {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ops::conv2d;
     use crate::test_util::max_abs_diff;
     use candle_core::{DType, Device, Var};
 
@@ -481,9 +423,10 @@ mod tests {
         let x = filled(&[1, 2, 5, 5], 1);
         let w = filled(&[3, 2, 3, 3], 2);
         let native = conv2d(&x, &w, &cfg(1, 1, 1, 1)).unwrap();
-        crate::set_kernel_backend(crate::KernelBackend::Candle);
-        let stock = conv2d(&x, &w, &cfg(1, 1, 1, 1));
-        crate::set_kernel_backend(crate::KernelBackend::Native);
-        assert!(max_abs_diff(&native, &stock.unwrap()) < 1e-5);
+        let stock = {
+            let _candle = crate::KernelBackend::Candle.scope();
+            conv2d(&x, &w, &cfg(1, 1, 1, 1)).unwrap()
+        };
+        assert!(max_abs_diff(&native, &stock) < 1e-5);
     }
 }

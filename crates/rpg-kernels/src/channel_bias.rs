@@ -8,8 +8,9 @@
 
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, Layout, Result, Shape, Tensor};
 
-use crate::backend::{f32_slice, native_applies, par_filled};
-use crate::channels::{channel_sums, dims};
+use crate::backend::native_applies;
+use crate::cpu::channels::{channel_sums, dims};
+use crate::cpu::storage::{f32_slice, par_filled};
 
 /// `x + bias` broadcast over dimension 1 of `x` (`bias` has `x.dim(1)`
 /// elements), differentiable in both; native for f32 on the CPU.
