@@ -122,6 +122,40 @@ pub enum ScaleRule {
     Unit,
 }
 
+impl fmt::Display for ScaleRule {
+    /// The spelling of flags and configs: `largest_fan_out`,
+    /// `largest_fan_in`, `unit`, or the reference fan-out as a number.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ScaleRule::LargestFanOut => f.write_str("largest_fan_out"),
+            ScaleRule::LargestFanIn => f.write_str("largest_fan_in"),
+            ScaleRule::Unit => f.write_str("unit"),
+            ScaleRule::FixedFanOut(fan_out) => write!(f, "{fan_out}"),
+        }
+    }
+}
+
+impl FromStr for ScaleRule {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        Ok(match s {
+            "largest_fan_out" => ScaleRule::LargestFanOut,
+            "largest_fan_in" => ScaleRule::LargestFanIn,
+            "unit" => ScaleRule::Unit,
+            n => match n.parse::<u64>() {
+                Ok(fan_out) if fan_out > 0 => ScaleRule::FixedFanOut(fan_out),
+                _ => {
+                    return Err(Error::UnknownName {
+                        what: "scale rule",
+                        value: s.to_string(),
+                        expected: "largest_fan_out, largest_fan_in, unit or a positive fan-out such as 4608",
+                    });
+                }
+            },
+        })
+    }
+}
+
 /// Everything that, with the registry, determines the placement.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
@@ -188,6 +222,24 @@ impl RingSpec {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn scale_rule_names_round_trip() {
+        for rule in [
+            ScaleRule::LargestFanOut,
+            ScaleRule::LargestFanIn,
+            ScaleRule::Unit,
+            ScaleRule::FixedFanOut(4608),
+        ] {
+            assert_eq!(rule.to_string().parse::<ScaleRule>().unwrap(), rule);
+        }
+        for bad in ["big", "0", "-3", ""] {
+            assert!(matches!(
+                bad.parse::<ScaleRule>(),
+                Err(Error::UnknownName { .. })
+            ));
+        }
+    }
 
     #[test]
     fn placement_names_round_trip() {
