@@ -6,8 +6,8 @@ use std::path::Path;
 use anyhow::Result;
 use candle_core::Device;
 use rpg_train::TrainConfig;
+use rpg_train::evaluate::{evaluate, load_data};
 use rpg_train::setup::build_from_file;
-use rpg_train::trainer::{evaluate, load_data};
 
 fn tiny(out: &Path) -> TrainConfig {
     TrainConfig {
@@ -87,8 +87,8 @@ fn train_writes_a_complete_run_and_eval_reproduces_its_accuracy() -> Result<()> 
 
     // Reload the checkpoint in a fresh model: the same accuracy.
     let path = dir.path().join("checkpoints/last/model.safetensors");
-    let header = rpg_nn::read_header(&path).map_err(|e| anyhow::anyhow!("{e}"))?;
-    let built = build_from_file(&path, &header, &Device::Cpu)?;
+    let file = rpg_nn::ModelFile::read(&path).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let built = build_from_file(&file, &Device::Cpu)?;
     let (_, test) = load_data(&cfg)?;
     let result = evaluate(&built, &test, 1000, 1)?;
     assert_eq!(result.accuracy, summary.test_accuracy);
@@ -113,12 +113,12 @@ fn a_resumed_run_ends_with_exactly_the_same_ring() -> Result<()> {
     // Interrupted after epoch 1 of 2.
     rpg_train::train_until(same.clone(), None, Some(1))?;
     // Starting again without --resume must refuse to overwrite the run.
+    let refused = rpg_train::train(same.clone(), None).unwrap_err();
     assert!(
-        rpg_train::train(same.clone(), None)
-            .unwrap_err()
-            .to_string()
-            .contains("--resume")
+        matches!(refused, rpg_train::Error::RunExists { .. }),
+        "{refused}"
     );
+    assert!(refused.to_string().contains("--resume"));
     rpg_train::train(same, Some(interrupted.path()))?;
 
     // Compare bit patterns (and keep a failure message short).

@@ -435,6 +435,12 @@ impl Artifact {
             path: path.display().to_string(),
             source,
         })?;
+        Self::from_bytes(path, &bytes)
+    }
+
+    /// [`Artifact::load`] of bytes read already (`path` names them in
+    /// errors).
+    pub fn from_bytes(path: &Path, bytes: &[u8]) -> Result<(Self, String, String)> {
         let corrupt = |what: String| {
             CompressError::Corrupt(format!(
                 "{} is not a valid compressed rpg artifact ({what}): it may be truncated or corrupt",
@@ -442,7 +448,7 @@ impl Artifact {
             ))
         };
         let (_, metadata) =
-            safetensors::SafeTensors::read_metadata(&bytes).map_err(|e| corrupt(e.to_string()))?;
+            safetensors::SafeTensors::read_metadata(bytes).map_err(|e| corrupt(e.to_string()))?;
         let meta = metadata.metadata().clone().unwrap_or_default();
         let get = |k: &str| {
             meta.get(k)
@@ -456,7 +462,7 @@ impl Artifact {
             )));
         }
         let settings = CompressSettings::from_json(&get("rpg.compress")?)?;
-        let tensors = candle_core::safetensors::load_buffer(&bytes, &Device::Cpu)
+        let tensors = candle_core::safetensors::load_buffer(bytes, &Device::Cpu)
             .map_err(|e| corrupt(e.to_string()))?;
         let f32s = |name: &str| -> Result<Option<Vec<f32>>> {
             tensors
@@ -581,15 +587,20 @@ impl Artifact {
 
     /// True when `path` holds a compressed artifact (not a model file).
     pub fn is_artifact(path: &Path) -> bool {
-        std::fs::read(path).ok().is_some_and(|bytes| {
-            safetensors::SafeTensors::read_metadata(&bytes)
-                .ok()
-                .is_some_and(|(_, m)| {
-                    m.metadata()
-                        .as_ref()
-                        .and_then(|m| m.get("rpg.format"))
-                        .is_some_and(|f| f == ARTIFACT_FORMAT)
-                })
-        })
+        std::fs::read(path)
+            .ok()
+            .is_some_and(|bytes| Self::is_artifact_bytes(&bytes))
+    }
+
+    /// True when a file's bytes are a compressed artifact.
+    pub fn is_artifact_bytes(bytes: &[u8]) -> bool {
+        safetensors::SafeTensors::read_metadata(bytes)
+            .ok()
+            .is_some_and(|(_, m)| {
+                m.metadata()
+                    .as_ref()
+                    .and_then(|m| m.get("rpg.format"))
+                    .is_some_and(|f| f == ARTIFACT_FORMAT)
+            })
     }
 }

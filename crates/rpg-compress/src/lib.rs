@@ -11,8 +11,10 @@ pub mod artifact;
 pub mod prune;
 pub mod quantize;
 pub mod structured;
+mod weights;
 
 pub use artifact::{Artifact, CompressSettings, RingStorage, TensorStorage};
 pub use prune::{Sparse, global_magnitude_prune, magnitude_prune, sparsity};
 pub use quantize::{Bits, Quantized, quantize, quantize_f16_scales};
 pub use structured::{channels_to_keep, fold_batch_norms, prune_channels};
+pub use weights::{PruneScope, prune_weights};

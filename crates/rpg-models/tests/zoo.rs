@@ -90,8 +90,8 @@ fn every_model_gives_logits_and_gradients_for_every_trainable_tensor() -> anyhow
                 "{}: some tensors got no gradient",
                 entry.name
             );
-            for (name, _, g) in grads {
-                let norm = g.sqr()?.sum_all()?.to_scalar::<f32>()?;
+            for rpg_nn::ParamGrad { name, grad, .. } in grads {
+                let norm = grad.sqr()?.sum_all()?.to_scalar::<f32>()?;
                 assert!(
                     norm > 0.0,
                     "{} {:?}: `{name}` has a zero gradient",
@@ -141,8 +141,11 @@ fn one_model_per_family_trains_a_few_steps() -> anyhow::Result<()> {
             losses.push(loss.to_scalar::<f32>()?);
             // The ring steps at the placement-derived rate, as the trainer does.
             let ring_scale = store.placement().unwrap().sgd_ring_lr_scale();
-            for (param, var, grad) in store.gradients(&loss.backward()?)? {
-                let lr = if param == rpg_nn::RING_NAME {
+            for rpg_nn::ParamGrad {
+                group, var, grad, ..
+            } in store.gradients(&loss.backward()?)?
+            {
+                let lr = if group == rpg_nn::ParamGroup::Ring {
                     base_lr * ring_scale
                 } else {
                     base_lr

@@ -3,7 +3,7 @@
 //! `docs/format.md` lists the keys. Writes are atomic (temp file + rename).
 
 use std::collections::{BTreeMap, HashMap};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use candle_core::{Device, Result, Tensor, bail};
 use rpg_core::{LayerRegistry, RingSpec};
@@ -142,22 +142,83 @@ fn parse_header(path: &Path, bytes: &[u8]) -> Result<ModelFileHeader> {
     })
 }
 
-/// Reads a model file's header (to decide which model to build).
-pub fn read_header(path: &Path) -> Result<ModelFileHeader> {
-    parse_header(path, &read_bytes(path)?)
+/// A model file read into memory once: its header, and its tensors ready to
+/// load into a store.
+#[derive(Debug, Clone)]
+pub struct ModelFile {
+    path: PathBuf,
+    bytes: Vec<u8>,
+    header: ModelFileHeader,
 }
 
-/// Loads a model file into a store built for `model` with `model_config`.
-/// Fails, naming the mismatch, when the file is for another model, config,
-/// mode, spec, seed or placement version.
+impl ModelFile {
+    /// Reads and checks a model file's header.
+    pub fn read(path: &Path) -> Result<Self> {
+        Self::from_bytes(path, read_bytes(path)?)
+    }
+
+    /// A model file whose bytes were read already (`path` names it in
+    /// errors).
+    pub fn from_bytes(path: &Path, bytes: Vec<u8>) -> Result<Self> {
+        let header = parse_header(path, &bytes)?;
+        Ok(Self {
+            path: path.to_path_buf(),
+            bytes,
+            header,
+        })
+    }
+
+    /// The header: which model to build, and its spec.
+    pub fn header(&self) -> &ModelFileHeader {
+        &self.header
+    }
+
+    /// The file's path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Loads the tensors into a store built for `model` with
+    /// `model_config`. Fails, naming the mismatch, when the file is for
+    /// another model, config, mode, spec, seed or placement version.
+    pub fn load_into(&self, store: &ParamStore, model: &str, model_config: &str) -> Result<()> {
+        load_checked(
+            &self.path,
+            &self.bytes,
+            &self.header,
+            store,
+            model,
+            model_config,
+        )
+    }
+}
+
+/// Reads a model file's header (to decide which model to build).
+pub fn read_header(path: &Path) -> Result<ModelFileHeader> {
+    ModelFile::read(path).map(|f| f.header)
+}
+
+/// Loads a model file into a store built for `model` with `model_config`
+/// (see [`ModelFile::load_into`]).
 pub fn load_model_file(
     path: &Path,
     store: &ParamStore,
     model: &str,
     model_config: &str,
 ) -> Result<ModelFileHeader> {
-    let bytes = read_bytes(path)?;
-    let header = parse_header(path, &bytes)?;
+    let file = ModelFile::read(path)?;
+    file.load_into(store, model, model_config)?;
+    Ok(file.header)
+}
+
+fn load_checked(
+    path: &Path,
+    bytes: &[u8],
+    header: &ModelFileHeader,
+    store: &ParamStore,
+    model: &str,
+    model_config: &str,
+) -> Result<()> {
     let file = path.display();
     if header.model != model {
         bail!("{file} holds a `{}` model, not `{model}`", header.model);
@@ -211,11 +272,10 @@ pub fn load_model_file(
             );
         }
     }
-    let tensors = candle_core::safetensors::load_buffer(&bytes, &Device::Cpu).map_err(|e| {
+    let tensors = candle_core::safetensors::load_buffer(bytes, &Device::Cpu).map_err(|e| {
         msg(format!(
             "{file}: cannot read tensors ({e}): the file may be truncated or corrupt"
         ))
     })?;
-    store.assign(&tensors.into_iter().collect())?;
-    Ok(header)
+    store.assign(&tensors.into_iter().collect())
 }

@@ -27,14 +27,15 @@
 //! store.regenerate()?;
 //! let loss = model(&Tensor::ones((2, 4), DType::F32, &Device::Cpu)?)?.sqr()?.sum_all()?;
 //! let grads = store.gradients(&loss.backward()?)?;
-//! assert_eq!(grads[0].0, "rpg.ring");
-//! assert_eq!(grads[0].2.dims(), &[10]);
+//! assert_eq!(grads[0].group, rpg_nn::ParamGroup::Ring);
+//! assert_eq!(grads[0].grad.dims(), &[10]);
 //! # Ok::<(), candle_core::Error>(())
 //! ```
 #![warn(missing_docs)]
 
 mod checkpoint;
 mod device;
+mod grad;
 mod init;
 mod policy;
 mod prunable;
@@ -42,9 +43,10 @@ mod record;
 mod store;
 
 pub use checkpoint::{
-    FORMAT_VERSION, ModelFileHeader, load_model_file, read_header, save_model_file,
+    FORMAT_VERSION, ModelFile, ModelFileHeader, load_model_file, read_header, save_model_file,
 };
 pub use device::{device_name, parse_device};
+pub use grad::{ParamGrad, ParamGroup};
 pub use init::{fnv1a, init_values};
 pub use policy::{SharingPolicy, glob_match, is_buffer};
 pub use prunable::PrunableLayer;

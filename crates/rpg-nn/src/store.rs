@@ -23,6 +23,7 @@ use rpg_kernels::f32_slice;
 
 use rayon::prelude::*;
 
+use crate::grad::{ParamGrad, ParamGroup};
 use crate::init::init_values;
 use crate::policy::is_buffer;
 
@@ -83,7 +84,7 @@ impl std::fmt::Debug for ParamStore {
 }
 
 fn core_err(e: rpg_core::Error) -> candle_core::Error {
-    candle_core::Error::Msg(e.to_string())
+    candle_core::Error::wrap(e)
 }
 
 impl ParamStore {
@@ -266,7 +267,7 @@ impl ParamStore {
     /// ring's is the fused signed, scaled scatter-add of the generated
     /// weights' gradients, read where they lie for f32 on the CPU.
     /// Parameters the loss does not reach are left out.
-    pub fn gradients(&self, grads: &GradStore) -> Result<Vec<(String, Var, Tensor)>> {
+    pub fn gradients(&self, grads: &GradStore) -> Result<Vec<ParamGrad>> {
         let mut out = Vec::new();
         if let Some(state) = &self.inner.rpg {
             let layer_grads = state
@@ -300,7 +301,12 @@ impl ParamStore {
                     .map_err(core_err)?;
                 let len = ring_grad.len();
                 let grad = Tensor::from_vec(ring_grad, len, &self.inner.device)?;
-                out.push((RING_NAME.to_string(), state.ring.clone(), grad));
+                out.push(ParamGrad {
+                    name: RING_NAME.to_string(),
+                    group: ParamGroup::Ring,
+                    var: state.ring.clone(),
+                    grad,
+                });
             }
         }
         for (name, var) in self.vars().iter().filter(|(n, _)| !is_buffer(n)) {
@@ -308,7 +314,12 @@ impl ParamStore {
                 // Detached: a gradient is computed from the step's graph and
                 // would otherwise keep every activation of the step alive for
                 // as long as it is held (e.g. in a momentum buffer).
-                out.push((name.clone(), var.clone(), g.detach()));
+                out.push(ParamGrad {
+                    name: name.clone(),
+                    group: ParamGroup::Ordinary,
+                    var: var.clone(),
+                    grad: g.detach(),
+                });
             }
         }
         Ok(out)

@@ -20,9 +20,9 @@ fn ring_gradient_is_the_scatter_add_of_weight_gradients() -> anyhow::Result<()> 
     assert!(placement.layers().iter().all(|l| l.len > 10));
     let grads = loss(&model)?.backward()?;
     let ring_grad = store.gradients(&grads)?;
-    let (name, _, ring_grad) = &ring_grad[0];
-    assert_eq!(name, RING_NAME);
-    let ring_grad = ring_grad.to_vec1::<f32>()?;
+    assert_eq!(ring_grad[0].name, RING_NAME);
+    assert_eq!(ring_grad[0].group, rpg_nn::ParamGroup::Ring);
+    let ring_grad = ring_grad[0].grad.to_vec1::<f32>()?;
 
     // Independent f64 loop over the layers' own gradients.
     let mut want = [0f64; 10];
@@ -54,7 +54,7 @@ fn ring_gradient_is_the_scatter_add_of_weight_gradients() -> anyhow::Result<()> 
 fn ring_gradient_matches_finite_differences() -> anyhow::Result<()> {
     let (store, model) = common::rpg_store(10, 2)?;
     let grads = store.gradients(&loss(&model)?.backward()?)?;
-    let analytic = grads[0].2.to_vec1::<f32>()?;
+    let analytic = grads[0].grad.to_vec1::<f32>()?;
     let ring = store.ring().unwrap().clone();
     let base = ring.as_tensor().to_vec1::<f32>()?;
     let eps = 1e-3f32;
@@ -82,13 +82,13 @@ fn ring_gradient_matches_finite_differences() -> anyhow::Result<()> {
 fn every_trainable_tensor_gets_a_gradient() -> anyhow::Result<()> {
     let (store, model) = common::rpg_store(10, 3)?;
     let grads = store.gradients(&loss(&model)?.backward()?)?;
-    let names: Vec<&str> = grads.iter().map(|(n, _, _)| n.as_str()).collect();
+    let names: Vec<&str> = grads.iter().map(|g| g.name.as_str()).collect();
     let trainable: Vec<String> = store.trainable().into_iter().map(|(n, _)| n).collect();
     assert_eq!(names, trainable);
     assert!(names.contains(&"conv1.weight") && names.contains(&"fc2.bias"));
-    for (name, _, g) in &grads {
-        let norm = g.sqr()?.sum_all()?.to_scalar::<f32>()?;
-        assert!(norm > 0.0, "{name} has a zero gradient");
+    for g in &grads {
+        let norm = g.grad.sqr()?.sum_all()?.to_scalar::<f32>()?;
+        assert!(norm > 0.0, "{} has a zero gradient", g.name);
     }
     Ok(())
 }

@@ -16,7 +16,7 @@ fn loss_halves_in_fifty_steps() -> anyhow::Result<()> {
         let loss = candle_nn::loss::cross_entropy(&model.forward(&x)?, &y)?;
         last = loss.to_scalar::<f32>()?;
         first.get_or_insert(last);
-        for (_, var, grad) in store.gradients(&loss.backward()?)? {
+        for rpg_nn::ParamGrad { var, grad, .. } in store.gradients(&loss.backward()?)? {
             var.set(&(var.as_tensor() - (grad * 0.05)?)?)?;
         }
     }
@@ -44,8 +44,16 @@ fn half_precision_models_run_and_keep_an_f32_ring() -> anyhow::Result<()> {
     assert_eq!(logits.dtype(), DType::F16);
     let loss = logits.to_dtype(DType::F32)?.sqr()?.mean_all()?;
     let grads = store.gradients(&loss.backward()?)?;
-    let (name, ring, grad) = &grads[0];
-    assert_eq!(name, rpg_nn::RING_NAME);
+    let rpg_nn::ParamGrad {
+        name,
+        group,
+        var: ring,
+        grad,
+    } = &grads[0];
+    assert_eq!(
+        (name.as_str(), *group),
+        (rpg_nn::RING_NAME, rpg_nn::ParamGroup::Ring)
+    );
     assert_eq!((ring.dtype(), grad.dtype()), (DType::F32, DType::F32));
     assert!(grad.sqr()?.sum_all()?.to_scalar::<f32>()? > 0.0);
     Ok(())

@@ -5,14 +5,16 @@
 use std::process::Command;
 use std::time::Instant;
 
-use anyhow::{Context, Result, anyhow, bail};
 use candle_core::{DType, Device, Tensor};
+use rpg_kernels::{KernelBackend, kernel_backend};
 use serde::{Deserialize, Serialize};
 
-use crate::config::{RingSize, TrainConfig};
-use crate::optim::{Optimizer, OptimizerConfig, OptimizerKind, updates};
+use crate::compress::median;
+use crate::config::{DEFAULT_DOF, RingSize, TrainConfig};
+use crate::error::{Error, Result};
+use crate::optim::{Optimizer, OptimizerConfig, OptimizerKind};
 use crate::setup::{build_for_training, model_config};
-use rpg_kernels::{KernelBackend, kernel_backend};
+use crate::step::{StepOutcome, StepSettings, TrainStep};
 
 /// One measured case.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -58,12 +60,8 @@ fn peak_rss() -> u64 {
         .map_or(0, |kib| kib * 1024)
 }
 
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
-}
-
-/// Runs one case in this process.
+/// Runs one case in this process: the trainer's own step, on synthetic
+/// input, SGD at a constant rate.
 pub fn run_case(
     model: &str,
     mode: &str,
@@ -76,8 +74,8 @@ pub fn run_case(
         dense: mode == "dense",
         ..TrainConfig::default()
     };
-    let ring = (mode == "rpg").then_some(RingSize::Ratio(0.1));
-    let entry = rpg_models::model_entry(model).map_err(|e| anyhow!("{e}"))?;
+    let ring = (mode == "rpg").then_some(RingSize::Ratio(DEFAULT_DOF));
+    let entry = rpg_models::model_entry(model)?;
     let mc = model_config(&cfg, 10, entry.in_channels, entry.image_size)?;
     let built = build_for_training(&cfg, ring, mc.clone(), device)?;
     let x = Tensor::randn(
@@ -97,31 +95,36 @@ pub fn run_case(
         betas: (0.9, 0.999),
         eps: 1e-8,
     });
+    let settings = StepSettings {
+        label_smoothing: 0.0,
+        clip_grad: None,
+        ring_lr_scale: 1.0,
+    };
+    let mut step = TrainStep::new(&built, &mut optimizer, settings);
     let (mut step_times, mut gen_times) = (Vec::new(), Vec::new());
     for i in 0..steps + 1 {
-        let t0 = Instant::now();
-        built.store.regenerate().map_err(|e| anyhow!("{e}"))?;
-        let t1 = Instant::now();
-        let loss = crate::loss::cross_entropy(&built.model.forward_t(&x, true)?, &y, 0.0)?;
-        let grads = loss.backward()?;
-        let t2 = Instant::now();
-        let grads = built.store.gradients(&grads).map_err(|e| anyhow!("{e}"))?;
-        let t3 = Instant::now();
-        optimizer.step(&updates(&grads, |_| 0.01))?;
-        // Force the update to finish (matters on asynchronous devices).
-        loss.to_scalar::<f32>()?;
-        let t4 = Instant::now();
+        let timings = match step.run(&x, &y, 0.01, false)? {
+            StepOutcome::Taken(output) => output.timings,
+            StepOutcome::Diverged { loss } => {
+                return Err(Error::BenchCase {
+                    case: format!("{model} {mode}"),
+                    message: format!("the loss became {loss}"),
+                });
+            }
+        };
+        // Let the update finish (matters on asynchronous devices).
+        device.synchronize()?;
         if i > 0 {
-            step_times.push((t4 - t0).as_secs_f64());
+            step_times.push(timings.total().as_secs_f64());
             let generation = if built.store.ring().is_some() {
-                (t1 - t0) + (t3 - t2)
+                timings.rpg()
             } else {
                 Default::default()
             };
             gen_times.push(generation.as_secs_f64());
         }
     }
-    built.store.regenerate().map_err(|e| anyhow!("{e}"))?;
+    built.store.regenerate()?;
     built.model.forward_t(&x, false)?;
     let infer: Vec<f64> = (0..steps.max(3))
         .map(|_| {
@@ -158,7 +161,7 @@ pub fn run_all(
     device: &str,
     kernels: &[KernelBackend],
 ) -> Result<Vec<BenchResult>> {
-    let exe = std::env::current_exe().context("locating the rpg binary")?;
+    let exe = std::env::current_exe().map_err(Error::io("the rpg binary"))?;
     let mut results = Vec::new();
     let cases = models.iter().flat_map(|(model, batch)| {
         kernels
@@ -179,16 +182,20 @@ pub fn run_all(
             .args(["--steps", &steps.to_string(), "--device", device])
             .args(["--kernels", kernel])
             .output()
-            .context("running a benchmark case")?;
+            .map_err(Error::io(&exe))?;
+        let case = || format!("{model} {mode}");
         if !output.status.success() {
-            bail!(
-                "{model} {mode}: {}",
-                String::from_utf8_lossy(&output.stderr).trim()
-            );
+            return Err(Error::BenchCase {
+                case: case(),
+                message: String::from_utf8_lossy(&output.stderr).trim().to_string(),
+            });
         }
         let line = String::from_utf8_lossy(&output.stdout);
-        let result: BenchResult = serde_json::from_str(line.trim())
-            .with_context(|| format!("{model} {mode}: bad output {line}"))?;
+        let result: BenchResult =
+            serde_json::from_str(line.trim()).map_err(|e| Error::BenchCase {
+                case: case(),
+                message: format!("bad output {line} ({e})"),
+            })?;
         eprintln!(
             "{model:>16} {mode:>5} b{batch} {kernel}: {:.1} train img/s, {:.1} infer img/s",
             result.train_images_per_second, result.infer_images_per_second

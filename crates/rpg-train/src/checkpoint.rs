@@ -6,11 +6,52 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 
-use crate::optim::Optimizer;
+use crate::config::{ConfigError, TrainConfig};
+use crate::optim::{Optimizer, OptimizerError};
 use crate::setup::Built;
+
+/// A checkpoint could not be written or read.
+#[derive(Debug, thiserror::Error)]
+pub enum CheckpointError {
+    /// A file or directory of the checkpoint.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file or directory.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The model file.
+    #[error("{path}: {source}")]
+    ModelFile {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: candle_core::Error,
+    },
+    /// The optimizer state.
+    #[error(transparent)]
+    Optimizer(#[from] OptimizerError),
+    /// The trainer state.
+    #[error("{path}: corrupt trainer state ({source})")]
+    State {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: serde_json::Error,
+    },
+}
+
+type Result<T> = std::result::Result<T, CheckpointError>;
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> CheckpointError + '_ {
+    move |source| CheckpointError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
 
 /// File names inside a checkpoint directory.
 pub const MODEL_FILE: &str = "model.safetensors";
@@ -57,37 +98,45 @@ pub fn save(
 ) -> Result<PathBuf> {
     let target = checkpoint_dir(out, which);
     let parent = target.parent().expect("checkpoint dir has a parent");
-    std::fs::create_dir_all(parent).with_context(|| format!("creating {}", parent.display()))?;
+    std::fs::create_dir_all(parent).map_err(io(parent))?;
     let tmp = parent.join(format!(".{which}.tmp"));
     if tmp.exists() {
-        std::fs::remove_dir_all(&tmp)?;
+        std::fs::remove_dir_all(&tmp).map_err(io(&tmp))?;
     }
-    std::fs::create_dir_all(&tmp)?;
+    std::fs::create_dir_all(&tmp).map_err(io(&tmp))?;
     let extra = BTreeMap::from([
         ("epoch".to_string(), state.epoch.to_string()),
         ("test_accuracy".to_string(), state.test_accuracy.to_string()),
     ]);
+    let model_path = tmp.join(MODEL_FILE);
     rpg_nn::save_model_file(
-        &tmp.join(MODEL_FILE),
+        &model_path,
         &built.store,
         &built.config.name,
         &built.config.to_json(),
         &extra,
     )
-    .map_err(|e| anyhow::anyhow!("{e}"))?;
+    .map_err(|source| CheckpointError::ModelFile {
+        path: model_path.clone(),
+        source,
+    })?;
     optimizer.save(&tmp.join(OPTIMIZER_FILE))?;
-    std::fs::write(tmp.join(STATE_FILE), serde_json::to_string_pretty(state)?)?;
+    let state_path = tmp.join(STATE_FILE);
+    let json = serde_json::to_string_pretty(state).map_err(|source| CheckpointError::State {
+        path: state_path.clone(),
+        source,
+    })?;
+    std::fs::write(&state_path, json).map_err(io(&state_path))?;
     let old = parent.join(format!(".{which}.old"));
     if old.exists() {
-        std::fs::remove_dir_all(&old)?;
+        std::fs::remove_dir_all(&old).map_err(io(&old))?;
     }
     if target.exists() {
-        std::fs::rename(&target, &old)?;
+        std::fs::rename(&target, &old).map_err(io(&target))?;
     }
-    std::fs::rename(&tmp, &target)
-        .with_context(|| format!("installing checkpoint {}", target.display()))?;
+    std::fs::rename(&tmp, &target).map_err(io(&target))?;
     if old.exists() {
-        std::fs::remove_dir_all(&old)?;
+        std::fs::remove_dir_all(&old).map_err(io(&old))?;
     }
     Ok(target)
 }
@@ -105,8 +154,30 @@ pub fn find_last(out: &Path) -> Option<PathBuf> {
 /// Reads a trainer state.
 pub fn read_state(dir: &Path) -> Result<TrainerState> {
     let path = dir.join(STATE_FILE);
-    let text =
-        std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
-    serde_json::from_str(&text)
-        .with_context(|| format!("{}: corrupt trainer state", path.display()))
+    let text = std::fs::read_to_string(&path).map_err(io(&path))?;
+    serde_json::from_str(&text).map_err(|source| CheckpointError::State { path, source })
+}
+
+/// Accepts a model file, an artifact, a checkpoint directory or a run directory.
+/// `None` when there is none.
+pub fn find_model_file(path: &Path) -> Option<PathBuf> {
+    [
+        path.to_path_buf(),
+        path.join(MODEL_FILE),
+        checkpoint_dir(path, "best").join(MODEL_FILE),
+        checkpoint_dir(path, "last").join(MODEL_FILE),
+    ]
+    .into_iter()
+    .find(|p| p.is_file())
+}
+
+/// The run's config (two levels above `run/checkpoints/<which>/model.safetensors`), if any.
+pub fn run_config(model: &Path) -> std::result::Result<Option<TrainConfig>, ConfigError> {
+    model
+        .ancestors()
+        .nth(3)
+        .map(|run| run.join("config.toml"))
+        .filter(|p| p.is_file())
+        .map(|p| TrainConfig::from_toml_file(&p))
+        .transpose()
 }

@@ -1,13 +1,20 @@
-//! Command-line arguments of `rpg`.
+//! The `rpg` command line's arguments. Training options are declared once,
+//! in [`TrainOverrides`]: each flag is a key of `TrainConfig` (dashes
+//! become underscores), merged into the config by `TrainConfig::merged`, and
+//! its default in `--help` is read from `TrainConfig::default()`.
 
 use std::path::PathBuf;
 
-use clap::{Args, Parser, Subcommand};
+use clap::builder::{PossibleValuesParser, TypedValueParser};
+use clap::{ArgAction, Args, CommandFactory, FromArgMatches, Parser, Subcommand};
+use rpg_core::{PlacementKind, ScaleRule};
 use rpg_kernels::KernelBackend;
-
-use crate::config::TrainConfig;
-use crate::optim::OptimizerKind;
-use crate::schedule::ScheduleKind;
+use rpg_train::TrainConfig;
+use rpg_train::config::{DEFAULT_DOF, RUN_DEFINING_KEYS};
+use rpg_train::names::{Named, parse_named};
+use rpg_train::optim::OptimizerKind;
+use rpg_train::schedule::ScheduleKind;
+use serde::Serialize;
 
 /// Recurrent Parameter Generators: train compact networks whose weights are
 /// generated from one small learnable ring.
@@ -19,15 +26,75 @@ pub struct Cli {
     pub command: Command,
     /// CPU kernels for convolution and batch norm: native (this project's,
     /// several times faster) or candle (Candle's stock ops, for comparison).
-    #[arg(long, global = true, default_value_t = KernelBackend::Native, value_parser = kernel_backend_parser())]
+    #[arg(long, global = true, default_value_t = KernelBackend::Native, value_parser = names_parser(KernelBackend::ALL.map(KernelBackend::name), str::parse::<KernelBackend>))]
     pub kernels: KernelBackend,
 }
 
-/// `--kernels`: the names `KernelBackend` parses, listed in `--help`.
-fn kernel_backend_parser() -> impl clap::builder::TypedValueParser<Value = KernelBackend> {
-    use clap::builder::{PossibleValuesParser, TypedValueParser};
-    PossibleValuesParser::new(KernelBackend::ALL.map(KernelBackend::name))
-        .try_map(|name| name.parse::<KernelBackend>())
+impl Cli {
+    /// Parses the process's arguments, with the training defaults shown in
+    /// `--help`.
+    pub fn try_parse_with_defaults() -> Result<Self, clap::Error> {
+        Self::from_arg_matches(&Self::command_with_defaults().try_get_matches()?)
+    }
+
+    /// The command, with `TrainConfig::default()`'s values in the help of
+    /// `train` and `sweep`.
+    pub fn command_with_defaults() -> clap::Command {
+        Self::command()
+            .mut_subcommand("train", with_config_defaults)
+            .mut_subcommand("sweep", with_config_defaults)
+    }
+}
+
+/// A parser that accepts `names` (listed in `--help`) and turns them into
+/// values with `parse`.
+fn names_parser<T, E>(
+    names: impl IntoIterator<Item = &'static str>,
+    parse: fn(&str) -> Result<T, E>,
+) -> impl TypedValueParser<Value = T>
+where
+    T: Clone + Send + Sync + 'static,
+    E: std::error::Error + Send + Sync + 'static,
+{
+    PossibleValuesParser::new(names).try_map(move |name| parse(&name))
+}
+
+/// `--placement` and `--placements`.
+fn placement_parser() -> impl TypedValueParser<Value = PlacementKind> {
+    names_parser(
+        PlacementKind::ALL.map(PlacementKind::name),
+        str::parse::<PlacementKind>,
+    )
+}
+
+/// The parser of a [`Named`] enum's flag.
+fn named<T: Named + Send + Sync>() -> impl TypedValueParser<Value = T> {
+    names_parser(T::ALL.iter().map(|v| v.name()), parse_named::<T>)
+}
+
+/// Appends `[default: V]` to the help of every flag that is a key of
+/// `TrainConfig`, `V` being `TrainConfig::default()`'s value: the defaults
+/// are written once, in the code.
+fn with_config_defaults(command: clap::Command) -> clap::Command {
+    let defaults = toml::Table::try_from(TrainConfig::default()).unwrap_or_default();
+    let ids: Vec<String> = command
+        .get_arguments()
+        .filter(|a| a.get_action().takes_values())
+        .map(|a| a.get_id().to_string())
+        .collect();
+    ids.into_iter().fold(command, |command, id| {
+        let default = match (id.as_str(), defaults.get(&id)) {
+            ("dof", _) => DEFAULT_DOF.to_string(),
+            (_, Some(toml::Value::String(s))) => s.clone(),
+            (_, Some(toml::Value::Array(a))) if a.is_empty() => return command,
+            (_, Some(v)) => v.to_string(),
+            (_, None) => return command,
+        };
+        command.mut_arg(&id, |arg| {
+            let help = arg.get_help().map(|h| h.to_string()).unwrap_or_default();
+            arg.help(format!("{help} [default: {default}]"))
+        })
+    })
 }
 
 /// Subcommands.
@@ -46,48 +113,240 @@ pub enum Command {
     /// Training and inference speed, dense vs RPG (10% DoF), on synthetic input; peak memory per case.
     Bench(BenchArgs),
     /// Train one architecture at a list of DoF ratios (and its dense twin): sweep.csv, fit.json, sweep.png.
-    Sweep(SweepArgs),
+    Sweep(Box<SweepArgs>),
 }
 
-/// `rpg sweep`.
+fn is_false(b: &bool) -> bool {
+    !*b
+}
+
+fn is_true(b: &bool) -> bool {
+    *b
+}
+
+/// The training options as flags: each one a key of `TrainConfig`, set only
+/// when given (what is not given is not serialised, so it overrides
+/// nothing). Shared by `train` and `sweep`.
+#[derive(Debug, Args, Serialize)]
+pub struct TrainOverrides {
+    /// Model from the zoo (see `rpg models`).
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub model: Option<String>,
+    /// mnist, fashion-mnist, kmnist, cifar10, cifar100 or folder.
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dataset: Option<String>,
+    /// Where the data set's files are. [default: datasets/<dataset>]
+    #[arg(long, value_name = "DIR")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub data_dir: Option<PathBuf>,
+    /// Degrees of freedom as a fraction of the dense parameter count, in (0, 1].
+    #[arg(long, value_name = "RATIO", allow_negative_numbers = true)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dof: Option<f64>,
+    /// Ring length, instead of --dof.
+    #[arg(long, value_name = "N")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ring: Option<usize>,
+    /// Placement: paper (even sampling, shuffle, signs), hashed (HashedNets), naive (ring prefix), sequential.
+    #[arg(long, value_parser = placement_parser())]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub placement: Option<PlacementKind>,
+    /// Train the ordinary dense model instead (no ring).
+    #[arg(long)]
+    #[serde(skip_serializing_if = "is_false")]
+    pub dense: bool,
+    /// Per-layer scale: largest_fan_in (each layer starts at the Kaiming fan-in std of its dense twin), largest_fan_out (the paper), unit, or a reference fan-out (4608 = the reference code).
+    #[arg(long, value_name = "RULE", value_parser = str::parse::<ScaleRule>)]
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "serialize_text"
+    )]
+    pub ring_scale: Option<ScaleRule>,
+    /// One ring per glob pattern (repeatable), e.g. --local-rings 'layer1.*' --local-rings 'layer2.*'.
+    #[arg(long, value_name = "GLOB")]
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub local_rings: Vec<String>,
+    /// Also share parameters matching this glob (repeatable).
+    #[arg(long, value_name = "GLOB")]
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub share: Vec<String>,
+    /// Never share parameters matching this glob (repeatable).
+    #[arg(long, value_name = "GLOB")]
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub unshare: Vec<String>,
+    /// Channel multiplier of the architecture.
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub width: Option<f64>,
+    /// Input side for --dataset folder.
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub image_size: Option<usize>,
+    /// Epochs.
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub epochs: Option<usize>,
+    /// Batch size.
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub batch_size: Option<usize>,
+    /// Base learning rate.
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub lr: Option<f64>,
+    /// Optimizer.
+    #[arg(long, value_parser = named::<OptimizerKind>())]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub optimizer: Option<OptimizerKind>,
+    /// SGD momentum.
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub momentum: Option<f64>,
+    /// Nesterov momentum.
+    #[arg(long)]
+    #[serde(skip_serializing_if = "is_false")]
+    pub nesterov: bool,
+    /// Learning-rate schedule (exp = the paper's lr0 * 0.1^(epoch/45)).
+    #[arg(long, value_parser = named::<ScheduleKind>())]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub schedule: Option<ScheduleKind>,
+    /// Linear warm-up epochs (without it, training at lr 0.05 from He init can collapse: one RPG LeNet-5 seed of three did; dense lost about 2 points; docs/training.md).
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub warmup_epochs: Option<f64>,
+    /// Weight decay.
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub wd: Option<f64>,
+    /// Do not apply weight decay to the ring (the paper does).
+    #[arg(long = "no-ring-wd", action = ArgAction::SetFalse)]
+    #[serde(skip_serializing_if = "is_true")]
+    pub ring_wd: bool,
+    /// Use the base learning rate for the ring as is, without the placement-derived scale (for ablations).
+    #[arg(long = "no-ring-lr-scaling", action = ArgAction::SetFalse)]
+    #[serde(skip_serializing_if = "is_true")]
+    pub ring_lr_scaling: bool,
+    /// Label smoothing in [0, 1).
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub label_smoothing: Option<f64>,
+    /// Clip the global gradient norm.
+    #[arg(long, value_name = "NORM")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub clip_grad: Option<f64>,
+    /// Seed of placement, initialisation and data order.
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub seed: Option<u64>,
+    /// cpu, cuda, cuda:N or metal (cuda/metal need a build with --features cuda/metal).
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub device: Option<String>,
+    /// Use only the first N training images.
+    #[arg(long, value_name = "N")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub train_limit: Option<usize>,
+    /// Use only the first N test images.
+    #[arg(long, value_name = "N")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub test_limit: Option<usize>,
+    /// Data loader threads.
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub workers: Option<usize>,
+    /// Write a step line to metrics.jsonl every N steps.
+    #[arg(long, value_name = "N")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub log_every: Option<usize>,
+}
+
+fn serialize_text<T: std::fmt::Display, S: serde::Serializer>(
+    value: &Option<T>,
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    match value {
+        Some(v) => s.collect_str(v),
+        None => s.serialize_none(),
+    }
+}
+
+impl TrainOverrides {
+    /// The config keys these flags set.
+    pub fn given_keys(&self) -> Vec<String> {
+        toml::Table::try_from(self)
+            .map(|t| t.keys().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    /// The given keys among `keys`, spelled as flags (`--ring-scale`).
+    pub fn given_flags(&self, keys: &[&str]) -> Vec<String> {
+        let given = self.given_keys();
+        keys.iter()
+            .filter(|k| given.iter().any(|g| g == *k))
+            .map(|k| flag(k))
+            .collect()
+    }
+
+    /// The flags that decide what is trained (not allowed with --resume).
+    pub fn run_defining_flags(&self) -> Vec<String> {
+        self.given_flags(&RUN_DEFINING_KEYS)
+    }
+}
+
+/// A config key as its flag: `ring_wd` -> `--no-ring-wd`, `lr` -> `--lr`.
+fn flag(key: &str) -> String {
+    match key {
+        "ring_wd" | "ring_lr_scaling" => format!("--no-{}", key.replace('_', "-")),
+        _ => format!("--{}", key.replace('_', "-")),
+    }
+}
+
+/// `rpg train`: every flag also exists as a key (dashes -> underscores) of `--config`.
+#[derive(Debug, Args)]
+pub struct TrainArgs {
+    /// Stop (with a checkpoint) after N epochs of this invocation; continue later with --resume.
+    #[arg(long, value_name = "N")]
+    pub stop_after_epochs: Option<usize>,
+    /// TOML file with any of the keys below; flags given here override it.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Continue the run in DIR from its last checkpoint (its config.toml is used; --epochs may extend it).
+    #[arg(long, value_name = "DIR")]
+    pub resume: Option<PathBuf>,
+    /// Output directory. [default: runs/<model>-<dataset>-<mode>]
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<PathBuf>,
+    /// The training options.
+    #[command(flatten)]
+    pub options: TrainOverrides,
+}
+
+/// `rpg sweep`: the training flags set the recipe every run shares.
 #[derive(Debug, Args)]
 pub struct SweepArgs {
     /// TOML training config shared by every run (model, data, epochs, recipe).
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
-    /// Model. [default: lenet5]
-    #[arg(long)]
-    pub model: Option<String>,
-    /// Data set. [default: mnist]
-    #[arg(long)]
-    pub dataset: Option<String>,
-    /// Data directory.
-    #[arg(long, value_name = "DIR")]
-    pub data_dir: Option<PathBuf>,
-    /// Epochs per run. [default: the config's]
-    #[arg(long)]
-    pub epochs: Option<usize>,
     /// DoF ratios, comma-separated. [default: 1,0.5,0.25,0.1,0.05,0.02,0.01,0.005,0.002]
     #[arg(long, value_delimiter = ',')]
     pub ratios: Vec<f64>,
-    /// Placements, comma-separated: paper, hashed, naive. [default: paper]
-    #[arg(long, value_delimiter = ',')]
-    pub placements: Vec<String>,
+    /// Placements, comma-separated: paper, hashed, naive, sequential. [default: paper]
+    #[arg(long, value_delimiter = ',', value_parser = placement_parser())]
+    pub placements: Vec<PlacementKind>,
     /// Seeds, comma-separated. [default: 0]
     #[arg(long, value_delimiter = ',')]
     pub seeds: Vec<u64>,
     /// Also train narrower dense models with the same DoF (the paper's comparison).
     #[arg(long)]
     pub dense_same_dof: bool,
-    /// Use only the first N training images.
-    #[arg(long, value_name = "N")]
-    pub train_limit: Option<usize>,
-    /// Use only the first N test images.
-    #[arg(long, value_name = "N")]
-    pub test_limit: Option<usize>,
     /// Output directory. [default: runs/sweep-<model>-<dataset>]
     #[arg(long, value_name = "DIR")]
     pub out: Option<PathBuf>,
+    /// The recipe of every run.
+    #[command(flatten)]
+    pub options: TrainOverrides,
 }
 
 /// `rpg bench`.
@@ -188,119 +447,6 @@ pub struct ExportArgs {
     pub fold_bn: bool,
 }
 
-/// `rpg train`: every flag also exists as a key (dashes -> underscores) of `--config`.
-#[derive(Debug, Args, Default)]
-pub struct TrainArgs {
-    /// Stop (with a checkpoint) after N epochs of this invocation; continue later with --resume.
-    #[arg(long, value_name = "N")]
-    pub stop_after_epochs: Option<usize>,
-    /// TOML file with any of the keys below; flags given here override it.
-    #[arg(long, value_name = "FILE")]
-    pub config: Option<PathBuf>,
-    /// Continue the run in DIR from its last checkpoint (its config.toml is used; --epochs may extend it).
-    #[arg(long, value_name = "DIR")]
-    pub resume: Option<PathBuf>,
-    /// Model from the zoo (see `rpg models`). [default: lenet5]
-    #[arg(long)]
-    pub model: Option<String>,
-    /// mnist, fashion-mnist, kmnist, cifar10, cifar100 or folder. [default: mnist]
-    #[arg(long)]
-    pub dataset: Option<String>,
-    /// Where the data set's files are. [default: datasets/<dataset>]
-    #[arg(long, value_name = "DIR")]
-    pub data_dir: Option<PathBuf>,
-    /// Degrees of freedom as a fraction of the dense parameter count, in (0, 1]. [default: 0.1]
-    #[arg(long, value_name = "RATIO")]
-    pub dof: Option<f64>,
-    /// Ring length, instead of --dof.
-    #[arg(long, value_name = "N")]
-    pub ring: Option<usize>,
-    /// Placement: paper (even sampling, shuffle, signs), hashed (HashedNets), naive (ring prefix). [default: paper]
-    #[arg(long)]
-    pub placement: Option<String>,
-    /// Train the ordinary dense model instead (no ring).
-    #[arg(long)]
-    pub dense: bool,
-    /// Per-layer scale: largest_fan_in (each layer starts at the Kaiming fan-in std of its dense twin), largest_fan_out (the paper), unit, or a reference fan-out (4608 = the reference code). [default: largest_fan_in]
-    #[arg(long, value_name = "RULE")]
-    pub ring_scale: Option<String>,
-    /// One ring per glob pattern (repeatable), e.g. --local-rings 'layer1.*' --local-rings 'layer2.*'.
-    #[arg(long, value_name = "GLOB")]
-    pub local_rings: Vec<String>,
-    /// Also share parameters matching this glob (repeatable).
-    #[arg(long, value_name = "GLOB")]
-    pub share: Vec<String>,
-    /// Never share parameters matching this glob (repeatable).
-    #[arg(long, value_name = "GLOB")]
-    pub unshare: Vec<String>,
-    /// Channel multiplier of the architecture. [default: 1]
-    #[arg(long)]
-    pub width: Option<f64>,
-    /// Input side for --dataset folder. [default: 224]
-    #[arg(long)]
-    pub image_size: Option<usize>,
-    /// Epochs. [default: 12]
-    #[arg(long)]
-    pub epochs: Option<usize>,
-    /// Batch size. [default: 128]
-    #[arg(long)]
-    pub batch_size: Option<usize>,
-    /// Base learning rate. [default: 0.05]
-    #[arg(long)]
-    pub lr: Option<f64>,
-    /// Optimizer. [default: sgd]
-    #[arg(long, value_enum)]
-    pub optimizer: Option<OptimizerKind>,
-    /// SGD momentum. [default: 0.9]
-    #[arg(long)]
-    pub momentum: Option<f64>,
-    /// Nesterov momentum.
-    #[arg(long)]
-    pub nesterov: bool,
-    /// Learning-rate schedule (exp = the paper's lr0 * 0.1^(epoch/45)). [default: cosine]
-    #[arg(long, value_enum)]
-    pub schedule: Option<ScheduleKind>,
-    /// Linear warm-up epochs (without it, training at lr 0.05 from He init can collapse: one RPG LeNet-5 seed of three did; dense lost about 2 points; docs/training.md). [default: 1]
-    #[arg(long)]
-    pub warmup_epochs: Option<f64>,
-    /// Weight decay. [default: 5e-4]
-    #[arg(long)]
-    pub wd: Option<f64>,
-    /// Do not apply weight decay to the ring (the paper does).
-    #[arg(long)]
-    pub no_ring_wd: bool,
-    /// Use the base learning rate for the ring as is, without the placement-derived scale (for ablations).
-    #[arg(long)]
-    pub no_ring_lr_scaling: bool,
-    /// Label smoothing in [0, 1). [default: 0]
-    #[arg(long)]
-    pub label_smoothing: Option<f64>,
-    /// Clip the global gradient norm.
-    #[arg(long, value_name = "NORM")]
-    pub clip_grad: Option<f64>,
-    /// Seed of placement, initialisation and data order. [default: 0]
-    #[arg(long)]
-    pub seed: Option<u64>,
-    /// cpu, cuda, cuda:N or metal (cuda/metal need a build with --features cuda/metal). [default: cpu]
-    #[arg(long)]
-    pub device: Option<String>,
-    /// Output directory. [default: runs/<model>-<dataset>-<mode>]
-    #[arg(long, value_name = "DIR")]
-    pub out: Option<PathBuf>,
-    /// Use only the first N training images.
-    #[arg(long, value_name = "N")]
-    pub train_limit: Option<usize>,
-    /// Use only the first N test images.
-    #[arg(long, value_name = "N")]
-    pub test_limit: Option<usize>,
-    /// Data loader threads. [default: 2]
-    #[arg(long)]
-    pub workers: Option<usize>,
-    /// Write a step line to metrics.jsonl every N steps. [default: 50]
-    #[arg(long, value_name = "N")]
-    pub log_every: Option<usize>,
-}
-
 /// Test data of `eval` and `compress`; defaults come from the run's config.toml.
 #[derive(Debug, Args, Clone, Default)]
 pub struct TestDataArgs {
@@ -335,96 +481,13 @@ pub struct EvalArgs {
     pub out: Option<PathBuf>,
 }
 
-impl TrainArgs {
-    /// Flags that change what is trained (not allowed with --resume).
-    fn model_flags_given(&self) -> Vec<&'static str> {
-        let mut given = Vec::new();
-        let checks: [(&'static str, bool); 14] = [
-            ("--model", self.model.is_some()),
-            ("--dataset", self.dataset.is_some()),
-            ("--dof", self.dof.is_some()),
-            ("--ring", self.ring.is_some()),
-            ("--placement", self.placement.is_some()),
-            ("--dense", self.dense),
-            ("--ring-scale", self.ring_scale.is_some()),
-            ("--local-rings", !self.local_rings.is_empty()),
-            ("--share", !self.share.is_empty()),
-            ("--unshare", !self.unshare.is_empty()),
-            ("--width", self.width.is_some()),
-            ("--seed", self.seed.is_some()),
-            ("--optimizer", self.optimizer.is_some()),
-            ("--config", self.config.is_some()),
-        ];
-        for (name, set) in checks {
-            if set {
-                given.push(name);
-            }
+impl TestDataArgs {
+    /// The library's form.
+    pub fn to_test_data(&self) -> rpg_train::compress::TestData {
+        rpg_train::compress::TestData {
+            dataset: self.dataset.clone(),
+            data_dir: self.data_dir.clone(),
+            test_limit: self.test_limit,
         }
-        given
-    }
-
-    /// The resolved configuration: defaults, then `--config` (or the
-    /// resumed run's config.toml), then flags.
-    pub fn resolve(&self) -> anyhow::Result<TrainConfig> {
-        let mut c = match (&self.resume, &self.config) {
-            (Some(dir), _) => {
-                let given = self.model_flags_given();
-                if !given.is_empty() {
-                    anyhow::bail!(
-                        "{} cannot change when resuming: the run's own config.toml decides them",
-                        given.join(", ")
-                    );
-                }
-                TrainConfig::from_toml_file(&dir.join("config.toml"))?
-            }
-            (None, Some(file)) => TrainConfig::from_toml_file(file)?,
-            (None, None) => TrainConfig::default(),
-        };
-        macro_rules! set {
-            ($($field:ident),*) => { $( if let Some(v) = &self.$field { c.$field = v.clone(); } )* };
-        }
-        set!(
-            model, dataset, placement, ring_scale, width, epochs, batch_size, lr, optimizer,
-            momentum, schedule
-        );
-        set!(
-            warmup_epochs,
-            wd,
-            label_smoothing,
-            seed,
-            device,
-            workers,
-            log_every
-        );
-        macro_rules! set_opt {
-            ($($field:ident),*) => { $( if self.$field.is_some() { c.$field = self.$field.clone(); } )* };
-        }
-        set_opt!(
-            data_dir,
-            dof,
-            ring,
-            image_size,
-            clip_grad,
-            out,
-            train_limit,
-            test_limit
-        );
-        if let Some(dir) = &self.resume {
-            c.out = Some(dir.clone());
-        }
-        for (field, values) in [
-            (&mut c.local_rings, &self.local_rings),
-            (&mut c.share, &self.share),
-            (&mut c.unshare, &self.unshare),
-        ] {
-            if !values.is_empty() {
-                *field = values.clone();
-            }
-        }
-        c.dense |= self.dense;
-        c.nesterov |= self.nesterov;
-        c.ring_wd &= !self.no_ring_wd;
-        c.ring_lr_scaling &= !self.no_ring_lr_scaling;
-        Ok(c)
     }
 }

@@ -1,51 +1,47 @@
-//! `rpg compress` and `rpg export`.
+//! Compressing a trained model into an artifact, and exporting the dense
+//! model: the work behind `rpg compress` and `rpg export`, with the report
+//! as data (the command prints it).
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Instant;
 
-use anyhow::{Context, Result, anyhow, bail};
 use candle_core::{DType, Device, Tensor};
-use rpg_compress::{Artifact, Bits, CompressSettings};
+use rpg_compress::{Artifact, CompressSettings, PruneScope, prune_weights};
+use rpg_nn::ModelFile;
 use serde::Serialize;
 
-use crate::cli::{CompressArgs, ExportArgs, QuantChoice, TestDataArgs};
+use crate::checkpoint::{find_model_file, run_config};
 use crate::config::TrainConfig;
-use crate::setup::{Built, load_any};
-use crate::trainer::{evaluate, load_test_data};
+use crate::data::Dataset;
+use crate::error::{Error, Result};
+use crate::evaluate::{evaluate, load_test_data};
+use crate::setup::{Built, build_from_file, load_any};
 
-/// Accepts a model file, an artifact, a checkpoint directory or a run directory.
+/// Which test data a stored model is evaluated on; unset fields come from
+/// the run's config.toml, else the defaults.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct TestData {
+    /// Data set.
+    pub dataset: Option<String>,
+    /// Data directory.
+    pub data_dir: Option<PathBuf>,
+    /// Use only the first N test images.
+    pub test_limit: Option<usize>,
+}
+
+/// The model file at `path` (a model file, artifact, checkpoint directory
+/// or run directory).
 pub fn model_file(path: &Path) -> Result<PathBuf> {
-    [
-        path.to_path_buf(),
-        path.join("model.safetensors"),
-        path.join("checkpoints/best/model.safetensors"),
-        path.join("checkpoints/last/model.safetensors"),
-    ]
-    .into_iter()
-    .find(|p| p.is_file())
-    .with_context(|| {
-        format!(
-            "no model file at {} (give a model.safetensors, a checkpoint or a run directory)",
-            path.display()
-        )
+    find_model_file(path).ok_or_else(|| Error::NoModelFile {
+        path: path.to_path_buf(),
     })
 }
 
-/// The run's config (two levels above `run/checkpoints/<which>/model.safetensors`), if any.
-pub fn run_config(model: &Path) -> Result<Option<TrainConfig>> {
-    model
-        .ancestors()
-        .nth(3)
-        .map(|run| run.join("config.toml"))
-        .filter(|p| p.is_file())
-        .map(|p| TrainConfig::from_toml_file(&p))
-        .transpose()
-}
-
 /// The data configuration for testing the model at `model`: the run's
-/// config.toml (when the model sits in a run directory), then the flags.
-pub fn test_config(model: &Path, data: &TestDataArgs) -> Result<TrainConfig> {
+/// config.toml (when the model sits in a run directory), then `data`.
+pub fn test_config(model: &Path, data: &TestData) -> Result<TrainConfig> {
     let mut cfg = run_config(model)?.unwrap_or_default();
     if let Some(d) = &data.dataset {
         if *d != cfg.dataset {
@@ -63,17 +59,16 @@ pub fn test_config(model: &Path, data: &TestDataArgs) -> Result<TrainConfig> {
 }
 
 /// Fails when a model cannot read a data set (classes or channels differ).
-pub fn check_fits(path: &Path, built: &Built, test: &crate::data::Dataset) -> Result<()> {
+pub fn check_fits(path: &Path, built: &Built, test: &Dataset) -> Result<()> {
     if test.num_classes != built.config.num_classes || test.channels != built.config.in_channels {
-        bail!(
-            "{} is a {}-class, {}-channel model but {} has {} classes and {} channels",
-            path.display(),
-            built.config.num_classes,
-            built.config.in_channels,
-            test.name,
-            test.num_classes,
-            test.channels
-        );
+        return Err(Error::ModelDoesNotFitData {
+            path: path.to_path_buf(),
+            model_classes: built.config.num_classes,
+            model_channels: built.config.in_channels,
+            dataset: test.name.clone(),
+            data_classes: test.num_classes,
+            data_channels: test.channels,
+        });
     }
     Ok(())
 }
@@ -90,8 +85,8 @@ fn latencies(a: &Built, b: &Built, batch: usize, runs: usize) -> Result<(f64, f6
         )
     };
     let (xa, xb) = (input(a)?, input(b)?);
-    a.store.regenerate().map_err(|e| anyhow!("{e}"))?;
-    b.store.regenerate().map_err(|e| anyhow!("{e}"))?;
+    a.store.regenerate()?;
+    b.store.regenerate()?;
     for _ in 0..3 {
         a.model.forward_t(&xa, false)?;
         b.model.forward_t(&xb, false)?;
@@ -106,11 +101,13 @@ fn latencies(a: &Built, b: &Built, batch: usize, runs: usize) -> Result<(f64, f6
         ta.push(time(a, &xa)?);
         tb.push(time(b, &xb)?);
     }
-    let median = |mut v: Vec<f64>| {
-        v.sort_by(f64::total_cmp);
-        v[v.len() / 2]
-    };
     Ok((median(ta), median(tb)))
+}
+
+/// The median of a non-empty list.
+pub fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
 }
 
 /// Accuracy after one compression step.
@@ -151,106 +148,149 @@ pub struct CompressReport {
     pub settings: serde_json::Value,
 }
 
-fn settings_from(args: &CompressArgs) -> Result<CompressSettings> {
-    if !(0.0..1.0).contains(&args.prune_ring) {
-        bail!("--prune-ring must be in [0, 1), got {}", args.prune_ring);
+/// Pruning of the materialised model (the artifact is then a dense model).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct WeightPruning {
+    /// Fraction of conv/linear weights zeroed by magnitude.
+    pub fraction: f64,
+    /// Where the threshold is drawn.
+    pub scope: PruneScope,
+    /// Fraction of output channels removed (smallest L1 norm).
+    pub channels: f64,
+    /// Fine-tuning epochs after pruning.
+    pub finetune_epochs: usize,
+    /// Fine-tuning learning rate.
+    pub finetune_lr: f64,
+}
+
+/// Everything `rpg compress` does.
+#[derive(Debug, Clone)]
+pub struct CompressPlan {
+    /// The trained model (file, checkpoint or run directory).
+    pub checkpoint: PathBuf,
+    /// Output directory.
+    pub out: PathBuf,
+    /// Ring and unshared-tensor settings.
+    pub settings: CompressSettings,
+    /// Pruning of the materialised weights.
+    pub pruning: WeightPruning,
+    /// The test data of the report.
+    pub data: TestData,
+    /// Timed runs per latency figure.
+    pub latency_runs: usize,
+}
+
+impl CompressPlan {
+    /// Checks the ranges.
+    fn validate(&self) -> Result<()> {
+        let p = &self.pruning;
+        if !(0.0..1.0).contains(&self.settings.ring_prune) {
+            return Err(Error::Invalid(format!(
+                "--prune-ring must be in [0, 1), got {}",
+                self.settings.ring_prune
+            )));
+        }
+        if self.settings.block == 0 {
+            return Err(Error::Invalid("--block must be positive".into()));
+        }
+        if !(0.0..1.0).contains(&p.fraction) || !(0.0..1.0).contains(&p.channels) {
+            return Err(Error::Invalid(
+                "--prune and --prune-channels must be in [0, 1)".into(),
+            ));
+        }
+        Ok(())
     }
-    // int4's coarser steps want smaller blocks; measured on LeNet-5 (docs/compression.md).
-    let block = args.block.unwrap_or(if args.quant == QuantChoice::Int4 {
-        64
-    } else {
-        256
-    });
-    if block == 0 {
-        bail!("--block must be positive");
+
+    fn prunes_weights(&self) -> bool {
+        self.pruning.fraction > 0.0 || self.pruning.channels > 0.0
     }
-    Ok(CompressSettings {
-        ring_bits: match args.quant {
-            QuantChoice::Int8 => Some(Bits::Eight),
-            QuantChoice::Int4 => Some(Bits::Four),
-            QuantChoice::None => None,
-        },
-        block,
-        f16_scales: args.scale_dtype == "f16",
-        ring_prune: args.prune_ring,
-        unshared_int8: args.quant_unshared == "int8",
-    })
 }
 
 /// Writes the dense model with its torchvision/timm names (BatchNorms
-/// folded into their convs when asked); returns its size and tensor count.
-fn write_dense(built: &Built, path: &Path, fold_bn: bool) -> Result<(u64, usize)> {
-    let mut tensors = built.store.materialize().map_err(|e| anyhow!("{e}"))?;
-    if fold_bn {
-        let folded =
-            rpg_compress::fold_batch_norms(&mut tensors, 1e-5).map_err(|e| anyhow!("{e}"))?;
-        println!("folded {folded} BatchNorm layers into their convs");
-    }
+/// folded into their convs when asked); returns its size, tensor count and
+/// the number of folded BatchNorms.
+fn write_dense(built: &Built, path: &Path, fold_bn: bool) -> Result<(u64, usize, usize)> {
+    let mut tensors = built.store.materialize()?;
+    let folded = if fold_bn {
+        rpg_compress::fold_batch_norms(&mut tensors, 1e-5)?
+    } else {
+        0
+    };
     let tensors: HashMap<String, Tensor> = tensors
         .into_iter()
         .map(|(n, t)| Ok((n, t.to_dtype(DType::F32)?.to_device(&Device::Cpu)?)))
         .collect::<candle_core::Result<_>>()?;
     let tmp = path.with_extension("tmp");
-    candle_core::safetensors::save(&tensors, &tmp)
-        .with_context(|| format!("writing {}", tmp.display()))?;
-    std::fs::rename(&tmp, path)?;
-    Ok((std::fs::metadata(path)?.len(), tensors.len()))
+    candle_core::safetensors::save(&tensors, &tmp)?;
+    std::fs::rename(&tmp, path).map_err(Error::io(path))?;
+    let bytes = std::fs::metadata(path).map_err(Error::io(path))?.len();
+    Ok((bytes, tensors.len(), folded))
 }
 
-/// `rpg export`.
-pub fn export(args: &ExportArgs) -> Result<()> {
-    let path = model_file(&args.checkpoint)?;
+/// What `rpg export` wrote.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Export {
+    /// The model's name.
+    pub model: String,
+    /// Bytes written.
+    pub bytes: u64,
+    /// Tensors written.
+    pub tensors: usize,
+    /// BatchNorms folded into their convs.
+    pub folded_batch_norms: usize,
+}
+
+/// Writes the dense model of the model at `checkpoint` to `out`.
+pub fn export(checkpoint: &Path, out: &Path, fold_bn: bool) -> Result<Export> {
+    let path = model_file(checkpoint)?;
     let built = load_any(&path, &Device::Cpu)?;
-    if let Some(dir) = args.out.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir)?;
+    if let Some(dir) = out.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).map_err(Error::io(dir))?;
     }
-    let (bytes, count) = write_dense(&built, &args.out, args.fold_bn)?;
-    println!(
-        "wrote {} ({} tensors of {}, {bytes} bytes, f32, torchvision/timm names)",
-        args.out.display(),
-        count,
-        built.config.name
-    );
-    Ok(())
+    let (bytes, tensors, folded_batch_norms) = write_dense(&built, out, fold_bn)?;
+    Ok(Export {
+        model: built.config.name.clone(),
+        bytes,
+        tensors,
+        folded_batch_norms,
+    })
 }
 
-/// `rpg compress`.
-pub fn compress(args: &CompressArgs) -> Result<()> {
-    let settings = settings_from(args)?;
-    let path = model_file(&args.checkpoint)?;
-    if Artifact::is_artifact(&path) {
-        bail!(
+/// Compresses as planned; writes the artifact, the dense export and
+/// `compress_report.json` into the plan's output directory.
+pub fn compress(plan: &CompressPlan) -> Result<CompressReport> {
+    plan.validate()?;
+    let path = model_file(&plan.checkpoint)?;
+    let device = Device::Cpu;
+    let bytes = std::fs::read(&path).map_err(Error::io(&path))?;
+    if Artifact::is_artifact_bytes(&bytes) {
+        return Err(Error::Invalid(format!(
             "{} is already a compressed artifact: compress the trained model file instead",
             path.display()
-        );
+        )));
     }
-    let cfg = test_config(&path, &args.data)?;
-    std::fs::create_dir_all(&args.out)
-        .with_context(|| format!("creating {}", args.out.display()))?;
-    let device = Device::Cpu;
+    let file = ModelFile::from_bytes(&path, bytes)?;
+    let original = build_from_file(&file, &device)?;
+    let cfg = test_config(&path, &plan.data)?;
+    std::fs::create_dir_all(&plan.out).map_err(Error::io(&plan.out))?;
     let test = load_test_data(&cfg)?;
-
-    let original = load_any(&path, &device)?;
     check_fits(&path, &original, &test)?;
     let before = evaluate(&original, &test, 1000, 2)?;
-    let dense_path = args.out.join("dense_f32.safetensors");
-    let (dense_f32_bytes, _) = write_dense(&original, &dense_path, false)?;
+    let dense_path = plan.out.join("dense_f32.safetensors");
+    let (dense_f32_bytes, _, _) = write_dense(&original, &dense_path, false)?;
 
-    let (steps, artifact_path, artifact_bytes, reloaded) =
-        if args.prune > 0.0 || args.prune_channels > 0.0 {
-            materialized_path(args, &settings, &original, &cfg, &test)?
-        } else {
-            ring_path(args, &settings, &path, &original, &test)?
-        };
+    let (steps, artifact_path, artifact_bytes, reloaded) = if plan.prunes_weights() {
+        materialized_path(plan, &original, &cfg, &test)?
+    } else {
+        ring_path(plan, &file, &original, &test)?
+    };
     let after = evaluate(&reloaded, &test, 1000, 2)?;
-    let (b1_before, b1_after) = latencies(&original, &reloaded, 1, args.latency_runs)?;
-    let (b64_before, b64_after) = latencies(&original, &reloaded, 64, args.latency_runs)?;
-    let latency_before = [b1_before, b64_before];
-    let latency_after = [b1_after, b64_after];
-
+    let (b1_before, b1_after) = latencies(&original, &reloaded, 1, plan.latency_runs)?;
+    let (b64_before, b64_after) = latencies(&original, &reloaded, 64, plan.latency_runs)?;
+    let settings = &plan.settings;
     let report = CompressReport {
         checkpoint: path.clone(),
-        artifact: artifact_path.clone(),
+        artifact: artifact_path,
         artifact_bytes,
         dense_f32_bytes,
         size_ratio: dense_f32_bytes as f64 / artifact_bytes as f64,
@@ -258,76 +298,43 @@ pub fn compress(args: &CompressArgs) -> Result<()> {
         accuracy_after: after.accuracy,
         steps,
         test_samples: after.samples,
-        latency_before_ms: latency_before.map(|s| s * 1e3),
-        latency_after_ms: latency_after.map(|s| s * 1e3),
+        latency_before_ms: [b1_before, b64_before].map(|s| s * 1e3),
+        latency_after_ms: [b1_after, b64_after].map(|s| s * 1e3),
         settings: serde_json::json!({
-            "prune": args.prune,
-            "prune_scope": args.prune_scope,
-            "prune_channels": args.prune_channels,
-            "finetune_epochs": args.finetune_epochs,
-            "finetune_lr": args.finetune_lr,
-            "quant": format!("{:?}", args.quant).to_lowercase(),
+            "prune": plan.pruning.fraction,
+            "prune_scope": plan.pruning.scope.name(),
+            "prune_channels": plan.pruning.channels,
+            "finetune_epochs": plan.pruning.finetune_epochs,
+            "finetune_lr": plan.pruning.finetune_lr,
+            "quant": settings.ring_bits.map_or("none".to_string(), |b| format!("int{}", b.count())),
             "block": settings.block,
-            "scale_dtype": args.scale_dtype,
+            "scale_dtype": if settings.f16_scales { "f16" } else { "f32" },
             "prune_ring": settings.ring_prune,
-            "quant_unshared": args.quant_unshared,
+            "quant_unshared": if settings.unshared_int8 { "int8" } else { "none" },
         }),
     };
-    std::fs::write(
-        args.out.join("compress_report.json"),
-        serde_json::to_string_pretty(&report)?,
-    )?;
-    println!("{} -> {}", path.display(), artifact_path.display());
-    println!(
-        "  {:<28} {:>12}",
-        "dense f32 file (bytes)", report.dense_f32_bytes
-    );
-    println!("  {:<28} {:>12}", "artifact (bytes)", report.artifact_bytes);
-    println!("  {:<28} {:>11.1}x", "size ratio", report.size_ratio);
-    println!(
-        "  {:<28} {:>11.2}%",
-        "accuracy before",
-        100.0 * report.accuracy_before
-    );
-    for s in &report.steps {
-        println!(
-            "  {:<28} {:>11.2}%",
-            format!("after {}", s.step),
-            100.0 * s.accuracy
-        );
-    }
-    println!(
-        "  {:<28} {:>11.2}%",
-        "accuracy of the artifact",
-        100.0 * report.accuracy_after
-    );
-    println!(
-        "  {:<28} {:>5.2} / {:.2} ms",
-        "latency b1 / b64 before", report.latency_before_ms[0], report.latency_before_ms[1]
-    );
-    println!(
-        "  {:<28} {:>5.2} / {:.2} ms",
-        "latency b1 / b64 after", report.latency_after_ms[0], report.latency_after_ms[1]
-    );
-    println!(
-        "  report: {}",
-        args.out.join("compress_report.json").display()
-    );
-    Ok(())
+    let report_path = plan.out.join("compress_report.json");
+    let json = serde_json::to_string_pretty(&report).map_err(|source| Error::Json {
+        path: report_path.clone(),
+        source,
+    })?;
+    std::fs::write(&report_path, json).map_err(Error::io(&report_path))?;
+    Ok(report)
 }
 
 type PathResult = (Vec<StepResult>, PathBuf, u64, Built);
 
 /// Ring quantization / pruning: the artifact stays an RPG model.
 fn ring_path(
-    args: &CompressArgs,
-    settings: &CompressSettings,
-    path: &Path,
+    plan: &CompressPlan,
+    file: &ModelFile,
     original: &Built,
-    test: &std::sync::Arc<crate::data::Dataset>,
+    test: &Arc<Dataset>,
 ) -> Result<PathResult> {
+    let settings = &plan.settings;
     let device = Device::Cpu;
-    // Accuracy after each cumulative step, on an in-memory copy.
+    // Accuracy after each cumulative step, on a copy built from the file
+    // already in memory.
     let mut steps = Vec::new();
     let mut partial = CompressSettings {
         ring_bits: None,
@@ -353,104 +360,64 @@ fn ring_path(
         stages.push(("+ unshared int8".into(), partial.clone()));
     }
     for (label, stage) in &stages {
-        let copy = load_any(path, &device)?;
-        Artifact::compress(&copy.store, stage)
-            .map_err(|e| anyhow!("{e}"))?
-            .apply(&copy.store)
-            .map_err(|e| anyhow!("{e}"))?;
+        let copy = build_from_file(file, &device)?;
+        Artifact::compress(&copy.store, stage)?.apply(&copy.store)?;
         steps.push(StepResult {
             step: label.clone(),
             accuracy: evaluate(&copy, test, 1000, 2)?.accuracy,
         });
     }
-    let artifact_path = args.out.join("model.compressed.safetensors");
-    let artifact = Artifact::compress(&original.store, settings).map_err(|e| anyhow!("{e}"))?;
-    let bytes = artifact
-        .save(
-            &artifact_path,
-            &original.config.name,
-            &original.config.to_json(),
-        )
-        .map_err(|e| anyhow!("{e}"))?;
+    let artifact_path = plan.out.join("model.compressed.safetensors");
+    let artifact = Artifact::compress(&original.store, settings)?;
+    let bytes = artifact.save(
+        &artifact_path,
+        &original.config.name,
+        &original.config.to_json(),
+    )?;
     // The artifact as `eval` will see it: loaded from disk.
     let reloaded = load_any(&artifact_path, &device)?;
     Ok((steps, artifact_path, bytes, reloaded))
 }
 
-/// Zeros the smallest materialised conv/linear weights (globally or per layer).
-fn prune_weights(
-    tensors: &mut std::collections::BTreeMap<String, Tensor>,
-    fraction: f64,
-    per_layer: bool,
-) -> Result<()> {
-    let names: Vec<String> = tensors
-        .iter()
-        .filter(|(n, t)| n.ends_with("weight") && t.rank() >= 2)
-        .map(|(n, _)| n.clone())
-        .collect();
-    let mut values: Vec<Vec<f32>> = names
-        .iter()
-        .map(|n| tensors[n].flatten_all()?.to_vec1::<f32>())
-        .collect::<candle_core::Result<_>>()?;
-    if per_layer {
-        for v in values.iter_mut() {
-            rpg_compress::magnitude_prune(v, fraction);
-        }
-    } else {
-        let mut views: Vec<&mut [f32]> = values.iter_mut().map(|v| &mut v[..]).collect();
-        rpg_compress::global_magnitude_prune(&mut views, fraction);
-    }
-    for (name, v) in names.iter().zip(values) {
-        let dims = tensors[name].dims().to_vec();
-        tensors.insert(name.clone(), Tensor::from_vec(v, dims, &Device::Cpu)?);
-    }
-    Ok(())
-}
-
 /// Pruning of the materialised model: the artifact is a dense model
-/// (physically smaller after --prune-channels).
+/// (physically smaller after channel pruning).
 fn materialized_path(
-    args: &CompressArgs,
-    settings: &CompressSettings,
+    plan: &CompressPlan,
     original: &Built,
     run: &TrainConfig,
-    test: &std::sync::Arc<crate::data::Dataset>,
+    test: &Arc<Dataset>,
 ) -> Result<PathResult> {
-    if !(0.0..1.0).contains(&args.prune) || !(0.0..1.0).contains(&args.prune_channels) {
-        bail!("--prune and --prune-channels must be in [0, 1)");
-    }
+    let pruning = &plan.pruning;
     let device = Device::Cpu;
-    let mut tensors = original.store.materialize().map_err(|e| anyhow!("{e}"))?;
+    let mut tensors = original.store.materialize()?;
     let mut config = original.config.clone();
     let mut steps = Vec::new();
     let mut labels = Vec::new();
-    if args.prune_channels > 0.0 {
-        let layers = rpg_models::prunable_layers(&config).with_context(|| {
-            format!(
+    if pruning.channels > 0.0 {
+        let layers = rpg_models::prunable_layers(&config).ok_or_else(|| {
+            Error::Invalid(format!(
                 "--prune-channels supports lenet5 and mlp so far, not {}",
                 config.name
-            )
+            ))
         })?;
-        let widths = rpg_compress::prune_channels(&mut tensors, &layers, args.prune_channels)
-            .map_err(|e| anyhow!("{e}"))?;
+        let widths = rpg_compress::prune_channels(&mut tensors, &layers, pruning.channels)?;
         labels.push(format!(
             "prune {:.0}% of channels -> widths {widths:?}",
-            100.0 * args.prune_channels
+            100.0 * pruning.channels
         ));
         config.widths = Some(widths);
     }
-    if args.prune > 0.0 {
-        prune_weights(&mut tensors, args.prune, args.prune_scope == "layer")?;
+    if pruning.fraction > 0.0 {
+        prune_weights(&mut tensors, pruning.fraction, pruning.scope)?;
         labels.push(format!(
             "+ prune {:.0}% of weights ({})",
-            100.0 * args.prune,
-            args.prune_scope
+            100.0 * pruning.fraction,
+            pruning.scope.name()
         ));
     }
     let store = rpg_nn::ParamStore::dense(&device, DType::F32, original.store.seed());
-    let model =
-        rpg_models::build_model(&config, store.var_builder()).map_err(|e| anyhow!("{e}"))?;
-    store.assign(&tensors).map_err(|e| anyhow!("{e}"))?;
+    let model = rpg_models::build_model(&config, store.var_builder())?;
+    store.assign(&tensors)?;
     let dense_params = tensors.values().map(|t| t.elem_count() as u64).sum();
     let pruned = Built {
         config: config.clone(),
@@ -462,37 +429,38 @@ fn materialized_path(
         step: labels.join(" "),
         accuracy: evaluate(&pruned, test, 1000, 2)?.accuracy,
     });
-    if args.finetune_epochs > 0 {
+    if pruning.finetune_epochs > 0 {
         let ft = TrainConfig {
             dense: true,
             dof: None,
             ring: None,
-            epochs: args.finetune_epochs,
-            lr: args.finetune_lr,
-            out: Some(args.out.join("finetune")),
+            epochs: pruning.finetune_epochs,
+            lr: pruning.finetune_lr,
+            out: Some(plan.out.join("finetune")),
             ..run.clone()
         };
         crate::trainer::finetune(ft, &pruned)?;
-        if args.prune > 0.0 {
+        if pruning.fraction > 0.0 {
             // Fine-tuning refills pruned weights: prune again to keep the sparsity.
-            let mut t = pruned.store.materialize().map_err(|e| anyhow!("{e}"))?;
-            prune_weights(&mut t, args.prune, args.prune_scope == "layer")?;
-            pruned.store.assign(&t).map_err(|e| anyhow!("{e}"))?;
+            let mut t = pruned.store.materialize()?;
+            prune_weights(&mut t, pruning.fraction, pruning.scope)?;
+            pruned.store.assign(&t)?;
         }
         steps.push(StepResult {
-            step: format!("+ fine-tune {} epochs", args.finetune_epochs),
+            step: format!("+ fine-tune {} epochs", pruning.finetune_epochs),
             accuracy: evaluate(&pruned, test, 1000, 2)?.accuracy,
         });
     }
     let dense_settings = CompressSettings {
         ring_bits: None,
-        ..settings.clone()
+        ..plan.settings.clone()
     };
-    let artifact_path = args.out.join("model.compressed.safetensors");
-    let bytes = Artifact::compress(&pruned.store, &dense_settings)
-        .map_err(|e| anyhow!("{e}"))?
-        .save(&artifact_path, &config.name, &config.to_json())
-        .map_err(|e| anyhow!("{e}"))?;
+    let artifact_path = plan.out.join("model.compressed.safetensors");
+    let bytes = Artifact::compress(&pruned.store, &dense_settings)?.save(
+        &artifact_path,
+        &config.name,
+        &config.to_json(),
+    )?;
     let reloaded = load_any(&artifact_path, &device)?;
     Ok((steps, artifact_path, bytes, reloaded))
 }

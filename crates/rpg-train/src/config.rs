@@ -1,15 +1,108 @@
-//! The training configuration: defaults, then a TOML file (`--config`),
-//! then command-line flags. Every flag has a key of the same name (dashes
-//! become underscores). The resolved config is written as `config.toml`
-//! beside the checkpoints, and `--resume` reads it back.
+//! The training configuration, the one declaration of every training
+//! option: defaults here, then a TOML file (`--config`), then command-line
+//! flags, which are overrides merged key by key ([`TrainConfig::merged`]).
+//! Every flag has a key of the same name (dashes become underscores). The
+//! resolved config is written as `config.toml` beside the checkpoints, and
+//! `--resume` reads it back.
 
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context, Result, bail};
+use rpg_core::{PlacementKind, ScaleRule};
 use serde::{Deserialize, Serialize};
 
 use crate::optim::OptimizerKind;
 use crate::schedule::ScheduleKind;
+
+/// The DoF ratio of an RPG run that gives neither `--dof` nor `--ring`.
+pub const DEFAULT_DOF: f64 = 0.1;
+
+/// Keys that decide what is trained: a resumed run keeps its own.
+pub const RUN_DEFINING_KEYS: [&str; 13] = [
+    "model",
+    "dataset",
+    "dof",
+    "ring",
+    "placement",
+    "dense",
+    "ring_scale",
+    "local_rings",
+    "share",
+    "unshare",
+    "width",
+    "seed",
+    "optimizer",
+];
+
+/// A configuration is unreadable or invalid.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("reading config {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The file is not a valid config (syntax, unknown key, wrong type).
+    #[error("parsing config {path}: {source}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong, with line and column.
+        source: toml::de::Error,
+    },
+    /// Flags or a config could not be merged into one.
+    #[error("invalid settings: {0}")]
+    Merge(#[source] toml::de::Error),
+    /// The config could not be written as TOML.
+    #[error("writing the config as TOML: {0}")]
+    Write(#[from] toml::ser::Error),
+    /// The model is not in the zoo.
+    #[error("{0}")]
+    UnknownModel(candle_core::Error),
+    /// The data set is not one this build reads.
+    #[error("unknown dataset `{name}`: choose one of {known}")]
+    UnknownDataset {
+        /// The name given.
+        name: String,
+        /// The known names.
+        known: String,
+    },
+    /// A value is out of range, or values contradict each other.
+    #[error("{0}")]
+    Invalid(String),
+}
+
+type Result<T> = std::result::Result<T, ConfigError>;
+
+macro_rules! invalid {
+    ($($arg:tt)*) => { return Err(ConfigError::Invalid(format!($($arg)*))) };
+}
+
+/// (De)serialises a value through its `Display` / `FromStr` spelling, so
+/// config files say `placement = "paper"` and `ring_scale = "4608"`.
+mod as_text {
+    use std::fmt::Display;
+    use std::str::FromStr;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<T: Display, S: Serializer>(value: &T, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(value)
+    }
+
+    pub fn deserialize<'de, T, D>(d: D) -> Result<T, D::Error>
+    where
+        T: FromStr,
+        T::Err: Display,
+        D: Deserializer<'de>,
+    {
+        String::deserialize(d)?
+            .parse()
+            .map_err(serde::de::Error::custom)
+    }
+}
 
 /// Everything a training run is made of.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -26,11 +119,13 @@ pub struct TrainConfig {
     /// Ring length (instead of a ratio).
     pub ring: Option<usize>,
     /// Placement: paper, hashed, naive, sequential.
-    pub placement: String,
+    #[serde(with = "as_text")]
+    pub placement: PlacementKind,
     /// Train the dense model instead of an RPG model.
     pub dense: bool,
-    /// Per-layer scale: `largest_fan_out`, `unit` or a reference fan-out number (4608 = the paper's).
-    pub ring_scale: String,
+    /// Per-layer scale: `largest_fan_in`, `largest_fan_out`, `unit` or a reference fan-out number (4608 = the paper's).
+    #[serde(with = "as_text")]
+    pub ring_scale: ScaleRule,
     /// Local rings: one ring per glob pattern (e.g. `layer1.*`); empty = one global ring.
     pub local_rings: Vec<String>,
     /// Extra parameters to share (glob patterns).
@@ -99,9 +194,9 @@ impl Default for TrainConfig {
             data_dir: None,
             dof: None,
             ring: None,
-            placement: "paper".into(),
+            placement: PlacementKind::Paper,
             dense: false,
-            ring_scale: "largest_fan_in".into(),
+            ring_scale: ScaleRule::LargestFanIn,
             local_rings: Vec::new(),
             share: Vec::new(),
             unshare: Vec::new(),
@@ -147,9 +242,14 @@ pub enum RingSize {
 impl TrainConfig {
     /// Reads a TOML file; unknown keys are errors.
     pub fn from_toml_file(path: &Path) -> Result<Self> {
-        let text = std::fs::read_to_string(path)
-            .with_context(|| format!("reading config {}", path.display()))?;
-        toml::from_str(&text).with_context(|| format!("parsing config {}", path.display()))
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        toml::from_str(&text).map_err(|source| ConfigError::Parse {
+            path: path.to_path_buf(),
+            source,
+        })
     }
 
     /// The resolved config as TOML.
@@ -157,20 +257,24 @@ impl TrainConfig {
         Ok(toml::to_string_pretty(self)?)
     }
 
+    /// This config with the keys of `overrides` (any serialisable value
+    /// whose fields are config keys, e.g. the command line's flags) set:
+    /// the one way flags and files combine.
+    pub fn merged(&self, overrides: &impl Serialize) -> Result<Self> {
+        let mut table = toml::Table::try_from(self)?;
+        table.extend(toml::Table::try_from(overrides)?);
+        table.try_into().map_err(ConfigError::Merge)
+    }
+
     /// Checks values and combinations; returns the ring size (None = dense).
     pub fn validate(&self) -> Result<Option<RingSize>> {
-        rpg_models::model_entry(&self.model).map_err(|e| anyhow::anyhow!("{e}"))?;
+        rpg_models::model_entry(&self.model).map_err(ConfigError::UnknownModel)?;
         if !crate::data::DATASETS.contains(&self.dataset.as_str()) {
-            bail!(
-                "unknown dataset `{}`: choose one of {}",
-                self.dataset,
-                crate::data::DATASETS.join(", ")
-            );
+            return Err(ConfigError::UnknownDataset {
+                name: self.dataset.clone(),
+                known: crate::data::DATASETS.join(", "),
+            });
         }
-        self.placement
-            .parse::<rpg_core::PlacementKind>()
-            .map_err(|e| anyhow::anyhow!("{e}"))?;
-        self.scale_rule()?;
         let positive = [
             ("epochs", self.epochs as f64),
             ("batch-size", self.batch_size as f64),
@@ -181,59 +285,44 @@ impl TrainConfig {
         ];
         for (name, value) in positive {
             if value.is_nan() || value <= 0.0 {
-                bail!("--{name} must be positive, got {value}");
+                invalid!("--{name} must be positive, got {value}");
             }
         }
         if !(self.lr > 0.0 && self.lr.is_finite()) {
-            bail!("--lr must be a positive number, got {}", self.lr);
+            invalid!("--lr must be a positive number, got {}", self.lr);
         }
         if !(0.0..1.0).contains(&self.label_smoothing) {
-            bail!(
+            invalid!(
                 "--label-smoothing must be in [0, 1), got {}",
                 self.label_smoothing
             );
         }
         if self.wd < 0.0 || self.momentum < 0.0 {
-            bail!("--wd and --momentum must not be negative");
+            invalid!("--wd and --momentum must not be negative");
         }
         if let Some(c) = self.clip_grad
             && (c.is_nan() || c <= 0.0)
         {
-            bail!("--clip-grad must be positive, got {c}");
+            invalid!("--clip-grad must be positive, got {c}");
         }
         if self.dense {
             if self.dof.is_some() || self.ring.is_some() {
-                bail!("--dense trains the dense model: it takes no --dof or --ring");
+                invalid!("--dense trains the dense model: it takes no --dof or --ring");
             }
             return Ok(None);
         }
         match (self.dof, self.ring) {
-            (Some(_), Some(_)) => bail!("give either --dof or --ring, not both"),
+            (Some(_), Some(_)) => invalid!("give either --dof or --ring, not both"),
             (Some(r), None) if !(r > 0.0 && r <= 1.0) => {
-                bail!(
+                invalid!(
                     "--dof {r} is outside (0, 1]: it is the ratio of trainable DoF to dense parameters, e.g. 0.1"
                 )
             }
             (Some(r), None) => Ok(Some(RingSize::Ratio(r))),
-            (None, Some(0)) => bail!("--ring 0: a ring needs at least one entry"),
+            (None, Some(0)) => invalid!("--ring 0: a ring needs at least one entry"),
             (None, Some(n)) => Ok(Some(RingSize::Length(n))),
-            (None, None) => Ok(Some(RingSize::Ratio(0.1))),
+            (None, None) => Ok(Some(RingSize::Ratio(DEFAULT_DOF))),
         }
-    }
-
-    /// The per-layer scale rule.
-    pub fn scale_rule(&self) -> Result<rpg_core::ScaleRule> {
-        Ok(match self.ring_scale.as_str() {
-            "largest_fan_out" => rpg_core::ScaleRule::LargestFanOut,
-            "largest_fan_in" => rpg_core::ScaleRule::LargestFanIn,
-            "unit" => rpg_core::ScaleRule::Unit,
-            n => match n.parse::<u64>() {
-                Ok(f) if f > 0 => rpg_core::ScaleRule::FixedFanOut(f),
-                _ => bail!(
-                    "--ring-scale `{n}`: expected largest_fan_out, largest_fan_in, unit or a positive fan-out such as 4608"
-                ),
-            },
-        })
     }
 
     /// The data directory.
@@ -302,13 +391,6 @@ mod tests {
         );
         assert!(
             err(TrainConfig {
-                placement: "random".into(),
-                ..d()
-            })
-            .contains("unknown placement")
-        );
-        assert!(
-            err(TrainConfig {
                 ring: Some(0),
                 ..d()
             })
@@ -329,12 +411,43 @@ mod tests {
             })
             .contains("--lr")
         );
-        assert!(
-            err(TrainConfig {
-                ring_scale: "big".into(),
-                ..d()
+    }
+
+    /// Names are checked where they are read: a config file (or a flag)
+    /// with an unknown placement or scale rule does not parse.
+    #[test]
+    fn unknown_placements_and_scale_rules_do_not_parse() {
+        let err = |text: &str| toml::from_str::<TrainConfig>(text).unwrap_err().to_string();
+        assert!(err("placement = \"random\"").contains("unknown placement `random`"));
+        assert!(err("ring_scale = \"big\"").contains("unknown scale rule `big`"));
+        let c: TrainConfig = toml::from_str("ring_scale = \"4608\"").unwrap();
+        assert_eq!(c.ring_scale, ScaleRule::FixedFanOut(4608));
+    }
+
+    #[test]
+    fn overrides_replace_only_their_keys() {
+        #[derive(Serialize)]
+        struct Flags {
+            lr: f64,
+            placement: &'static str,
+        }
+        let base = TrainConfig {
+            epochs: 3,
+            ..TrainConfig::default()
+        };
+        let merged = base
+            .merged(&Flags {
+                lr: 0.2,
+                placement: "hashed",
             })
-            .contains("--ring-scale")
+            .unwrap();
+        assert_eq!(
+            merged,
+            TrainConfig {
+                lr: 0.2,
+                placement: PlacementKind::Hashed,
+                ..base
+            }
         );
     }
 

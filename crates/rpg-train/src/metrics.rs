@@ -4,8 +4,9 @@
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
 
 /// One epoch's figures.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -80,26 +81,31 @@ impl MetricsLog {
             std::fs::write(
                 &path,
                 kept.iter().map(|l| format!("{l}\n")).collect::<String>(),
-            )?;
+            )
+            .map_err(Error::io(&path))?;
         } else {
-            std::fs::write(&path, "")?;
+            std::fs::write(&path, "").map_err(Error::io(&path))?;
         }
         let file = std::fs::OpenOptions::new()
             .append(true)
             .open(&path)
-            .with_context(|| format!("opening {}", path.display()))?;
+            .map_err(Error::io(&path))?;
         Ok(Self { path, file })
     }
 
     /// Writes one record.
     pub fn write<T: Serialize>(&mut self, record: &T) -> Result<()> {
-        writeln!(self.file, "{}", serde_json::to_string(record)?)
-            .with_context(|| format!("writing {}", self.path.display()))
+        let line = serde_json::to_string(record).map_err(|source| Error::Json {
+            path: self.path.clone(),
+            source,
+        })?;
+        writeln!(self.file, "{line}").map_err(Error::io(&self.path))
     }
 
     /// Epoch records written so far (for plots after a resume).
     pub fn epochs(&self) -> Result<Vec<EpochRecord>> {
-        Ok(std::fs::read_to_string(&self.path)?
+        Ok(std::fs::read_to_string(&self.path)
+            .map_err(Error::io(&self.path))?
             .lines()
             .filter_map(|l| serde_json::from_str::<EpochRecord>(l).ok())
             .filter(|r| r.kind == "epoch")

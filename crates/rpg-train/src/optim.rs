@@ -3,15 +3,61 @@
 //! candle-nn's SGD has no momentum and its AdamW state is private.
 
 use std::collections::{BTreeMap, HashMap};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
-use anyhow::{Context, Result, bail};
 use candle_core::{Device, Tensor, Var};
+use rpg_nn::{ParamGrad, ParamGroup};
+
+use crate::names::{self, Named};
+
+/// Saving or restoring optimizer state failed.
+#[derive(Debug, thiserror::Error)]
+pub enum OptimizerError {
+    /// A tensor operation failed.
+    #[error(transparent)]
+    Candle(#[from] candle_core::Error),
+    /// The state file could not be read.
+    #[error("reading optimizer state {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The state file could not be written.
+    #[error("writing optimizer state {path}: {source}")]
+    Write {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: safetensors::SafeTensorError,
+    },
+    /// The state file is not optimizer state.
+    #[error("{path}: corrupt optimizer state ({reason})")]
+    Corrupt {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
+    /// The state is another optimizer's.
+    #[error(
+        "{path} holds {found} state but the run uses {expected:?}: resume with the optimizer it was trained with"
+    )]
+    KindMismatch {
+        /// The file.
+        path: PathBuf,
+        /// The kind it holds.
+        found: String,
+        /// The kind the run uses.
+        expected: OptimizerKind,
+    },
+}
+
+type Result<T> = std::result::Result<T, OptimizerError>;
 
 /// Which update rule.
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize, clap::ValueEnum,
-)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum OptimizerKind {
     /// SGD with momentum (Nesterov optional).
@@ -19,6 +65,19 @@ pub enum OptimizerKind {
     /// Adam with decoupled weight decay.
     Adamw,
 }
+
+impl Named for OptimizerKind {
+    const WHAT: &'static str = "optimizer";
+    const ALL: &'static [Self] = &[Self::Sgd, Self::Adamw];
+    fn name(self) -> &'static str {
+        match self {
+            Self::Sgd => "sgd",
+            Self::Adamw => "adamw",
+        }
+    }
+}
+
+names::text_impls!(OptimizerKind);
 
 /// Hyper-parameters other than the learning rate.
 #[derive(Debug, Clone, PartialEq)]
@@ -39,11 +98,13 @@ pub struct OptimizerConfig {
     pub eps: f64,
 }
 
-/// One parameter to update: name, variable, gradient, learning rate.
+/// One parameter to update: name, group, variable, gradient, learning rate.
 #[derive(Debug)]
 pub struct Update<'a> {
-    /// Parameter name (`rpg.ring` for the ring).
+    /// Parameter name (the key of its optimizer state).
     pub name: &'a str,
+    /// Ring or ordinary: whether `ring_weight_decay` applies.
+    pub group: ParamGroup,
     /// The variable.
     pub var: &'a Var,
     /// Its gradient.
@@ -52,18 +113,16 @@ pub struct Update<'a> {
     pub lr: f64,
 }
 
-/// One update per `(name, var, grad)`, each at the rate `lr(name)`.
-pub fn updates<'a>(
-    grads: &'a [(String, Var, Tensor)],
-    lr: impl Fn(&str) -> f64,
-) -> Vec<Update<'a>> {
+/// One update per gradient, each at the rate `lr(group)`.
+pub fn updates(grads: &[ParamGrad], lr: impl Fn(ParamGroup) -> f64) -> Vec<Update<'_>> {
     grads
         .iter()
-        .map(|(name, var, grad)| Update {
-            name,
-            var,
-            grad,
-            lr: lr(name),
+        .map(|g| Update {
+            name: &g.name,
+            group: g.group,
+            var: &g.var,
+            grad: &g.grad,
+            lr: lr(g.group),
         })
         .collect()
 }
@@ -99,7 +158,7 @@ impl Optimizer {
     pub fn step(&mut self, updates: &[Update<'_>]) -> Result<()> {
         self.steps += 1;
         for u in updates {
-            let decay = if u.name == rpg_nn::RING_NAME && !self.config.ring_weight_decay {
+            let decay = if u.group == ParamGroup::Ring && !self.config.ring_weight_decay {
                 0.0
             } else {
                 self.config.weight_decay
@@ -170,30 +229,39 @@ impl Optimizer {
             ("steps".to_string(), self.steps.to_string()),
             ("kind".to_string(), format!("{:?}", self.config.kind)),
         ]);
-        safetensors::serialize_to_file(&tensors, Some(meta), path)
-            .with_context(|| format!("writing optimizer state {}", path.display()))?;
-        Ok(())
+        safetensors::serialize_to_file(&tensors, Some(meta), path).map_err(|source| {
+            OptimizerError::Write {
+                path: path.to_path_buf(),
+                source,
+            }
+        })
     }
 
     /// Restores state written by [`Optimizer::save`].
     pub fn load(&mut self, path: &Path, device: &Device) -> Result<()> {
-        let bytes = std::fs::read(path)
-            .with_context(|| format!("reading optimizer state {}", path.display()))?;
-        let (_, meta) = safetensors::SafeTensors::read_metadata(&bytes)
-            .map_err(|e| anyhow::anyhow!("{}: corrupt optimizer state ({e})", path.display()))?;
+        let corrupt = |reason: String| OptimizerError::Corrupt {
+            path: path.to_path_buf(),
+            reason,
+        };
+        let bytes = std::fs::read(path).map_err(|source| OptimizerError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let (_, meta) =
+            safetensors::SafeTensors::read_metadata(&bytes).map_err(|e| corrupt(e.to_string()))?;
         let meta = meta.metadata().clone().unwrap_or_default();
         let kind = meta.get("kind").cloned().unwrap_or_default();
         if kind != format!("{:?}", self.config.kind) {
-            bail!(
-                "{} holds {kind} state but the run uses {:?}: resume with the optimizer it was trained with",
-                path.display(),
-                self.config.kind
-            );
+            return Err(OptimizerError::KindMismatch {
+                path: path.to_path_buf(),
+                found: kind,
+                expected: self.config.kind,
+            });
         }
         self.steps = meta
             .get("steps")
             .and_then(|s| s.parse().ok())
-            .context("optimizer state has no step count")?;
+            .ok_or_else(|| corrupt("no step count".into()))?;
         let tensors = candle_core::safetensors::load_buffer(&bytes, device)?;
         self.first.clear();
         self.second.clear();
@@ -208,20 +276,23 @@ impl Optimizer {
     }
 }
 
+/// The global L2 norm of the gradients.
+pub fn grad_norm(grads: &[ParamGrad]) -> candle_core::Result<f64> {
+    let mut total = 0f64;
+    for g in grads {
+        total += f64::from(g.grad.sqr()?.sum_all()?.to_scalar::<f32>()?);
+    }
+    Ok(total.sqrt())
+}
+
 /// Scales gradients so their global L2 norm is at most `max_norm`; returns
 /// the norm before clipping.
-pub fn clip_grad_norm(grads: &mut [(String, Var, Tensor)], max_norm: Option<f64>) -> Result<f64> {
-    let mut total = 0f64;
-    for (_, _, g) in grads.iter() {
-        total += f64::from(g.sqr()?.sum_all()?.to_scalar::<f32>()?);
-    }
-    let norm = total.sqrt();
-    if let Some(max) = max_norm
-        && norm > max
-    {
-        let scale = max / (norm + 1e-6);
-        for (_, _, g) in grads.iter_mut() {
-            *g = (&*g * scale)?;
+pub fn clip_grad_norm(grads: &mut [ParamGrad], max_norm: f64) -> candle_core::Result<f64> {
+    let norm = grad_norm(grads)?;
+    if norm > max_norm {
+        let scale = max_norm / (norm + 1e-6);
+        for g in grads.iter_mut() {
+            g.grad = (&g.grad * scale)?;
         }
     }
     Ok(norm)
@@ -257,6 +328,7 @@ mod tests {
         for _ in 0..2 {
             let u = Update {
                 name: "w",
+                group: ParamGroup::Ordinary,
                 var: &var,
                 grad: &grad,
                 lr: 0.1,
@@ -300,6 +372,7 @@ mod tests {
         let mut opt = Optimizer::new(config(OptimizerKind::Adamw, false));
         let u = Update {
             name: "w",
+            group: ParamGroup::Ordinary,
             var: &var,
             grad: &grad,
             lr: 0.1,
@@ -320,17 +393,43 @@ mod tests {
         );
     }
 
+    /// `ring_weight_decay: false` exempts the ring group, and only it.
+    #[test]
+    fn ring_weight_decay_follows_the_group() {
+        let run = |group: ParamGroup| {
+            let var = Var::new(&[1f32], &Device::Cpu).unwrap();
+            let grad = Tensor::new(&[0f32], &Device::Cpu).unwrap();
+            let mut opt = Optimizer::new(OptimizerConfig {
+                ring_weight_decay: false,
+                momentum: 0.0,
+                ..config(OptimizerKind::Sgd, false)
+            });
+            let u = Update {
+                name: "rpg.ring",
+                group,
+                var: &var,
+                grad: &grad,
+                lr: 0.1,
+            };
+            opt.step(&[u]).unwrap();
+            var.as_tensor().to_vec1::<f32>().unwrap()[0]
+        };
+        assert_eq!(run(ParamGroup::Ring), 1.0);
+        close(&[run(ParamGroup::Ordinary)], &[0.99]);
+    }
+
     #[test]
     fn clipping_bounds_the_global_norm() {
         let var = Var::new(&[0f32, 0.0], &Device::Cpu).unwrap();
-        let mut grads = vec![(
-            "w".to_string(),
+        let mut grads = vec![ParamGrad {
+            name: "w".to_string(),
+            group: ParamGroup::Ordinary,
             var,
-            Tensor::new(&[3f32, 4.0], &Device::Cpu).unwrap(),
-        )];
-        let norm = clip_grad_norm(&mut grads, Some(1.0)).unwrap();
+            grad: Tensor::new(&[3f32, 4.0], &Device::Cpu).unwrap(),
+        }];
+        let norm = clip_grad_norm(&mut grads, 1.0).unwrap();
         assert!((norm - 5.0).abs() < 1e-6);
-        let clipped: Vec<f32> = grads[0].2.to_vec1().unwrap();
+        let clipped: Vec<f32> = grads[0].grad.to_vec1().unwrap();
         assert!((clipped[0] - 0.6).abs() < 1e-4 && (clipped[1] - 0.8).abs() < 1e-4);
     }
 }

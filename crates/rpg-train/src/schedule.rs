@@ -1,10 +1,10 @@
 //! Learning-rate schedules, as functions of the (fractional) epoch, so a
 //! resumed run needs no schedule state beyond its step counter.
 
+use crate::names::{self, Named};
+
 /// Shape of the schedule after warm-up.
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize, clap::ValueEnum,
-)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum ScheduleKind {
     /// Constant.
@@ -16,6 +16,21 @@ pub enum ScheduleKind {
     /// The paper's smooth decay `lr0 * 0.1^(epoch / exp_decay_epochs)` (45 for ImageNet).
     Exp,
 }
+
+impl Named for ScheduleKind {
+    const WHAT: &'static str = "schedule";
+    const ALL: &'static [Self] = &[Self::Constant, Self::Cosine, Self::Step, Self::Exp];
+    fn name(self) -> &'static str {
+        match self {
+            Self::Constant => "constant",
+            Self::Cosine => "cosine",
+            Self::Step => "step",
+            Self::Exp => "exp",
+        }
+    }
+}
+
+names::text_impls!(ScheduleKind);
 
 /// A schedule with linear warm-up.
 #[derive(Debug, Clone, PartialEq)]

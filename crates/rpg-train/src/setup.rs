@@ -3,18 +3,15 @@
 
 use std::path::Path;
 
-use anyhow::{Context, Result, anyhow};
 use candle_core::{DType, Device};
 use rpg_core::{
-    LayerRegistry, PlacementKind, PlacementVersion, RingSpec, ring_lengths_for_ratio,
-    split_ring_budget,
+    LayerRegistry, PlacementVersion, RingSpec, ring_lengths_for_ratio, split_ring_budget,
 };
 use rpg_models::{DynModel, ModelConfig, build_model, model_entry};
-use rpg_nn::{
-    Mode, ModelFileHeader, ParamStore, SharingPolicy, load_model_file, record_parameters,
-};
+use rpg_nn::{Mode, ModelFile, ParamStore, SharingPolicy, record_parameters};
 
 use crate::config::{RingSize, TrainConfig};
+use crate::error::{Error, Result};
 
 /// A model ready to train or evaluate.
 pub struct Built {
@@ -36,10 +33,6 @@ impl std::fmt::Debug for Built {
     }
 }
 
-fn candle(e: candle_core::Error) -> anyhow::Error {
-    anyhow!("{e}")
-}
-
 /// The model config for a data set's classes and input.
 pub fn model_config(
     cfg: &TrainConfig,
@@ -47,7 +40,7 @@ pub fn model_config(
     channels: usize,
     image_size: usize,
 ) -> Result<ModelConfig> {
-    let entry = model_entry(&cfg.model).map_err(candle)?;
+    let entry = model_entry(&cfg.model)?;
     let mut mc = entry.config(num_classes).with_width(cfg.width);
     mc.in_channels = channels;
     mc.image_size = image_size;
@@ -57,7 +50,7 @@ pub fn model_config(
 /// The sharing policy a config asks for: the model's default, extended by
 /// the config's patterns.
 pub fn policy(cfg: &TrainConfig) -> Result<SharingPolicy> {
-    let mut policy = model_entry(&cfg.model).map_err(candle)?.sharing_policy();
+    let mut policy = model_entry(&cfg.model)?.sharing_policy();
     policy.shared.extend(cfg.share.iter().cloned());
     policy.unshared.extend(cfg.unshare.iter().cloned());
     policy.groups.extend(cfg.local_rings.iter().cloned());
@@ -66,7 +59,7 @@ pub fn policy(cfg: &TrainConfig) -> Result<SharingPolicy> {
 
 /// The trainable parameters a model asks for, in order (one recording pass).
 pub fn recorded(mc: &ModelConfig) -> Result<Vec<(String, Vec<usize>)>> {
-    record_parameters(|vb| build_model(mc, vb)).map_err(candle)
+    Ok(record_parameters(|vb| build_model(mc, vb))?)
 }
 
 /// Element count of recorded parameters: the dense model's size.
@@ -79,7 +72,7 @@ pub fn param_count(params: &[(String, Vec<usize>)]) -> u64 {
 
 /// Records the registry of a model under a policy.
 pub fn registry(mc: &ModelConfig, policy: &SharingPolicy) -> Result<LayerRegistry> {
-    policy.registry(&recorded(mc)?).map_err(candle)
+    Ok(policy.registry(&recorded(mc)?)?)
 }
 
 /// Builds the model a training config describes, with fresh parameters.
@@ -94,55 +87,59 @@ pub fn build_for_training(
     let store = match ring {
         None => ParamStore::dense(device, DType::F32, cfg.seed),
         Some(size) => {
-            let registry = policy(cfg)?.registry(&params).map_err(candle)?;
-            registry.validate().map_err(|e| anyhow!("{e}"))?;
+            let registry = policy(cfg)?.registry(&params)?;
+            registry.validate()?;
             let ring_lengths = match size {
-                RingSize::Ratio(r) => {
-                    ring_lengths_for_ratio(&registry, r).map_err(|e| anyhow!("--dof {r}: {e}"))?
-                }
+                RingSize::Ratio(ratio) => ring_lengths_for_ratio(&registry, ratio)
+                    .map_err(|source| Error::DofRatio { ratio, source })?,
                 RingSize::Length(n) => split_ring_budget(&registry, n),
             };
             let spec = RingSpec {
                 ring_lengths,
                 seed: cfg.seed,
-                placement: cfg
-                    .placement
-                    .parse::<PlacementKind>()
-                    .map_err(|e| anyhow!("{e}"))?,
+                placement: cfg.placement,
                 version: PlacementVersion::V1,
-                scale: cfg.scale_rule()?,
+                scale: cfg.ring_scale,
             };
-            ParamStore::rpg(registry, &spec, device, DType::F32).map_err(candle)?
+            ParamStore::rpg(registry, &spec, device, DType::F32)?
         }
     };
-    let model = build_model(&mc, store.var_builder()).map_err(candle)?;
+    let model = build_model(&mc, store.var_builder())?;
     Ok(Built {
         config: mc,
         store,
         model,
         dense_params,
+    })
+}
+
+/// The model configuration a model file or artifact stores.
+fn stored_config(path: &Path, json: &str) -> Result<ModelConfig> {
+    serde_json::from_str(json).map_err(|source| Error::ModelConfig {
+        path: path.to_path_buf(),
+        source,
     })
 }
 
 /// Rebuilds the model a model file was saved from and loads it.
-pub fn build_from_file(path: &Path, header: &ModelFileHeader, device: &Device) -> Result<Built> {
-    let mc: ModelConfig = serde_json::from_str(&header.model_config)
-        .with_context(|| format!("{}: unreadable model configuration", path.display()))?;
+pub fn build_from_file(file: &ModelFile, device: &Device) -> Result<Built> {
+    let (path, header) = (file.path(), file.header());
+    let mc = stored_config(path, &header.model_config)?;
     let dense_params = param_count(&recorded(&mc)?);
-    let store = match header.mode {
-        Mode::Dense => ParamStore::dense(device, DType::F32, header.seed),
-        Mode::Rpg => {
-            let (Some(registry), Some(spec)) = (&header.registry, &header.spec) else {
-                anyhow::bail!(
-                    "{}: an rpg model file without spec or registry",
-                    path.display()
-                );
-            };
-            ParamStore::rpg(registry.clone(), spec, device, DType::F32).map_err(candle)?
+    let store = match (header.mode, &header.registry, &header.spec) {
+        (Mode::Dense, _, _) => ParamStore::dense(device, DType::F32, header.seed),
+        (Mode::Rpg, Some(registry), Some(spec)) => {
+            ParamStore::rpg(registry.clone(), spec, device, DType::F32)?
+        }
+        (Mode::Rpg, _, _) => {
+            return Err(Error::Invalid(format!(
+                "{}: an rpg model file without spec or registry",
+                path.display()
+            )));
         }
     };
-    let model = build_model(&mc, store.var_builder()).map_err(candle)?;
-    load_model_file(path, &store, &mc.name, &header.model_config).map_err(candle)?;
+    let model = build_model(&mc, store.var_builder())?;
+    file.load_into(&store, &mc.name, &header.model_config)?;
     Ok(Built {
         config: mc,
         store,
@@ -151,26 +148,25 @@ pub fn build_from_file(path: &Path, header: &ModelFileHeader, device: &Device) -
     })
 }
 
-/// Rebuilds a model from a compressed artifact (`rpg compress`).
-pub fn build_from_artifact(path: &Path, device: &Device) -> Result<Built> {
-    let (artifact, _model, model_config) =
-        rpg_compress::Artifact::load(path).map_err(|e| anyhow!("{e}"))?;
-    let mc: ModelConfig = serde_json::from_str(&model_config)
-        .with_context(|| format!("{}: unreadable model configuration", path.display()))?;
+/// Rebuilds a model from a compressed artifact (`rpg compress`) whose bytes
+/// were read already.
+pub fn build_from_artifact(path: &Path, bytes: &[u8], device: &Device) -> Result<Built> {
+    let (artifact, _model, model_config) = rpg_compress::Artifact::from_bytes(path, bytes)?;
+    let mc = stored_config(path, &model_config)?;
     let params = recorded(&mc)?;
     let dense_params = param_count(&params);
     let store = match &artifact.spec {
         None => ParamStore::dense(device, DType::F32, artifact.seed),
         Some(spec) => {
-            let registry = rpg_compress::artifact::registry_from_shared(&params, &artifact.shared)
-                .map_err(|e| anyhow!("{e}"))?;
-            ParamStore::rpg(registry, spec, device, DType::F32).map_err(candle)?
+            let registry = rpg_compress::artifact::registry_from_shared(&params, &artifact.shared)?;
+            ParamStore::rpg(registry, spec, device, DType::F32)?
         }
     };
-    let model = build_model(&mc, store.var_builder()).map_err(candle)?;
-    artifact
-        .apply(&store)
-        .map_err(|e| anyhow!("{}: {e}", path.display()))?;
+    let model = build_model(&mc, store.var_builder())?;
+    artifact.apply(&store).map_err(|source| Error::Artifact {
+        path: path.to_path_buf(),
+        source,
+    })?;
     Ok(Built {
         config: mc,
         store,
@@ -179,12 +175,12 @@ pub fn build_from_artifact(path: &Path, device: &Device) -> Result<Built> {
     })
 }
 
-/// Loads a model file or a compressed artifact.
+/// Loads a model file or a compressed artifact, reading the file once.
 pub fn load_any(path: &Path, device: &Device) -> Result<Built> {
-    if rpg_compress::Artifact::is_artifact(path) {
-        build_from_artifact(path, device)
+    let bytes = std::fs::read(path).map_err(Error::io(path))?;
+    if rpg_compress::Artifact::is_artifact_bytes(&bytes) {
+        build_from_artifact(path, &bytes, device)
     } else {
-        let header = rpg_nn::read_header(path).map_err(candle)?;
-        build_from_file(path, &header, device)
+        build_from_file(&ModelFile::from_bytes(path, bytes)?, device)
     }
 }

@@ -3,14 +3,15 @@
 //! the same DoF; `sweep.csv`, `fit.json` and `sweep.png`. Finished runs
 //! (those with a `summary.json`) are not redone.
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context, Result, anyhow};
 use plotters::prelude::*;
 use serde::Serialize;
 
+use rpg_core::PlacementKind;
+
 use crate::config::TrainConfig;
+use crate::error::{Error, Result};
 use crate::trainer::Summary;
 
 /// The paper's ratios.
@@ -23,8 +24,8 @@ pub struct SweepPlan {
     pub base: TrainConfig,
     /// DoF ratios.
     pub ratios: Vec<f64>,
-    /// Placements (`paper`, `hashed`, `naive`).
-    pub placements: Vec<String>,
+    /// Placements.
+    pub placements: Vec<PlacementKind>,
     /// Seeds.
     pub seeds: Vec<u64>,
     /// Also train narrower dense models with the same total DoF.
@@ -145,16 +146,19 @@ fn run_one(cfg: TrainConfig, dir: &Path) -> Result<Option<Summary>> {
     };
     let stored = dir.join("config.toml");
     if stored.is_file() && TrainConfig::from_toml_file(&stored)? != cfg {
-        anyhow::bail!(
+        return Err(Error::Invalid(format!(
             "{} holds a run with another configuration (epochs, recipe or data differ): use another --out for this sweep",
             dir.display()
-        );
+        )));
     }
     if summary.is_file() {
-        let text = std::fs::read_to_string(&summary)?;
-        return Ok(Some(serde_json::from_str(&text).with_context(|| {
-            format!("{}: corrupt summary", summary.display())
-        })?));
+        let text = std::fs::read_to_string(&summary).map_err(Error::io(&summary))?;
+        return serde_json::from_str(&text)
+            .map(Some)
+            .map_err(|source| Error::Json {
+                path: summary,
+                source,
+            });
     }
     // An interrupted run resumes; a fresh one starts.
     let resume = crate::checkpoint::find_last(dir).map(|_| dir.to_path_buf());
@@ -164,7 +168,12 @@ fn run_one(cfg: TrainConfig, dir: &Path) -> Result<Option<Summary>> {
     };
     match crate::trainer::train(cfg, resume.as_deref()) {
         Ok(s) => Ok(Some(s)),
-        Err(e) if e.to_string().contains("smallest ratio") => {
+        Err(
+            e @ Error::DofRatio {
+                source: rpg_core::Error::RatioTooSmall { .. },
+                ..
+            },
+        ) => {
             eprintln!("skipping {}: {e}", dir.display());
             Ok(None)
         }
@@ -174,7 +183,7 @@ fn run_one(cfg: TrainConfig, dir: &Path) -> Result<Option<Summary>> {
 
 /// Runs the plan and writes the outputs; returns the rows.
 pub fn sweep(plan: &SweepPlan) -> Result<Vec<SweepRow>> {
-    std::fs::create_dir_all(&plan.out)?;
+    std::fs::create_dir_all(&plan.out).map_err(Error::io(&plan.out))?;
     let mut rows = Vec::new();
     let row = |label: &str, ratio: f64, seed: u64, s: &Summary| SweepRow {
         placement: label.to_string(),
@@ -202,12 +211,13 @@ pub fn sweep(plan: &SweepPlan) -> Result<Vec<SweepRow>> {
                     dense: false,
                     dof: Some(ratio),
                     ring: None,
-                    placement: placement.clone(),
+                    placement: *placement,
                     seed,
                     ..plan.base.clone()
                 };
-                if let Some(s) = run_one(cfg, &run_dir(&plan.out, placement, ratio, seed))? {
-                    rows.push(row(placement, ratio, seed, &s));
+                let label = placement.name();
+                if let Some(s) = run_one(cfg, &run_dir(&plan.out, label, ratio, seed))? {
+                    rows.push(row(label, ratio, seed, &s));
                 }
             }
         }
@@ -218,7 +228,7 @@ pub fn sweep(plan: &SweepPlan) -> Result<Vec<SweepRow>> {
                 .map(|r| r.total_dof)
                 .unwrap_or(0);
             // Only the data set's shape is needed: one test image.
-            let test = crate::trainer::load_test_data(&TrainConfig {
+            let test = crate::evaluate::load_test_data(&TrainConfig {
                 test_limit: Some(1),
                 ..plan.base.clone()
             })?;
@@ -250,18 +260,16 @@ pub fn sweep(plan: &SweepPlan) -> Result<Vec<SweepRow>> {
 }
 
 fn write_outputs(plan: &SweepPlan, rows: &[SweepRow]) -> Result<()> {
-    let mut csv = std::fs::File::create(plan.out.join("sweep.csv"))?;
-    writeln!(
-        csv,
-        "placement,dof_ratio,total_dof,seed,test_accuracy,test_loss,seconds"
-    )?;
+    let csv_path = plan.out.join("sweep.csv");
+    let mut csv =
+        String::from("placement,dof_ratio,total_dof,seed,test_accuracy,test_loss,seconds\n");
     for r in rows {
-        writeln!(
-            csv,
-            "{},{},{},{},{},{},{:.1}",
+        csv.push_str(&format!(
+            "{},{},{},{},{},{},{:.1}\n",
             r.placement, r.dof_ratio, r.total_dof, r.seed, r.test_accuracy, r.test_loss, r.seconds
-        )?;
+        ));
     }
+    std::fs::write(&csv_path, csv).map_err(Error::io(&csv_path))?;
     let mut fits = serde_json::Map::new();
     for placement in rows
         .iter()
@@ -282,10 +290,12 @@ fn write_outputs(plan: &SweepPlan, rows: &[SweepRow]) -> Result<()> {
             );
         }
     }
-    std::fs::write(
-        plan.out.join("fit.json"),
-        serde_json::to_string_pretty(&fits)?,
-    )?;
+    let fit_path = plan.out.join("fit.json");
+    let json = serde_json::to_string_pretty(&fits).map_err(|source| Error::Json {
+        path: fit_path.clone(),
+        source,
+    })?;
+    std::fs::write(&fit_path, json).map_err(Error::io(&fit_path))?;
     plot(
         &plan.out.join("sweep.png"),
         &format!("{} on {}", plan.base.model, plan.base.dataset),
@@ -301,7 +311,7 @@ fn plot(
     fits: &serde_json::Map<String, serde_json::Value>,
 ) -> Result<()> {
     crate::plot::register_font();
-    let err = |e: &dyn std::fmt::Display| anyhow!("plotting: {e}");
+    let err = |e: &dyn std::fmt::Display| crate::plot::PlotError::new(path, e);
     if rows.is_empty() {
         return Ok(());
     }

@@ -1,9 +1,9 @@
 //! CIFAR-10 / CIFAR-100 binary batches (the "binary version" archives).
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
-use super::ImageSet;
 use super::error::{DataError, Result};
+use super::{Augment, Dataset, ImageSet, Samples, Split, hint};
 
 /// Which CIFAR.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -67,8 +67,67 @@ pub fn parse_batch(path: &Path, bytes: &[u8], kind: CifarKind, set: &mut ImageSe
     Ok(())
 }
 
+/// Loads one split: only its batch files are read.
+pub(super) fn load(name: &str, dir: &Path, kind: CifarKind, split: Split) -> Result<Dataset> {
+    let (train, test): (Vec<String>, Vec<String>) = match kind {
+        CifarKind::Ten => (
+            (1..=5).map(|i| format!("data_batch_{i}.bin")).collect(),
+            vec!["test_batch.bin".into()],
+        ),
+        CifarKind::Hundred => (vec!["train.bin".into()], vec!["test.bin".into()]),
+    };
+    // Accept the files directly in `dir` or in the archive's own folder.
+    let sub = match kind {
+        CifarKind::Ten => "cifar-10-batches-bin",
+        CifarKind::Hundred => "cifar-100-binary",
+    };
+    let base = if dir.join(sub).is_dir() {
+        dir.join(sub)
+    } else {
+        dir.to_path_buf()
+    };
+    let (files, augment) = match split {
+        Split::Train => (&train, Augment::CropFlip { pad: 4 }),
+        Split::Test => (&test, Augment::None),
+    };
+    let missing: Vec<&str> = files
+        .iter()
+        .filter(|f| !base.join(f).is_file())
+        .map(|f| f.as_str())
+        .collect();
+    if !missing.is_empty() {
+        return Err(DataError::Missing {
+            dataset: name.into(),
+            dir: base,
+            missing: missing.join(", "),
+            expected: train
+                .iter()
+                .chain(&test)
+                .cloned()
+                .collect::<Vec<_>>()
+                .join(", "),
+            hint: hint(name).into(),
+        });
+    }
+    let paths: Vec<PathBuf> = files.iter().map(|f| base.join(f)).collect();
+    let (mean, std) = match kind {
+        CifarKind::Ten => ([0.4914, 0.4822, 0.4465], [0.2470, 0.2435, 0.2616]),
+        CifarKind::Hundred => ([0.5071, 0.4865, 0.4409], [0.2673, 0.2564, 0.2762]),
+    };
+    Ok(Dataset {
+        name: name.into(),
+        samples: Samples::Memory(read_batches(&paths, kind)?),
+        num_classes: kind.classes() as usize,
+        channels: 3,
+        image_size: 32,
+        mean: mean.to_vec(),
+        std: std.to_vec(),
+        augment,
+    })
+}
+
 /// Reads the given batch files (already checked to exist).
-pub fn read_batches(paths: &[std::path::PathBuf], kind: CifarKind) -> Result<ImageSet> {
+pub fn read_batches(paths: &[PathBuf], kind: CifarKind) -> Result<ImageSet> {
     let mut set = ImageSet::empty(3, 32, 32);
     for path in paths {
         let bytes = std::fs::read(path).map_err(|e| DataError::io(path, e))?;

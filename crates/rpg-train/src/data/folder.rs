@@ -4,6 +4,7 @@
 use std::path::{Path, PathBuf};
 
 use super::error::{DataError, Result};
+use super::{Augment, Dataset, Samples, Split};
 
 /// File paths and labels of one split.
 #[derive(Debug, Clone)]
@@ -26,9 +27,48 @@ fn is_image(path: &Path) -> bool {
     )
 }
 
-/// Lists a split directory. Fails when it has no class folders or a class
-/// folder has no images.
-pub fn scan(dir: &Path) -> Result<FolderSet> {
+/// Loads one split of an image folder (`train/` or `val/` under `dir`);
+/// the other split's class folders are listed to check they agree.
+pub(super) fn load(dir: &Path, image_size: usize, split: Split) -> Result<Dataset> {
+    let (train_dir, test_dir) = (dir.join("train"), dir.join("val"));
+    if !train_dir.is_dir() || !test_dir.is_dir() {
+        return Err(DataError::Missing {
+            dataset: "folder".into(),
+            dir: dir.to_path_buf(),
+            missing: "train/ or val/".into(),
+            expected: "train/<class>/*.{png,jpg} and val/<class>/*.{png,jpg}".into(),
+            hint: "arrange images as ImageNet is (one folder per class); see datasets/README.md"
+                .into(),
+        });
+    }
+    let (set, augment) = match split {
+        Split::Train => (scan(&train_dir)?, Augment::ResizedCropFlip),
+        Split::Test => (scan(&test_dir)?, Augment::None),
+    };
+    let other = match split {
+        Split::Train => class_names(&test_dir)?,
+        Split::Test => class_names(&train_dir)?,
+    };
+    if set.classes != other {
+        return Err(DataError::corrupt(
+            &test_dir,
+            "val/ has other class folders than train/",
+        ));
+    }
+    Ok(Dataset {
+        name: "folder".into(),
+        num_classes: set.classes.len(),
+        samples: Samples::Folder(set),
+        channels: 3,
+        image_size,
+        mean: vec![0.485, 0.456, 0.406],
+        std: vec![0.229, 0.224, 0.225],
+        augment,
+    })
+}
+
+/// The class folder names of a split directory, sorted.
+fn class_names(dir: &Path) -> Result<Vec<String>> {
     let entries = std::fs::read_dir(dir).map_err(|e| DataError::io(dir, e))?;
     let mut classes: Vec<String> = entries
         .filter_map(|e| e.ok())
@@ -36,6 +76,13 @@ pub fn scan(dir: &Path) -> Result<FolderSet> {
         .map(|e| e.file_name().to_string_lossy().into_owned())
         .collect();
     classes.sort();
+    Ok(classes)
+}
+
+/// Lists a split directory. Fails when it has no class folders or a class
+/// folder has no images.
+pub fn scan(dir: &Path) -> Result<FolderSet> {
+    let classes = class_names(dir)?;
     if classes.is_empty() {
         return Err(DataError::corrupt(
             dir,

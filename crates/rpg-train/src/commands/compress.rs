@@ -1,0 +1,86 @@
+//! `rpg compress`.
+
+use anyhow::Result;
+use rpg_compress::{Bits, CompressSettings, PruneScope};
+use rpg_train::compress::{CompressPlan, WeightPruning, compress};
+
+use crate::cli::{CompressArgs, QuantChoice};
+
+/// The library's plan for the flags.
+fn plan(args: &CompressArgs) -> CompressPlan {
+    // int4's coarser steps want smaller blocks; measured on LeNet-5 (docs/compression.md).
+    let block = args.block.unwrap_or(if args.quant == QuantChoice::Int4 {
+        64
+    } else {
+        256
+    });
+    CompressPlan {
+        checkpoint: args.checkpoint.clone(),
+        out: args.out.clone(),
+        settings: CompressSettings {
+            ring_bits: match args.quant {
+                QuantChoice::Int8 => Some(Bits::Eight),
+                QuantChoice::Int4 => Some(Bits::Four),
+                QuantChoice::None => None,
+            },
+            block,
+            f16_scales: args.scale_dtype == "f16",
+            ring_prune: args.prune_ring,
+            unshared_int8: args.quant_unshared == "int8",
+        },
+        pruning: WeightPruning {
+            fraction: args.prune,
+            scope: if args.prune_scope == "layer" {
+                PruneScope::Layer
+            } else {
+                PruneScope::Global
+            },
+            channels: args.prune_channels,
+            finetune_epochs: args.finetune_epochs,
+            finetune_lr: args.finetune_lr,
+        },
+        data: args.data.to_test_data(),
+        latency_runs: args.latency_runs,
+    }
+}
+
+/// Compresses and prints the report.
+pub fn run(args: &CompressArgs) -> Result<()> {
+    let report = compress(&plan(args))?;
+    println!(
+        "{} -> {}",
+        report.checkpoint.display(),
+        report.artifact.display()
+    );
+    let line = |label: &str, value: String| println!("  {label:<28} {value:>12}");
+    line("dense f32 file (bytes)", report.dense_f32_bytes.to_string());
+    line("artifact (bytes)", report.artifact_bytes.to_string());
+    line("size ratio", format!("{:.1}x", report.size_ratio));
+    line(
+        "accuracy before",
+        format!("{:.2}%", 100.0 * report.accuracy_before),
+    );
+    for s in &report.steps {
+        line(
+            &format!("after {}", s.step),
+            format!("{:.2}%", 100.0 * s.accuracy),
+        );
+    }
+    line(
+        "accuracy of the artifact",
+        format!("{:.2}%", 100.0 * report.accuracy_after),
+    );
+    println!(
+        "  {:<28} {:>5.2} / {:.2} ms",
+        "latency b1 / b64 before", report.latency_before_ms[0], report.latency_before_ms[1]
+    );
+    println!(
+        "  {:<28} {:>5.2} / {:.2} ms",
+        "latency b1 / b64 after", report.latency_after_ms[0], report.latency_after_ms[1]
+    );
+    println!(
+        "  report: {}",
+        args.out.join("compress_report.json").display()
+    );
+    Ok(())
+}

@@ -1,0 +1,50 @@
+//! `rpg eval`.
+
+use anyhow::{Context, Result};
+use rpg_train::compress::{check_fits, model_file, test_config};
+use rpg_train::evaluate::{evaluate, load_test_data};
+use rpg_train::setup::load_any;
+
+use crate::cli::EvalArgs;
+
+/// Evaluates a model on the test split; prints the figures and writes them
+/// as JSON.
+pub fn run(args: &EvalArgs) -> Result<()> {
+    let path = model_file(&args.checkpoint)?;
+    let cfg = test_config(&path, &args.data.to_test_data())?;
+    let device = rpg_nn::parse_device(&args.device)?;
+    let built = load_any(&path, &device)?;
+    let test = load_test_data(&cfg)?;
+    check_fits(&path, &built, &test)?;
+    let result = evaluate(&built, &test, args.batch_size, 2)?;
+    println!(
+        "{}: {} on {} ({} images): accuracy {:.4}, loss {:.4}{}",
+        path.display(),
+        built.config.name,
+        cfg.dataset,
+        result.samples,
+        result.accuracy,
+        result.loss,
+        if test.num_classes > 10 {
+            format!(", top-5 {:.4}", result.top5)
+        } else {
+            String::new()
+        }
+    );
+    let out = args
+        .out
+        .clone()
+        .unwrap_or_else(|| path.with_file_name("eval.json"));
+    let json = serde_json::json!({
+        "checkpoint": path,
+        "model": built.config.name,
+        "dataset": cfg.dataset,
+        "samples": result.samples,
+        "test_accuracy": result.accuracy,
+        "test_loss": result.loss,
+        "test_top5": result.top5,
+    });
+    std::fs::write(&out, serde_json::to_string_pretty(&json)?)
+        .with_context(|| format!("writing {}", out.display()))?;
+    Ok(())
+}

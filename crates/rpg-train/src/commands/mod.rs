@@ -1,0 +1,11 @@
+//! One module per subcommand: turn the arguments into the library's typed
+//! inputs, run the work, print the result. `anyhow` with context lives here
+//! and nowhere below.
+
+pub mod bench;
+pub mod compress;
+pub mod eval;
+pub mod export;
+pub mod models;
+pub mod sweep;
+pub mod train;

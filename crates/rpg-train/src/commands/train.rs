@@ -1,0 +1,116 @@
+//! `rpg train`.
+
+use anyhow::{Result, bail};
+use rpg_train::TrainConfig;
+
+use crate::cli::TrainArgs;
+
+/// The resolved configuration: defaults, then `--config` (or the resumed
+/// run's config.toml), then flags.
+pub fn resolve(args: &TrainArgs) -> Result<TrainConfig> {
+    let base = match (&args.resume, &args.config) {
+        (Some(dir), _) => {
+            let mut given = args.options.run_defining_flags();
+            if args.config.is_some() {
+                given.push("--config".into());
+            }
+            if !given.is_empty() {
+                bail!(
+                    "{} cannot change when resuming: the run's own config.toml decides them",
+                    given.join(", ")
+                );
+            }
+            TrainConfig::from_toml_file(&dir.join("config.toml"))?
+        }
+        (None, Some(file)) => TrainConfig::from_toml_file(file)?,
+        (None, None) => TrainConfig::default(),
+    };
+    let mut cfg = base.merged(&args.options)?;
+    if let Some(dir) = &args.resume {
+        cfg.out = Some(dir.clone());
+    } else if args.out.is_some() {
+        cfg.out = args.out.clone();
+    }
+    Ok(cfg)
+}
+
+/// Trains (or resumes) as the flags say.
+pub fn run(args: &TrainArgs) -> Result<()> {
+    let cfg = resolve(args)?;
+    rpg_train::train_until(cfg, args.resume.as_deref(), args.stop_after_epochs)?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+    use crate::cli::{Cli, Command};
+
+    fn train_args(flags: &[&str]) -> TrainArgs {
+        let argv = ["rpg", "train"].iter().chain(flags);
+        match Cli::try_parse_from(argv).unwrap().command {
+            Command::Train(args) => *args,
+            other => panic!("parsed {other:?}"),
+        }
+    }
+
+    #[test]
+    fn no_flags_is_the_default_config() {
+        assert_eq!(resolve(&train_args(&[])).unwrap(), TrainConfig::default());
+    }
+
+    #[test]
+    fn flags_override_their_keys_and_only_those() {
+        let cfg = resolve(&train_args(&[
+            "--lr",
+            "0.2",
+            "--placement",
+            "hashed",
+            "--ring-scale",
+            "4608",
+            "--no-ring-wd",
+            "--share",
+            "fc*",
+            "--out",
+            "elsewhere",
+        ]))
+        .unwrap();
+        assert_eq!(
+            cfg,
+            TrainConfig {
+                lr: 0.2,
+                placement: rpg_core::PlacementKind::Hashed,
+                ring_scale: rpg_core::ScaleRule::FixedFanOut(4608),
+                ring_wd: false,
+                share: vec!["fc*".into()],
+                out: Some("elsewhere".into()),
+                ..TrainConfig::default()
+            }
+        );
+    }
+
+    #[test]
+    fn a_resume_refuses_flags_that_decide_the_run() {
+        let args = train_args(&["--resume", "run", "--seed", "3", "--ring-scale", "unit"]);
+        let err = resolve(&args).unwrap_err().to_string();
+        assert!(err.contains("--ring-scale, --seed cannot change"), "{err}");
+    }
+
+    #[test]
+    fn help_shows_the_defaults_of_the_code() {
+        let help = Cli::command_with_defaults()
+            .find_subcommand_mut("train")
+            .unwrap()
+            .render_long_help()
+            .to_string();
+        let default = TrainConfig::default();
+        assert!(
+            help.contains(&format!("[default: {}]", default.lr)),
+            "{help}"
+        );
+        assert!(help.contains(&format!("[default: {}]", default.ring_scale)));
+        assert!(help.contains("[default: 0.1]"));
+    }
+}

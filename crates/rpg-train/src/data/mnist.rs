@@ -1,0 +1,146 @@
+//! The MNIST family (MNIST, Fashion-MNIST, KMNIST): four IDX files, one
+//! image and one label file per split. MNIST itself is checked against the
+//! canonical files' SHA-256.
+
+use std::path::{Path, PathBuf};
+
+use sha2::{Digest, Sha256};
+
+use super::error::{DataError, Result};
+use super::idx::{self, IdxArray};
+use super::{Augment, Dataset, ImageSet, Samples, Split, hint};
+
+/// File stems in split order (train images, train labels, test images,
+/// test labels) with the SHA-256 of the uncompressed canonical MNIST files.
+const MNIST_SHA256: [(&str, &str); 4] = [
+    (
+        "train-images-idx3-ubyte",
+        "ba891046e6505d7aadcbbe25680a0738ad16aec93bde7f9b65e87a2fc25776db",
+    ),
+    (
+        "train-labels-idx1-ubyte",
+        "65a50cbbf4e906d70832878ad85ccda5333a97f0f4c3dd2ef09a8a9eef7101c5",
+    ),
+    (
+        "t10k-images-idx3-ubyte",
+        "0fa7898d509279e482958e8ce81c8e77db3f2f8254e26661ceb7762c4d494ce7",
+    ),
+    (
+        "t10k-labels-idx1-ubyte",
+        "ff7bcfd416de33731a308c3f266cc351222c34898ecbeaf847f06e48f7ec33f2",
+    ),
+];
+
+/// One set of the family: its classes and normalisation.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct IdxFamily {
+    pub classes: u32,
+    pub mean: f32,
+    pub std: f32,
+    /// Check the files against MNIST's checksums.
+    pub verify_mnist: bool,
+}
+
+/// Finds `stem` or `stem.gz` in `dir`.
+fn find_idx(dir: &Path, stem: &str) -> Option<PathBuf> {
+    [stem.to_string(), format!("{stem}.gz")]
+        .into_iter()
+        .map(|f| dir.join(f))
+        .find(|p| p.is_file())
+}
+
+/// Loads one split: only its two files are read.
+pub(super) fn load(name: &str, dir: &Path, family: IdxFamily, split: Split) -> Result<Dataset> {
+    let files = match split {
+        Split::Train => &MNIST_SHA256[..2],
+        Split::Test => &MNIST_SHA256[2..],
+    };
+    let found: Vec<Option<PathBuf>> = files.iter().map(|(s, _)| find_idx(dir, s)).collect();
+    let missing: Vec<&str> = files
+        .iter()
+        .zip(&found)
+        .filter(|(_, f)| f.is_none())
+        .map(|((s, _), _)| *s)
+        .collect();
+    if !missing.is_empty() {
+        return Err(DataError::Missing {
+            dataset: name.into(),
+            dir: dir.to_path_buf(),
+            missing: missing.join(", "),
+            expected: MNIST_SHA256.map(|(s, _)| format!("{s}[.gz]")).join(", "),
+            hint: hint(name).into(),
+        });
+    }
+    let mut arrays = Vec::new();
+    for (path, (_, sha)) in found.into_iter().flatten().zip(files) {
+        let bytes = idx::read_maybe_gz(&path)?;
+        if family.verify_mnist {
+            let digest = format!("{:x}", Sha256::digest(&bytes));
+            if digest != *sha {
+                return Err(DataError::corrupt(
+                    &path,
+                    format!(
+                        "SHA-256 {digest} differs from MNIST's {sha}: the file is corrupt or not MNIST"
+                    ),
+                ));
+            }
+        }
+        let array = idx::parse_idx(&path, &bytes)?;
+        arrays.push((path, array));
+    }
+    let set = image_set(&arrays[0], &arrays[1], family.classes)?;
+    Ok(Dataset {
+        name: name.into(),
+        image_size: set.height,
+        channels: 1,
+        samples: Samples::Memory(set),
+        num_classes: family.classes as usize,
+        mean: vec![family.mean],
+        std: vec![family.std],
+        augment: Augment::None,
+    })
+}
+
+/// The images and labels of one split, checked against each other.
+fn image_set(
+    (image_path, images): &(PathBuf, IdxArray),
+    (label_path, labels): &(PathBuf, IdxArray),
+    classes: u32,
+) -> Result<ImageSet> {
+    let [n, h, w] = images.dims[..] else {
+        return Err(DataError::corrupt(
+            image_path,
+            format!(
+                "image file has dimensions {:?}, expected [N, H, W]",
+                images.dims
+            ),
+        ));
+    };
+    if labels.dims != [n] {
+        return Err(DataError::corrupt(
+            label_path,
+            format!(
+                "label file has dimensions {:?}, expected [{n}] to match its images",
+                labels.dims
+            ),
+        ));
+    }
+    if let Some((i, &l)) = labels
+        .data
+        .iter()
+        .enumerate()
+        .find(|(_, l)| u32::from(**l) >= classes)
+    {
+        return Err(DataError::corrupt(
+            label_path,
+            format!("label {i} is {l}, outside 0..{classes}"),
+        ));
+    }
+    Ok(ImageSet {
+        images: images.data.clone(),
+        labels: labels.data.iter().map(|&l| u32::from(l)).collect(),
+        channels: 1,
+        height: h,
+        width: w,
+    })
+}

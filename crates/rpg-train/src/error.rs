@@ -1,0 +1,189 @@
+//! The errors of training, evaluation, compression, sweeps and benchmarks.
+//! Each subsystem has its own enum ([`ConfigError`], [`DataError`],
+//! [`CheckpointError`], [`OptimizerError`], [`StepError`]); this one wraps
+//! them and adds what only the commands' work can go wrong with. Nothing is
+//! recognised by its text: a caller matches on the variant.
+
+use std::path::PathBuf;
+
+use crate::checkpoint::CheckpointError;
+use crate::config::ConfigError;
+use crate::data::DataError;
+use crate::optim::OptimizerError;
+use crate::plot::PlotError;
+use crate::step::StepError;
+
+/// Something went wrong in `rpg-train`'s library.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The configuration is invalid.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// A data set could not be read.
+    #[error(transparent)]
+    Data(#[from] DataError),
+    /// A checkpoint could not be read or written.
+    #[error(transparent)]
+    Checkpoint(#[from] CheckpointError),
+    /// Optimizer state could not be read or written.
+    #[error(transparent)]
+    Optimizer(#[from] OptimizerError),
+    /// A plot could not be drawn.
+    #[error(transparent)]
+    Plot(#[from] PlotError),
+    /// A tensor operation (or a model or model file of `rpg-nn`) failed.
+    #[error(transparent)]
+    Candle(#[from] candle_core::Error),
+    /// Placement or ring arithmetic refused its input.
+    #[error(transparent)]
+    Core(#[from] rpg_core::Error),
+    /// A compressed artifact could not be made, read or applied.
+    #[error(transparent)]
+    Compress(#[from] rpg_compress::artifact::CompressError),
+    /// An artifact does not fit the model it describes.
+    #[error("{path}: {source}")]
+    Artifact {
+        /// The artifact.
+        path: PathBuf,
+        /// Why.
+        source: rpg_compress::artifact::CompressError,
+    },
+    /// A DoF ratio cannot be met by this model.
+    #[error("--dof {ratio}: {source}")]
+    DofRatio {
+        /// The ratio asked for.
+        ratio: f64,
+        /// Why it cannot be met.
+        source: rpg_core::Error,
+    },
+    /// A file or directory could not be read or written.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file or directory.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// A JSON file could not be read or written.
+    #[error("{path}: {source}")]
+    Json {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: serde_json::Error,
+    },
+    /// A model file or artifact holds a model configuration this build
+    /// cannot read.
+    #[error("{path}: unreadable model configuration ({source})")]
+    ModelConfig {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: serde_json::Error,
+    },
+    /// No model file where one was expected.
+    #[error("no model file at {path} (give a model.safetensors, a checkpoint or a run directory)")]
+    NoModelFile {
+        /// Where it was looked for.
+        path: PathBuf,
+    },
+    /// A fresh run would overwrite a run in its output directory.
+    #[error("{out} already holds a run: continue it with --resume {out} or choose another --out")]
+    RunExists {
+        /// The output directory.
+        out: PathBuf,
+    },
+    /// `--resume` of a directory without a checkpoint.
+    #[error("{out} has no checkpoint to resume from (expected checkpoints/last/)")]
+    NothingToResume {
+        /// The directory.
+        out: PathBuf,
+    },
+    /// A resumed run has no epochs left.
+    #[error(
+        "{out} already finished {done} of {epochs} epochs: pass a larger --epochs to train further"
+    )]
+    Finished {
+        /// The run.
+        out: PathBuf,
+        /// Epochs done.
+        done: usize,
+        /// Epochs configured.
+        epochs: usize,
+    },
+    /// The loss stopped being finite.
+    #[error(
+        "training diverged: the loss became {loss} at epoch {epoch}, step {step}; lower --lr (now {lr}) or set --clip-grad{}",
+        last_good.as_ref().map(|p| format!(". The last good checkpoint is kept in {}", p.display())).unwrap_or_default()
+    )]
+    Diverged {
+        /// The loss.
+        loss: f64,
+        /// The epoch it happened in.
+        epoch: usize,
+        /// The step.
+        step: u64,
+        /// The base learning rate.
+        lr: f64,
+        /// The last checkpoint written, if any.
+        last_good: Option<PathBuf>,
+    },
+    /// A split holds no images after the limits.
+    #[error("{dir}: empty train or test split")]
+    EmptySplit {
+        /// The data directory.
+        dir: PathBuf,
+    },
+    /// Nothing to evaluate.
+    #[error("the test set is empty")]
+    EmptyTestSet,
+    /// A model cannot read a data set.
+    #[error(
+        "{path} is a {model_classes}-class, {model_channels}-channel model but {dataset} has {data_classes} classes and {data_channels} channels"
+    )]
+    ModelDoesNotFitData {
+        /// The model file.
+        path: PathBuf,
+        /// The model's classes.
+        model_classes: usize,
+        /// The model's input channels.
+        model_channels: usize,
+        /// The data set.
+        dataset: String,
+        /// Its classes.
+        data_classes: usize,
+        /// Its channels.
+        data_channels: usize,
+    },
+    /// A setting of a command is out of range or unsupported.
+    #[error("{0}")]
+    Invalid(String),
+    /// A benchmark case (a child process) failed.
+    #[error("benchmark case {case}: {message}")]
+    BenchCase {
+        /// Model and mode.
+        case: String,
+        /// What went wrong.
+        message: String,
+    },
+}
+
+impl From<StepError> for Error {
+    fn from(e: StepError) -> Self {
+        match e {
+            StepError::Candle(e) => Error::Candle(e),
+            StepError::Optimizer(e) => Error::Optimizer(e),
+        }
+    }
+}
+
+impl Error {
+    /// An I/O error on `path`.
+    pub fn io(path: impl Into<PathBuf>) -> impl FnOnce(std::io::Error) -> Self {
+        let path = path.into();
+        move |source| Error::Io { path, source }
+    }
+}
+
+/// `Result` with [`Error`].
+pub type Result<T> = std::result::Result<T, Error>;

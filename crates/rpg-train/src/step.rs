@@ -1,0 +1,158 @@
+//! One training step, the same for the trainer and the bench: regenerate
+//! the shared weights, forward, loss, backward, ring gradient, optional
+//! clipping, optimizer update. Each phase is timed, so the bench can report
+//! what RPG's generation costs without a second copy of the step.
+
+use std::time::{Duration, Instant};
+
+use candle_core::Tensor;
+use rpg_nn::ParamGroup;
+
+use crate::loss::cross_entropy;
+use crate::optim::{Optimizer, OptimizerError, clip_grad_norm, grad_norm, updates};
+use crate::setup::Built;
+
+/// What a step does besides the update itself.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct StepSettings {
+    /// Label smoothing of the cross-entropy.
+    pub label_smoothing: f64,
+    /// Clip the global gradient norm to this value.
+    pub clip_grad: Option<f64>,
+    /// The ring's learning rate is the step's rate times this.
+    pub ring_lr_scale: f64,
+}
+
+/// Where a step's time went.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct StepTimings {
+    /// Generating the shared weights from the ring.
+    pub generate: Duration,
+    /// Forward pass, loss and backward pass.
+    pub forward_backward: Duration,
+    /// Turning the weight gradients into the ring gradient.
+    pub ring_gradient: Duration,
+    /// Clipping and the optimizer update.
+    pub update: Duration,
+}
+
+impl StepTimings {
+    /// The whole step.
+    pub fn total(&self) -> Duration {
+        self.generate + self.forward_backward + self.ring_gradient + self.update
+    }
+
+    /// The part that RPG adds to a dense step.
+    pub fn rpg(&self) -> Duration {
+        self.generate + self.ring_gradient
+    }
+}
+
+/// A step that was taken.
+#[derive(Debug)]
+pub struct StepOutput {
+    /// The batch's logits, detached.
+    pub logits: Tensor,
+    /// The batch's mean loss.
+    pub loss: f64,
+    /// The global gradient norm before clipping, when it was asked for or
+    /// clipping needed it.
+    pub grad_norm: Option<f64>,
+    /// Where the time went.
+    pub timings: StepTimings,
+}
+
+/// What came of a step.
+#[derive(Debug)]
+pub enum StepOutcome {
+    /// The parameters were updated.
+    Taken(StepOutput),
+    /// The loss was not finite; nothing was updated.
+    Diverged {
+        /// The loss.
+        loss: f64,
+    },
+}
+
+/// A step failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StepError {
+    /// A tensor operation failed.
+    #[error(transparent)]
+    Candle(#[from] candle_core::Error),
+    /// The optimizer failed.
+    #[error(transparent)]
+    Optimizer(#[from] OptimizerError),
+}
+
+/// The training step of one model with one optimizer.
+#[derive(Debug)]
+pub struct TrainStep<'a> {
+    built: &'a Built,
+    optimizer: &'a mut Optimizer,
+    settings: StepSettings,
+}
+
+impl<'a> TrainStep<'a> {
+    /// A step over `built`'s parameters, updated by `optimizer`.
+    pub fn new(built: &'a Built, optimizer: &'a mut Optimizer, settings: StepSettings) -> Self {
+        Self {
+            built,
+            optimizer,
+            settings,
+        }
+    }
+
+    /// The optimizer (for checkpoints).
+    pub fn optimizer(&self) -> &Optimizer {
+        self.optimizer
+    }
+
+    /// One step on the batch `(x, y)` at learning rate `lr`. The gradient
+    /// norm is computed only when `want_grad_norm` is set or clipping needs
+    /// it: it is a pass over every gradient and a device synchronisation.
+    pub fn run(
+        &mut self,
+        x: &Tensor,
+        y: &Tensor,
+        lr: f64,
+        want_grad_norm: bool,
+    ) -> Result<StepOutcome, StepError> {
+        let store = &self.built.store;
+        let started = Instant::now();
+        store.regenerate()?;
+        let generated = Instant::now();
+        let logits = self.built.model.forward_t(x, true)?;
+        let loss = cross_entropy(&logits, y, self.settings.label_smoothing)?;
+        let loss_value = f64::from(loss.to_scalar::<f32>()?);
+        if !loss_value.is_finite() {
+            return Ok(StepOutcome::Diverged { loss: loss_value });
+        }
+        let backward = loss.backward()?;
+        let backward_done = Instant::now();
+        let mut grads = store.gradients(&backward)?;
+        let ring_done = Instant::now();
+        let grad_norm = match self.settings.clip_grad {
+            Some(max) => Some(clip_grad_norm(&mut grads, max)?),
+            None if want_grad_norm => Some(grad_norm(&grads)?),
+            None => None,
+        };
+        let ring_lr = lr * self.settings.ring_lr_scale;
+        self.optimizer.step(&updates(&grads, |group| match group {
+            ParamGroup::Ring => ring_lr,
+            ParamGroup::Ordinary => lr,
+        }))?;
+        let updated = Instant::now();
+        Ok(StepOutcome::Taken(StepOutput {
+            logits: logits.detach(),
+            loss: loss_value,
+            grad_norm,
+            timings: StepTimings {
+                generate: generated - started,
+                forward_backward: backward_done - generated,
+                ring_gradient: ring_done - backward_done,
+                update: updated - ring_done,
+            },
+        }))
+    }
+}
