@@ -17,6 +17,7 @@ use crate::config::TrainConfig;
 use crate::data::Dataset;
 use crate::error::{Error, Result};
 use crate::evaluate::{evaluate, load_test_data};
+use crate::output::write_json;
 use crate::setup::{Built, build_from_file, load_any};
 
 /// Which test data a stored model is evaluated on; unset fields come from
@@ -313,12 +314,7 @@ pub fn compress(plan: &CompressPlan) -> Result<CompressReport> {
             "quant_unshared": if settings.unshared_int8 { "int8" } else { "none" },
         }),
     };
-    let report_path = plan.out.join("compress_report.json");
-    let json = serde_json::to_string_pretty(&report).map_err(|source| Error::Json {
-        path: report_path.clone(),
-        source,
-    })?;
-    std::fs::write(&report_path, json).map_err(Error::io(&report_path))?;
+    write_json(&plan.out.join("compress_report.json"), &report)?;
     Ok(report)
 }
 

@@ -22,6 +22,7 @@ pub mod loss;
 pub mod metrics;
 pub mod names;
 pub mod optim;
+pub mod output;
 pub mod plot;
 pub mod schedule;
 pub mod setup;

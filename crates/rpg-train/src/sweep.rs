@@ -12,6 +12,7 @@ use rpg_core::PlacementKind;
 
 use crate::config::TrainConfig;
 use crate::error::{Error, Result};
+use crate::output::write_json;
 use crate::trainer::Summary;
 
 /// The paper's ratios.
@@ -290,12 +291,7 @@ fn write_outputs(plan: &SweepPlan, rows: &[SweepRow]) -> Result<()> {
             );
         }
     }
-    let fit_path = plan.out.join("fit.json");
-    let json = serde_json::to_string_pretty(&fits).map_err(|source| Error::Json {
-        path: fit_path.clone(),
-        source,
-    })?;
-    std::fs::write(&fit_path, json).map_err(Error::io(&fit_path))?;
+    write_json(&plan.out.join("fit.json"), &fits)?;
     plot(
         &plan.out.join("sweep.png"),
         &format!("{} on {}", plan.base.model, plan.base.dataset),

@@ -19,6 +19,7 @@ use crate::evaluate::{EvalResult, evaluate, load_data, to_tensors};
 use crate::loss::correct_counts;
 use crate::metrics::{EpochRecord, MetricsLog, StepRecord};
 use crate::optim::{Optimizer, OptimizerConfig, OptimizerKind};
+use crate::output::write_json;
 use crate::schedule::Schedule;
 use crate::setup::{Built, build_for_training, build_from_file, model_config};
 use crate::step::{StepOutcome, StepSettings, TrainStep};
@@ -490,12 +491,7 @@ impl<'a> Run<'a> {
             ring_lr_scale: self.settings.ring_lr_scale,
             out_dir: self.out.clone(),
         };
-        let path = self.out.join("summary.json");
-        let json = serde_json::to_string_pretty(&summary).map_err(|source| Error::Json {
-            path: path.clone(),
-            source,
-        })?;
-        std::fs::write(&path, json).map_err(Error::io(&path))?;
+        write_json(&self.out.join("summary.json"), &summary)?;
         println!(
             "done: test accuracy {:.2}% (best {:.2}% at epoch {}), {:.0}s of training; results in {}",
             100.0 * summary.test_accuracy,
