@@ -403,10 +403,21 @@ impl Artifact {
         let tmp = path.with_extension("tmp");
         safetensors::serialize_to_file(tensors, Some(meta), &tmp)
             .map_err(|e| CompressError::Corrupt(format!("writing {}: {e}", tmp.display())))?;
-        std::fs::rename(&tmp, path).map_err(|source| CompressError::Io {
-            path: path.display().to_string(),
-            source,
-        })?;
+        let io = |path: &Path| {
+            let path = path.display().to_string();
+            move |source| CompressError::Io { path, source }
+        };
+        // Synced before and after the rename: a crash leaves the old file
+        // or the whole new one.
+        std::fs::File::open(&tmp)
+            .and_then(|f| f.sync_all())
+            .map_err(io(&tmp))?;
+        std::fs::rename(&tmp, path).map_err(io(path))?;
+        if let Some(dir) = path.parent().filter(|d| cfg!(unix) && d.is_dir()) {
+            std::fs::File::open(dir)
+                .and_then(|f| f.sync_all())
+                .map_err(io(dir))?;
+        }
         std::fs::metadata(path)
             .map(|m| m.len())
             .map_err(|source| CompressError::Io {

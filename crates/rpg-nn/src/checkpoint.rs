@@ -34,6 +34,49 @@ pub struct ModelFileHeader {
     pub extra: BTreeMap<String, String>,
 }
 
+/// Metadata key of the checksum over the file's other metadata and tensors.
+pub const CHECKSUM_KEY: &str = "rpg.checksum";
+
+/// `sha256:<hex>` over a serialised model file's metadata (sorted, without
+/// the checksum itself) and tensors (sorted by name: name, dtype, shape,
+/// bytes), so that any edit of the header or the data is caught on load.
+fn content_checksum(path: &Path, bytes: &[u8]) -> Result<String> {
+    use sha2::{Digest, Sha256};
+    let corrupt = |e: safetensors::SafeTensorError| {
+        msg(format!(
+            "{} is not a valid rpg model file ({e}): it may be truncated or corrupt",
+            path.display()
+        ))
+    };
+    let (_, metadata) = safetensors::SafeTensors::read_metadata(bytes).map_err(corrupt)?;
+    let meta: BTreeMap<String, String> = metadata
+        .metadata()
+        .clone()
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|(k, _)| k != CHECKSUM_KEY)
+        .collect();
+    let mut hash = Sha256::new();
+    for (k, v) in &meta {
+        for field in [k.as_bytes(), v.as_bytes()] {
+            hash.update((field.len() as u64).to_le_bytes());
+            hash.update(field);
+        }
+    }
+    let tensors = safetensors::SafeTensors::deserialize(bytes).map_err(corrupt)?;
+    let mut names = tensors.names();
+    names.sort();
+    for name in names {
+        let view = tensors.tensor(name).map_err(corrupt)?;
+        let header = format!("{name}|{:?}|{:?}", view.dtype(), view.shape());
+        hash.update((header.len() as u64).to_le_bytes());
+        hash.update(header.as_bytes());
+        hash.update((view.data().len() as u64).to_le_bytes());
+        hash.update(view.data());
+    }
+    Ok(format!("sha256:{:x}", hash.finalize()))
+}
+
 fn msg(text: String) -> candle_core::Error {
     candle_core::Error::Msg(text)
 }
@@ -68,6 +111,11 @@ pub fn save_model_file(
     for (name, var) in store.persistent() {
         tensors.push((name, var.as_tensor().to_device(&Device::Cpu)?));
     }
+    // The checksum covers what the file will hold: hash a first
+    // serialisation, then write with the checksum added.
+    let unsummed = safetensors::serialize(tensors.clone(), Some(meta.clone()))
+        .map_err(|e| msg(format!("serialising {}: {e}", path.display())))?;
+    meta.insert(CHECKSUM_KEY.into(), content_checksum(path, &unsummed)?);
     let tmp = path.with_extension("safetensors.tmp");
     safetensors::serialize_to_file(tensors, Some(meta), &tmp)
         .map_err(|e| msg(format!("writing {}: {e}", tmp.display())))?;
@@ -95,11 +143,26 @@ fn parse_header(path: &Path, bytes: &[u8]) -> Result<ModelFileHeader> {
     let (_, metadata) =
         safetensors::SafeTensors::read_metadata(bytes).map_err(|e| corrupt(e.to_string()))?;
     let meta = metadata.metadata().clone().unwrap_or_default();
+    // Files written before checksums existed have none, and load as before.
+    if let Some(stored) = meta.get(CHECKSUM_KEY)
+        && *stored != content_checksum(path, bytes)?
+    {
+        bail!(
+            "{}: checksum mismatch: the file was changed after it was written (edited by hand or damaged); use an unmodified checkpoint",
+            path.display()
+        );
+    }
     let get = |key: &str| {
         meta.get(key)
             .cloned()
             .ok_or_else(|| corrupt(format!("no `{key}` in its header")))
     };
+    if !meta.contains_key("rpg.format") && meta.contains_key("kind") && meta.contains_key("steps") {
+        bail!(
+            "{} is optimizer state, not a model file: give the model.safetensors beside it, or its checkpoint directory",
+            path.display()
+        );
+    }
     let format: u32 = get("rpg.format")?
         .parse()
         .map_err(|_| corrupt("bad rpg.format".into()))?;

@@ -343,13 +343,14 @@ impl ParamStore {
     }
 
     /// Sets persistent tensors (and the ring, under [`RING_NAME`]) from
-    /// loaded values, checking names and shapes.
+    /// loaded values, checking names, shapes and that every value is finite.
     pub fn assign(&self, tensors: &BTreeMap<String, Tensor>) -> Result<()> {
         if let Some(state) = &self.inner.rpg {
             let ring = tensors.get(RING_NAME).ok_or_else(|| {
                 candle_core::Error::Msg(format!("the file has no `{RING_NAME}` tensor"))
             })?;
             check_shape(RING_NAME, ring.dims(), state.ring.dims())?;
+            check_finite(RING_NAME, ring)?;
             state
                 .ring
                 .set(&ring.to_dtype(DType::F32)?.to_device(&self.inner.device)?)?;
@@ -359,6 +360,7 @@ impl ParamStore {
                 bail!("the file has no tensor `{name}`, which this model needs")
             };
             check_shape(name, value.dims(), var.dims())?;
+            check_finite(name, value)?;
             var.set(&value.to_dtype(var.dtype())?.to_device(&self.inner.device)?)?;
         }
         self.regenerate()
@@ -379,6 +381,22 @@ fn check_shape(name: &str, got: &[usize], want: &[usize]) -> Result<()> {
     if got != want {
         bail!(
             "tensor `{name}` has shape {got:?} in the file but the model needs {want:?}: the file is from another model or spec"
+        );
+    }
+    Ok(())
+}
+
+/// Refuses a tensor with a NaN or an infinity: a model built on it would
+/// evaluate to nonsense (a NaN logit used to count as a correct answer).
+fn check_finite(name: &str, value: &Tensor) -> Result<()> {
+    let values = value
+        .to_dtype(DType::F32)?
+        .flatten_all()?
+        .to_vec1::<f32>()?;
+    if let Some(i) = values.iter().position(|v| !v.is_finite()) {
+        bail!(
+            "tensor `{name}` holds a non-finite value ({} at index {i}): the file is corrupt or comes from a diverged run; use an earlier checkpoint",
+            values[i]
         );
     }
     Ok(())

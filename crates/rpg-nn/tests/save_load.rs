@@ -79,6 +79,15 @@ fn corrupt_files_are_errors() -> anyhow::Result<()> {
         .to_string();
     assert!(err.contains("not a valid rpg model file"), "{err}");
 
+    // A changed value anywhere in the data: the checksum catches it.
+    let mut edited = bytes.clone();
+    let last = edited.len() - 1;
+    edited[last] ^= 0x01;
+    let bad = dir.path().join("edited.safetensors");
+    std::fs::write(&bad, &edited)?;
+    let err = read_header(&bad).unwrap_err().to_string();
+    assert!(err.contains("checksum mismatch"), "{err}");
+
     let missing = dir.path().join("missing.safetensors");
     assert!(
         read_header(&missing)

@@ -1,7 +1,8 @@
 //! Training checkpoints: the model file of `rpg-nn`, the optimizer state and
 //! the trainer state (epoch, step, data position, best accuracy), written
-//! into a fresh directory that then replaces the old one, so an interrupted
-//! write never leaves a half checkpoint behind.
+//! into a fresh directory, synced to the disk, that then replaces the old
+//! one (and the parent directory is synced), so neither an interrupted
+//! write nor a crash leaves a half checkpoint behind.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -9,6 +10,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::config::{ConfigError, TrainConfig};
+use crate::data::TestSetId;
 use crate::optim::{Optimizer, OptimizerError};
 use crate::setup::Built;
 
@@ -46,6 +48,11 @@ pub enum CheckpointError {
 
 type Result<T> = std::result::Result<T, CheckpointError>;
 
+/// Flushes a file or a directory's entries to the disk.
+fn sync(path: &Path) -> Result<()> {
+    crate::output::sync_path(path).map_err(io(path))
+}
+
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> CheckpointError + '_ {
     move |source| CheckpointError::Io {
         path: path.to_path_buf(),
@@ -81,6 +88,13 @@ pub struct TrainerState {
     pub test_loss: f64,
     /// Seconds of training so far.
     pub train_seconds: f64,
+    /// The test set `test_accuracy` was measured on (absent in checkpoints
+    /// written before it was recorded).
+    #[serde(default)]
+    pub test_set: Option<TestSetId>,
+    /// The test set `best_accuracy` was measured on.
+    #[serde(default)]
+    pub best_test_set: Option<TestSetId>,
 }
 
 /// `DIR/checkpoints/<which>`.
@@ -104,10 +118,14 @@ pub fn save(
         std::fs::remove_dir_all(&tmp).map_err(io(&tmp))?;
     }
     std::fs::create_dir_all(&tmp).map_err(io(&tmp))?;
-    let extra = BTreeMap::from([
+    let mut extra = BTreeMap::from([
         ("epoch".to_string(), state.epoch.to_string()),
         ("test_accuracy".to_string(), state.test_accuracy.to_string()),
     ]);
+    if let Some(set) = &state.test_set {
+        extra.insert("test_images".into(), set.images.to_string());
+        extra.insert("test_set_sha256".into(), set.sha256.clone());
+    }
     let model_path = tmp.join(MODEL_FILE);
     rpg_nn::save_model_file(
         &model_path,
@@ -127,6 +145,12 @@ pub fn save(
         source,
     })?;
     std::fs::write(&state_path, json).map_err(io(&state_path))?;
+    // Durable before it is installed: a crash after the rename must find
+    // whole files, not a directory entry for unwritten data.
+    for file in [&model_path, &tmp.join(OPTIMIZER_FILE), &state_path] {
+        sync(file)?;
+    }
+    sync(&tmp)?;
     let old = parent.join(format!(".{which}.old"));
     if old.exists() {
         std::fs::remove_dir_all(&old).map_err(io(&old))?;
@@ -135,6 +159,7 @@ pub fn save(
         std::fs::rename(&target, &old).map_err(io(&target))?;
     }
     std::fs::rename(&tmp, &target).map_err(io(&target))?;
+    sync(parent)?;
     if old.exists() {
         std::fs::remove_dir_all(&old).map_err(io(&old))?;
     }
@@ -171,13 +196,19 @@ pub fn find_model_file(path: &Path) -> Option<PathBuf> {
     .find(|p| p.is_file())
 }
 
-/// The run's config (two levels above `run/checkpoints/<which>/model.safetensors`), if any.
-pub fn run_config(model: &Path) -> std::result::Result<Option<TrainConfig>, ConfigError> {
+/// The run's `config.toml` (three levels above
+/// `run/checkpoints/<which>/model.safetensors`), if there is one.
+pub fn run_config_path(model: &Path) -> Option<PathBuf> {
     model
         .ancestors()
         .nth(3)
         .map(|run| run.join("config.toml"))
         .filter(|p| p.is_file())
+}
+
+/// The run's config (see [`run_config_path`]), if any.
+pub fn run_config(model: &Path) -> std::result::Result<Option<TrainConfig>, ConfigError> {
+    run_config_path(model)
         .map(|p| TrainConfig::from_toml_file(&p))
         .transpose()
 }

@@ -12,12 +12,12 @@ use rpg_compress::{Artifact, CompressSettings, PruneScope, prune_weights};
 use rpg_nn::ModelFile;
 use serde::Serialize;
 
-use crate::checkpoint::{find_model_file, run_config};
+use crate::checkpoint::{find_model_file, run_config, run_config_path};
 use crate::config::TrainConfig;
 use crate::data::Dataset;
 use crate::error::{Error, Result};
 use crate::evaluate::{evaluate, load_test_data};
-use crate::output::write_json;
+use crate::output::{NewOutputs, install, refuse_overwrite, temporary, write_json};
 use crate::setup::{Built, build_from_file, load_any};
 
 /// Which test data a stored model is evaluated on; unset fields come from
@@ -59,16 +59,21 @@ pub fn test_config(model: &Path, data: &TestData) -> Result<TrainConfig> {
     Ok(cfg)
 }
 
-/// Fails when a model cannot read a data set (classes or channels differ).
-pub fn check_fits(path: &Path, built: &Built, test: &Dataset) -> Result<()> {
-    if test.num_classes != built.config.num_classes || test.channels != built.config.in_channels {
+/// Fails when a model cannot read a data set (classes, channels or image
+/// size differ).
+pub fn check_fits(path: &Path, built: &Built, data: &Dataset) -> Result<()> {
+    let c = &built.config;
+    let model = (c.num_classes, c.in_channels, c.image_size);
+    let images = (data.num_classes, data.channels, data.image_size);
+    if model != images {
+        let show = |(classes, channels, size): (usize, usize, usize)| {
+            format!("{classes} classes, {channels}x{size}x{size} images")
+        };
         return Err(Error::ModelDoesNotFitData {
             path: path.to_path_buf(),
-            model_classes: built.config.num_classes,
-            model_channels: built.config.in_channels,
-            dataset: test.name.clone(),
-            data_classes: test.num_classes,
-            data_channels: test.channels,
+            model: show(model),
+            dataset: data.name.clone(),
+            data: show(images),
         });
     }
     Ok(())
@@ -194,6 +199,17 @@ impl CompressPlan {
         if self.settings.block == 0 {
             return Err(Error::Invalid("--block must be positive".into()));
         }
+        if self.latency_runs == 0 {
+            return Err(Error::Invalid(
+                "--latency-runs must be positive, got 0".into(),
+            ));
+        }
+        if !(self.pruning.finetune_lr > 0.0 && self.pruning.finetune_lr.is_finite()) {
+            return Err(Error::Invalid(format!(
+                "--finetune-lr must be a positive number, got {}",
+                self.pruning.finetune_lr
+            )));
+        }
         if !(0.0..1.0).contains(&p.fraction) || !(0.0..1.0).contains(&p.channels) {
             return Err(Error::Invalid(
                 "--prune and --prune-channels must be in [0, 1)".into(),
@@ -221,9 +237,9 @@ fn write_dense(built: &Built, path: &Path, fold_bn: bool) -> Result<(u64, usize,
         .into_iter()
         .map(|(n, t)| Ok((n, t.to_dtype(DType::F32)?.to_device(&Device::Cpu)?)))
         .collect::<candle_core::Result<_>>()?;
-    let tmp = path.with_extension("tmp");
+    let tmp = temporary(path);
     candle_core::safetensors::save(&tensors, &tmp)?;
-    std::fs::rename(&tmp, path).map_err(Error::io(path))?;
+    install(&tmp, path)?;
     let bytes = std::fs::metadata(path).map_err(Error::io(path))?.len();
     Ok((bytes, tensors.len(), folded))
 }
@@ -244,6 +260,7 @@ pub struct Export {
 /// Writes the dense model of the model at `checkpoint` to `out`.
 pub fn export(checkpoint: &Path, out: &Path, fold_bn: bool) -> Result<Export> {
     let path = model_file(checkpoint)?;
+    refuse_overwrite("--out", out, &[&path])?;
     let built = load_any(&path, &Device::Cpu)?;
     if let Some(dir) = out.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir).map_err(Error::io(dir))?;
@@ -273,17 +290,27 @@ pub fn compress(plan: &CompressPlan) -> Result<CompressReport> {
     let file = ModelFile::from_bytes(&path, bytes)?;
     let original = build_from_file(&file, &device)?;
     let cfg = test_config(&path, &plan.data)?;
-    std::fs::create_dir_all(&plan.out).map_err(Error::io(&plan.out))?;
     let test = load_test_data(&cfg)?;
     check_fits(&path, &original, &test)?;
+    let inputs: Vec<PathBuf> = [Some(path.clone()), run_config_path(&path)]
+        .into_iter()
+        .flatten()
+        .collect();
+    for name in OUTPUT_FILES {
+        let inputs: Vec<&Path> = inputs.iter().map(PathBuf::as_path).collect();
+        refuse_overwrite("--out", &plan.out.join(name), &inputs)?;
+    }
     let before = evaluate(&original, &test, 1000, 2)?;
-    let dense_path = plan.out.join("dense_f32.safetensors");
+    // Removed again if anything below fails.
+    let mut outputs = NewOutputs::create(&plan.out)?;
+    let dense_path = outputs.file(DENSE_FILE);
     let (dense_f32_bytes, _, _) = write_dense(&original, &dense_path, false)?;
-
-    let (steps, artifact_path, artifact_bytes, reloaded) = if plan.prunes_weights() {
-        materialized_path(plan, &original, &cfg, &test)?
+    let artifact_path = outputs.file(ARTIFACT_FILE);
+    let (steps, artifact_bytes, reloaded) = if plan.prunes_weights() {
+        let finetune = outputs.file(FINETUNE_DIR);
+        materialized_path(plan, &original, &cfg, &test, &artifact_path, &finetune)?
     } else {
-        ring_path(plan, &file, &original, &test)?
+        ring_path(plan, &file, &original, &test, &artifact_path)?
     };
     let after = evaluate(&reloaded, &test, 1000, 2)?;
     let (b1_before, b1_after) = latencies(&original, &reloaded, 1, plan.latency_runs)?;
@@ -291,7 +318,7 @@ pub fn compress(plan: &CompressPlan) -> Result<CompressReport> {
     let settings = &plan.settings;
     let report = CompressReport {
         checkpoint: path.clone(),
-        artifact: artifact_path,
+        artifact: artifact_path.clone(),
         artifact_bytes,
         dense_f32_bytes,
         size_ratio: dense_f32_bytes as f64 / artifact_bytes as f64,
@@ -314,11 +341,24 @@ pub fn compress(plan: &CompressPlan) -> Result<CompressReport> {
             "quant_unshared": if settings.unshared_int8 { "int8" } else { "none" },
         }),
     };
-    write_json(&plan.out.join("compress_report.json"), &report)?;
+    write_json(&outputs.file(REPORT_FILE), &report)?;
+    outputs.finish();
     Ok(report)
 }
 
-type PathResult = (Vec<StepResult>, PathBuf, u64, Built);
+/// What a compression path produced: step accuracies, the artifact's size
+/// and the artifact as loaded back from disk.
+type PathResult = (Vec<StepResult>, u64, Built);
+
+/// The files `rpg compress` writes into its output directory.
+const DENSE_FILE: &str = "dense_f32.safetensors";
+/// See [`DENSE_FILE`].
+const ARTIFACT_FILE: &str = "model.compressed.safetensors";
+/// See [`DENSE_FILE`].
+const REPORT_FILE: &str = "compress_report.json";
+/// See [`DENSE_FILE`]; the fine-tuning run's directory.
+const FINETUNE_DIR: &str = "finetune";
+const OUTPUT_FILES: [&str; 4] = [DENSE_FILE, ARTIFACT_FILE, REPORT_FILE, FINETUNE_DIR];
 
 /// Ring quantization / pruning: the artifact stays an RPG model.
 fn ring_path(
@@ -326,6 +366,7 @@ fn ring_path(
     file: &ModelFile,
     original: &Built,
     test: &Arc<Dataset>,
+    artifact_path: &Path,
 ) -> Result<PathResult> {
     let settings = &plan.settings;
     let device = Device::Cpu;
@@ -363,16 +404,15 @@ fn ring_path(
             accuracy: evaluate(&copy, test, 1000, 2)?.accuracy,
         });
     }
-    let artifact_path = plan.out.join("model.compressed.safetensors");
     let artifact = Artifact::compress(&original.store, settings)?;
     let bytes = artifact.save(
-        &artifact_path,
+        artifact_path,
         &original.config.name,
         &original.config.to_json(),
     )?;
     // The artifact as `eval` will see it: loaded from disk.
-    let reloaded = load_any(&artifact_path, &device)?;
-    Ok((steps, artifact_path, bytes, reloaded))
+    let reloaded = load_any(artifact_path, &device)?;
+    Ok((steps, bytes, reloaded))
 }
 
 /// Pruning of the materialised model: the artifact is a dense model
@@ -382,6 +422,8 @@ fn materialized_path(
     original: &Built,
     run: &TrainConfig,
     test: &Arc<Dataset>,
+    artifact_path: &Path,
+    finetune_dir: &Path,
 ) -> Result<PathResult> {
     let pruning = &plan.pruning;
     let device = Device::Cpu;
@@ -432,7 +474,7 @@ fn materialized_path(
             ring: None,
             epochs: pruning.finetune_epochs,
             lr: pruning.finetune_lr,
-            out: Some(plan.out.join("finetune")),
+            out: Some(finetune_dir.to_path_buf()),
             ..run.clone()
         };
         crate::trainer::finetune(ft, &pruned)?;
@@ -451,12 +493,11 @@ fn materialized_path(
         ring_bits: None,
         ..plan.settings.clone()
     };
-    let artifact_path = plan.out.join("model.compressed.safetensors");
     let bytes = Artifact::compress(&pruned.store, &dense_settings)?.save(
-        &artifact_path,
+        artifact_path,
         &config.name,
         &config.to_json(),
     )?;
-    let reloaded = load_any(&artifact_path, &device)?;
-    Ok((steps, artifact_path, bytes, reloaded))
+    let reloaded = load_any(artifact_path, &device)?;
+    Ok((steps, bytes, reloaded))
 }

@@ -45,12 +45,16 @@ pub enum ConfigError {
         source: std::io::Error,
     },
     /// The file is not a valid config (syntax, unknown key, wrong type).
-    #[error("parsing config {path}: {source}")]
+    #[error("config {path}, line {line}, column {column}: {message}")]
     Parse {
         /// The file.
         path: PathBuf,
-        /// What is wrong, with line and column.
-        source: toml::de::Error,
+        /// Where (1-based).
+        line: usize,
+        /// See `line`.
+        column: usize,
+        /// What is wrong (unknown key, wrong type, ...), on one line.
+        message: String,
     },
     /// Flags or a config could not be merged into one.
     #[error("invalid settings: {0}")]
@@ -246,9 +250,15 @@ impl TrainConfig {
             path: path.to_path_buf(),
             source,
         })?;
-        toml::from_str(&text).map_err(|source| ConfigError::Parse {
-            path: path.to_path_buf(),
-            source,
+        toml::from_str(&text).map_err(|e| {
+            let at = e.span().map_or(0, |s| s.start).min(text.len());
+            let before = &text[..at];
+            ConfigError::Parse {
+                path: path.to_path_buf(),
+                line: before.matches('\n').count() + 1,
+                column: before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1,
+                message: e.message().replace('\n', " "),
+            }
         })
     }
 
@@ -297,8 +307,38 @@ impl TrainConfig {
                 self.label_smoothing
             );
         }
-        if self.wd < 0.0 || self.momentum < 0.0 {
-            invalid!("--wd and --momentum must not be negative");
+        if !(self.wd >= 0.0 && self.wd.is_finite()) {
+            invalid!("--wd must be a non-negative number, got {}", self.wd);
+        }
+        if !(0.0..1.0).contains(&self.momentum) {
+            invalid!(
+                "--momentum must be in [0, 1), got {} (0.9 is usual)",
+                self.momentum
+            );
+        }
+        if !(self.warmup_epochs >= 0.0 && self.warmup_epochs.is_finite()) {
+            invalid!(
+                "--warmup-epochs must be 0 or more, got {}",
+                self.warmup_epochs
+            );
+        }
+        for (key, value) in [
+            ("step_epochs", self.step_epochs),
+            ("exp_decay_epochs", self.exp_decay_epochs),
+        ] {
+            if !(value > 0.0 && value.is_finite()) {
+                invalid!("`{key}` must be positive, got {value}");
+            }
+        }
+        if !(self.step_gamma > 0.0 && self.step_gamma.is_finite()) {
+            invalid!("`step_gamma` must be positive, got {}", self.step_gamma);
+        }
+        match (self.image_size, self.dataset.as_str()) {
+            (Some(0), _) => invalid!("--image-size must be positive, got 0"),
+            (Some(size), dataset) if dataset != "folder" => invalid!(
+                "--image-size {size} applies to --dataset folder only; {dataset} images keep their own size"
+            ),
+            _ => {}
         }
         if let Some(c) = self.clip_grad
             && (c.is_nan() || c <= 0.0)
@@ -411,6 +451,35 @@ mod tests {
             })
             .contains("--lr")
         );
+        assert!(
+            err(TrainConfig {
+                momentum: 5.0,
+                ..d()
+            })
+            .contains("--momentum must be in [0, 1), got 5")
+        );
+        assert!(
+            err(TrainConfig {
+                warmup_epochs: -1.0,
+                ..d()
+            })
+            .contains("--warmup-epochs")
+        );
+        assert!(
+            err(TrainConfig {
+                image_size: Some(64),
+                ..d()
+            })
+            .contains("--dataset folder only")
+        );
+        assert!(
+            err(TrainConfig {
+                dataset: "folder".into(),
+                image_size: Some(0),
+                ..d()
+            })
+            .contains("--image-size must be positive")
+        );
     }
 
     /// Names are checked where they are read: a config file (or a flag)
@@ -422,6 +491,25 @@ mod tests {
         assert!(err("ring_scale = \"big\"").contains("unknown scale rule `big`"));
         let c: TrainConfig = toml::from_str("ring_scale = \"4608\"").unwrap();
         assert_eq!(c.ring_scale, ScaleRule::FixedFanOut(4608));
+    }
+
+    #[test]
+    fn a_bad_config_file_says_where_and_why_on_one_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.toml");
+        std::fs::write(&path, "epochs = 3\nepochz = 3\n").unwrap();
+        let err = TrainConfig::from_toml_file(&path).unwrap_err().to_string();
+        assert!(
+            err.contains("line 2, column 1: unknown field `epochz`"),
+            "{err}"
+        );
+        std::fs::write(&path, "lr = \"fast\"\n").unwrap();
+        let err = TrainConfig::from_toml_file(&path).unwrap_err().to_string();
+        assert!(
+            err.contains("line 1, column 6: invalid type: string \"fast\", expected f64"),
+            "{err}"
+        );
+        assert_eq!(err.lines().count(), 1, "{err}");
     }
 
     #[test]

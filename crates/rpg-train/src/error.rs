@@ -87,6 +87,26 @@ pub enum Error {
         /// Where it was looked for.
         path: PathBuf,
     },
+    /// An output would replace one of the command's own inputs.
+    #[error("{flag} {output} is {input}, which this command reads: choose another {flag}")]
+    OverwritesInput {
+        /// The flag naming the output.
+        flag: String,
+        /// The output.
+        output: PathBuf,
+        /// The input it would replace.
+        input: PathBuf,
+    },
+    /// Another process is running in this output directory.
+    #[error(
+        "{dir} is in use by another run ({holder}): wait for it to finish, or choose another --out"
+    )]
+    RunLocked {
+        /// The run directory.
+        dir: PathBuf,
+        /// Who holds it, as it wrote itself into the lock file.
+        holder: String,
+    },
     /// A fresh run would overwrite a run in its output directory.
     #[error("{out} already holds a run: continue it with --resume {out} or choose another --out")]
     RunExists {
@@ -134,26 +154,30 @@ pub enum Error {
         /// The data directory.
         dir: PathBuf,
     },
+    /// A model's outputs are NaN or infinite.
+    #[error(
+        "the model's outputs are not finite (NaN or infinity) on the test batch from image {first_image}: its parameters are corrupt or it diverged"
+    )]
+    NonFiniteOutput {
+        /// The first image of the batch.
+        first_image: usize,
+    },
     /// Nothing to evaluate.
     #[error("the test set is empty")]
     EmptyTestSet,
     /// A model cannot read a data set.
     #[error(
-        "{path} is a {model_classes}-class, {model_channels}-channel model but {dataset} has {data_classes} classes and {data_channels} channels"
+        "{path} is a model for {model}, but {dataset} has {data}: evaluate it on the data it was trained for"
     )]
     ModelDoesNotFitData {
         /// The model file.
         path: PathBuf,
-        /// The model's classes.
-        model_classes: usize,
-        /// The model's input channels.
-        model_channels: usize,
+        /// The model's classes and input.
+        model: String,
         /// The data set.
         dataset: String,
-        /// Its classes.
-        data_classes: usize,
-        /// Its channels.
-        data_channels: usize,
+        /// Its classes and images.
+        data: String,
     },
     /// A setting of a command is out of range or unsupported.
     #[error("{0}")]

@@ -61,8 +61,11 @@ pub fn evaluate(
         let batch = batch?;
         let (x, y) = to_tensors(&batch, &device)?;
         let logits = built.model.forward_t(&x, false)?.detach();
-        loss_sum +=
-            f64::from(cross_entropy(&logits, &y, 0.0)?.to_scalar::<f32>()?) * batch.size as f64;
+        let loss = f64::from(cross_entropy(&logits, &y, 0.0)?.to_scalar::<f32>()?);
+        if !loss.is_finite() {
+            return Err(Error::NonFiniteOutput { first_image: n });
+        }
+        loss_sum += loss * batch.size as f64;
         let (a, b) = correct_counts(&logits, &batch.labels)?;
         top1 += a;
         top5 += b;
@@ -103,10 +106,22 @@ pub fn load_test_data(cfg: &TrainConfig) -> Result<Arc<Dataset>> {
     load_split(cfg, Split::Test)
 }
 
-/// Both splits of `cfg`'s data set, with the config's limits.
+/// Both splits of `cfg`'s data set, with the config's limits; their images
+/// must have one shape.
 pub fn load_data(cfg: &TrainConfig) -> Result<(Arc<Dataset>, Arc<Dataset>)> {
-    Ok((
+    let (train, test) = (
         load_split(cfg, Split::Train)?,
         load_split(cfg, Split::Test)?,
-    ))
+    );
+    let shape = |d: &Dataset| (d.channels, d.image_size);
+    if shape(&train) != shape(&test) {
+        let show = |(c, s): (usize, usize)| format!("{c}x{s}x{s}");
+        return Err(Error::Invalid(format!(
+            "{}: the training images are {} but the test images are {}: both splits must have one image size",
+            cfg.data_dir().display(),
+            show(shape(&train)),
+            show(shape(&test))
+        )));
+    }
+    Ok((train, test))
 }

@@ -24,6 +24,11 @@ pub fn correct_counts(logits: &Tensor, labels: &[u32]) -> Result<(usize, usize)>
     let mut top5 = 0;
     for (row, &label) in rows.iter().zip(labels) {
         let target = row[label as usize];
+        // A NaN compares false with everything, so it would rank first:
+        // a row with one is never correct.
+        if row.iter().any(|v| v.is_nan()) {
+            continue;
+        }
         // Rank = entries strictly larger (ties resolved in the label's favour).
         let rank = row.iter().filter(|&&v| v > target).count();
         top1 += usize::from(rank == 0);
@@ -59,6 +64,8 @@ mod tests {
         )?;
         assert_eq!(correct_counts(&logits, &[6, 6])?, (1, 1));
         assert_eq!(correct_counts(&logits, &[2, 4])?, (0, 2));
+        let nan = Tensor::new(&[[f32::NAN, f32::NAN], [1., f32::NAN]], &Device::Cpu)?;
+        assert_eq!(correct_counts(&nan, &[0, 0])?, (0, 0));
         Ok(())
     }
 }

@@ -43,19 +43,20 @@ fn main() -> ExitCode {
         Err(e) => {
             // One line: the first line of each cause (Candle appends a
             // backtrace on later lines when RUST_BACKTRACE is set).
-            let causes: Vec<String> = e
-                .chain()
-                .map(|c| {
-                    c.to_string()
-                        .lines()
-                        .next()
-                        .unwrap_or_default()
-                        .trim()
-                        .to_string()
-                })
-                .filter(|c| !c.is_empty())
-                .collect();
-            eprintln!("error: {}", causes.join(": "));
+            let mut message = String::new();
+            for cause in e.chain() {
+                let text = cause.to_string();
+                let line = text.lines().next().unwrap_or_default().trim();
+                // Typed errors often show their source already.
+                if line.is_empty() || message.ends_with(line) {
+                    continue;
+                }
+                if !message.is_empty() {
+                    message.push_str(": ");
+                }
+                message.push_str(line);
+            }
+            eprintln!("error: {message}");
             ExitCode::FAILURE
         }
     }

@@ -1,24 +1,140 @@
-//! Result files (`summary.json`, reports, fits): written whole or not at
-//! all, so an interrupted or failed write never leaves a truncated file
-//! where a reader expects a result.
+//! Output files, written so that nothing is lost or half-written: every
+//! file is written whole into a temporary name, synced, renamed into place
+//! and its directory synced; a command never writes over one of its
+//! inputs; what a failed command started is removed again.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
 use crate::error::{Error, Result};
 
-/// Writes `value` as pretty JSON to `path`: into a temporary file beside
-/// it, then renamed over it.
+/// Flushes a file's contents, or a directory's entries (a rename into
+/// it), to the disk.
+pub fn sync_path(path: &Path) -> std::io::Result<()> {
+    let path = if path.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        path
+    };
+    // Opening a directory for reading and syncing it is how POSIX makes
+    // its entries durable; other systems have no such handle, so skip.
+    if path.is_dir() && !cfg!(unix) {
+        return Ok(());
+    }
+    std::fs::File::open(path).and_then(|f| f.sync_all())
+}
+
+fn sync(path: &Path) -> Result<()> {
+    sync_path(path).map_err(Error::io(path))
+}
+
+/// `path` with `.tmp` appended: where a file is written before the rename.
+pub fn temporary(path: &Path) -> PathBuf {
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    PathBuf::from(tmp)
+}
+
+/// Moves a written and synced `tmp` over `path` and syncs the directory.
+pub fn install(tmp: &Path, path: &Path) -> Result<()> {
+    sync(tmp)?;
+    std::fs::rename(tmp, path).map_err(Error::io(path))?;
+    sync(path.parent().unwrap_or(Path::new(".")))
+}
+
+/// Writes `bytes` to `path` atomically and durably.
+pub fn write_atomic(path: &Path, bytes: impl AsRef<[u8]>) -> Result<()> {
+    let tmp = temporary(path);
+    std::fs::write(&tmp, bytes).map_err(Error::io(&tmp))?;
+    install(&tmp, path)
+}
+
+/// Writes `value` as pretty JSON to `path`, atomically and durably.
 pub fn write_json(path: &Path, value: &impl Serialize) -> Result<()> {
     let json = serde_json::to_string_pretty(value).map_err(|source| Error::Json {
         path: path.to_path_buf(),
         source,
     })?;
-    let mut tmp = path.as_os_str().to_owned();
-    tmp.push(".tmp");
-    std::fs::write(&tmp, json).map_err(Error::io(&tmp))?;
-    std::fs::rename(&tmp, path).map_err(Error::io(path))
+    write_atomic(path, json)
+}
+
+/// Refuses to write `output` (given as `flag`) when it is one of `inputs`:
+/// the same file under any name.
+pub fn refuse_overwrite(flag: &str, output: &Path, inputs: &[&Path]) -> Result<()> {
+    let Ok(out) = output.canonicalize() else {
+        // Not there yet: it cannot be an existing input.
+        return Ok(());
+    };
+    for input in inputs {
+        if input.canonicalize().is_ok_and(|i| i == out) {
+            return Err(Error::OverwritesInput {
+                flag: flag.to_string(),
+                output: output.to_path_buf(),
+                input: input.to_path_buf(),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// An output directory and the files a command writes into it, removed
+/// again unless the command [`finish`](NewOutputs::finish)es: the whole
+/// directory when the command created it, else only its own files.
+#[derive(Debug)]
+pub struct NewOutputs {
+    dir: PathBuf,
+    created: bool,
+    files: Vec<PathBuf>,
+    finished: bool,
+}
+
+impl NewOutputs {
+    /// Creates `dir` (and its parents) if needed.
+    pub fn create(dir: &Path) -> Result<Self> {
+        let created = !dir.exists();
+        std::fs::create_dir_all(dir).map_err(Error::io(dir))?;
+        Ok(Self {
+            dir: dir.to_path_buf(),
+            created,
+            files: Vec::new(),
+            finished: false,
+        })
+    }
+
+    /// `dir/name`, removed on failure.
+    pub fn file(&mut self, name: &str) -> PathBuf {
+        let path = self.dir.join(name);
+        self.files.push(path.clone());
+        path
+    }
+
+    /// The command succeeded: keep everything.
+    pub fn finish(mut self) {
+        self.finished = true;
+    }
+}
+
+impl Drop for NewOutputs {
+    fn drop(&mut self) {
+        if self.finished {
+            return;
+        }
+        // Best effort: the command is failing already, and its error is
+        // the one to report.
+        if self.created {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        } else {
+            for f in &self.files {
+                let _ = if f.is_dir() {
+                    std::fs::remove_dir_all(f)
+                } else {
+                    std::fs::remove_file(f)
+                };
+                let _ = std::fs::remove_file(temporary(f));
+            }
+        }
+    }
 }
 
 #[cfg(test)]
@@ -36,5 +152,41 @@ mod tests {
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
         let missing = dir.path().join("no/such/dir/x.json");
         assert!(matches!(write_json(&missing, &1), Err(Error::Io { .. })));
+    }
+
+    #[test]
+    fn an_output_that_is_an_input_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let input = dir.path().join("model.safetensors");
+        std::fs::write(&input, b"x").unwrap();
+        let same = dir.path().join(".").join("model.safetensors");
+        assert!(matches!(
+            refuse_overwrite("--out", &same, &[&input]),
+            Err(Error::OverwritesInput { .. })
+        ));
+        let other = dir.path().join("dense.safetensors");
+        refuse_overwrite("--out", &other, &[&input]).unwrap();
+    }
+
+    #[test]
+    fn unfinished_outputs_are_removed_and_others_are_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let theirs = dir.path().join("theirs.txt");
+        std::fs::write(&theirs, b"keep").unwrap();
+        {
+            let mut outputs = NewOutputs::create(dir.path()).unwrap();
+            std::fs::write(outputs.file("ours.txt"), b"x").unwrap();
+        }
+        assert!(theirs.is_file() && !dir.path().join("ours.txt").exists());
+        let fresh = dir.path().join("fresh");
+        {
+            let mut outputs = NewOutputs::create(&fresh).unwrap();
+            std::fs::write(outputs.file("a.txt"), b"x").unwrap();
+        }
+        assert!(!fresh.exists());
+        let mut outputs = NewOutputs::create(&fresh).unwrap();
+        std::fs::write(outputs.file("a.txt"), b"x").unwrap();
+        outputs.finish();
+        assert!(fresh.join("a.txt").is_file());
     }
 }

@@ -75,6 +75,55 @@ pub fn registry(mc: &ModelConfig, policy: &SharingPolicy) -> Result<LayerRegistr
     Ok(policy.registry(&recorded(mc)?)?)
 }
 
+/// Refuses sharing patterns that would be silently ignored: any with a
+/// dense model, a pattern that uses glob syntax other than `*`, matches no
+/// parameter, or (`--share`) matches only parameters that cannot be shared.
+fn check_patterns(cfg: &TrainConfig, dense: bool, params: &[(String, Vec<usize>)]) -> Result<()> {
+    let flags = [
+        ("--share", &cfg.share),
+        ("--unshare", &cfg.unshare),
+        ("--local-rings", &cfg.local_rings),
+    ];
+    let names = || {
+        params
+            .iter()
+            .map(|(n, _)| n.as_str())
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    for (flag, patterns) in flags {
+        for pattern in patterns {
+            let invalid = |why: String| Err(Error::Invalid(format!("{flag} '{pattern}': {why}")));
+            if dense {
+                return invalid("a dense model shares nothing; drop it or drop --dense".into());
+            }
+            if let Some(c) = pattern.chars().find(|c| "[]?{}!".contains(*c)) {
+                return invalid(format!(
+                    "`{c}` is not pattern syntax here: only `*` is a wildcard (e.g. 'layer1.*')"
+                ));
+            }
+            let matched: Vec<&(String, Vec<usize>)> = params
+                .iter()
+                .filter(|(n, _)| rpg_nn::glob_match(pattern, n))
+                .collect();
+            if matched.is_empty() {
+                return invalid(format!(
+                    "matches no parameter of {} (its parameters: {})",
+                    cfg.model,
+                    names()
+                ));
+            }
+            if flag == "--share" && matched.iter().all(|(_, shape)| shape.len() < 2) {
+                return invalid(
+                    "matches only one-dimensional parameters (biases, norms), which are never shared"
+                        .into(),
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Builds the model a training config describes, with fresh parameters.
 pub fn build_for_training(
     cfg: &TrainConfig,
@@ -83,6 +132,7 @@ pub fn build_for_training(
     device: &Device,
 ) -> Result<Built> {
     let params = recorded(&mc)?;
+    check_patterns(cfg, ring.is_none(), &params)?;
     let dense_params = param_count(&params);
     let store = match ring {
         None => ParamStore::dense(device, DType::F32, cfg.seed),

@@ -12,14 +12,16 @@ use indicatif::{ProgressBar, ProgressStyle};
 use serde::{Deserialize, Serialize};
 
 use crate::checkpoint::{self, TrainerState};
+use crate::compress::check_fits;
 use crate::config::TrainConfig;
-use crate::data::{BatchLoader, Dataset, LoaderOptions};
+use crate::data::{BatchLoader, Dataset, LoaderOptions, TestSetId};
 use crate::error::{Error, Result};
 use crate::evaluate::{EvalResult, evaluate, load_data, to_tensors};
+use crate::lock::RunLock;
 use crate::loss::correct_counts;
 use crate::metrics::{EpochRecord, MetricsLog, StepRecord};
 use crate::optim::{Optimizer, OptimizerConfig, OptimizerKind};
-use crate::output::write_json;
+use crate::output::{install, write_atomic, write_json};
 use crate::schedule::Schedule;
 use crate::setup::{Built, build_for_training, build_from_file, model_config};
 use crate::step::{StepOutcome, StepSettings, TrainStep};
@@ -150,6 +152,10 @@ struct Run<'a> {
     images_total: usize,
     /// A checkpoint of this run exists (a divergence can point to it).
     checkpointed: bool,
+    /// The images this run tests on.
+    test_set: TestSetId,
+    /// Held for the run's whole life.
+    _lock: RunLock,
 }
 
 impl<'a> Run<'a> {
@@ -177,11 +183,10 @@ impl<'a> Run<'a> {
         if resume.is_none() && checkpoint::find_last(&out).is_some() {
             return Err(Error::RunExists { out });
         }
-        std::fs::create_dir_all(&out).map_err(Error::io(&out))?;
         cfg.out = Some(out.clone());
-        let config_path = out.join("config.toml");
-        std::fs::write(&config_path, cfg.to_toml()?).map_err(Error::io(&config_path))?;
-
+        let config_toml = cfg.to_toml()?;
+        // Everything that can be checked is checked before the run
+        // directory is touched: a refused run leaves nothing behind.
         let (train_data, test_data) = load_data(&cfg)?;
         let built = match (prebuilt, &resume_state) {
             (Some(built), _) => RunModel::Lent(built),
@@ -195,8 +200,11 @@ impl<'a> Run<'a> {
                 RunModel::Owned(Box::new(build_for_training(&cfg, ring_size, mc, &device)?))
             }
             (None, Some((dir, _))) => {
-                let file = rpg_nn::ModelFile::read(&dir.join(checkpoint::MODEL_FILE))?;
-                RunModel::Owned(Box::new(build_from_file(&file, &device)?))
+                let path = dir.join(checkpoint::MODEL_FILE);
+                let built = build_from_file(&rpg_nn::ModelFile::read(&path)?, &device)?;
+                // A checkpoint of another model copied into the run.
+                check_fits(&path, &built, &train_data)?;
+                RunModel::Owned(Box::new(built))
             }
         };
         if let Some(p) = built.store.placement() {
@@ -237,6 +245,8 @@ impl<'a> Run<'a> {
             test_accuracy: 0.0,
             test_loss: f64::NAN,
             train_seconds: 0.0,
+            test_set: None,
+            best_test_set: None,
         };
         if let Some((dir, saved)) = &resume_state {
             optimizer.load(&dir.join(checkpoint::OPTIMIZER_FILE), &device)?;
@@ -250,6 +260,19 @@ impl<'a> Run<'a> {
             }
             println!("resuming {} after epoch {}", out.display(), state.epoch);
         }
+        let test_set = test_data.id();
+        if let Some(best) = state.best_test_set.as_ref().filter(|b| **b != test_set) {
+            eprintln!(
+                "note: checkpoints/best/ was chosen on another test set ({best}); this run tests on {test_set}, so its accuracies are not compared with it and best/ stays as it is"
+            );
+        }
+        std::fs::create_dir_all(&out).map_err(Error::io(&out))?;
+        let lock = RunLock::acquire(&out)?;
+        // Checked again under the lock: another run may have finished here.
+        if resume.is_none() && checkpoint::find_last(&out).is_some() {
+            return Err(Error::RunExists { out });
+        }
+        write_atomic(&out.join("config.toml"), config_toml)?;
         let log = MetricsLog::open(&out, resume_state.as_ref().map(|(_, s)| s.epoch))?;
         let last_eval = EvalResult {
             loss: state.test_loss,
@@ -277,6 +300,8 @@ impl<'a> Run<'a> {
             log,
             last_eval,
             images_total: 0,
+            test_set,
+            _lock: lock,
         })
     }
 
@@ -409,10 +434,19 @@ impl<'a> Run<'a> {
         state.epoch = epoch;
         state.test_accuracy = eval.accuracy;
         state.test_loss = eval.loss;
-        let improved = eval.accuracy > state.best_accuracy || state.best_epoch == 0;
+        state.test_set = Some(self.test_set.clone());
+        // A best measured on other images is not compared with (a subset
+        // can score 100%); checkpoints from before test sets were recorded
+        // have none, and compare as they always did.
+        let comparable = state
+            .best_test_set
+            .as_ref()
+            .is_none_or(|best| *best == self.test_set);
+        let improved = state.best_epoch == 0 || (comparable && eval.accuracy > state.best_accuracy);
         if improved {
             state.best_accuracy = eval.accuracy;
             state.best_epoch = epoch;
+            state.best_test_set = Some(self.test_set.clone());
         }
         let record = EpochRecord {
             kind: "epoch".into(),
@@ -453,9 +487,13 @@ impl<'a> Run<'a> {
             self.cfg.model,
             self.cfg.dataset
         );
-        if let Err(e) =
-            crate::plot::training_curves(&self.out.join("curves.png"), &title, &self.log.epochs()?)
-        {
+        // Drawn beside, then renamed: a failed plot never truncates the last
+        // good one (the image format follows the extension, so not `.tmp`).
+        let (curves, drawn) = (self.out.join("curves.png"), self.out.join("curves.tmp.png"));
+        let plotted = crate::plot::training_curves(&drawn, &title, &self.log.epochs()?)
+            .map_err(Error::from)
+            .and_then(|()| install(&drawn, &curves));
+        if let Err(e) = plotted {
             eprintln!("warning: {e}");
         }
         Ok(())

@@ -1,58 +1,9 @@
 //! The `rpg` binary: bad input ends in one line on stderr and a non-zero
 //! exit, never a panic; a small train + eval round trip through the CLI.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+mod common;
 
-fn mnist() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../datasets/mnist")
-}
-
-fn rpg(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_rpg"))
-        .args(args)
-        .env("RUST_BACKTRACE", "1")
-        .output()
-        .expect("run rpg")
-}
-
-/// Runs `rpg` and fails the test, with its stderr, unless it succeeded.
-fn rpg_ok(args: &[&str]) -> Output {
-    let out = rpg(args);
-    assert!(
-        out.status.success(),
-        "{args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
-}
-
-/// Fails unless the command failed with exactly one line on stderr that
-/// contains `needle`.
-fn fails_with(args: &[&str], needle: &str) {
-    let out = rpg(args);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success(), "{args:?} succeeded");
-    assert!(!stderr.contains("panicked"), "{args:?} panicked: {stderr}");
-    assert_eq!(
-        stderr.trim_end().lines().count(),
-        1,
-        "{args:?}: not one line: {stderr}"
-    );
-    assert!(
-        stderr.contains(needle),
-        "{args:?}: `{needle}` not in {stderr}"
-    );
-}
-
-/// `train --device device` fails with `needle` and leaves no run directory.
-fn device_is_refused_before_the_run_directory(device: &str, needle: &str) {
-    let runs = tempfile::tempdir().unwrap();
-    let run = runs.path().join("run");
-    let out = run.to_str().unwrap();
-    fails_with(&["train", "--device", device, "--out", out], needle);
-    assert!(!run.exists(), "a refused run left {out} behind");
-}
+use common::*;
 
 #[test]
 fn bad_flags_and_combinations_are_one_line_errors() {
@@ -89,22 +40,6 @@ fn bad_flags_and_combinations_are_one_line_errors() {
 #[test]
 fn cuda_without_the_feature_names_it() {
     device_is_refused_before_the_run_directory("cuda:0", "--features cuda");
-}
-
-/// Trains a tiny run on the bundled MNIST through the CLI into `run`,
-/// with `extra` flags; panics with stderr when it fails.
-fn train_tiny(run: &Path, extra: &[&str]) {
-    let data = mnist();
-    let mut args = vec![
-        "train",
-        "--out",
-        run.to_str().unwrap(),
-        "--data-dir",
-        data.to_str().unwrap(),
-    ];
-    args.extend(["--train-limit", "256", "--batch-size", "64"]);
-    args.extend(extra);
-    rpg_ok(&args);
 }
 
 #[test]

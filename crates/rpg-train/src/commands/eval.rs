@@ -1,8 +1,10 @@
 //! `rpg eval`.
 
-use anyhow::{Context, Result};
+use anyhow::{Result, bail};
+use rpg_train::checkpoint::run_config_path;
 use rpg_train::compress::{check_fits, model_file, test_config};
 use rpg_train::evaluate::{evaluate, load_test_data};
+use rpg_train::output::{refuse_overwrite, write_json};
 use rpg_train::setup::load_any;
 
 use crate::cli::EvalArgs;
@@ -10,7 +12,20 @@ use crate::cli::EvalArgs;
 /// Evaluates a model on the test split; prints the figures and writes them
 /// as JSON.
 pub fn run(args: &EvalArgs) -> Result<()> {
+    if args.batch_size == 0 {
+        bail!("--batch-size must be positive, got 0");
+    }
     let path = model_file(&args.checkpoint)?;
+    let out = args
+        .out
+        .clone()
+        .unwrap_or_else(|| path.with_file_name("eval.json"));
+    let run_config = run_config_path(&path);
+    let inputs: Vec<&std::path::Path> = [Some(path.as_path()), run_config.as_deref()]
+        .into_iter()
+        .flatten()
+        .collect();
+    refuse_overwrite("--out", &out, &inputs)?;
     let cfg = test_config(&path, &args.data.to_test_data())?;
     let device = rpg_nn::parse_device(&args.device)?;
     let built = load_any(&path, &device)?;
@@ -31,10 +46,6 @@ pub fn run(args: &EvalArgs) -> Result<()> {
             String::new()
         }
     );
-    let out = args
-        .out
-        .clone()
-        .unwrap_or_else(|| path.with_file_name("eval.json"));
     let json = serde_json::json!({
         "checkpoint": path,
         "model": built.config.name,
@@ -44,7 +55,6 @@ pub fn run(args: &EvalArgs) -> Result<()> {
         "test_loss": result.loss,
         "test_top5": result.top5,
     });
-    std::fs::write(&out, serde_json::to_string_pretty(&json)?)
-        .with_context(|| format!("writing {}", out.display()))?;
+    write_json(&out, &json)?;
     Ok(())
 }

@@ -20,6 +20,9 @@ pub fn resolve(args: &TrainArgs) -> Result<TrainConfig> {
                     given.join(", ")
                 );
             }
+            if rpg_train::checkpoint::find_last(dir).is_none() {
+                return Err(rpg_train::Error::NothingToResume { out: dir.clone() }.into());
+            }
             TrainConfig::from_toml_file(&dir.join("config.toml"))?
         }
         (None, Some(file)) => TrainConfig::from_toml_file(file)?,
@@ -36,7 +39,14 @@ pub fn resolve(args: &TrainArgs) -> Result<TrainConfig> {
 
 /// Trains (or resumes) as the flags say.
 pub fn run(args: &TrainArgs) -> Result<()> {
+    if args.stop_after_epochs == Some(0) {
+        bail!("--stop-after-epochs must be positive, got 0 (leave it out to train every epoch)");
+    }
     let cfg = resolve(args)?;
+    if let (None, Some(file)) = (&args.resume, &args.config) {
+        let written = cfg.out_dir().join("config.toml");
+        rpg_train::output::refuse_overwrite("--out", &written, &[file])?;
+    }
     rpg_train::train_until(cfg, args.resume.as_deref(), args.stop_after_epochs)?;
     Ok(())
 }

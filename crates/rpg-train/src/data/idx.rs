@@ -19,14 +19,26 @@ pub fn read_maybe_gz(path: &Path) -> Result<Vec<u8>> {
     let raw = std::fs::read(path).map_err(|e| DataError::io(path, e))?;
     if raw.starts_with(&[0x1f, 0x8b]) {
         let mut out = Vec::with_capacity(raw.len() * 4);
-        flate2::read::GzDecoder::new(&raw[..])
-            .read_to_end(&mut out)
-            .map_err(|e| {
-                DataError::corrupt(
-                    path,
-                    format!("corrupt gzip stream ({e}): re-download the file"),
-                )
-            })?;
+        let mut rest = &raw[..];
+        let mut decoder = flate2::bufread::GzDecoder::new(&mut rest);
+        decoder.read_to_end(&mut out).map_err(|e| {
+            DataError::corrupt(
+                path,
+                format!("corrupt gzip stream ({e}): re-download the file"),
+            )
+        })?;
+        drop(decoder);
+        // The decoder stops at the end of its stream; anything after it
+        // would be silently ignored.
+        if !rest.is_empty() {
+            return Err(DataError::corrupt(
+                path,
+                format!(
+                    "{} bytes follow the gzip stream: the file is damaged or two files were joined; re-download it",
+                    rest.len()
+                ),
+            ));
+        }
         Ok(out)
     } else {
         Ok(raw)
@@ -67,7 +79,7 @@ pub fn parse_idx(path: &Path, bytes: &[u8]) -> Result<IdxArray> {
             body.len()
         ))),
         Some(n) => Err(bad(format!(
-            "{} unexpected trailing bytes after {n} bytes of data {dims:?}",
+            "the IDX header describes an array of {dims:?} ({n} bytes) but {} trailing bytes follow: the file is damaged, or it is not the file expected under this name",
             body.len() - n
         ))),
         None => Err(bad(format!("impossible dimensions {dims:?}"))),
@@ -141,5 +153,10 @@ mod tests {
                 .to_string()
                 .contains("corrupt gzip")
         );
+        // A whole stream with garbage after it is not silently cut short.
+        let joined = dir.path().join("joined.gz");
+        std::fs::write(&joined, [gz(&ok), b"garbage".to_vec()].concat()).unwrap();
+        let err = read_idx(&joined).unwrap_err().to_string();
+        assert!(err.contains("7 bytes follow the gzip stream"), "{err}");
     }
 }

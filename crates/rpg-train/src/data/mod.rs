@@ -117,6 +117,29 @@ impl Dataset {
         }
     }
 
+    /// Which images these are (see [`TestSetId`]).
+    pub fn id(&self) -> TestSetId {
+        use sha2::{Digest, Sha256};
+        let mut hash = Sha256::new();
+        hash.update(self.name.as_bytes());
+        for label in self.labels() {
+            hash.update(label.to_le_bytes());
+        }
+        match &self.samples {
+            Samples::Memory(s) => hash.update(&s.images),
+            Samples::Folder(f) => {
+                for path in &f.paths {
+                    hash.update(path.to_string_lossy().as_bytes());
+                    hash.update([0]);
+                }
+            }
+        }
+        TestSetId {
+            images: self.len(),
+            sha256: format!("{:x}", hash.finalize()),
+        }
+    }
+
     /// Keeps the first `n` samples (for quick runs and tests).
     pub fn truncate(&mut self, n: usize) {
         match &mut self.samples {
@@ -136,6 +159,23 @@ impl Dataset {
                 }
             }
         }
+    }
+}
+
+/// Which images an accuracy was measured on: their count and a SHA-256 of
+/// their content (pixels and labels; for image folders, file paths and
+/// labels). Accuracies on different test sets are never compared.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct TestSetId {
+    /// Number of images.
+    pub images: usize,
+    /// SHA-256 of their content, hex.
+    pub sha256: String,
+}
+
+impl std::fmt::Display for TestSetId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} images, SHA-256 {:.12}", self.images, self.sha256)
     }
 }
 

@@ -1,0 +1,296 @@
+//! Bad input and faults, run the way a user runs them: one case per class
+//! of defect (issue "Nothing lost, nothing silently wrong"). Every failure
+//! is one line naming what is wrong, and nothing outside the failed
+//! command's own output changes.
+
+mod common;
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+
+use common::*;
+
+/// Every file under `dir` with its bytes, to prove a failed command
+/// changed nothing.
+fn snapshot(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for entry in std::fs::read_dir(&d).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                stack.push(path);
+            } else {
+                let bytes = std::fs::read(&path).unwrap();
+                out.push((path, bytes));
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+/// A one-epoch LeNet-5 run on 256 MNIST images, tested on `test_limit`.
+fn trained_run(dir: &Path, test_limit: &str) -> PathBuf {
+    let run = dir.join("run");
+    train_tiny(&run, &["--epochs", "1", "--test-limit", test_limit]);
+    run
+}
+
+/// Overwrites every value of tensor `name` in a safetensors file with NaN,
+/// keeping the header.
+fn poison(file: &Path, name: &str) {
+    let mut bytes = std::fs::read(file).unwrap();
+    let header_len = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+    let header: serde_json::Value = serde_json::from_slice(&bytes[8..8 + header_len]).unwrap();
+    let offsets = &header[name]["data_offsets"];
+    let (start, end) = (offsets[0].as_u64().unwrap(), offsets[1].as_u64().unwrap());
+    let data = 8 + header_len;
+    for chunk in bytes[data + start as usize..data + end as usize].chunks_mut(4) {
+        chunk.copy_from_slice(&f32::NAN.to_le_bytes());
+    }
+    std::fs::write(file, bytes).unwrap();
+}
+
+#[test]
+fn non_finite_parameters_are_refused_with_their_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = trained_run(dir.path(), "100");
+    let model = run.join("checkpoints/last/model.safetensors");
+    poison(&model, "rpg.ring");
+    // As a file written before checksums (they would catch the edit first).
+    edit_metadata(&model, "rpg.checksum", |_| None);
+    let model_s = model.to_str().unwrap();
+    fails_with(&["eval", "--checkpoint", model_s], "`rpg.ring`");
+    let out = dir.path().join("small");
+    fails_with(
+        &[
+            "compress",
+            "--checkpoint",
+            model_s,
+            "--out",
+            out.to_str().unwrap(),
+        ],
+        "non-finite",
+    );
+    assert!(!out.exists(), "a failed compress left {}", out.display());
+}
+
+#[test]
+fn no_command_writes_over_its_input() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = trained_run(dir.path(), "100");
+    let before = snapshot(&run);
+    let best = run.join("checkpoints/best/model.safetensors");
+    let run_s = run.to_str().unwrap();
+    fails_with(
+        &[
+            "export",
+            "--checkpoint",
+            run_s,
+            "--out",
+            best.to_str().unwrap(),
+        ],
+        "which this command reads",
+    );
+    let config = run.join("config.toml");
+    fails_with(
+        &[
+            "eval",
+            "--checkpoint",
+            run_s,
+            "--out",
+            config.to_str().unwrap(),
+        ],
+        "which this command reads",
+    );
+    assert_eq!(snapshot(&run), before);
+}
+
+#[test]
+fn accuracies_on_other_test_sets_are_not_compared() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = trained_run(dir.path(), "200");
+    let best_state = run.join("checkpoints/best/state.json");
+    let before = std::fs::read(&best_state).unwrap();
+    // 50 images can score higher than 200; best/ must not be replaced.
+    let out = rpg_ok(&[
+        "train",
+        "--resume",
+        run.to_str().unwrap(),
+        "--epochs",
+        "2",
+        "--test-limit",
+        "50",
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("another test set"), "{stderr}");
+    assert_eq!(std::fs::read(&best_state).unwrap(), before);
+    let last: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(run.join("checkpoints/last/state.json")).unwrap())
+            .unwrap();
+    assert_eq!(last["test_set"]["images"], 50);
+    assert_eq!(last["best_test_set"]["images"], 200);
+    assert_eq!(last["best_epoch"], 1);
+}
+
+#[test]
+fn a_locked_run_directory_is_refused_naming_the_holder() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = trained_run(dir.path(), "100");
+    let lock = File::options()
+        .write(true)
+        .open(run.join(".rpg.lock"))
+        .unwrap();
+    lock.try_lock().unwrap();
+    let before = snapshot(&run);
+    fails_with(
+        &["train", "--resume", run.to_str().unwrap(), "--epochs", "2"],
+        "is in use by another run (process ",
+    );
+    assert_eq!(snapshot(&run), before);
+}
+
+#[test]
+fn refused_commands_leave_no_output_behind() {
+    let dir = tempfile::tempdir().unwrap();
+    let empty = dir.path().join("empty");
+    std::fs::create_dir(&empty).unwrap();
+    let out = dir.path().join("out");
+    let out_s = out.to_str().unwrap();
+    let empty_s = empty.to_str().unwrap();
+    // Data that is not there: found out before the run directory exists.
+    fails_with(&["train", "--out", out_s, "--data-dir", empty_s], "missing");
+    assert!(!out.exists());
+    let run = trained_run(dir.path(), "100");
+    fails_with(
+        &[
+            "compress",
+            "--checkpoint",
+            run.to_str().unwrap(),
+            "--out",
+            out_s,
+            "--dataset",
+            "cifar10",
+            "--data-dir",
+            empty_s,
+        ],
+        "missing",
+    );
+    assert!(!out.exists());
+}
+
+#[test]
+fn out_of_range_values_are_refused_not_ignored() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("never");
+    let out_s = out.to_str().unwrap();
+    let data = mnist();
+    let train = |flags: &[&str], needle: &str| {
+        let mut args = vec!["train", "--out", out_s, "--train-limit", "64"];
+        args.extend(["--data-dir", data.to_str().unwrap()]);
+        args.extend(flags);
+        fails_with(&args, needle);
+        assert!(!out.exists(), "{flags:?} left a run directory");
+    };
+    train(&["--momentum", "5"], "--momentum must be in [0, 1)");
+    train(&["--warmup-epochs=-1"], "--warmup-epochs");
+    train(&["--stop-after-epochs", "0"], "--stop-after-epochs");
+    train(&["--dof", "-1"], "outside (0, 1]");
+    train(&["--image-size", "64"], "--dataset folder only");
+    train(
+        &["--dataset", "folder", "--image-size", "0"],
+        "--image-size must be positive",
+    );
+    train(&["--share", "nothing.*"], "matches no parameter");
+    train(&["--share", "["], "only `*` is a wildcard");
+    train(&["--share", "*.bias"], "never shared");
+    train(&["--unshare", "fc9*"], "matches no parameter");
+    train(
+        &["--dense", "--share", "fc*"],
+        "a dense model shares nothing",
+    );
+
+    let run = trained_run(dir.path(), "100");
+    let run_s = run.to_str().unwrap();
+    let small = dir.path().join("small");
+    let small_s = small.to_str().unwrap();
+    for (flags, needle) in [
+        (
+            &["--prune=-0.5"][..],
+            "--prune and --prune-channels must be in [0, 1)",
+        ),
+        (
+            &["--prune", "NaN"][..],
+            "--prune and --prune-channels must be in [0, 1)",
+        ),
+        (
+            &["--latency-runs", "0"][..],
+            "--latency-runs must be positive",
+        ),
+    ] {
+        let mut args = vec!["compress", "--checkpoint", run_s, "--out", small_s];
+        args.extend(flags);
+        fails_with(&args, needle);
+        assert!(!small.exists());
+    }
+    fails_with(
+        &["eval", "--checkpoint", run_s, "--batch-size", "0"],
+        "--batch-size must be positive",
+    );
+}
+
+/// Rewrites a safetensors file's header metadata value `key` with `edit`
+/// (`None` removes the key).
+fn edit_metadata(file: &Path, key: &str, edit: impl Fn(&str) -> Option<String>) {
+    let bytes = std::fs::read(file).unwrap();
+    let header_len = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+    let mut header: serde_json::Value = serde_json::from_slice(&bytes[8..8 + header_len]).unwrap();
+    let meta = header["__metadata__"].as_object_mut().unwrap();
+    let value = meta[key].as_str().unwrap().to_string();
+    match edit(&value) {
+        Some(new) => meta.insert(key.to_string(), serde_json::Value::String(new)),
+        None => meta.remove(key),
+    };
+    let mut text = serde_json::to_vec(&header).unwrap();
+    // The data stays aligned to 8 bytes, as safetensors writes it.
+    while !text.len().is_multiple_of(8) {
+        text.push(b' ');
+    }
+    let mut out = (text.len() as u64).to_le_bytes().to_vec();
+    out.extend(text);
+    out.extend(&bytes[8 + header_len..]);
+    std::fs::write(file, out).unwrap();
+}
+
+#[test]
+fn a_model_file_edited_by_hand_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = trained_run(dir.path(), "100");
+    let model = run.join("checkpoints/best/model.safetensors");
+    // Another seed: it would load and regenerate a different network.
+    edit_metadata(&model, "rpg.spec", |spec| {
+        Some(spec.replace("\"seed\":0", "\"seed\":1"))
+    });
+    fails_with(
+        &["eval", "--checkpoint", model.to_str().unwrap()],
+        "checksum mismatch",
+    );
+}
+
+#[test]
+fn messages_say_what_is_wrong_and_where() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("c.toml");
+    std::fs::write(&config, "epochs = 2\nepochz = 3\n").unwrap();
+    fails_with(
+        &["train", "--config", config.to_str().unwrap()],
+        "line 2, column 1: unknown field `epochz`",
+    );
+    let run = trained_run(dir.path(), "100");
+    let optimizer = run.join("checkpoints/last/optimizer.safetensors");
+    fails_with(
+        &["eval", "--checkpoint", optimizer.to_str().unwrap()],
+        "is optimizer state, not a model file",
+    );
+}
