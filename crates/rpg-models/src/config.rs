@@ -19,6 +19,20 @@ pub struct ModelConfig {
     /// pruning; see `prunable_layers`). Overrides `width` where given.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub widths: Option<Vec<usize>>,
+    /// How input pixels in [0, 1] were normalised in training, per channel;
+    /// evaluation and prediction use the same. Absent in files written
+    /// before it was recorded (their data set's own normalisation applies).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub normalize: Option<Normalize>,
+}
+
+/// Per-channel input normalisation: `(pixel - mean) / std`.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Normalize {
+    /// One mean per input channel.
+    pub mean: Vec<f32>,
+    /// One standard deviation per input channel.
+    pub std: Vec<f32>,
 }
 
 impl ModelConfig {
@@ -31,6 +45,7 @@ impl ModelConfig {
             image_size,
             width: 1.0,
             widths: None,
+            normalize: None,
         }
     }
 

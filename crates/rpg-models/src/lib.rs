@@ -26,5 +26,5 @@ mod registry;
 pub mod resnet;
 pub mod vit;
 
-pub use config::ModelConfig;
+pub use config::{ModelConfig, Normalize};
 pub use registry::{DynModel, MODELS, ModelEntry, build_model, model_entry, prunable_layers};

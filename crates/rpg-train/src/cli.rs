@@ -184,6 +184,15 @@ pub struct TrainOverrides {
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub image_size: Option<usize>,
+    /// Input normalisation MEAN,STD for every channel (or all means, then all stds), e.g. for an MNIST variant; recorded in the model file. [default: the data set's own]
+    #[arg(
+        long,
+        value_name = "MEAN,STD",
+        value_delimiter = ',',
+        allow_negative_numbers = true
+    )]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub normalize: Option<Vec<f32>>,
     /// Epochs.
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]

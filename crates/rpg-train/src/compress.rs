@@ -16,8 +16,10 @@ use crate::checkpoint::{find_model_file, run_config, run_config_path};
 use crate::config::TrainConfig;
 use crate::data::Dataset;
 use crate::error::{Error, Result};
-use crate::evaluate::{evaluate, load_test_data};
-use crate::output::{NewOutputs, install, refuse_overwrite, temporary, write_json};
+use crate::evaluate::{evaluate, load_test_data_for};
+use crate::output::{
+    NewOutputs, check_file_path, install, refuse_overwrite, temporary, write_json,
+};
 use crate::setup::{Built, build_from_file, load_any};
 
 /// Which test data a stored model is evaluated on; unset fields come from
@@ -261,6 +263,7 @@ pub struct Export {
 pub fn export(checkpoint: &Path, out: &Path, fold_bn: bool) -> Result<Export> {
     let path = model_file(checkpoint)?;
     refuse_overwrite("--out", out, &[&path])?;
+    check_file_path(out)?;
     let built = load_any(&path, &Device::Cpu)?;
     if let Some(dir) = out.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir).map_err(Error::io(dir))?;
@@ -290,7 +293,7 @@ pub fn compress(plan: &CompressPlan) -> Result<CompressReport> {
     let file = ModelFile::from_bytes(&path, bytes)?;
     let original = build_from_file(&file, &device)?;
     let cfg = test_config(&path, &plan.data)?;
-    let test = load_test_data(&cfg)?;
+    let test = load_test_data_for(&cfg, &original.config)?;
     check_fits(&path, &original, &test)?;
     let inputs: Vec<PathBuf> = [Some(path.clone()), run_config_path(&path)]
         .into_iter()
@@ -474,6 +477,11 @@ fn materialized_path(
             ring: None,
             epochs: pruning.finetune_epochs,
             lr: pruning.finetune_lr,
+            normalize: original
+                .config
+                .normalize
+                .as_ref()
+                .map(|n| [n.mean.clone(), n.std.clone()].concat()),
             out: Some(finetune_dir.to_path_buf()),
             ..run.clone()
         };

@@ -140,6 +140,9 @@ pub struct TrainConfig {
     pub width: f64,
     /// Input side for image folders.
     pub image_size: Option<usize>,
+    /// Input normalisation `[mean, std]` for every channel, or all channels'
+    /// means then all stds; default: the data set's own.
+    pub normalize: Option<Vec<f32>>,
     /// Epochs.
     pub epochs: usize,
     /// Training batch size.
@@ -206,6 +209,7 @@ impl Default for TrainConfig {
             unshare: Vec::new(),
             width: 1.0,
             image_size: None,
+            normalize: None,
             epochs: 12,
             batch_size: 128,
             lr: 0.05,
@@ -332,6 +336,18 @@ impl TrainConfig {
         }
         if !(self.step_gamma > 0.0 && self.step_gamma.is_finite()) {
             invalid!("`step_gamma` must be positive, got {}", self.step_gamma);
+        }
+        if let Some(values) = &self.normalize {
+            if values.is_empty() || values.len() % 2 != 0 {
+                invalid!(
+                    "--normalize takes MEAN,STD (or every channel's means, then their stds), got {} values",
+                    values.len()
+                );
+            }
+            let stds = &values[values.len() / 2..];
+            if values.iter().any(|v| !v.is_finite()) || stds.iter().any(|s| *s <= 0.0) {
+                invalid!("--normalize {values:?}: values must be finite and every std positive");
+            }
         }
         match (self.image_size, self.dataset.as_str()) {
             (Some(0), _) => invalid!("--image-size must be positive, got 0"),

@@ -5,6 +5,8 @@ use std::sync::Arc;
 use candle_core::{Device, Tensor};
 use serde::{Deserialize, Serialize};
 
+use rpg_models::ModelConfig;
+
 use crate::config::TrainConfig;
 use crate::data::{Batch, BatchLoader, Dataset, LoaderOptions, Split};
 use crate::error::{Error, Result};
@@ -88,6 +90,10 @@ pub fn load_split(cfg: &TrainConfig, split: Split) -> Result<Arc<Dataset>> {
     let dir = cfg.data_dir();
     let mut data =
         crate::data::load_split(&cfg.dataset, &dir, cfg.image_size.unwrap_or(224), split)?;
+    if let Some(values) = &cfg.normalize {
+        data.set_normalize(values)
+            .map_err(|e| Error::Invalid(format!("--normalize: {e}")))?;
+    }
     let limit = match split {
         Split::Train => cfg.train_limit,
         Split::Test => cfg.test_limit,
@@ -104,6 +110,17 @@ pub fn load_split(cfg: &TrainConfig, split: Split) -> Result<Arc<Dataset>> {
 /// The test split of `cfg`'s data set (the training split is not read).
 pub fn load_test_data(cfg: &TrainConfig) -> Result<Arc<Dataset>> {
     load_split(cfg, Split::Test)
+}
+
+/// The test split of `cfg`'s data set, normalised as `model` was trained
+/// (when its file records it), so a model is tested on the inputs it knows.
+pub fn load_test_data_for(cfg: &TrainConfig, model: &ModelConfig) -> Result<Arc<Dataset>> {
+    let mut data = Arc::unwrap_or_clone(load_test_data(cfg)?);
+    if let Some(n) = &model.normalize {
+        data.mean.clone_from(&n.mean);
+        data.std.clone_from(&n.std);
+    }
+    Ok(Arc::new(data))
 }
 
 /// Both splits of `cfg`'s data set, with the config's limits; their images

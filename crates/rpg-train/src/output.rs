@@ -43,8 +43,21 @@ pub fn install(tmp: &Path, path: &Path) -> Result<()> {
     sync(path.parent().unwrap_or(Path::new(".")))
 }
 
+/// Refuses an output path that names a directory (its temporary file would
+/// land inside it, and the rename would fail).
+pub fn check_file_path(path: &Path) -> Result<()> {
+    if path.is_dir() {
+        return Err(Error::Invalid(format!(
+            "{} is a directory: give the path of a file to write",
+            path.display()
+        )));
+    }
+    Ok(())
+}
+
 /// Writes `bytes` to `path` atomically and durably.
 pub fn write_atomic(path: &Path, bytes: impl AsRef<[u8]>) -> Result<()> {
+    check_file_path(path)?;
     let tmp = temporary(path);
     std::fs::write(&tmp, bytes).map_err(Error::io(&tmp))?;
     install(&tmp, path)

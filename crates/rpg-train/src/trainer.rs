@@ -191,12 +191,14 @@ impl<'a> Run<'a> {
         let built = match (prebuilt, &resume_state) {
             (Some(built), _) => RunModel::Lent(built),
             (None, None) => {
-                let mc = model_config(
+                let mut mc = model_config(
                     &cfg,
                     train_data.num_classes,
                     train_data.channels,
                     train_data.image_size,
                 )?;
+                // Recorded in the model file: evaluation normalises alike.
+                mc.normalize = Some(train_data.normalization());
                 RunModel::Owned(Box::new(build_for_training(&cfg, ring_size, mc, &device)?))
             }
             (None, Some((dir, _))) => {

@@ -3,8 +3,8 @@
 use anyhow::{Result, bail};
 use rpg_train::checkpoint::run_config_path;
 use rpg_train::compress::{check_fits, model_file, test_config};
-use rpg_train::evaluate::{evaluate, load_test_data};
-use rpg_train::output::{refuse_overwrite, write_json};
+use rpg_train::evaluate::{evaluate, load_test_data_for};
+use rpg_train::output::{check_file_path, refuse_overwrite, write_json};
 use rpg_train::setup::load_any;
 
 use crate::cli::EvalArgs;
@@ -26,10 +26,11 @@ pub fn run(args: &EvalArgs) -> Result<()> {
         .flatten()
         .collect();
     refuse_overwrite("--out", &out, &inputs)?;
+    check_file_path(&out)?;
     let cfg = test_config(&path, &args.data.to_test_data())?;
     let device = rpg_nn::parse_device(&args.device)?;
     let built = load_any(&path, &device)?;
-    let test = load_test_data(&cfg)?;
+    let test = load_test_data_for(&cfg, &built.config)?;
     check_fits(&path, &built, &test)?;
     let result = evaluate(&built, &test, args.batch_size, 2)?;
     println!(

@@ -1,6 +1,8 @@
 //! The MNIST family (MNIST, Fashion-MNIST, KMNIST): four IDX files, one
-//! image and one label file per split. MNIST itself is checked against the
-//! canonical files' SHA-256.
+//! image and one label file per split. The bundled copy of MNIST is checked
+//! against the canonical files' SHA-256; MNIST-format files elsewhere (a
+//! rotated or noisy variant) are read as they are, normalised with
+//! `--normalize` when MNIST's own does not suit them.
 
 use std::path::{Path, PathBuf};
 
@@ -37,8 +39,19 @@ pub(super) struct IdxFamily {
     pub classes: u32,
     pub mean: f32,
     pub std: f32,
-    /// Check the files against MNIST's checksums.
+    /// Check the files against MNIST's checksums (the bundled copy).
     pub verify_mnist: bool,
+}
+
+/// Whether `dir` is the project's bundled MNIST (`datasets/mnist`), whose
+/// files must be the canonical ones.
+pub(super) fn is_bundled(dir: &Path) -> bool {
+    let bundled = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../datasets/mnist");
+    let canonical = |p: &Path| p.canonicalize().ok();
+    canonical(dir).is_some_and(|d| {
+        Some(&d) == canonical(&bundled).as_ref()
+            || Some(&d) == canonical(Path::new("datasets/mnist")).as_ref()
+    })
 }
 
 /// Finds `stem` or `stem.gz` in `dir`.

@@ -117,6 +117,32 @@ impl Dataset {
         }
     }
 
+    /// Sets the normalisation from `[mean, std]` (every channel) or every
+    /// channel's means then their stds.
+    pub fn set_normalize(&mut self, values: &[f32]) -> std::result::Result<(), String> {
+        let c = self.channels;
+        let (mean, std) = match values.len() {
+            2 => (vec![values[0]; c], vec![values[1]; c]),
+            n if n == 2 * c => (values[..c].to_vec(), values[c..].to_vec()),
+            n => {
+                return Err(format!(
+                    "{n} values for {c}-channel images: give MEAN,STD or {c} means then {c} stds"
+                ));
+            }
+        };
+        self.mean = mean;
+        self.std = std;
+        Ok(())
+    }
+
+    /// The normalisation as a model records it.
+    pub fn normalization(&self) -> rpg_models::Normalize {
+        rpg_models::Normalize {
+            mean: self.mean.clone(),
+            std: self.std.clone(),
+        }
+    }
+
     /// Which images these are (see [`TestSetId`]).
     pub fn id(&self) -> TestSetId {
         use sha2::{Digest, Sha256};
@@ -225,7 +251,10 @@ pub fn load_split(name: &str, dir: &Path, image_size: usize, split: Split) -> Re
         verify_mnist,
     };
     match name {
-        "mnist" => mnist::load(name, dir, idx(10, 0.1307, 0.3081, true), split),
+        "mnist" => {
+            let pinned = mnist::is_bundled(dir);
+            mnist::load(name, dir, idx(10, 0.1307, 0.3081, pinned), split)
+        }
         "fashion-mnist" => mnist::load(name, dir, idx(10, 0.2860, 0.3530, false), split),
         "kmnist" => mnist::load(name, dir, idx(10, 0.1918, 0.3483, false), split),
         "cifar10" => cifar::load(name, dir, CifarKind::Ten, split),
@@ -319,12 +348,37 @@ mod tests {
         );
     }
 
+    /// The bundled copy is pinned to MNIST's checksums; an MNIST-format
+    /// variant elsewhere is read as it is.
     #[test]
-    fn a_fake_mnist_fails_its_checksum() {
+    fn only_the_bundled_mnist_is_pinned_to_its_checksums() {
         let dir = tempfile::tempdir().unwrap();
         write_idx_set(dir.path(), 3, 1);
-        let err = load("mnist", dir.path(), 0).unwrap_err().to_string();
+        let pinned = mnist::IdxFamily {
+            classes: 10,
+            mean: 0.1307,
+            std: 0.3081,
+            verify_mnist: true,
+        };
+        let err = mnist::load("mnist", dir.path(), pinned, Split::Train)
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("SHA-256"), "{err}");
+        assert!(!mnist::is_bundled(dir.path()));
+        let bundled = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../datasets/mnist");
+        assert!(mnist::is_bundled(&bundled));
+        let variant = load("mnist", dir.path(), 0).unwrap();
+        assert_eq!(variant.train.len(), 3);
+    }
+
+    #[test]
+    fn normalisation_can_be_set_per_set_or_per_channel() {
+        let dir = tempfile::tempdir().unwrap();
+        write_idx_set(dir.path(), 3, 1);
+        let mut set = load_split("kmnist", dir.path(), 0, Split::Test).unwrap();
+        set.set_normalize(&[0.5, 0.25]).unwrap();
+        assert_eq!((set.mean.clone(), set.std.clone()), (vec![0.5], vec![0.25]));
+        assert!(set.set_normalize(&[0.1, 0.2, 0.3, 0.4]).is_err());
     }
 
     #[test]
