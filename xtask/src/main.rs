@@ -32,6 +32,9 @@ TASKS forwarded to `rpg` (a release build of crates/rpg-train; `cargo xtask <TAS
 
 TASKS run here:
     bench-core  criterion benchmark of rpg-core's generate/accumulate kernels (ResNet-18 scale)
+    fuzz        mutation-fuzz every file reader (IDX, gzip, CIFAR, images, model files, artifacts,
+                optimizer state): 1 million executions, no panic, no allocation over 1 GiB
+                (--iterations N, --seed S; panicking inputs land in target/fuzz-crashes/)
     ci          what CI runs: fmt check, clippy -D warnings, the test suite
     cuda-toolchain  install the pinned CUDA 13.0 compiler and libraries from PyPI into
                 .cuda-toolchain/ (project-local, ~1 GB), plus a libcuda link stub; no GPU needed
@@ -97,6 +100,12 @@ fn run(args: Vec<String>) -> Result<ExitCode> {
             };
             let mut cmd = rpg_cargo("build", Some(&features))?;
             cmd.args(&rest);
+            status(cmd)
+        }
+        "fuzz" => {
+            let mut cmd = cargo();
+            cmd.args(["run", "--release", "--quiet", "-p", "rpg-fuzz", "--"])
+                .args(&rest);
             status(cmd)
         }
         "bench-core" => {

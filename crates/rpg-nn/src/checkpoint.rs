@@ -241,6 +241,18 @@ impl ModelFile {
         &self.path
     }
 
+    /// The name and shape of every tensor the file holds, read from its
+    /// header (no tensor data is touched).
+    pub fn tensor_shapes(&self) -> Result<BTreeMap<String, Vec<usize>>> {
+        let (_, metadata) = safetensors::SafeTensors::read_metadata(&self.bytes)
+            .map_err(|e| msg(format!("{}: {e}", self.path.display())))?;
+        Ok(metadata
+            .tensors()
+            .into_iter()
+            .map(|(name, info)| (name, info.shape.clone()))
+            .collect())
+    }
+
     /// Loads the tensors into a store built for `model` with
     /// `model_config`. Fails, naming the mismatch, when the file is for
     /// another model, config, mode, spec, seed or placement version.

@@ -43,7 +43,8 @@ mod record;
 mod store;
 
 pub use checkpoint::{
-    FORMAT_VERSION, ModelFile, ModelFileHeader, load_model_file, read_header, save_model_file,
+    CHECKSUM_KEY, FORMAT_VERSION, ModelFile, ModelFileHeader, load_model_file, read_header,
+    save_model_file,
 };
 pub use device::{device_name, parse_device};
 pub use grad::{ParamGrad, ParamGroup};

@@ -239,16 +239,22 @@ impl Optimizer {
 
     /// Restores state written by [`Optimizer::save`].
     pub fn load(&mut self, path: &Path, device: &Device) -> Result<()> {
-        let corrupt = |reason: String| OptimizerError::Corrupt {
-            path: path.to_path_buf(),
-            reason,
-        };
         let bytes = std::fs::read(path).map_err(|source| OptimizerError::Read {
             path: path.to_path_buf(),
             source,
         })?;
+        self.load_bytes(path, &bytes, device)
+    }
+
+    /// [`Optimizer::load`] of bytes read already (`path` names them in
+    /// errors).
+    pub fn load_bytes(&mut self, path: &Path, bytes: &[u8], device: &Device) -> Result<()> {
+        let corrupt = |reason: String| OptimizerError::Corrupt {
+            path: path.to_path_buf(),
+            reason,
+        };
         let (_, meta) =
-            safetensors::SafeTensors::read_metadata(&bytes).map_err(|e| corrupt(e.to_string()))?;
+            safetensors::SafeTensors::read_metadata(bytes).map_err(|e| corrupt(e.to_string()))?;
         let meta = meta.metadata().clone().unwrap_or_default();
         let kind = meta.get("kind").cloned().unwrap_or_default();
         if kind != format!("{:?}", self.config.kind) {
@@ -262,7 +268,7 @@ impl Optimizer {
             .get("steps")
             .and_then(|s| s.parse().ok())
             .ok_or_else(|| corrupt("no step count".into()))?;
-        let tensors = candle_core::safetensors::load_buffer(&bytes, device)?;
+        let tensors = candle_core::safetensors::load_buffer(bytes, device)?;
         self.first.clear();
         self.second.clear();
         for (key, t) in tensors {

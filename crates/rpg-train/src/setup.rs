@@ -64,10 +64,11 @@ pub fn recorded(mc: &ModelConfig) -> Result<Vec<(String, Vec<usize>)>> {
 
 /// Element count of recorded parameters: the dense model's size.
 pub fn param_count(params: &[(String, Vec<usize>)]) -> u64 {
+    // Saturating: a corrupt shape must not wrap to a small count.
     params
         .iter()
-        .map(|(_, s)| s.iter().product::<usize>() as u64)
-        .sum()
+        .map(|(_, s)| s.iter().fold(1u64, |n, &d| n.saturating_mul(d as u64)))
+        .fold(0u64, u64::saturating_add)
 }
 
 /// Records the registry of a model under a policy.
@@ -171,11 +172,80 @@ fn stored_config(path: &Path, json: &str) -> Result<ModelConfig> {
     })
 }
 
+/// The most parameters a stored model may declare: far above the zoo's
+/// largest, far below what a corrupt header could ask a machine to allocate.
+pub const MAX_STORED_PARAMS: u64 = 1 << 31;
+
+/// Refuses a stored configuration that declares more than
+/// [`MAX_STORED_PARAMS`] parameters, before they are allocated.
+fn check_size(path: &Path, params: &[(String, Vec<usize>)]) -> Result<()> {
+    let count = param_count(params);
+    if count > MAX_STORED_PARAMS {
+        return Err(Error::Invalid(format!(
+            "{}: its model configuration asks for {count} parameters, more than {MAX_STORED_PARAMS}: the file is damaged or edited",
+            path.display()
+        )));
+    }
+    Ok(())
+}
+
+/// Checks, before anything is allocated, that a model file holds the model
+/// its configuration describes: its parameter count is sane, its registry
+/// lists the model's parameters, and every stored tensor has their shape.
+fn check_file_matches(file: &ModelFile, params: &[(String, Vec<usize>)]) -> Result<()> {
+    let (path, header) = (file.path(), file.header());
+    let mismatch = |what: String| {
+        Err(Error::Invalid(format!(
+            "{}: {what}: the file does not hold the model its configuration describes (damaged or edited?)",
+            path.display()
+        )))
+    };
+    check_size(path, params)?;
+    let stored = file.tensor_shapes()?;
+    let registry = header.registry.as_ref();
+    for (name, shape) in params {
+        if let Some(layer) = registry.and_then(|r| r.get(name)) {
+            if layer.shape != *shape {
+                return mismatch(format!(
+                    "the registry gives `{name}` shape {:?}, the model {shape:?}",
+                    layer.shape
+                ));
+            }
+            if layer.shared {
+                continue;
+            }
+        } else if registry.is_some() {
+            return mismatch(format!("`{name}` is missing from the registry"));
+        }
+        match stored.get(name) {
+            Some(s) if s == shape => {}
+            Some(s) => {
+                return mismatch(format!(
+                    "tensor `{name}` has shape {s:?}, the model needs {shape:?}"
+                ));
+            }
+            None => return mismatch(format!("tensor `{name}` is missing")),
+        }
+    }
+    if let Some(r) = registry
+        && r.layers().len() != params.len()
+    {
+        return mismatch(format!(
+            "the registry lists {} parameters, the model has {}",
+            r.layers().len(),
+            params.len()
+        ));
+    }
+    Ok(())
+}
+
 /// Rebuilds the model a model file was saved from and loads it.
 pub fn build_from_file(file: &ModelFile, device: &Device) -> Result<Built> {
     let (path, header) = (file.path(), file.header());
     let mc = stored_config(path, &header.model_config)?;
-    let dense_params = param_count(&recorded(&mc)?);
+    let params = recorded(&mc)?;
+    check_file_matches(file, &params)?;
+    let dense_params = param_count(&params);
     let store = match (header.mode, &header.registry, &header.spec) {
         (Mode::Dense, _, _) => ParamStore::dense(device, DType::F32, header.seed),
         (Mode::Rpg, Some(registry), Some(spec)) => {
@@ -204,6 +274,7 @@ pub fn build_from_artifact(path: &Path, bytes: &[u8], device: &Device) -> Result
     let (artifact, _model, model_config) = rpg_compress::Artifact::from_bytes(path, bytes)?;
     let mc = stored_config(path, &model_config)?;
     let params = recorded(&mc)?;
+    check_size(path, &params)?;
     let dense_params = param_count(&params);
     let store = match &artifact.spec {
         None => ParamStore::dense(device, DType::F32, artifact.seed),

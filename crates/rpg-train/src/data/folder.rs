@@ -115,6 +115,14 @@ pub fn scan(dir: &Path) -> Result<FolderSet> {
     Ok(set)
 }
 
+/// Decodes an image's bytes as RGB8 (`path` names them in errors). The
+/// decoder's default limits bound what a header may make it allocate.
+pub fn decode_bytes(path: &Path, bytes: &[u8]) -> Result<image::RgbImage> {
+    image::load_from_memory(bytes)
+        .map(|img| img.to_rgb8())
+        .map_err(|e| DataError::corrupt(path, format!("cannot decode image: {e}")))
+}
+
 /// Decodes an image as RGB8.
 pub fn decode(path: &Path) -> Result<image::RgbImage> {
     image::open(path)

@@ -14,19 +14,39 @@ pub struct IdxArray {
     pub data: Vec<u8>,
 }
 
+/// The most bytes a gzip file may inflate to (MNIST's largest file is
+/// 47 MB): a damaged or hostile stream must not exhaust memory.
+pub const MAX_INFLATED_BYTES: u64 = 1 << 30;
+
 /// Reads the whole file, gunzipping it when it starts with the gzip magic.
 pub fn read_maybe_gz(path: &Path) -> Result<Vec<u8>> {
     let raw = std::fs::read(path).map_err(|e| DataError::io(path, e))?;
+    decode_maybe_gz(path, raw)
+}
+
+/// [`read_maybe_gz`] of bytes read already (`path` names them in errors).
+pub fn decode_maybe_gz(path: &Path, raw: Vec<u8>) -> Result<Vec<u8>> {
     if raw.starts_with(&[0x1f, 0x8b]) {
-        let mut out = Vec::with_capacity(raw.len() * 4);
+        let mut out = Vec::new();
         let mut rest = &raw[..];
         let mut decoder = flate2::bufread::GzDecoder::new(&mut rest);
-        decoder.read_to_end(&mut out).map_err(|e| {
-            DataError::corrupt(
+        (&mut decoder)
+            .take(MAX_INFLATED_BYTES + 1)
+            .read_to_end(&mut out)
+            .map_err(|e| {
+                DataError::corrupt(
+                    path,
+                    format!("corrupt gzip stream ({e}): re-download the file"),
+                )
+            })?;
+        if out.len() as u64 > MAX_INFLATED_BYTES {
+            return Err(DataError::corrupt(
                 path,
-                format!("corrupt gzip stream ({e}): re-download the file"),
-            )
-        })?;
+                format!(
+                    "inflates to more than {MAX_INFLATED_BYTES} bytes: not a data file of this kind"
+                ),
+            ));
+        }
         drop(decoder);
         // The decoder stops at the end of its stream; anything after it
         // would be silently ignored.

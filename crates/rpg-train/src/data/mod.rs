@@ -12,10 +12,10 @@ use std::path::Path;
 
 use mnist::IdxFamily;
 
-pub use cifar::CifarKind;
+pub use cifar::{CifarKind, parse_batch};
 pub use error::{DataError, Result};
-pub use folder::FolderSet;
-pub use idx::{IdxArray, parse_idx, read_idx};
+pub use folder::{FolderSet, decode_bytes as decode_image};
+pub use idx::{IdxArray, decode_maybe_gz, parse_idx, read_idx};
 pub use loader::{Batch, BatchLoader, LoaderOptions};
 
 /// Images held in memory as bytes, channel-first (`N x C x H x W`).
