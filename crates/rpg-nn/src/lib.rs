@@ -35,6 +35,7 @@
 
 mod checkpoint;
 mod device;
+mod device_placement;
 mod grad;
 mod init;
 mod policy;
@@ -47,9 +48,10 @@ pub use checkpoint::{
     save_model_file,
 };
 pub use device::{device_name, parse_device};
+pub use device_placement::DevicePlacement;
 pub use grad::{ParamGrad, ParamGroup};
 pub use init::{fnv1a, init_values};
 pub use policy::{SharingPolicy, glob_match, is_buffer};
 pub use prunable::PrunableLayer;
 pub use record::record_parameters;
-pub use store::{Mode, ParamStore, RING_NAME};
+pub use store::{GenerationPath, Mode, ParamStore, RING_NAME};

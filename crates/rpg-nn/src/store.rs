@@ -23,6 +23,7 @@ use rpg_kernels::f32_slice;
 
 use rayon::prelude::*;
 
+use crate::device_placement::DevicePlacement;
 use crate::grad::{ParamGrad, ParamGroup};
 use crate::init::init_values;
 use crate::policy::is_buffer;
@@ -56,6 +57,31 @@ struct RpgState {
     ring: Var,
     /// One Var per shared layer, in placement order.
     generated: Vec<Var>,
+    /// The placement on the device, when generation runs there.
+    tables: Option<DevicePlacement>,
+}
+
+/// Where generated weights and the ring gradient are computed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GenerationPath {
+    /// rpg-core's kernels, straight into each weight's CPU storage: the
+    /// fastest on the CPU (f32 only).
+    HostKernels,
+    /// Gathers and row sums on the model's device ([`DevicePlacement`]):
+    /// nothing goes through the host, so a GPU keeps RPG on the GPU.
+    DeviceTables,
+}
+
+impl GenerationPath {
+    /// The path for a device and dtype: host kernels for f32 on the CPU,
+    /// device tables everywhere else.
+    pub fn for_device(device: &Device, dtype: DType) -> Self {
+        if device.is_cpu() && dtype == DType::F32 {
+            GenerationPath::HostKernels
+        } else {
+            GenerationPath::DeviceTables
+        }
+    }
 }
 
 struct Inner {
@@ -112,7 +138,30 @@ impl ParamStore {
         device: &Device,
         dtype: DType,
     ) -> Result<Self> {
+        let path = GenerationPath::for_device(device, dtype);
+        Self::rpg_with(registry, spec, device, dtype, path)
+    }
+
+    /// [`ParamStore::rpg`] with the generation path chosen by the caller
+    /// (tests run the device tables on the CPU against the host kernels).
+    pub fn rpg_with(
+        registry: LayerRegistry,
+        spec: &RingSpec,
+        device: &Device,
+        dtype: DType,
+        path: GenerationPath,
+    ) -> Result<Self> {
+        if path == GenerationPath::HostKernels && path != GenerationPath::for_device(device, dtype)
+        {
+            bail!(
+                "rpg-core's host kernels generate f32 weights on the CPU only, not {dtype:?} on {device:?}"
+            )
+        }
         let placement = Placement::new(spec, &registry).map_err(core_err)?;
+        let tables = match path {
+            GenerationPath::HostKernels => None,
+            GenerationPath::DeviceTables => Some(DevicePlacement::new(&placement, device)?),
+        };
         let std = placement.ring_init_std();
         let mut ring_values = Vec::with_capacity(spec.ring_dof() as usize);
         for (group, &len) in spec.ring_lengths.iter().enumerate() {
@@ -138,6 +187,7 @@ impl ParamStore {
                     placement,
                     ring,
                     generated,
+                    tables,
                 }),
             }),
         };
@@ -232,35 +282,48 @@ impl ParamStore {
         let Some(state) = &self.inner.rpg else {
             return Ok(());
         };
+        if let Some(tables) = &state.tables {
+            // On the device: a gather per layer, nothing through the host.
+            let ring = state.ring.as_tensor().detach();
+            for (index, var) in state.generated.iter().enumerate() {
+                let weights = tables
+                    .generate(&ring, index)?
+                    .reshape(var.shape())?
+                    .to_dtype(self.inner.dtype)?;
+                var.set(&weights)?;
+            }
+            return Ok(());
+        }
         let ring = state.ring.as_tensor().to_vec1::<f32>()?;
         let rings = split_rings(&ring, state.placement.ring_lengths());
-        if matches!(self.inner.device, Device::Cpu) && self.inner.dtype == DType::F32 {
-            // Straight into each Var's storage, no staging copy; layers in
-            // parallel (rpg-core threads only layers large enough to pay).
-            return state
-                .generated
-                .par_iter()
-                .enumerate()
-                .try_for_each(|(index, var)| {
-                    let op = GenerateLayer {
-                        placement: &state.placement,
-                        index,
-                        rings: &rings,
-                    };
-                    var.as_tensor().inplace_op1(&op)
-                });
-        }
-        let layers = state.placement.layers().iter().zip(&state.generated);
-        for (index, (layer, var)) in layers.enumerate() {
-            let mut values = vec![0.0f32; layer.len];
-            state
-                .placement
-                .generate_layer(index, &rings, &mut values)
-                .map_err(core_err)?;
-            let values = Tensor::from_vec(values, layer.shape.as_slice(), &self.inner.device)?;
-            var.set(&values.to_dtype(self.inner.dtype)?)?;
-        }
-        Ok(())
+        // Straight into each Var's storage, no staging copy; layers in
+        // parallel (rpg-core threads only layers large enough to pay).
+        state
+            .generated
+            .par_iter()
+            .enumerate()
+            .try_for_each(|(index, var)| {
+                let op = GenerateLayer {
+                    placement: &state.placement,
+                    index,
+                    rings: &rings,
+                };
+                var.as_tensor().inplace_op1(&op)
+            })
+    }
+
+    /// Where generation runs.
+    pub fn generation_path(&self) -> Option<GenerationPath> {
+        let state = self.inner.rpg.as_ref()?;
+        Some(match state.tables {
+            Some(_) => GenerationPath::DeviceTables,
+            None => GenerationPath::HostKernels,
+        })
+    }
+
+    /// The device tables, when generation runs on the device.
+    pub fn device_placement(&self) -> Option<&DevicePlacement> {
+        self.inner.rpg.as_ref()?.tables.as_ref()
     }
 
     /// Gradients of the trainable parameters from a `backward` result: the
@@ -269,7 +332,23 @@ impl ParamStore {
     /// Parameters the loss does not reach are left out.
     pub fn gradients(&self, grads: &GradStore) -> Result<Vec<ParamGrad>> {
         let mut out = Vec::new();
-        if let Some(state) = &self.inner.rpg {
+        if let Some(state) = &self.inner.rpg
+            && let Some(tables) = &state.tables
+        {
+            let layer_grads: Vec<Option<Tensor>> = state
+                .generated
+                .iter()
+                .map(|var| grads.get(var.as_tensor()).cloned())
+                .collect();
+            if layer_grads.iter().any(Option::is_some) {
+                out.push(ParamGrad {
+                    name: RING_NAME.to_string(),
+                    group: ParamGroup::Ring,
+                    var: state.ring.clone(),
+                    grad: tables.ring_gradient(&layer_grads)?,
+                });
+            }
+        } else if let Some(state) = &self.inner.rpg {
             let layer_grads = state
                 .generated
                 .iter()

@@ -4,7 +4,7 @@
 use candle_core::{DType, Device, Module, Result, Tensor};
 use candle_nn::{Conv2d, Conv2dConfig, Linear, VarBuilder};
 use rpg_core::{LayerRegistry, RingSpec};
-use rpg_nn::{ParamStore, SharingPolicy, record_parameters};
+use rpg_nn::{GenerationPath, ParamStore, SharingPolicy, record_parameters};
 
 /// stem conv (unshared) -> conv (shared) -> linear (shared) -> classifier
 /// (unshared), with tanh so finite differences see a smooth loss.
@@ -46,11 +46,17 @@ pub fn registry(policy: &SharingPolicy) -> Result<LayerRegistry> {
 }
 
 pub fn rpg_store(ring: usize, seed: u64) -> Result<(ParamStore, Tiny)> {
-    let store = ParamStore::rpg(
+    rpg_store_with(ring, seed, GenerationPath::HostKernels)
+}
+
+/// [`rpg_store`] with generation on the given path.
+pub fn rpg_store_with(ring: usize, seed: u64, path: GenerationPath) -> Result<(ParamStore, Tiny)> {
+    let store = ParamStore::rpg_with(
         registry(&SharingPolicy::paper())?,
         &RingSpec::global(ring, seed),
         &Device::Cpu,
         DType::F32,
+        path,
     )?;
     let model = build(store.var_builder())?;
     Ok((store, model))
