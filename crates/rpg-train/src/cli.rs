@@ -114,6 +114,25 @@ pub enum Command {
     Bench(BenchArgs),
     /// Train one architecture at a list of DoF ratios (and its dense twin): sweep.csv, fit.json, sweep.png.
     Sweep(Box<SweepArgs>),
+    /// Check a device: one training step of every zoo model, dense and RPG, against the CPU reference.
+    Selftest(SelftestArgs),
+}
+
+/// `rpg selftest`.
+#[derive(Debug, Args)]
+pub struct SelftestArgs {
+    /// The device to check: cuda, cuda:N, metal, or cpu (which checks RPG on the device tables).
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
+    /// Only these models, comma-separated. [default: every zoo model]
+    #[arg(long, value_delimiter = ',')]
+    pub model: Vec<String>,
+    /// Largest difference allowed, relative to the reference's largest value (GPU convolutions and reductions sum in other orders).
+    #[arg(long, default_value_t = 1e-3)]
+    pub tolerance: f64,
+    /// Print the rows as JSON.
+    #[arg(long)]
+    pub json: bool,
 }
 
 fn is_false(b: &bool) -> bool {

@@ -26,6 +26,7 @@ pub mod optim;
 pub mod output;
 pub mod plot;
 pub mod schedule;
+pub mod selftest;
 pub mod setup;
 pub mod step;
 pub mod sweep;

@@ -37,6 +37,7 @@ fn main() -> ExitCode {
         Command::Export(args) => commands::export::run(&args),
         Command::Bench(args) => commands::bench::run(&args, cli.kernels),
         Command::Sweep(args) => commands::sweep::run(&args),
+        Command::Selftest(args) => commands::selftest::run(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -8,7 +8,7 @@ use rpg_core::{
     LayerRegistry, PlacementVersion, RingSpec, ring_lengths_for_ratio, split_ring_budget,
 };
 use rpg_models::{DynModel, ModelConfig, build_model, model_entry};
-use rpg_nn::{Mode, ModelFile, ParamStore, SharingPolicy, record_parameters};
+use rpg_nn::{GenerationPath, Mode, ModelFile, ParamStore, SharingPolicy, record_parameters};
 
 use crate::config::{RingSize, TrainConfig};
 use crate::error::{Error, Result};
@@ -132,6 +132,18 @@ pub fn build_for_training(
     mc: ModelConfig,
     device: &Device,
 ) -> Result<Built> {
+    let path = GenerationPath::for_device(device, DType::F32);
+    build_for_training_on(cfg, ring, mc, device, path)
+}
+
+/// [`build_for_training`] with RPG generation on the given path.
+pub fn build_for_training_on(
+    cfg: &TrainConfig,
+    ring: Option<RingSize>,
+    mc: ModelConfig,
+    device: &Device,
+    path: GenerationPath,
+) -> Result<Built> {
     let params = recorded(&mc)?;
     check_patterns(cfg, ring.is_none(), &params)?;
     let dense_params = param_count(&params);
@@ -152,7 +164,7 @@ pub fn build_for_training(
                 version: PlacementVersion::V1,
                 scale: cfg.ring_scale,
             };
-            ParamStore::rpg(registry, &spec, device, DType::F32)?
+            ParamStore::rpg_with(registry, &spec, device, DType::F32, path)?
         }
     };
     let model = build_model(&mc, store.var_builder())?;

@@ -379,3 +379,35 @@ fn sweep_writes_csv_fit_and_plot_and_does_not_redo_finished_runs() {
     other[7] = "2"; // --epochs 2
     fails_with(&other, "another configuration");
 }
+
+/// The device check runs end to end on the CPU (RPG on the device tables
+/// against the host kernels), and fails when a difference exceeds the
+/// tolerance.
+#[test]
+fn selftest_compares_a_device_with_the_cpu_reference() {
+    let out = rpg_ok(&[
+        "selftest",
+        "--device",
+        "cpu",
+        "--model",
+        "lenet5,resnet20",
+        "--json",
+    ]);
+    let rows: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let rows = rows.as_array().unwrap();
+    assert_eq!(rows.len(), 4);
+    assert!(rows.iter().all(|r| r["passed"] == true), "{rows:?}");
+    // ResNet-20's ring gradient sums in another order on the tables.
+    fails_with(
+        &[
+            "selftest",
+            "--device",
+            "cpu",
+            "--model",
+            "resnet20",
+            "--tolerance",
+            "1e-12",
+        ],
+        "differ from the CPU reference",
+    );
+}

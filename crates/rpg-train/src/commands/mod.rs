@@ -7,5 +7,6 @@ pub mod compress;
 pub mod eval;
 pub mod export;
 pub mod models;
+pub mod selftest;
 pub mod sweep;
 pub mod train;

@@ -1,0 +1,50 @@
+//! `rpg selftest`.
+
+use anyhow::{Result, bail};
+use rpg_models::MODELS;
+use rpg_train::selftest::selftest;
+
+use crate::cli::SelftestArgs;
+
+/// Runs the comparison and prints a row per model and mode; fails when any
+/// row is outside the tolerance.
+pub fn run(args: &SelftestArgs) -> Result<()> {
+    if args.tolerance.is_nan() || args.tolerance <= 0.0 {
+        bail!("--tolerance must be positive, got {}", args.tolerance);
+    }
+    let device = rpg_nn::parse_device(&args.device)?;
+    let models: Vec<&str> = if args.model.is_empty() {
+        MODELS.iter().map(|m| m.name).collect()
+    } else {
+        args.model.iter().map(String::as_str).collect()
+    };
+    let rows = selftest(&device, &models, args.tolerance)?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&rows)?);
+    } else {
+        println!(
+            "{:<16} {:<6} {:>12}  {:<30} result",
+            "model", "mode", "worst diff", "at"
+        );
+        for r in &rows {
+            println!(
+                "{:<16} {:<6} {:>12.3e}  {:<30} {}",
+                r.model,
+                r.mode,
+                r.worst,
+                r.worst_at,
+                if r.passed { "ok" } else { "FAILED" }
+            );
+        }
+    }
+    let failed = rows.iter().filter(|r| !r.passed).count();
+    if failed > 0 {
+        bail!(
+            "{failed} of {} cases differ from the CPU reference by more than {} on {}",
+            rows.len(),
+            args.tolerance,
+            args.device
+        );
+    }
+    Ok(())
+}
