@@ -32,6 +32,10 @@ TASKS forwarded to `rpg` (a release build of crates/rpg-train; `cargo xtask <TAS
 
 TASKS run here:
     bench-core  criterion benchmark of rpg-core's generate/accumulate kernels (ResNet-18 scale)
+    gpu-bundle  write target/gpu-bundle/ (under 60 MB): the stripped, xz-packed CUDA build of rpg,
+                run.sh and PyTorch's benchmark; on a GPU machine `bash run.sh` runs the self-test,
+                rpg bench against PyTorch, and the main job in one call (docs/cuda.md;
+                --binary PATH packs another build)
     fuzz        mutation-fuzz every file reader (IDX, gzip, CIFAR, images, model files, artifacts,
                 optimizer state): 1 million executions, no panic, no allocation over 1 GiB
                 (--iterations N, --seed S; panicking inputs land in target/fuzz-crashes/)
@@ -102,6 +106,10 @@ fn run(args: Vec<String>) -> Result<ExitCode> {
             cmd.args(&rest);
             status(cmd)
         }
+        "gpu-bundle" => {
+            gpu_bundle(&rest)?;
+            Ok(ExitCode::SUCCESS)
+        }
         "fuzz" => {
             let mut cmd = cargo();
             cmd.args(["run", "--release", "--quiet", "-p", "rpg-fuzz", "--"])
@@ -120,6 +128,65 @@ fn run(args: Vec<String>) -> Result<ExitCode> {
         }
         other => bail!("unknown task `{other}`: run `cargo xtask --help` for the list"),
     }
+}
+
+/// The largest bundle a GPU machine's copy of the working tree can carry
+/// beside the sources (64 MB in all).
+const BUNDLE_LIMIT: u64 = 60 * 1024 * 1024;
+
+/// `cargo xtask gpu-bundle [--binary PATH]`: packs the CUDA binary (or
+/// PATH), run.sh and PyTorch's benchmark into target/gpu-bundle/.
+fn gpu_bundle(args: &[String]) -> Result<()> {
+    let root = project_root();
+    let binary = match args {
+        [] => root.join(CUDA_TARGET_DIR).join("release/rpg"),
+        [flag, path] if flag == "--binary" => path.into(),
+        _ => bail!("usage: cargo xtask gpu-bundle [--binary PATH]"),
+    };
+    if !binary.is_file() {
+        bail!(
+            "{} does not exist: build it with `cargo xtask cuda-toolchain && cargo xtask cuda-build`, or give --binary PATH",
+            binary.display()
+        );
+    }
+    let out = root.join("target/gpu-bundle");
+    if out.exists() {
+        std::fs::remove_dir_all(&out).with_context(|| format!("clearing {}", out.display()))?;
+    }
+    std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
+    let stripped = out.join("rpg");
+    std::fs::copy(&binary, &stripped).with_context(|| format!("copying {}", binary.display()))?;
+    // Debug info is most of the binary; without `strip` it is packed as is.
+    let _ = Command::new("strip").arg(&stripped).status();
+    let packed = Command::new("xz")
+        .args(["-9", "-T0", "-f"])
+        .arg(&stripped)
+        .status()
+        .context("running xz (install it, e.g. `apt-get install xz-utils`)")?;
+    if !packed.success() {
+        bail!("xz failed on {}", stripped.display());
+    }
+    for (from, to) in [
+        ("xtask/gpu-bundle/run.sh", "run.sh"),
+        ("benches/pytorch/train_step.py", "train_step.py"),
+    ] {
+        std::fs::copy(root.join(from), out.join(to)).with_context(|| format!("copying {from}"))?;
+    }
+    let size: u64 = std::fs::read_dir(&out)?
+        .filter_map(|e| e.ok()?.metadata().ok())
+        .map(|m| m.len())
+        .sum();
+    if size > BUNDLE_LIMIT {
+        bail!(
+            "the bundle is {size} bytes, over the {BUNDLE_LIMIT}-byte limit of a GPU machine's copy"
+        );
+    }
+    println!(
+        "wrote {} ({:.1} MB): carry it to the GPU machine and run `bash target/gpu-bundle/run.sh cuda` from the repository root",
+        out.display(),
+        size as f64 / 1e6
+    );
+    Ok(())
 }
 
 fn is_cuda(features: &str) -> bool {
