@@ -1,7 +1,7 @@
 //! `cargo xtask`: the project's task runner.
 //!
 //! Deliberately thin: it knows no Candle and no rpg crate. Model work
-//! (`train`, `eval`, `models`, `compress`, `export`, `bench`, `sweep`) is forwarded to a release build of the `rpg` binary of `rpg-train`, so heavy
+//! (`train`, `eval`, `models`, `compress`, `export`, `bench`, `sweep`, `selftest`) is forwarded to a release build of the `rpg` binary of `rpg-train`, so heavy
 //! code always runs optimised and with the backend the user asked for:
 //!
 //! ```text
@@ -29,6 +29,7 @@ TASKS forwarded to `rpg` (a release build of crates/rpg-train; `cargo xtask <TAS
     export      write the dense model as safetensors with torchvision/timm names
     bench       training/inference images/s dense vs RPG, generation share, peak memory (--json)
     sweep       train one architecture at a list of DoF ratios: sweep.csv, fit.json, sweep.png
+    selftest    one training step of every zoo model on a device against the CPU reference
 
 TASKS run here:
     bench-core  criterion benchmark of rpg-core's generate/accumulate kernels (ResNet-18 scale)
@@ -71,7 +72,7 @@ fn run(args: Vec<String>) -> Result<ExitCode> {
             print!("{HELP}");
             Ok(ExitCode::SUCCESS)
         }
-        "train" | "eval" | "models" | "compress" | "export" | "bench" | "sweep" => {
+        "train" | "eval" | "models" | "compress" | "export" | "bench" | "sweep" | "selftest" => {
             let features = features.as_deref();
             if features.is_some_and(is_cuda) && !cuda::driver_available() {
                 // A CUDA build links the driver library; without it the
