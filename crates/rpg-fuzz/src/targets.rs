@@ -14,7 +14,7 @@ use rpg_nn::{ModelFile, ParamGroup};
 use rpg_train::TrainConfig;
 use rpg_train::config::RingSize;
 use rpg_train::data::{CifarKind, ImageSet, decode_image, decode_maybe_gz, parse_batch, parse_idx};
-use rpg_train::optim::{Optimizer, OptimizerConfig, OptimizerKind, Update};
+use rpg_train::optim::{Optimizer, OptimizerConfig, Update};
 use rpg_train::setup::{build_for_training, build_from_artifact, build_from_file, model_config};
 
 /// Reads an input (named by the path in errors); it may fail, but never
@@ -113,15 +113,7 @@ fn without_metadata(bytes: &[u8], key: &str) -> Result<Vec<u8>> {
 }
 
 fn sgd() -> Optimizer {
-    Optimizer::new(OptimizerConfig {
-        kind: OptimizerKind::Sgd,
-        momentum: 0.9,
-        nesterov: false,
-        weight_decay: 5e-4,
-        ring_weight_decay: true,
-        betas: (0.9, 0.999),
-        eps: 1e-8,
-    })
+    Optimizer::new(OptimizerConfig::sgd(0.9, 5e-4))
 }
 
 fn optimizer_bytes(dir: &Path) -> Result<Vec<u8>> {

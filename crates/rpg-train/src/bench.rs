@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use crate::compress::median;
 use crate::config::{DEFAULT_DOF, RingSize, TrainConfig};
 use crate::error::{Error, Result};
-use crate::optim::{Optimizer, OptimizerConfig, OptimizerKind};
+use crate::optim::{Optimizer, OptimizerConfig};
 use crate::setup::{build_for_training, model_config};
 use crate::step::{StepOutcome, StepSettings, TrainStep};
 
@@ -86,15 +86,7 @@ pub fn run_case(
     )?;
     let labels: Vec<u32> = (0..batch as u32).map(|i| i % 10).collect();
     let y = Tensor::from_vec(labels, batch, device)?;
-    let mut optimizer = Optimizer::new(OptimizerConfig {
-        kind: OptimizerKind::Sgd,
-        momentum: 0.9,
-        nesterov: false,
-        weight_decay: 5e-4,
-        ring_weight_decay: true,
-        betas: (0.9, 0.999),
-        eps: 1e-8,
-    });
+    let mut optimizer = Optimizer::new(OptimizerConfig::sgd(0.9, 5e-4));
     let settings = StepSettings {
         label_smoothing: 0.0,
         clip_grad: None,

@@ -98,6 +98,22 @@ pub struct OptimizerConfig {
     pub eps: f64,
 }
 
+impl OptimizerConfig {
+    /// SGD with (non-Nesterov) momentum and weight decay on every
+    /// parameter, the ring included.
+    pub fn sgd(momentum: f64, weight_decay: f64) -> Self {
+        Self {
+            kind: OptimizerKind::Sgd,
+            momentum,
+            nesterov: false,
+            weight_decay,
+            ring_weight_decay: true,
+            betas: (0.9, 0.999),
+            eps: 1e-8,
+        }
+    }
+}
+
 /// One parameter to update: name, group, variable, gradient, learning rate.
 #[derive(Debug)]
 pub struct Update<'a> {
