@@ -401,12 +401,15 @@ impl Artifact {
             meta.insert("rpg.ring_len".into(), ring.len.to_string());
         }
         let tmp = path.with_extension("tmp");
-        safetensors::serialize_to_file(tensors, Some(meta), &tmp)
-            .map_err(|e| CompressError::Corrupt(format!("writing {}: {e}", tmp.display())))?;
+        let bytes = safetensors::serialize(tensors, Some(meta))
+            .map_err(|e| CompressError::Corrupt(format!("serialising {}: {e}", path.display())))?;
         let io = |path: &Path| {
             let path = path.display().to_string();
             move |source| CompressError::Io { path, source }
         };
+        // Written with the process's umask (readable by others as usual),
+        // not serialize_to_file's private 0600.
+        std::fs::write(&tmp, bytes).map_err(io(&tmp))?;
         // Synced before and after the rename: a crash leaves the old file
         // or the whole new one.
         std::fs::File::open(&tmp)

@@ -117,8 +117,11 @@ pub fn save_model_file(
         .map_err(|e| msg(format!("serialising {}: {e}", path.display())))?;
     meta.insert(CHECKSUM_KEY.into(), content_checksum(path, &unsummed)?);
     let tmp = path.with_extension("safetensors.tmp");
-    safetensors::serialize_to_file(tensors, Some(meta), &tmp)
-        .map_err(|e| msg(format!("writing {}: {e}", tmp.display())))?;
+    let bytes = safetensors::serialize(tensors, Some(meta))
+        .map_err(|e| msg(format!("serialising {}: {e}", path.display())))?;
+    // Written with the process's umask (readable by others as usual), not
+    // serialize_to_file's private 0600: runs are shared with colleagues.
+    std::fs::write(&tmp, bytes).map_err(|e| msg(format!("writing {}: {e}", tmp.display())))?;
     std::fs::rename(&tmp, path).map_err(|e| {
         msg(format!(
             "renaming {} to {}: {e}",

@@ -470,7 +470,7 @@ pub struct ExportArgs {
     /// Output safetensors file.
     #[arg(long, value_name = "FILE")]
     pub out: PathBuf,
-    /// Fold every BatchNorm into the conv before it (convs gain a bias; ResNet naming).
+    /// Fold every BatchNorm into the conv before it (convs gain a bias): smaller and faster for inference elsewhere, but not torchvision's layout, and `rpg eval` does not read it back (the metadata says so).
     #[arg(long)]
     pub fold_bn: bool,
 }

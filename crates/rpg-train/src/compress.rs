@@ -17,9 +17,7 @@ use crate::config::TrainConfig;
 use crate::data::Dataset;
 use crate::error::{Error, Result};
 use crate::evaluate::{evaluate, load_test_data_for};
-use crate::output::{
-    NewOutputs, check_file_path, install, refuse_overwrite, temporary, write_json,
-};
+use crate::output::{NewOutputs, check_file_path, refuse_overwrite, write_atomic, write_json};
 use crate::setup::{Built, build_from_file, load_any};
 
 /// Which test data a stored model is evaluated on; unset fields come from
@@ -239,11 +237,39 @@ fn write_dense(built: &Built, path: &Path, fold_bn: bool) -> Result<(u64, usize,
         .into_iter()
         .map(|(n, t)| Ok((n, t.to_dtype(DType::F32)?.to_device(&Device::Cpu)?)))
         .collect::<candle_core::Result<_>>()?;
-    let tmp = temporary(path);
-    candle_core::safetensors::save(&tensors, &tmp)?;
-    install(&tmp, path)?;
+    let bytes = safetensors::serialize(&tensors, Some(export_metadata(&built.config, fold_bn)))
+        .map_err(|e| Error::Invalid(format!("serialising {}: {e}", path.display())))?;
+    write_atomic(path, bytes)?;
     let bytes = std::fs::metadata(path).map_err(Error::io(path))?.len();
     Ok((bytes, tensors.len(), folded))
+}
+
+/// What a dense export says about itself (safetensors metadata): the model,
+/// its input and normalisation, and the tensor layout.
+fn export_metadata(c: &rpg_models::ModelConfig, fold_bn: bool) -> HashMap<String, String> {
+    let mut meta = HashMap::from([
+        ("rpg.export".to_string(), "dense".to_string()),
+        ("model".to_string(), c.name.clone()),
+        ("model_config".to_string(), c.to_json()),
+        ("num_classes".to_string(), c.num_classes.to_string()),
+        ("in_channels".to_string(), c.in_channels.to_string()),
+        ("image_size".to_string(), c.image_size.to_string()),
+        (
+            "layout".to_string(),
+            if fold_bn {
+                "BatchNorms folded into the convs before them (convs have a bias): not torchvision's layout"
+            } else {
+                "torchvision/timm names"
+            }
+            .to_string(),
+        ),
+    ]);
+    if let Some(n) = &c.normalize {
+        let list = |v: &[f32]| v.iter().map(f32::to_string).collect::<Vec<_>>().join(",");
+        meta.insert("normalize_mean".into(), list(&n.mean));
+        meta.insert("normalize_std".into(), list(&n.std));
+    }
+    meta
 }
 
 /// What `rpg export` wrote.

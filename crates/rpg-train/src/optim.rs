@@ -24,13 +24,21 @@ pub enum OptimizerError {
         /// Why.
         source: std::io::Error,
     },
+    /// The state could not be serialised.
+    #[error("serialising optimizer state {path}: {source}")]
+    Serialize {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: safetensors::SafeTensorError,
+    },
     /// The state file could not be written.
     #[error("writing optimizer state {path}: {source}")]
     Write {
         /// The file.
         path: PathBuf,
         /// Why.
-        source: safetensors::SafeTensorError,
+        source: std::io::Error,
     },
     /// The state file is not optimizer state.
     #[error("{path}: corrupt optimizer state ({reason})")]
@@ -245,11 +253,16 @@ impl Optimizer {
             ("steps".to_string(), self.steps.to_string()),
             ("kind".to_string(), format!("{:?}", self.config.kind)),
         ]);
-        safetensors::serialize_to_file(&tensors, Some(meta), path).map_err(|source| {
-            OptimizerError::Write {
+        let bytes = safetensors::serialize(&tensors, Some(meta)).map_err(|source| {
+            OptimizerError::Serialize {
                 path: path.to_path_buf(),
                 source,
             }
+        })?;
+        // With the process's umask, not serialize_to_file's private 0600.
+        std::fs::write(path, bytes).map_err(|source| OptimizerError::Write {
+            path: path.to_path_buf(),
+            source,
         })
     }
 

@@ -308,11 +308,52 @@ pub fn build_from_artifact(path: &Path, bytes: &[u8], device: &Device) -> Result
     })
 }
 
-/// Loads a model file or a compressed artifact, reading the file once.
+/// The metadata of a dense export (`rpg export`), if `bytes` are one.
+fn export_metadata(bytes: &[u8]) -> Option<std::collections::HashMap<String, String>> {
+    let (_, metadata) = safetensors::SafeTensors::read_metadata(bytes).ok()?;
+    let meta = metadata.metadata().clone()?;
+    meta.contains_key("rpg.export").then_some(meta)
+}
+
+/// Rebuilds a dense model from its export (`rpg export`, without
+/// `--fold-bn`): the model configuration it records and every tensor.
+pub fn build_from_export(path: &Path, bytes: &[u8], device: &Device) -> Result<Built> {
+    let meta = export_metadata(bytes).unwrap_or_default();
+    if meta.get("layout").is_some_and(|l| l.contains("folded")) {
+        return Err(Error::Invalid(format!(
+            "{}: an export with BatchNorms folded into the convs is for other tools; rpg reads exports made without --fold-bn",
+            path.display()
+        )));
+    }
+    let config = meta.get("model_config").ok_or_else(|| {
+        Error::Invalid(format!(
+            "{}: a dense export without its model configuration",
+            path.display()
+        ))
+    })?;
+    let mc = stored_config(path, config)?;
+    let params = recorded(&mc)?;
+    check_size(path, &params)?;
+    let store = ParamStore::dense(device, DType::F32, 0);
+    let model = build_model(&mc, store.var_builder())?;
+    let tensors = candle_core::safetensors::load_buffer(bytes, &Device::Cpu)?;
+    store.assign(&tensors.into_iter().collect())?;
+    Ok(Built {
+        dense_params: param_count(&params),
+        config: mc,
+        store,
+        model,
+    })
+}
+
+/// Loads a model file, a compressed artifact or a dense export, reading
+/// the file once.
 pub fn load_any(path: &Path, device: &Device) -> Result<Built> {
     let bytes = std::fs::read(path).map_err(Error::io(path))?;
     if rpg_compress::Artifact::is_artifact_bytes(&bytes) {
         build_from_artifact(path, &bytes, device)
+    } else if export_metadata(&bytes).is_some() {
+        build_from_export(path, &bytes, device)
     } else {
         build_from_file(&ModelFile::from_bytes(path, bytes)?, device)
     }

@@ -192,6 +192,49 @@ fn compress_then_eval_the_artifact_and_export() {
     assert_eq!(names.len(), 10, "{names:?}");
     assert_eq!(tensors["conv1.weight"].dims(), &[6, 1, 5, 5]);
     assert_eq!(tensors["fc3.weight"].dims(), &[10, 84]);
+    // The export describes itself, and eval reads it: the artifact's accuracy.
+    let header = std::fs::read(&dense).unwrap();
+    let (_, meta) = safetensors::SafeTensors::read_metadata(&header).unwrap();
+    let meta = meta.metadata().clone().unwrap();
+    assert_eq!(meta["model"], "lenet5");
+    assert_eq!(
+        (meta["num_classes"].as_str(), meta["image_size"].as_str()),
+        ("10", "28")
+    );
+    assert!(meta.contains_key("normalize_mean"), "{meta:?}");
+    let dense_eval = dir.path().join("dense-eval.json");
+    let data = mnist();
+    rpg_ok(&[
+        "eval",
+        "--checkpoint",
+        dense.to_str().unwrap(),
+        "--data-dir",
+        data.to_str().unwrap(),
+        "--test-limit",
+        "300",
+        "--out",
+        dense_eval.to_str().unwrap(),
+    ]);
+    let dense_eval: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&dense_eval).unwrap()).unwrap();
+    assert_eq!(dense_eval["test_accuracy"], report["accuracy_after"]);
+    // Files are created readable by others, as the umask allows (not 0600).
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let reference = dir.path().join("reference.txt");
+        std::fs::write(&reference, b"x").unwrap();
+        let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        for file in [
+            &dense,
+            &artifact,
+            &run.join("checkpoints/last/model.safetensors"),
+        ] {
+            assert_eq!(mode(file), mode(&reference), "{}", file.display());
+        }
+        let optimizer = run.join("checkpoints/last/optimizer.safetensors");
+        assert_eq!(mode(&optimizer), mode(&reference));
+    }
 }
 
 #[test]
