@@ -88,6 +88,12 @@ fn run(args: Vec<String>) -> Result<ExitCode> {
                      or copy the binary to a GPU machine (docs/cuda.md)"
                 );
             }
+            // The build shows its progress (a fresh clone compiles for
+            // several minutes); the run itself is quiet.
+            eprintln!("building rpg (release) if needed; the first build takes several minutes...");
+            if status(rpg_cargo("build", features)?)? != ExitCode::SUCCESS {
+                bail!("building rpg failed (see above)");
+            }
             let mut cmd = rpg_cargo("run", features)?;
             cmd.arg("--quiet").arg("--").arg(task).args(&rest);
             status(cmd)
