@@ -1,7 +1,7 @@
 //! `cargo xtask`: the project's task runner.
 //!
 //! Deliberately thin: it knows no Candle and no rpg crate. Model work
-//! (`train`, `eval`, `models`, `compress`, `export`, `bench`, `sweep`, `selftest`) is forwarded to a release build of the `rpg` binary of `rpg-train`, so heavy
+//! (`train`, `eval`, `predict`, `models`, `compress`, `export`, `bench`, `sweep`, `selftest`) is forwarded to a release build of the `rpg` binary of `rpg-train`, so heavy
 //! code always runs optimised and with the backend the user asked for:
 //!
 //! ```text
@@ -24,6 +24,7 @@ USAGE:
 TASKS forwarded to `rpg` (a release build of crates/rpg-train; `cargo xtask <TASK> --help` explains each):
     train       train an RPG (or dense) model; with no flags: LeNet-5 at 10% DoF on the bundled MNIST
     eval        evaluate a checkpoint on a dataset
+    predict     top classes of your own images (PNG/JPEG files, folders, IDX files)
     models      list the model zoo with parameter counts and default shared fraction
     compress    prune and quantize a trained model into a small artifact, with a report
     export      write the dense model as safetensors with torchvision/timm names
@@ -72,7 +73,8 @@ fn run(args: Vec<String>) -> Result<ExitCode> {
             print!("{HELP}");
             Ok(ExitCode::SUCCESS)
         }
-        "train" | "eval" | "models" | "compress" | "export" | "bench" | "sweep" | "selftest" => {
+        "train" | "eval" | "predict" | "models" | "compress" | "export" | "bench" | "sweep"
+        | "selftest" => {
             let features = features.as_deref();
             if features.is_some_and(is_cuda) && !cuda::driver_available() {
                 // A CUDA build links the driver library; without it the

@@ -24,6 +24,10 @@ pub struct ModelConfig {
     /// before it was recorded (their data set's own normalisation applies).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub normalize: Option<Normalize>,
+    /// Class names by label, where the training data set has them
+    /// (CIFAR-10, image folders): what `rpg predict` prints.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub class_names: Option<Vec<String>>,
 }
 
 /// Per-channel input normalisation: `(pixel - mean) / std`.
@@ -46,6 +50,7 @@ impl ModelConfig {
             width: 1.0,
             widths: None,
             normalize: None,
+            class_names: None,
         }
     }
 

@@ -116,6 +116,28 @@ pub enum Command {
     Sweep(Box<SweepArgs>),
     /// Check a device: one training step of every zoo model, dense and RPG, against the CPU reference.
     Selftest(SelftestArgs),
+    /// Classify images (PNG/JPEG files, folders, IDX files) with a trained model: top classes and probabilities.
+    Predict(PredictArgs),
+}
+
+/// `rpg predict`.
+#[derive(Debug, Args)]
+pub struct PredictArgs {
+    /// A model file, checkpoint or run directory, compressed artifact, or dense export.
+    #[arg(long, value_name = "PATH")]
+    pub model: PathBuf,
+    /// Images: PNG/JPEG files, folders of them (searched recursively), or IDX image files.
+    #[arg(required = true, value_name = "INPUT")]
+    pub inputs: Vec<PathBuf>,
+    /// How many classes to show per image.
+    #[arg(long, default_value_t = 5)]
+    pub top_k: usize,
+    /// Print JSON instead of one line per image.
+    #[arg(long)]
+    pub json: bool,
+    /// cpu, cuda, cuda:N or metal.
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
 }
 
 /// `rpg selftest`.

@@ -264,6 +264,9 @@ fn export_metadata(c: &rpg_models::ModelConfig, fold_bn: bool) -> HashMap<String
             .to_string(),
         ),
     ]);
+    if let Some(names) = &c.class_names {
+        meta.insert("class_names".into(), serde_json::json!(names).to_string());
+    }
     if let Some(n) = &c.normalize {
         let list = |v: &[f32]| v.iter().map(f32::to_string).collect::<Vec<_>>().join(",");
         meta.insert("normalize_mean".into(), list(&n.mean));

@@ -25,6 +25,7 @@ pub mod names;
 pub mod optim;
 pub mod output;
 pub mod plot;
+pub mod predict;
 pub mod schedule;
 pub mod selftest;
 pub mod setup;

@@ -38,6 +38,7 @@ fn main() -> ExitCode {
         Command::Bench(args) => commands::bench::run(&args, cli.kernels),
         Command::Sweep(args) => commands::sweep::run(&args),
         Command::Selftest(args) => commands::selftest::run(&args),
+        Command::Predict(args) => commands::predict::run(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

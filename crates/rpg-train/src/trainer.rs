@@ -199,6 +199,7 @@ impl<'a> Run<'a> {
                 )?;
                 // Recorded in the model file: evaluation normalises alike.
                 mc.normalize = Some(train_data.normalization());
+                mc.class_names.clone_from(&train_data.class_names);
                 RunModel::Owned(Box::new(build_for_training(&cfg, ring_size, mc, &device)?))
             }
             (None, Some((dir, _))) => {

@@ -454,3 +454,98 @@ fn selftest_compares_a_device_with_the_cpu_reference() {
         "differ from the CPU reference",
     );
 }
+
+/// `predict` reads the model's own input size and normalisation: on MNIST's
+/// test images it agrees with `eval`, and a PNG of an image gets the same
+/// answer as the image in the IDX file.
+#[test]
+fn predict_agrees_with_eval_and_reads_png_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = dir.path().join("run");
+    train_tiny(&run, &["--epochs", "1", "--test-limit", "100"]);
+    let run_s = run.to_str().unwrap();
+    let images = mnist().join("t10k-images-idx3-ubyte.gz");
+    let out = rpg_ok(&[
+        "predict",
+        "--model",
+        run_s,
+        images.to_str().unwrap(),
+        "--top-k",
+        "3",
+        "--json",
+    ]);
+    let predictions: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let predictions = predictions.as_array().unwrap();
+    assert_eq!(predictions.len(), 10_000);
+    assert_eq!(predictions[0]["top"].as_array().unwrap().len(), 3);
+    let labels = std::fs::read(mnist().join("t10k-labels-idx1-ubyte.gz")).unwrap();
+    let labels = {
+        use std::io::Read;
+        let mut raw = Vec::new();
+        flate2::read::GzDecoder::new(&labels[..])
+            .read_to_end(&mut raw)
+            .unwrap();
+        raw[8..].to_vec()
+    };
+    let correct = predictions
+        .iter()
+        .zip(&labels)
+        .filter(|(p, l)| p["top"][0]["class"] == u64::from(**l))
+        .count();
+    let eval_json = dir.path().join("eval.json");
+    let data = mnist();
+    rpg_ok(&[
+        "eval",
+        "--checkpoint",
+        run_s,
+        "--data-dir",
+        data.to_str().unwrap(),
+        "--test-limit",
+        "10000",
+        "--out",
+        eval_json.to_str().unwrap(),
+    ]);
+    let eval: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&eval_json).unwrap()).unwrap();
+    assert_eq!(
+        correct as f64 / 10_000.0,
+        eval["test_accuracy"].as_f64().unwrap()
+    );
+
+    // The first test image as a PNG file, in a folder: the same answer.
+    let mut raw = Vec::new();
+    {
+        use std::io::Read;
+        let bytes = std::fs::read(&images).unwrap();
+        flate2::read::GzDecoder::new(&bytes[..])
+            .read_to_end(&mut raw)
+            .unwrap();
+    }
+    let pixels = raw[16..16 + 28 * 28].to_vec();
+    let folder = dir.path().join("pngs");
+    std::fs::create_dir(&folder).unwrap();
+    image::GrayImage::from_raw(28, 28, pixels)
+        .unwrap()
+        .save(folder.join("seven.png"))
+        .unwrap();
+    let out = rpg_ok(&[
+        "predict",
+        "--model",
+        run_s,
+        folder.to_str().unwrap(),
+        "--json",
+    ]);
+    let png: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(png[0]["top"][0]["class"], predictions[0]["top"][0]["class"]);
+    fails_with(
+        &[
+            "predict",
+            "--model",
+            run_s,
+            "--top-k",
+            "0",
+            folder.to_str().unwrap(),
+        ],
+        "--top-k must be positive",
+    );
+}

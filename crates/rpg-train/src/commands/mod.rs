@@ -7,6 +7,16 @@ pub mod compress;
 pub mod eval;
 pub mod export;
 pub mod models;
+pub mod predict;
 pub mod selftest;
 pub mod sweep;
 pub mod train;
+
+/// A closed pipe (`rpg models | head`) is not an error.
+fn closed_pipe(e: std::io::Error) -> std::io::Result<()> {
+    if e.kind() == std::io::ErrorKind::BrokenPipe {
+        Ok(())
+    } else {
+        Err(e)
+    }
+}

@@ -6,6 +6,8 @@ use anyhow::Result;
 use rpg_models::MODELS;
 use rpg_train::setup::registry;
 
+use super::closed_pipe;
+
 /// Prints the zoo: parameters, default shared fraction, input.
 pub fn run() -> Result<()> {
     let mut out = std::io::stdout().lock();
@@ -36,13 +38,4 @@ pub fn run() -> Result<()> {
         .or_else(closed_pipe)?;
     }
     Ok(())
-}
-
-/// A closed pipe (`rpg models | head`) is not an error.
-fn closed_pipe(e: std::io::Error) -> std::io::Result<()> {
-    if e.kind() == std::io::ErrorKind::BrokenPipe {
-        Ok(())
-    } else {
-        Err(e)
-    }
 }

@@ -67,6 +67,20 @@ pub fn parse_batch(path: &Path, bytes: &[u8], kind: CifarKind, set: &mut ImageSe
     Ok(())
 }
 
+/// CIFAR-10's class names, by label.
+pub const CIFAR10_CLASSES: [&str; 10] = [
+    "airplane",
+    "automobile",
+    "bird",
+    "cat",
+    "deer",
+    "dog",
+    "frog",
+    "horse",
+    "ship",
+    "truck",
+];
+
 /// Loads one split: only its batch files are read.
 pub(super) fn load(name: &str, dir: &Path, kind: CifarKind, split: Split) -> Result<Dataset> {
     let (train, test): (Vec<String>, Vec<String>) = match kind {
@@ -123,6 +137,10 @@ pub(super) fn load(name: &str, dir: &Path, kind: CifarKind, split: Split) -> Res
         mean: mean.to_vec(),
         std: std.to_vec(),
         augment,
+        class_names: match kind {
+            CifarKind::Ten => Some(CIFAR10_CLASSES.map(String::from).to_vec()),
+            CifarKind::Hundred => None,
+        },
     })
 }
 

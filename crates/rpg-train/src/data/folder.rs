@@ -58,6 +58,7 @@ pub(super) fn load(dir: &Path, image_size: usize, split: Split) -> Result<Datase
     Ok(Dataset {
         name: "folder".into(),
         num_classes: set.classes.len(),
+        class_names: Some(set.classes.clone()),
         samples: Samples::Folder(set),
         channels: 3,
         image_size,

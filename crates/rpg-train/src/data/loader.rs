@@ -311,6 +311,7 @@ mod tests {
             mean: vec![0.0],
             std: vec![1.0],
             augment: Augment::CropFlip { pad: 1 },
+            class_names: None,
         })
     }
 

@@ -111,6 +111,7 @@ pub(super) fn load(name: &str, dir: &Path, family: IdxFamily, split: Split) -> R
         mean: vec![family.mean],
         std: vec![family.std],
         augment: Augment::None,
+        class_names: None,
     })
 }
 

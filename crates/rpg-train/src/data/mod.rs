@@ -93,6 +93,8 @@ pub struct Dataset {
     pub std: Vec<f32>,
     /// Augmentation applied when the loader is asked to augment.
     pub augment: Augment,
+    /// Class names by label, where the data set has them.
+    pub class_names: Option<Vec<String>>,
 }
 
 impl Dataset {
