@@ -164,3 +164,27 @@ fn lenet5_trains_without_divergence_at_one_and_hundred_percent_dof() -> Result<(
     }
     Ok(())
 }
+
+/// A warm start from the dense export of an RPG model fits the ring back
+/// exactly (to rounding): the projected model scores what the RPG model did.
+#[test]
+fn projecting_a_dense_export_recovers_the_ring() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let first = dir.path().join("first");
+    let cfg = TrainConfig {
+        test_limit: Some(256),
+        ..tiny(&first)
+    };
+    let trained = rpg_train::train(cfg.clone(), None)?;
+    let dense = dir.path().join("dense.safetensors");
+    rpg_train::compress::export(&first, &dense, false)?;
+    let warm = TrainConfig {
+        out: Some(dir.path().join("warm")),
+        init_from: Some(dense),
+        ..cfg
+    };
+    let summary = rpg_train::train(warm, None)?;
+    assert!(summary.projection_error.unwrap() < 1e-6, "{summary:?}");
+    assert_eq!(summary.projected_accuracy, Some(trained.test_accuracy));
+    Ok(())
+}

@@ -292,6 +292,37 @@ impl Placement {
         Ok(())
     }
 
+    /// The least-squares rings for given shared weights (laid out as
+    /// [`Placement::generate`]'s output): every weight is `c_k s_k ring[j_k]`,
+    /// so `ring[j] = sum_k c_k s_k w_k / sum_k c_k^2` over the positions `k`
+    /// that read entry `j` (an entry read by none is 0). Projecting
+    /// generated weights gives back their rings (to rounding): a dense
+    /// model's weights become the ring closest to them.
+    pub fn project(&self, weights: &[f32], rings: &mut [&mut [f32]]) -> Result<()> {
+        for ring in rings.iter_mut() {
+            ring.fill(0.0);
+        }
+        // The numerator is the adjoint of generation applied to the weights.
+        self.accumulate(weights, rings)?;
+        for (group, ring) in rings.iter_mut().enumerate() {
+            let mut squares = vec![0f64; ring.len()];
+            for layer in self.layers.iter().filter(|l| l.group == group) {
+                let c2 = f64::from(layer.scale) * f64::from(layer.scale);
+                for &e in self.layer_entries(layer) {
+                    squares[(e & INDEX_MASK) as usize] += c2;
+                }
+            }
+            for (r, s) in ring.iter_mut().zip(&squares) {
+                *r = if *s > 0.0 {
+                    (f64::from(*r) / s) as f32
+                } else {
+                    0.0
+                };
+            }
+        }
+        Ok(())
+    }
+
     /// Accumulates the gradient of every shared weight (`grad`, laid out as
     /// [`Placement::generate`]'s output) into the ring gradients:
     /// `ring_grad[g][j] += c_i * s_k * grad[k]` over all positions `k` that
@@ -435,6 +466,47 @@ mod tests {
     use super::*;
     use crate::kernels;
     use crate::registry::LayerInfo;
+
+    #[test]
+    fn projecting_generated_weights_gives_back_the_rings() {
+        let spec = RingSpec {
+            ring_lengths: vec![13, 7],
+            ..RingSpec::global(1, 5)
+        };
+        let mut registry = LayerRegistry::new();
+        registry
+            .push(LayerInfo {
+                name: "a".into(),
+                shape: vec![6, 5],
+                shared: true,
+                group: 0,
+            })
+            .unwrap();
+        registry
+            .push(LayerInfo {
+                name: "b".into(),
+                shape: vec![4, 3, 3],
+                shared: true,
+                group: 1,
+            })
+            .unwrap();
+        let p = Placement::new(&spec, &registry).unwrap();
+        let rings: Vec<Vec<f32>> = [13, 7]
+            .iter()
+            .map(|&n| (0..n).map(|i| (i as f32 * 0.37).sin()).collect())
+            .collect();
+        let views: Vec<&[f32]> = rings.iter().map(|r| &r[..]).collect();
+        let mut weights = vec![0f32; p.shared_len()];
+        p.generate(&views, &mut weights).unwrap();
+        let mut back = vec![vec![9f32; 13], vec![9f32; 7]];
+        let mut outs: Vec<&mut [f32]> = back.iter_mut().map(|r| &mut r[..]).collect();
+        p.project(&weights, &mut outs).unwrap();
+        for (want, got) in rings.iter().zip(&back) {
+            for (w, g) in want.iter().zip(got) {
+                assert!((w - g).abs() <= 1e-6, "{w} vs {g}");
+            }
+        }
+    }
 
     fn registry_from(shapes: &[Vec<usize>], groups: &[usize]) -> LayerRegistry {
         let mut r = LayerRegistry::new();

@@ -434,6 +434,12 @@ impl ParamStore {
                 .ring
                 .set(&ring.to_dtype(DType::F32)?.to_device(&self.inner.device)?)?;
         }
+        self.assign_persistent(tensors)?;
+        self.regenerate()
+    }
+
+    /// Every persistent tensor (unshared parameters, buffers) from `tensors`.
+    fn assign_persistent(&self, tensors: &BTreeMap<String, Tensor>) -> Result<()> {
         for (name, var) in self.vars().iter() {
             let Some(value) = tensors.get(name) else {
                 bail!("the file has no tensor `{name}`, which this model needs")
@@ -442,7 +448,66 @@ impl ParamStore {
             check_finite(name, value)?;
             var.set(&value.to_dtype(var.dtype())?.to_device(&self.inner.device)?)?;
         }
-        self.regenerate()
+        Ok(())
+    }
+
+    /// Warm start from a dense model of the same architecture (`tensors` by
+    /// name, as an export holds them): the unshared tensors are copied, and
+    /// the ring becomes the least-squares fit of the dense shared weights
+    /// (`rpg_core::Placement::project`). Returns the relative error of the
+    /// fit, `||W - G(ring)|| / ||W||` over the shared weights (0 for a dense
+    /// store, which takes every tensor as it is).
+    pub fn project_dense(&self, tensors: &BTreeMap<String, Tensor>) -> Result<f64> {
+        let Some(state) = &self.inner.rpg else {
+            self.assign_persistent(tensors)?;
+            return Ok(0.0);
+        };
+        let placement = &state.placement;
+        let mut weights = Vec::with_capacity(placement.shared_len());
+        for layer in placement.layers() {
+            let Some(value) = tensors.get(&layer.name) else {
+                bail!(
+                    "the dense model has no tensor `{}`, which this model shares",
+                    layer.name
+                )
+            };
+            check_shape(&layer.name, value.dims(), &layer.shape)?;
+            check_finite(&layer.name, value)?;
+            weights.extend(
+                value
+                    .to_dtype(DType::F32)?
+                    .flatten_all()?
+                    .to_vec1::<f32>()?,
+            );
+        }
+        let mut ring = vec![0f32; state.ring.as_tensor().elem_count()];
+        {
+            let mut views = split_rings_mut(&mut ring, placement.ring_lengths());
+            placement.project(&weights, &mut views).map_err(core_err)?;
+        }
+        let mut generated = vec![0f32; weights.len()];
+        placement
+            .generate(
+                &split_rings(&ring, placement.ring_lengths()),
+                &mut generated,
+            )
+            .map_err(core_err)?;
+        let len = ring.len();
+        state
+            .ring
+            .set(&Tensor::from_vec(ring, len, &self.inner.device)?)?;
+        self.assign_persistent(tensors)?;
+        self.regenerate()?;
+        let (mut diff, mut norm) = (0f64, 0f64);
+        for (w, g) in weights.iter().zip(&generated) {
+            diff += f64::from(w - g).powi(2);
+            norm += f64::from(*w).powi(2);
+        }
+        Ok(if norm > 0.0 {
+            (diff / norm).sqrt()
+        } else {
+            0.0
+        })
     }
 
     fn shared_var(&self, name: &str) -> Option<(usize, &Var)> {

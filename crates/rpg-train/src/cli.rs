@@ -294,6 +294,10 @@ pub struct TrainOverrides {
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub device: Option<String>,
+    /// Warm start from a dense model of the same architecture (an `rpg export` file): the ring is fitted to its weights by least squares, its other tensors copied.
+    #[arg(long, value_name = "FILE")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub init_from: Option<PathBuf>,
     /// Use only the first N training images.
     #[arg(long, value_name = "N")]
     #[serde(skip_serializing_if = "Option::is_none")]

@@ -17,7 +17,7 @@ use crate::schedule::ScheduleKind;
 pub const DEFAULT_DOF: f64 = 0.1;
 
 /// Keys that decide what is trained: a resumed run keeps its own.
-pub const RUN_DEFINING_KEYS: [&str; 13] = [
+pub const RUN_DEFINING_KEYS: [&str; 14] = [
     "model",
     "dataset",
     "dof",
@@ -31,6 +31,7 @@ pub const RUN_DEFINING_KEYS: [&str; 13] = [
     "width",
     "seed",
     "optimizer",
+    "init_from",
 ];
 
 /// A configuration is unreadable or invalid.
@@ -181,6 +182,9 @@ pub struct TrainConfig {
     pub device: String,
     /// Output directory (default `runs/<model>-<dataset>-<mode>`).
     pub out: Option<PathBuf>,
+    /// Warm start: a dense model of the same architecture (`rpg export`)
+    /// whose weights the ring is fitted to by least squares before training.
+    pub init_from: Option<PathBuf>,
     /// Use only the first N training images.
     pub train_limit: Option<usize>,
     /// Use only the first N test images.
@@ -229,6 +233,7 @@ impl Default for TrainConfig {
             seed: 0,
             device: "cpu".into(),
             out: None,
+            init_from: None,
             train_limit: None,
             test_limit: None,
             workers: 2,

@@ -69,6 +69,15 @@ pub struct Summary {
     pub ring_lr_scale: f64,
     /// Output directory.
     pub out_dir: PathBuf,
+    /// The dense model the run was warm-started from (`--init-from`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub init_from: Option<PathBuf>,
+    /// Relative error of the ring's least-squares fit to its weights.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub projection_error: Option<f64>,
+    /// Test accuracy of the warm-started model before any training.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub projected_accuracy: Option<f64>,
 }
 
 fn progress_bar(steps: usize, epoch: usize, epochs: usize) -> ProgressBar {
@@ -154,8 +163,36 @@ struct Run<'a> {
     checkpointed: bool,
     /// The images this run tests on.
     test_set: TestSetId,
+    /// `--init-from`: the file, the fit's relative error, the accuracy
+    /// before training.
+    warm_start: Option<(PathBuf, f64, f64)>,
     /// Held for the run's whole life.
     _lock: RunLock,
+}
+
+/// Fits `built`'s ring (and copies its unshared tensors) to the dense model
+/// in `file`; returns the file, the fit's relative error and the test
+/// accuracy before any training.
+fn warm_start_from(
+    file: &Path,
+    built: &Built,
+    test_data: &Arc<Dataset>,
+    cfg: &TrainConfig,
+) -> Result<(PathBuf, f64, f64)> {
+    let bytes = std::fs::read(file).map_err(Error::io(file))?;
+    let tensors = candle_core::safetensors::load_buffer(&bytes, &Device::Cpu)
+        .map_err(|e| Error::Invalid(format!("--init-from {}: {e}", file.display())))?;
+    let error = built
+        .store
+        .project_dense(&tensors.into_iter().collect())
+        .map_err(|e| Error::Invalid(format!("--init-from {}: {e}", file.display())))?;
+    let accuracy = evaluate(built, test_data, cfg.eval_batch_size, cfg.workers)?.accuracy;
+    println!(
+        "warm start from {}: ring fitted by least squares (relative error {error:.4}), test accuracy before training {:.2}%",
+        file.display(),
+        100.0 * accuracy
+    );
+    Ok((file.to_path_buf(), error, accuracy))
 }
 
 impl<'a> Run<'a> {
@@ -188,6 +225,7 @@ impl<'a> Run<'a> {
         // Everything that can be checked is checked before the run
         // directory is touched: a refused run leaves nothing behind.
         let (train_data, test_data) = load_data(&cfg)?;
+        let mut warm_start = None;
         let built = match (prebuilt, &resume_state) {
             (Some(built), _) => RunModel::Lent(built),
             (None, None) => {
@@ -200,7 +238,11 @@ impl<'a> Run<'a> {
                 // Recorded in the model file: evaluation normalises alike.
                 mc.normalize = Some(train_data.normalization());
                 mc.class_names.clone_from(&train_data.class_names);
-                RunModel::Owned(Box::new(build_for_training(&cfg, ring_size, mc, &device)?))
+                let built = build_for_training(&cfg, ring_size, mc, &device)?;
+                if let Some(file) = &cfg.init_from {
+                    warm_start = Some(warm_start_from(file, &built, &test_data, &cfg)?);
+                }
+                RunModel::Owned(Box::new(built))
             }
             (None, Some((dir, _))) => {
                 let path = dir.join(checkpoint::MODEL_FILE);
@@ -304,6 +346,7 @@ impl<'a> Run<'a> {
             last_eval,
             images_total: 0,
             test_set,
+            warm_start,
             _lock: lock,
         })
     }
@@ -531,6 +574,9 @@ impl<'a> Run<'a> {
             device: rpg_nn::device_name(&self.device),
             ring_lr_scale: self.settings.ring_lr_scale,
             out_dir: self.out.clone(),
+            init_from: self.warm_start.as_ref().map(|w| w.0.clone()),
+            projection_error: self.warm_start.as_ref().map(|w| w.1),
+            projected_accuracy: self.warm_start.as_ref().map(|w| w.2),
         };
         write_json(&self.out.join("summary.json"), &summary)?;
         println!(
