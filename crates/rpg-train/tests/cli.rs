@@ -202,21 +202,7 @@ fn compress_then_eval_the_artifact_and_export() {
         ("10", "28")
     );
     assert!(meta.contains_key("normalize_mean"), "{meta:?}");
-    let dense_eval = dir.path().join("dense-eval.json");
-    let data = mnist();
-    rpg_ok(&[
-        "eval",
-        "--checkpoint",
-        dense.to_str().unwrap(),
-        "--data-dir",
-        data.to_str().unwrap(),
-        "--test-limit",
-        "300",
-        "--out",
-        dense_eval.to_str().unwrap(),
-    ]);
-    let dense_eval: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(&dense_eval).unwrap()).unwrap();
+    let dense_eval = eval_on_mnist(&dense, 300, &dir.path().join("dense-eval.json"));
     assert_eq!(dense_eval["test_accuracy"], report["accuracy_after"]);
     // Files are created readable by others, as the umask allows (not 0600).
     #[cfg(unix)]
@@ -492,21 +478,7 @@ fn predict_agrees_with_eval_and_reads_png_files() {
         .zip(&labels)
         .filter(|(p, l)| p["top"][0]["class"] == u64::from(**l))
         .count();
-    let eval_json = dir.path().join("eval.json");
-    let data = mnist();
-    rpg_ok(&[
-        "eval",
-        "--checkpoint",
-        run_s,
-        "--data-dir",
-        data.to_str().unwrap(),
-        "--test-limit",
-        "10000",
-        "--out",
-        eval_json.to_str().unwrap(),
-    ]);
-    let eval: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(&eval_json).unwrap()).unwrap();
+    let eval = eval_on_mnist(&run, 10_000, &dir.path().join("eval.json"));
     assert_eq!(
         correct as f64 / 10_000.0,
         eval["test_accuracy"].as_f64().unwrap()

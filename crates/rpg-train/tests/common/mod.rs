@@ -70,3 +70,22 @@ pub fn train_tiny(run: &Path, extra: &[&str]) {
     args.extend(extra);
     rpg_ok(&args);
 }
+
+/// `rpg eval` of `model` on the first `limit` bundled MNIST test images,
+/// written to `out` and returned as JSON.
+pub fn eval_on_mnist(model: &Path, limit: usize, out: &Path) -> serde_json::Value {
+    let data = mnist();
+    let limit = limit.to_string();
+    rpg_ok(&[
+        "eval",
+        "--checkpoint",
+        model.to_str().unwrap(),
+        "--data-dir",
+        data.to_str().unwrap(),
+        "--test-limit",
+        &limit,
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    serde_json::from_str(&std::fs::read_to_string(out).unwrap()).unwrap()
+}
