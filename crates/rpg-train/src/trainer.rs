@@ -179,7 +179,13 @@ fn warm_start_from(
     test_data: &Arc<Dataset>,
     cfg: &TrainConfig,
 ) -> Result<(PathBuf, f64, f64)> {
-    let bytes = std::fs::read(file).map_err(Error::io(file))?;
+    // Read only by a fresh run: a resumed one never needs the file again.
+    let bytes = std::fs::read(file).map_err(|e| {
+        Error::Invalid(format!(
+            "--init-from {}: {e} (give a dense model written by `rpg export`)",
+            file.display()
+        ))
+    })?;
     let tensors = candle_core::safetensors::load_buffer(&bytes, &Device::Cpu)
         .map_err(|e| Error::Invalid(format!("--init-from {}: {e}", file.display())))?;
     let error = built

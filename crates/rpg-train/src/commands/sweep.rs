@@ -20,7 +20,8 @@ const PER_RUN_KEYS: [(&str, &str); 5] = [
 pub fn run(args: &SweepArgs) -> Result<()> {
     let per_run = args.options.given_flags(&PER_RUN_KEYS.map(|(key, _)| key));
     if !per_run.is_empty() {
-        let instead: Vec<&str> = PER_RUN_KEYS.iter().map(|(_, f)| *f).collect();
+        let mut instead: Vec<&str> = PER_RUN_KEYS.iter().map(|(_, f)| *f).collect();
+        instead.dedup();
         bail!(
             "{} cannot be given to sweep: it chooses them per run (use {})",
             per_run.join(", "),
