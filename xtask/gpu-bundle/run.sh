@@ -22,6 +22,7 @@ failed=()
 # Beside this script in a bundle; in the repository, where it is kept.
 pytorch="$here/train_step.py"
 [ -f "$pytorch" ] || pytorch="$here/../../benches/pytorch/train_step.py"
+compare="$(dirname "$pytorch")/compare.py"
 
 step() { # step NAME SECONDS CMD...: runs CMD with a timeout, logs to $out/NAME.log
     local name="$1" seconds="$2"; shift 2
@@ -62,21 +63,7 @@ fi
 step selftest 240 "$rpg" selftest --device "$device" --json "${models[@]}"
 step rpg_bench 240 "$rpg" bench --device "$device" --steps "$steps" --json "${models[@]}"
 step pytorch_bench 240 python3 "$pytorch" --device "${device%%:*}" --steps "$steps" "${pt_models[@]}"
-step compare 30 python3 - "$out/rpg_bench.out" "$out/pytorch_bench.out" <<'PY'
-import json, sys
-ours = {(r["model"], r["mode"]): r for r in json.load(open(sys.argv[1]))}
-theirs = {(r["model"], r["mode"]): r for r in json.load(open(sys.argv[2]))}
-print(f"{'model':<16} {'mode':<6} {'batch':>5} {'ours img/s':>11} {'torch img/s':>11} {'ratio':>6} {'infer ratio':>11} {'rpg/dense step':>14}")
-for key in sorted(ours):
-    if key not in theirs:
-        continue
-    o, t = ours[key], theirs[key]
-    dense = ours.get((key[0], "dense"))
-    overhead = o["step_seconds"] / dense["step_seconds"] if dense else float("nan")
-    print(f"{key[0]:<16} {key[1]:<6} {o['batch_size']:>5} {o['train_images_per_second']:>11.1f} "
-          f"{t['train_images_per_second']:>11.1f} {o['train_images_per_second'] / t['train_images_per_second']:>6.2f} "
-          f"{o['infer_images_per_second'] / t['infer_images_per_second']:>11.2f} {overhead:>14.3f}")
-PY
+step compare 30 python3 "$compare" "$out/rpg_bench.out" "$out/pytorch_bench.out"
 step main_job 300 "$rpg" train --device "$device" --data-dir "$data" --out "$out/main-job" "${train[@]}"
 
 cat "$out/compare.out" 2> /dev/null

@@ -28,7 +28,9 @@ TASKS forwarded to `rpg` (a release build of crates/rpg-train; `cargo xtask <TAS
     models      list the model zoo with parameter counts and default shared fraction
     compress    prune and quantize a trained model into a small artifact, with a report
     export      write the dense model as safetensors with torchvision/timm names
-    bench       training/inference images/s dense vs RPG, generation share, peak memory (--json)
+    bench       training/inference images/s dense vs RPG, generation share, peak memory (--json);
+                --against-pytorch [--runs N]: PyTorch's same benchmark alternately in the same run
+                (installed from PyPI into .venv-pytorch/ on first use), ratios per row
     sweep       train one architecture at a list of DoF ratios: sweep.csv, fit.json, sweep.png
     selftest    one training step of every zoo model on a device against the CPU reference
 
@@ -71,6 +73,10 @@ fn run(args: Vec<String>) -> Result<ExitCode> {
     match task.as_str() {
         "-h" | "--help" | "help" => {
             print!("{HELP}");
+            Ok(ExitCode::SUCCESS)
+        }
+        "bench" if rest.iter().any(|a| a == "--against-pytorch") => {
+            against_pytorch(&rest, features.as_deref())?;
             Ok(ExitCode::SUCCESS)
         }
         "train" | "eval" | "predict" | "models" | "compress" | "export" | "bench" | "sweep"
@@ -139,6 +145,136 @@ fn run(args: Vec<String>) -> Result<ExitCode> {
     }
 }
 
+/// `cargo xtask bench --against-pytorch [--runs N] [bench flags]`: runs
+/// `rpg bench --json` and `benches/pytorch/train_step.py` alternately, N
+/// times each (default 3), on this machine's cores, then prints ours /
+/// PyTorch per row (`benches/pytorch/compare.py`).
+fn against_pytorch(args: &[String], features: Option<&str>) -> Result<()> {
+    let root = project_root();
+    let mut runs = 3usize;
+    let mut bench_args = Vec::new();
+    let mut torch_args = Vec::new();
+    let mut iter = args.iter();
+    while let Some(arg) = iter.next() {
+        match arg.as_str() {
+            "--against-pytorch" => {}
+            "--runs" => {
+                runs = iter
+                    .next()
+                    .and_then(|v| v.parse().ok())
+                    .filter(|&n| n > 0)
+                    .context("--runs takes a positive number")?;
+            }
+            "--model" | "--batch-size" | "--steps" | "--device" => {
+                let value = iter
+                    .next()
+                    .with_context(|| format!("{arg} needs a value"))?;
+                bench_args.extend([arg.clone(), value.clone()]);
+                torch_args.extend([arg.clone(), value.clone()]);
+            }
+            other => {
+                bail!("`{other}` is not a flag of bench --against-pytorch (see cargo xtask --help)")
+            }
+        }
+    }
+    if !bench_args.iter().any(|a| a == "--steps") {
+        for a in [&mut bench_args, &mut torch_args] {
+            a.extend(["--steps".to_string(), "10".to_string()]);
+        }
+    }
+    let venv = root.join(".venv-pytorch");
+    let python = venv.join("bin/python");
+    let has_torch = |python: &std::path::Path| {
+        Command::new(python)
+            .args(["-c", "import torch"])
+            .stderr(std::process::Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    };
+    if !has_torch(&python) {
+        println!(
+            "installing PyTorch from PyPI into {} (about 3 GB, once)...",
+            venv.display()
+        );
+        let made = Command::new("python3")
+            .arg("-m")
+            .arg("venv")
+            .arg(&venv)
+            .status();
+        if !made.is_ok_and(|s| s.success()) {
+            bail!(
+                "python3 -m venv {} failed: is Python 3 with venv installed?",
+                venv.display()
+            );
+        }
+        let pip = Command::new(venv.join("bin/pip"))
+            .args(["install", "--quiet", "torch", "numpy"])
+            .status()
+            .context("running pip")?;
+        if !pip.success() || !has_torch(&python) {
+            bail!(
+                "pip could not install torch into {}; is PyPI reachable?",
+                venv.display()
+            );
+        }
+    }
+    if status(rpg_cargo("build", features)?)? != ExitCode::SUCCESS {
+        bail!("building rpg failed (see above)");
+    }
+    let rpg = if features.is_some_and(is_cuda) {
+        root.join(CUDA_TARGET_DIR).join("release/rpg")
+    } else {
+        root.join("target/release/rpg")
+    };
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let out = root.join("target/bench-vs-pytorch");
+    std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
+    let mut files = Vec::new();
+    for run in 1..=runs {
+        let ours = out.join(format!("rpg-{run}.json"));
+        let theirs = out.join(format!("pytorch-{run}.json"));
+        eprintln!("run {run}/{runs}: rpg bench");
+        let output = Command::new(&rpg)
+            .arg("bench")
+            .arg("--json")
+            .args(&bench_args)
+            .output()
+            .context("running rpg bench")?;
+        if !output.status.success() {
+            bail!(
+                "rpg bench failed: {}",
+                String::from_utf8_lossy(&output.stderr)
+            );
+        }
+        std::fs::write(&ours, &output.stdout)?;
+        eprintln!("run {run}/{runs}: PyTorch ({threads} threads)");
+        let output = Command::new(&python)
+            .arg(root.join("benches/pytorch/train_step.py"))
+            .args(["--threads", &threads.to_string()])
+            .args(&torch_args)
+            .output()
+            .context("running train_step.py")?;
+        if !output.status.success() {
+            bail!(
+                "train_step.py failed: {}",
+                String::from_utf8_lossy(&output.stderr)
+            );
+        }
+        std::fs::write(&theirs, &output.stdout)?;
+        files.extend([ours, theirs]);
+    }
+    let compare = Command::new(&python)
+        .arg(root.join("benches/pytorch/compare.py"))
+        .args(&files)
+        .status()
+        .context("running compare.py")?;
+    if !compare.success() {
+        bail!("compare.py failed");
+    }
+    println!("(raw results in {})", out.display());
+    Ok(())
+}
+
 /// The largest bundle a GPU machine's copy of the working tree can carry
 /// beside the sources (64 MB in all).
 const BUNDLE_LIMIT: u64 = 60 * 1024 * 1024;
@@ -178,6 +314,7 @@ fn gpu_bundle(args: &[String]) -> Result<()> {
     for (from, to) in [
         ("xtask/gpu-bundle/run.sh", "run.sh"),
         ("benches/pytorch/train_step.py", "train_step.py"),
+        ("benches/pytorch/compare.py", "compare.py"),
     ] {
         std::fs::copy(root.join(from), out.join(to)).with_context(|| format!("copying {from}"))?;
     }
