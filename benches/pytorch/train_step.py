@@ -27,7 +27,6 @@ import time
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from torch.func import functional_call
 
 DEFAULT_CASES = [("mlp", 128), ("lenet5", 128), ("resnet20", 128), ("resnet18_cifar", 32)]
 
@@ -108,6 +107,23 @@ def build(name):
     sys.exit(f"unknown model {name}: expected mlp, lenet5, resnet20 or resnet18_cifar")
 
 
+class Gather(torch.autograd.Function):
+    """w = ring[index] * coef, whose backward is a gather and a row sum over
+    the inverse table (as rpg's device path does), not index_put's
+    scatter-add."""
+
+    @staticmethod
+    def forward(ctx, ring, index, coef, inv_index, inv_coef):
+        ctx.save_for_backward(inv_index, inv_coef)
+        return ring[index] * coef
+
+    @staticmethod
+    def backward(ctx, grad):
+        inv_index, inv_coef = ctx.saved_tensors
+        padded = torch.cat([grad, grad.new_zeros(1)])
+        return (padded[inv_index] * inv_coef).sum(1), None, None, None, None
+
+
 class Rpg:
     """The paper's sharing over a model: shared weights generated from one ring each step."""
 
@@ -128,24 +144,43 @@ class Rpg:
         largest = max(fan_ins)
         scale = torch.cat([torch.full((math.prod(s),), math.sqrt(largest / f)) for s, f in zip(self.shapes, fan_ins)])
         device = next(model.parameters()).device
+        coef = sign * scale
+        # The inverse: row j lists the positions reading entry j (padded
+        # with position `total`, a zero).
+        order = torch.argsort(index, stable=True)
+        counts = torch.bincount(index, minlength=self.ring_len)
+        width = int(counts.max())
+        starts = torch.cumsum(counts, 0) - counts
+        rank = torch.arange(total) - starts[index[order]]
+        inv_index = torch.full((self.ring_len, width), total, dtype=torch.long)
+        inv_coef = torch.zeros(self.ring_len, width)
+        inv_index[index[order], rank] = order
+        inv_coef[index[order], rank] = coef[order]
         self.index = index.to(device)
-        self.coef = (sign * scale).to(device)
+        self.coef = coef.to(device)
+        self.inv_index = inv_index.to(device)
+        self.inv_coef = inv_coef.to(device)
         self.ring = nn.Parameter(torch.randn(self.ring_len, generator=gen).mul_(math.sqrt(2.0 / largest)).to(device))
         self.unshared = {n: p for n, p in params.items() if n not in self.shared}
+        # The shared weights stop being parameters: each step sets them, as
+        # views of one gathered tensor, on their modules, which run as usual.
+        self.modules = []
         for n in self.shared:
-            params[n].requires_grad_(False)
+            module = model.get_submodule(n.rsplit(".", 1)[0])
+            del module._parameters["weight"]
+            self.modules.append(module)
 
     def parameters(self):
         return [self.ring, *self.unshared.values()]
 
-    def weights(self):
-        flat = self.ring[self.index] * self.coef
-        out, at = {}, 0
-        for n, s in zip(self.shared, self.shapes):
+    def generate(self):
+        """One gather for every shared weight, views handed to the modules."""
+        flat = Gather.apply(self.ring, self.index, self.coef, self.inv_index, self.inv_coef)
+        at = 0
+        for module, s in zip(self.modules, self.shapes):
             k = math.prod(s)
-            out[n] = flat[at:at + k].view(s)
+            module.weight = flat[at:at + k].view(s)
             at += k
-        return out
 
 
 def sync(device):
@@ -165,9 +200,9 @@ def run_case(name, mode, batch, steps, device, dof):
 
     def forward(train):
         model.train(train)
-        if rpg is None:
-            return model(x)
-        return functional_call(model, rpg.weights(), (x,), strict=False)
+        if rpg is not None:
+            rpg.generate()
+        return model(x)
 
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
