@@ -37,11 +37,41 @@ pub struct ModelFileHeader {
 /// Metadata key of the checksum over the file's other metadata and tensors.
 pub const CHECKSUM_KEY: &str = "rpg.checksum";
 
-/// `sha256:<hex>` over a serialised model file's metadata (sorted, without
-/// the checksum itself) and tensors (sorted by name: name, dtype, shape,
-/// bytes), so that any edit of the header or the data is caught on load.
-fn content_checksum(path: &Path, bytes: &[u8]) -> Result<String> {
+/// `sha256:<hex>` over a model file's metadata (sorted, without the
+/// checksum itself) and tensors (sorted by name: name, dtype, shape, bytes),
+/// so that any edit of the header or the data is caught on load. Computed
+/// from the tensors being saved, and from the views of a file being read.
+fn checksum<'a, V: safetensors::View>(
+    meta: impl IntoIterator<Item = (&'a String, &'a String)>,
+    tensors: impl IntoIterator<Item = (&'a str, V)>,
+) -> String {
     use sha2::{Digest, Sha256};
+    let meta: BTreeMap<&String, &String> = meta
+        .into_iter()
+        .filter(|(k, _)| *k != CHECKSUM_KEY)
+        .collect();
+    let mut hash = Sha256::new();
+    for (k, v) in meta {
+        for field in [k.as_bytes(), v.as_bytes()] {
+            hash.update((field.len() as u64).to_le_bytes());
+            hash.update(field);
+        }
+    }
+    let mut tensors: Vec<(&str, V)> = tensors.into_iter().collect();
+    tensors.sort_by(|a, b| a.0.cmp(b.0));
+    for (name, view) in tensors {
+        let header = format!("{name}|{:?}|{:?}", view.dtype(), view.shape());
+        hash.update((header.len() as u64).to_le_bytes());
+        hash.update(header.as_bytes());
+        let data = view.data();
+        hash.update((data.len() as u64).to_le_bytes());
+        hash.update(&data);
+    }
+    format!("sha256:{:x}", hash.finalize())
+}
+
+/// The checksum of a serialised model file's bytes (see [`checksum`]).
+fn file_checksum(path: &Path, bytes: &[u8]) -> Result<String> {
     let corrupt = |e: safetensors::SafeTensorError| {
         msg(format!(
             "{} is not a valid rpg model file ({e}): it may be truncated or corrupt",
@@ -49,32 +79,13 @@ fn content_checksum(path: &Path, bytes: &[u8]) -> Result<String> {
         ))
     };
     let (_, metadata) = safetensors::SafeTensors::read_metadata(bytes).map_err(corrupt)?;
-    let meta: BTreeMap<String, String> = metadata
-        .metadata()
-        .clone()
-        .unwrap_or_default()
-        .into_iter()
-        .filter(|(k, _)| k != CHECKSUM_KEY)
-        .collect();
-    let mut hash = Sha256::new();
-    for (k, v) in &meta {
-        for field in [k.as_bytes(), v.as_bytes()] {
-            hash.update((field.len() as u64).to_le_bytes());
-            hash.update(field);
-        }
-    }
+    let meta = metadata.metadata().clone().unwrap_or_default();
     let tensors = safetensors::SafeTensors::deserialize(bytes).map_err(corrupt)?;
-    let mut names = tensors.names();
-    names.sort();
-    for name in names {
-        let view = tensors.tensor(name).map_err(corrupt)?;
-        let header = format!("{name}|{:?}|{:?}", view.dtype(), view.shape());
-        hash.update((header.len() as u64).to_le_bytes());
-        hash.update(header.as_bytes());
-        hash.update((view.data().len() as u64).to_le_bytes());
-        hash.update(view.data());
-    }
-    Ok(format!("sha256:{:x}", hash.finalize()))
+    let views = tensors.tensors();
+    Ok(checksum(
+        &meta,
+        views.iter().map(|(name, view)| (name.as_str(), view)),
+    ))
 }
 
 fn msg(text: String) -> candle_core::Error {
@@ -111,11 +122,8 @@ pub fn save_model_file(
     for (name, var) in store.persistent() {
         tensors.push((name, var.as_tensor().to_device(&Device::Cpu)?));
     }
-    // The checksum covers what the file will hold: hash a first
-    // serialisation, then write with the checksum added.
-    let unsummed = safetensors::serialize(tensors.clone(), Some(meta.clone()))
-        .map_err(|e| msg(format!("serialising {}: {e}", path.display())))?;
-    meta.insert(CHECKSUM_KEY.into(), content_checksum(path, &unsummed)?);
+    let sum = checksum(&meta, tensors.iter().map(|(n, t)| (n.as_str(), t)));
+    meta.insert(CHECKSUM_KEY.into(), sum);
     let tmp = path.with_extension("safetensors.tmp");
     let bytes = safetensors::serialize(tensors, Some(meta))
         .map_err(|e| msg(format!("serialising {}: {e}", path.display())))?;
@@ -148,7 +156,7 @@ fn parse_header(path: &Path, bytes: &[u8]) -> Result<ModelFileHeader> {
     let meta = metadata.metadata().clone().unwrap_or_default();
     // Files written before checksums existed have none, and load as before.
     if let Some(stored) = meta.get(CHECKSUM_KEY)
-        && *stored != content_checksum(path, bytes)?
+        && *stored != file_checksum(path, bytes)?
     {
         bail!(
             "{}: checksum mismatch: the file was changed after it was written (edited by hand or damaged); use an unmodified checkpoint",
