@@ -472,13 +472,8 @@ impl ParamStore {
                 )
             };
             check_shape(&layer.name, value.dims(), &layer.shape)?;
-            check_finite(&layer.name, value)?;
-            weights.extend(
-                value
-                    .to_dtype(DType::F32)?
-                    .flatten_all()?
-                    .to_vec1::<f32>()?,
-            );
+            let values = finite_values(&layer.name, value)?;
+            weights.extend(values);
         }
         let mut ring = vec![0f32; state.ring.as_tensor().elem_count()];
         {
@@ -533,6 +528,12 @@ fn check_shape(name: &str, got: &[usize], want: &[usize]) -> Result<()> {
 /// Refuses a tensor with a NaN or an infinity: a model built on it would
 /// evaluate to nonsense (a NaN logit used to count as a correct answer).
 fn check_finite(name: &str, value: &Tensor) -> Result<()> {
+    finite_values(name, value).map(drop)
+}
+
+/// A tensor's values as f32, refused (see [`check_finite`]) unless all are
+/// finite.
+fn finite_values(name: &str, value: &Tensor) -> Result<Vec<f32>> {
     let values = value
         .to_dtype(DType::F32)?
         .flatten_all()?
@@ -543,7 +544,7 @@ fn check_finite(name: &str, value: &Tensor) -> Result<()> {
             values[i]
         );
     }
-    Ok(())
+    Ok(values)
 }
 
 /// The f32 data of a contiguous CPU tensor's storage.
