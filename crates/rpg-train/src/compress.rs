@@ -18,7 +18,7 @@ use crate::data::Dataset;
 use crate::error::{Error, Result};
 use crate::evaluate::{evaluate, load_test_data_for};
 use crate::output::{NewOutputs, check_file_path, refuse_overwrite, write_atomic, write_json};
-use crate::setup::{Built, build_from_file, load_any};
+use crate::setup::{Built, EXPORT_DENSE, EXPORT_FOLDED_BN, EXPORT_KEY, build_from_file, load_any};
 
 /// Which test data a stored model is evaluated on; unset fields come from
 /// the run's config.toml, else the defaults.
@@ -239,16 +239,19 @@ fn write_dense(built: &Built, path: &Path, fold_bn: bool) -> Result<(u64, usize,
         .collect::<candle_core::Result<_>>()?;
     let bytes = safetensors::serialize(&tensors, Some(export_metadata(&built.config, fold_bn)))
         .map_err(|e| Error::Invalid(format!("serialising {}: {e}", path.display())))?;
+    let size = bytes.len() as u64;
     write_atomic(path, bytes)?;
-    let bytes = std::fs::metadata(path).map_err(Error::io(path))?.len();
-    Ok((bytes, tensors.len(), folded))
+    Ok((size, tensors.len(), folded))
 }
 
 /// What a dense export says about itself (safetensors metadata): the model,
 /// its input and normalisation, and the tensor layout.
 fn export_metadata(c: &rpg_models::ModelConfig, fold_bn: bool) -> HashMap<String, String> {
     let mut meta = HashMap::from([
-        ("rpg.export".to_string(), "dense".to_string()),
+        (
+            EXPORT_KEY.to_string(),
+            if fold_bn { EXPORT_FOLDED_BN } else { EXPORT_DENSE }.to_string(),
+        ),
         ("model".to_string(), c.name.clone()),
         ("model_config".to_string(), c.to_json()),
         ("num_classes".to_string(), c.num_classes.to_string()),

@@ -308,18 +308,30 @@ pub fn build_from_artifact(path: &Path, bytes: &[u8], device: &Device) -> Result
     })
 }
 
+/// Metadata key that marks a dense export (`rpg export`), and its values.
+pub const EXPORT_KEY: &str = "rpg.export";
+/// See [`EXPORT_KEY`]: torchvision's layout, which rpg reads back.
+pub const EXPORT_DENSE: &str = "dense";
+/// See [`EXPORT_KEY`]: BatchNorms folded into the convs (`--fold-bn`).
+pub const EXPORT_FOLDED_BN: &str = "dense-folded-bn";
+
 /// The metadata of a dense export (`rpg export`), if `bytes` are one.
 fn export_metadata(bytes: &[u8]) -> Option<std::collections::HashMap<String, String>> {
     let (_, metadata) = safetensors::SafeTensors::read_metadata(bytes).ok()?;
     let meta = metadata.metadata().clone()?;
-    meta.contains_key("rpg.export").then_some(meta)
+    meta.contains_key(EXPORT_KEY).then_some(meta)
 }
 
 /// Rebuilds a dense model from its export (`rpg export`, without
-/// `--fold-bn`): the model configuration it records and every tensor.
-pub fn build_from_export(path: &Path, bytes: &[u8], device: &Device) -> Result<Built> {
-    let meta = export_metadata(bytes).unwrap_or_default();
-    if meta.get("layout").is_some_and(|l| l.contains("folded")) {
+/// `--fold-bn`; `meta` is its metadata): the model configuration it
+/// records and every tensor.
+fn build_from_export(
+    path: &Path,
+    bytes: &[u8],
+    meta: &std::collections::HashMap<String, String>,
+    device: &Device,
+) -> Result<Built> {
+    if meta.get(EXPORT_KEY).map(String::as_str) == Some(EXPORT_FOLDED_BN) {
         return Err(Error::Invalid(format!(
             "{}: an export with BatchNorms folded into the convs is for other tools; rpg reads exports made without --fold-bn",
             path.display()
@@ -352,8 +364,8 @@ pub fn load_any(path: &Path, device: &Device) -> Result<Built> {
     let bytes = std::fs::read(path).map_err(Error::io(path))?;
     if rpg_compress::Artifact::is_artifact_bytes(&bytes) {
         build_from_artifact(path, &bytes, device)
-    } else if export_metadata(&bytes).is_some() {
-        build_from_export(path, &bytes, device)
+    } else if let Some(meta) = export_metadata(&bytes) {
+        build_from_export(path, &bytes, &meta, device)
     } else {
         build_from_file(&ModelFile::from_bytes(path, bytes)?, device)
     }

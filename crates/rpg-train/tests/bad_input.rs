@@ -293,4 +293,19 @@ fn messages_say_what_is_wrong_and_where() {
         &["eval", "--checkpoint", optimizer.to_str().unwrap()],
         "is optimizer state, not a model file",
     );
+    // A --fold-bn export is for other tools; rpg says so instead of
+    // loading convs that lost their BatchNorms.
+    let folded = dir.path().join("folded.safetensors");
+    rpg_ok(&[
+        "export",
+        "--checkpoint",
+        run.to_str().unwrap(),
+        "--out",
+        folded.to_str().unwrap(),
+        "--fold-bn",
+    ]);
+    fails_with(
+        &["eval", "--checkpoint", folded.to_str().unwrap()],
+        "rpg reads exports made without --fold-bn",
+    );
 }
