@@ -15,7 +15,7 @@ use candle_core::D;
 use serde::Serialize;
 
 use crate::data::{
-    Augment, BatchLoader, Dataset, FolderSet, ImageSet, LoaderOptions, Samples, read_idx,
+    Augment, BatchLoader, Dataset, FolderSet, ImageSet, LoaderOptions, Samples, is_image, read_idx,
 };
 use crate::error::{Error, Result};
 use crate::evaluate::to_tensors;
@@ -78,14 +78,6 @@ fn image_files(paths: &[PathBuf]) -> Result<Vec<PathBuf>> {
         ));
     }
     Ok(out)
-}
-
-fn is_image(path: &Path) -> bool {
-    let ext = path
-        .extension()
-        .and_then(|e| e.to_str())
-        .map(str::to_ascii_lowercase);
-    matches!(ext.as_deref(), Some("png" | "jpg" | "jpeg"))
 }
 
 fn is_idx(path: &Path) -> bool {

@@ -163,22 +163,29 @@ struct Run<'a> {
     checkpointed: bool,
     /// The images this run tests on.
     test_set: TestSetId,
-    /// `--init-from`: the file, the fit's relative error, the accuracy
-    /// before training.
-    warm_start: Option<(PathBuf, f64, f64)>,
+    /// What `--init-from` did (the file is the config's).
+    warm_start: Option<WarmStart>,
     /// Held for the run's whole life.
     _lock: RunLock,
 }
 
+/// The outcome of a warm start (`--init-from`).
+#[derive(Debug, Clone, Copy)]
+struct WarmStart {
+    /// Relative error of the ring's least-squares fit.
+    projection_error: f64,
+    /// Test accuracy before any training.
+    projected_accuracy: f64,
+}
+
 /// Fits `built`'s ring (and copies its unshared tensors) to the dense model
-/// in `file`; returns the file, the fit's relative error and the test
-/// accuracy before any training.
+/// in `file`, and tests the result before any training.
 fn warm_start_from(
     file: &Path,
     built: &Built,
     test_data: &Arc<Dataset>,
     cfg: &TrainConfig,
-) -> Result<(PathBuf, f64, f64)> {
+) -> Result<WarmStart> {
     // Read only by a fresh run: a resumed one never needs the file again.
     let bytes = std::fs::read(file).map_err(|e| {
         Error::Invalid(format!(
@@ -198,7 +205,10 @@ fn warm_start_from(
         file.display(),
         100.0 * accuracy
     );
-    Ok((file.to_path_buf(), error, accuracy))
+    Ok(WarmStart {
+        projection_error: error,
+        projected_accuracy: accuracy,
+    })
 }
 
 impl<'a> Run<'a> {
@@ -580,9 +590,9 @@ impl<'a> Run<'a> {
             device: rpg_nn::device_name(&self.device),
             ring_lr_scale: self.settings.ring_lr_scale,
             out_dir: self.out.clone(),
-            init_from: self.warm_start.as_ref().map(|w| w.0.clone()),
-            projection_error: self.warm_start.as_ref().map(|w| w.1),
-            projected_accuracy: self.warm_start.as_ref().map(|w| w.2),
+            init_from: self.warm_start.and(cfg.init_from.clone()),
+            projection_error: self.warm_start.map(|w| w.projection_error),
+            projected_accuracy: self.warm_start.map(|w| w.projected_accuracy),
         };
         write_json(&self.out.join("summary.json"), &summary)?;
         println!(

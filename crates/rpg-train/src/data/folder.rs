@@ -17,7 +17,8 @@ pub struct FolderSet {
     pub labels: Vec<u32>,
 }
 
-fn is_image(path: &Path) -> bool {
+/// Whether a file is an image the readers decode (PNG or JPEG, by name).
+pub fn is_image(path: &Path) -> bool {
     matches!(
         path.extension()
             .and_then(|e| e.to_str())

@@ -14,7 +14,7 @@ use mnist::IdxFamily;
 
 pub use cifar::{CifarKind, parse_batch};
 pub use error::{DataError, Result};
-pub use folder::{FolderSet, decode_bytes as decode_image};
+pub use folder::{FolderSet, decode_bytes as decode_image, is_image};
 pub use idx::{IdxArray, decode_maybe_gz, parse_idx, read_idx};
 pub use loader::{Batch, BatchLoader, LoaderOptions};
 
