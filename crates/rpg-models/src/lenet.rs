@@ -10,6 +10,8 @@ use rpg_kernels::{Conv2d, conv2d};
 use rpg_nn::PrunableLayer;
 
 use crate::ModelConfig;
+use crate::onnx::{self, ExportOnnx};
+use rpg_onnx::{Attr, Graph};
 
 /// LeNet-5.
 #[derive(Debug)]
@@ -72,5 +74,22 @@ impl ModuleT for LeNet5 {
         let x = relu(&self.fc1.forward(&x)?)?;
         let x = relu(&self.fc2.forward(&x)?)?;
         self.fc3.forward(&x)
+    }
+}
+
+impl ExportOnnx for LeNet5 {
+    fn export_onnx(&self, g: &mut Graph, input: &str) -> Result<String> {
+        let x = onnx::conv(g, &self.conv1, input, "conv1")?;
+        let x = onnx::relu(g, &x);
+        let x = onnx::max_pool(g, &x, 2, 2, 0);
+        let x = onnx::conv(g, &self.conv2, &x, "conv2")?;
+        let x = onnx::relu(g, &x);
+        let x = onnx::max_pool(g, &x, 2, 2, 0);
+        let x = g.node("Flatten", &[&x], vec![Attr::Int("axis", 1)]);
+        let x = onnx::linear(g, &self.fc1, &x, "fc1")?;
+        let x = onnx::relu(g, &x);
+        let x = onnx::linear(g, &self.fc2, &x, "fc2")?;
+        let x = onnx::relu(g, &x);
+        onnx::linear(g, &self.fc3, &x, "fc3")
     }
 }

@@ -22,9 +22,13 @@ mod config;
 pub mod lenet;
 pub mod mlp;
 pub mod mobilenet;
+pub mod onnx;
 mod registry;
 pub mod resnet;
 pub mod vit;
 
 pub use config::{ModelConfig, Normalize};
-pub use registry::{DynModel, MODELS, ModelEntry, build_model, model_entry, prunable_layers};
+pub use onnx::{ExportOnnx, ONNX_INPUT, ONNX_OUTPUT, onnx_model};
+pub use registry::{
+    DynModel, MODELS, ModelEntry, ZooModel, build_model, model_entry, prunable_layers,
+};

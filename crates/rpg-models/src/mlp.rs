@@ -7,6 +7,8 @@ use rpg_kernels::ops::relu;
 use rpg_nn::PrunableLayer;
 
 use crate::ModelConfig;
+use crate::onnx::{self, ExportOnnx};
+use rpg_onnx::{Attr, Graph};
 
 /// Fully connected layers `fc1..fcK` with ReLU between them.
 #[derive(Debug)]
@@ -54,6 +56,19 @@ impl ModuleT for Mlp {
             x = layer.forward(&x)?;
             if i + 1 < self.layers.len() {
                 x = relu(&x)?;
+            }
+        }
+        Ok(x)
+    }
+}
+
+impl ExportOnnx for Mlp {
+    fn export_onnx(&self, g: &mut Graph, input: &str) -> Result<String> {
+        let mut x = g.node("Flatten", &[input], vec![Attr::Int("axis", 1)]);
+        for (i, layer) in self.layers.iter().enumerate() {
+            x = onnx::linear(g, layer, &x, &format!("fc{}", i + 1))?;
+            if i + 1 < self.layers.len() {
+                x = onnx::relu(g, &x);
             }
         }
         Ok(x)

@@ -9,6 +9,8 @@ use candle_nn::{Conv2dConfig, Linear, VarBuilder, linear};
 use rpg_kernels::{BatchNorm, Conv2d, batch_norm, conv2d_no_bias};
 
 use crate::ModelConfig;
+use crate::onnx::{self, ExportOnnx};
+use rpg_onnx::Graph;
 
 /// torchvision's `_make_divisible(v, 8)`.
 fn make_divisible(v: f64) -> usize {
@@ -26,6 +28,8 @@ struct ConvBn {
     conv: Conv2d,
     bn: BatchNorm,
     relu6: bool,
+    conv_name: String,
+    bn_name: String,
 }
 
 impl ConvBn {
@@ -47,6 +51,8 @@ impl ConvBn {
             ..Default::default()
         };
         Ok(Self {
+            conv_name: conv_vb.prefix(),
+            bn_name: bn_vb.prefix(),
             conv: conv2d_no_bias(cin, cout, k, cfg, conv_vb)?,
             bn: batch_norm(cout, 1e-5, bn_vb)?,
             relu6,
@@ -57,6 +63,17 @@ impl ConvBn {
         let y = self.bn.forward_t(&self.conv.forward(x)?, train)?;
         if self.relu6 {
             rpg_kernels::ops::relu6(&y)
+        } else {
+            Ok(y)
+        }
+    }
+
+    fn export_onnx(&self, g: &mut Graph, x: &str) -> Result<String> {
+        let y = onnx::conv(g, &self.conv, x, &self.conv_name)?;
+        let y = onnx::batch_norm(g, &self.bn, &y, &self.bn_name)?;
+        if self.relu6 {
+            let (low, high) = (g.scalar("zero", 0.0), g.scalar("six", 6.0));
+            Ok(g.node("Clip", &[&y, &low, &high], Vec::new()))
         } else {
             Ok(y)
         }
@@ -129,6 +146,18 @@ impl InvertedResidual {
             y = layer.forward_t(&y, train)?;
         }
         if self.residual { y + x } else { Ok(y) }
+    }
+
+    fn export_onnx(&self, g: &mut Graph, x: &str) -> Result<String> {
+        let mut y = x.to_string();
+        for layer in &self.layers {
+            y = layer.export_onnx(g, &y)?;
+        }
+        Ok(if self.residual {
+            onnx::add(g, &y, x)
+        } else {
+            y
+        })
     }
 }
 
@@ -203,6 +232,18 @@ impl ModuleT for MobileNetV2 {
         }
         let x = self.head.forward_t(&x, train)?.mean((2, 3))?;
         self.classifier.forward(&x)
+    }
+}
+
+impl ExportOnnx for MobileNetV2 {
+    fn export_onnx(&self, g: &mut Graph, input: &str) -> Result<String> {
+        let mut x = self.stem.export_onnx(g, input)?;
+        for block in &self.blocks {
+            x = block.export_onnx(g, &x)?;
+        }
+        let x = self.head.export_onnx(g, &x)?;
+        let pooled = onnx::spatial_mean(g, &x);
+        onnx::linear(g, &self.classifier, &pooled, "classifier.1")
     }
 }
 

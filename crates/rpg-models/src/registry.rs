@@ -4,12 +4,19 @@ use candle_core::{ModuleT, Result};
 use candle_nn::VarBuilder;
 use rpg_nn::SharingPolicy;
 
+use crate::onnx::ExportOnnx;
 use crate::resnet::{BlockKind, Stem, resnet, resnet_cifar};
 use crate::vit::{SMALL, TINY, VitShape, vit};
 use crate::{ModelConfig, lenet, mlp, mobilenet};
 
-/// A built model: train-mode aware forward.
-pub type DynModel = Box<dyn ModuleT + Send + Sync>;
+/// What every zoo model is: a train-mode aware forward that can also write
+/// itself as ONNX.
+pub trait ZooModel: ModuleT + ExportOnnx + Send + Sync {}
+
+impl<T: ModuleT + ExportOnnx + Send + Sync> ZooModel for T {}
+
+/// A built model.
+pub type DynModel = Box<dyn ZooModel>;
 
 type Build = fn(&ModelConfig, VarBuilder<'_>) -> Result<DynModel>;
 

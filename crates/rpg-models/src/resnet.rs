@@ -11,6 +11,8 @@ use rpg_kernels::ops::add_relu;
 use rpg_kernels::{BatchNorm, Conv2d, batch_norm, conv2d_no_bias};
 
 use crate::ModelConfig;
+use crate::onnx::{self, ExportOnnx};
+use rpg_onnx::Graph;
 
 fn conv(cin: usize, cout: usize, k: usize, stride: usize, vb: VarBuilder<'_>) -> Result<Conv2d> {
     let cfg = Conv2dConfig {
@@ -30,6 +32,7 @@ fn bn(c: usize, vb: VarBuilder<'_>) -> Result<BatchNorm> {
 struct Downsample {
     conv: Conv2d,
     bn: BatchNorm,
+    name: String,
 }
 
 impl Downsample {
@@ -37,11 +40,18 @@ impl Downsample {
         Ok(Self {
             conv: conv(cin, cout, 1, stride, vb.pp("0"))?,
             bn: bn(cout, vb.pp("1"))?,
+            name: vb.prefix(),
         })
     }
 
     fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
         self.bn.forward_t(&self.conv.forward(x)?, train)
+    }
+
+    fn export_onnx(&self, g: &mut Graph, x: &str) -> Result<String> {
+        let name = &self.name;
+        let y = onnx::conv(g, &self.conv, x, &format!("{name}.0"))?;
+        onnx::batch_norm(g, &self.bn, &y, &format!("{name}.1"))
     }
 }
 
@@ -53,6 +63,7 @@ struct BasicBlock {
     conv2: Conv2d,
     bn2: BatchNorm,
     downsample: Option<Downsample>,
+    name: String,
 }
 
 impl BasicBlock {
@@ -68,6 +79,7 @@ impl BasicBlock {
             conv2: conv(planes, planes, 3, 1, vb.pp("conv2"))?,
             bn2: bn(planes, vb.pp("bn2"))?,
             downsample,
+            name: vb.prefix(),
         })
     }
 
@@ -92,6 +104,7 @@ struct Bottleneck {
     conv3: Conv2d,
     bn3: BatchNorm,
     downsample: Option<Downsample>,
+    name: String,
 }
 
 impl Bottleneck {
@@ -110,6 +123,7 @@ impl Bottleneck {
             conv3: conv(planes, out, 1, 1, vb.pp("conv3"))?,
             bn3: bn(out, vb.pp("bn3"))?,
             downsample,
+            name: vb.prefix(),
         })
     }
 
@@ -137,6 +151,41 @@ impl Block {
             Block::Basic(b) => b.forward_t(x, train),
             Block::Bottleneck(b) => b.forward_t(x, train),
         }
+    }
+
+    /// Conv-BN(-ReLU) stages, then the shortcut and add-ReLU.
+    fn export_onnx(&self, g: &mut Graph, x: &str) -> Result<String> {
+        let (name, stages, downsample) = match self {
+            Block::Basic(b) => (
+                &b.name,
+                vec![(&b.conv1, &b.bn1, "1"), (&b.conv2, &b.bn2, "2")],
+                &b.downsample,
+            ),
+            Block::Bottleneck(b) => (
+                &b.name,
+                vec![
+                    (&b.conv1, &b.bn1, "1"),
+                    (&b.conv2, &b.bn2, "2"),
+                    (&b.conv3, &b.bn3, "3"),
+                ],
+                &b.downsample,
+            ),
+        };
+        let last = stages.len() - 1;
+        let mut y = x.to_string();
+        for (i, (conv, bn, n)) in stages.into_iter().enumerate() {
+            y = onnx::conv(g, conv, &y, &format!("{name}.conv{n}"))?;
+            y = onnx::batch_norm(g, bn, &y, &format!("{name}.bn{n}"))?;
+            if i < last {
+                y = onnx::relu(g, &y);
+            }
+        }
+        let shortcut = match downsample {
+            Some(d) => d.export_onnx(g, x)?,
+            None => x.to_string(),
+        };
+        let sum = onnx::add(g, &y, &shortcut);
+        Ok(onnx::relu(g, &sum))
     }
 }
 
@@ -247,5 +296,21 @@ impl ModuleT for ResNet {
         }
         // Global average pooling (Candle has no adaptive pooling).
         self.fc.forward(&x.mean((2, 3))?)
+    }
+}
+
+impl ExportOnnx for ResNet {
+    fn export_onnx(&self, g: &mut Graph, input: &str) -> Result<String> {
+        let x = onnx::conv(g, &self.conv1, input, "conv1")?;
+        let x = onnx::batch_norm(g, &self.bn1, &x, "bn1")?;
+        let mut x = onnx::relu(g, &x);
+        if self.stem == Stem::ImageNet {
+            x = onnx::max_pool(g, &x, 3, 2, 1);
+        }
+        for block in &self.blocks {
+            x = block.export_onnx(g, &x)?;
+        }
+        let pooled = onnx::spatial_mean(g, &x);
+        onnx::linear(g, &self.fc, &pooled, "fc")
     }
 }

@@ -10,6 +10,8 @@ use candle_nn::{Conv2dConfig, Init, Linear, VarBuilder, linear};
 use rpg_kernels::{Conv2d, conv2d};
 
 use crate::ModelConfig;
+use crate::onnx::{self, ExportOnnx};
+use rpg_onnx::{Attr, Graph};
 
 /// Width, depth and heads of a ViT.
 #[derive(Debug, Clone, Copy)]
@@ -54,9 +56,30 @@ impl Norm {
     }
 
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        rpg_kernels::ops::layer_norm(x, &self.weight, &self.bias, 1e-6)
+        rpg_kernels::ops::layer_norm(x, &self.weight, &self.bias, LAYER_NORM_EPS)
+    }
+
+    /// Layer norm over the last axis, spelled out (candle-onnx has no
+    /// `LayerNormalization`).
+    fn export_onnx(&self, g: &mut Graph, x: &str, name: &str) -> Result<String> {
+        let axes = || vec![Attr::Ints("axes", vec![-1]), Attr::Int("keepdims", 1)];
+        let mean = g.node("ReduceMean", &[x], axes());
+        let centered = g.node("Sub", &[x, &mean], Vec::new());
+        let squared = g.node("Mul", &[&centered, &centered], Vec::new());
+        let var = g.node("ReduceMean", &[&squared], axes());
+        let eps = g.scalar("eps", LAYER_NORM_EPS as f32);
+        let var = g.node("Add", &[&var, &eps], Vec::new());
+        let std = g.node("Sqrt", &[&var], Vec::new());
+        let normed = g.node("Div", &[&centered, &std], Vec::new());
+        let weight = onnx::tensor(g, &format!("{name}.weight"), &self.weight)?;
+        let bias = onnx::tensor(g, &format!("{name}.bias"), &self.bias)?;
+        let scaled = g.node("Mul", &[&normed, &weight], Vec::new());
+        Ok(g.node("Add", &[&scaled, &bias], Vec::new()))
     }
 }
+
+/// timm's layer-norm epsilon.
+const LAYER_NORM_EPS: f64 = 1e-6;
 
 #[derive(Debug)]
 struct Block {
@@ -67,6 +90,7 @@ struct Block {
     fc1: Linear,
     fc2: Linear,
     heads: usize,
+    name: String,
 }
 
 impl Block {
@@ -79,6 +103,7 @@ impl Block {
             fc1: linear(dim, 4 * dim, vb.pp("mlp").pp("fc1"))?,
             fc2: linear(4 * dim, dim, vb.pp("mlp").pp("fc2"))?,
             heads,
+            name: vb.prefix(),
         })
     }
 
@@ -96,6 +121,50 @@ impl Block {
         let attn = candle_nn::ops::softmax(&q.matmul(&k.t()?)?, D::Minus1)?;
         let out = attn.matmul(&v)?.transpose(1, 2)?.reshape((b, t, d))?;
         self.proj.forward(&out)
+    }
+
+    /// The block on the residual stream `x` as `[batch * tokens, dim]`.
+    fn export_onnx(&self, g: &mut Graph, x: &str, tokens: usize) -> Result<String> {
+        let name = &self.name;
+        let dim = self.proj.weight().dim(0)?;
+        let (heads, head_dim) = (self.heads, dim / self.heads);
+        let h = self.norm1.export_onnx(g, x, &format!("{name}.norm1"))?;
+        let qkv = onnx::linear(g, &self.qkv, &h, &format!("{name}.attn.qkv"))?;
+        let qkv = onnx::reshape(
+            g,
+            &qkv,
+            &[-1, tokens as i64, 3, heads as i64, head_dim as i64],
+        );
+        // [3, batch, heads, tokens, head_dim]
+        let qkv = onnx::transpose(g, &qkv, &[2, 0, 3, 1, 4]);
+        let mut pick = |i: i64| {
+            let index = g.int_scalar("index", i);
+            g.node("Gather", &[&qkv, &index], vec![Attr::Int("axis", 0)])
+        };
+        let (q, k, v) = (pick(0), pick(1), pick(2));
+        let scale = g.scalar("scale", (1.0 / (head_dim as f64).sqrt()) as f32);
+        let q = g.node("Mul", &[&q, &scale], Vec::new());
+        let k_t = onnx::transpose(g, &k, &[0, 1, 3, 2]);
+        let scores = g.node("MatMul", &[&q, &k_t], Vec::new());
+        let attn = g.node("Softmax", &[&scores], vec![Attr::Int("axis", -1)]);
+        let out = g.node("MatMul", &[&attn, &v], Vec::new());
+        let out = onnx::transpose(g, &out, &[0, 2, 1, 3]);
+        let out = onnx::reshape(g, &out, &[-1, dim as i64]);
+        let out = onnx::linear(g, &self.proj, &out, &format!("{name}.attn.proj"))?;
+        let x = onnx::add(g, x, &out);
+        let h = self.norm2.export_onnx(g, &x, &format!("{name}.norm2"))?;
+        let h = onnx::linear(g, &self.fc1, &h, &format!("{name}.mlp.fc1"))?;
+        // GELU (erf form): x/2 * (1 + erf(x / sqrt 2)).
+        let sqrt2 = g.scalar("sqrt2", std::f32::consts::SQRT_2);
+        let scaled = g.node("Div", &[&h, &sqrt2], Vec::new());
+        let erf = g.node("Erf", &[&scaled], Vec::new());
+        let one = g.scalar("one", 1.0);
+        let gate = g.node("Add", &[&erf, &one], Vec::new());
+        let half = g.scalar("half", 0.5);
+        let halved = g.node("Mul", &[&h, &half], Vec::new());
+        let h = g.node("Mul", &[&halved, &gate], Vec::new());
+        let h = onnx::linear(g, &self.fc2, &h, &format!("{name}.mlp.fc2"))?;
+        Ok(onnx::add(g, &x, &h))
     }
 
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
@@ -173,5 +242,40 @@ impl ModuleT for Vit {
         }
         let x = self.norm.forward(&x)?;
         self.head.forward(&x.narrow(1, 0, 1)?.squeeze(1)?)
+    }
+}
+
+impl ExportOnnx for Vit {
+    fn export_onnx(&self, g: &mut Graph, input: &str) -> Result<String> {
+        let (_, tokens, dim) = self.pos_embed.dims3()?;
+        let (tokens_i, dim_i) = (tokens as i64, dim as i64);
+        let x = onnx::conv(g, &self.patch_embed, input, "patch_embed.proj")?;
+        let x = onnx::reshape(g, &x, &[-1, dim_i, tokens_i - 1]);
+        let patches = onnx::transpose(g, &x, &[0, 2, 1]);
+        // The class token, repeated over the batch: [batch, 1, dim].
+        let shape = g.node("Shape", &[&patches], Vec::new());
+        let (starts, ends, axes) = (
+            g.ints("starts", &[0]),
+            g.ints("ends", &[1]),
+            g.ints("axes", &[0]),
+        );
+        let batch = g.node("Slice", &[&shape, &starts, &ends, &axes], Vec::new());
+        let rest = g.ints("shape", &[1, dim_i]);
+        let target = g.node("Concat", &[&batch, &rest], vec![Attr::Int("axis", 0)]);
+        let cls = onnx::tensor(g, "cls_token", &self.cls_token)?;
+        let cls = g.node("Expand", &[&cls, &target], Vec::new());
+        let x = g.node("Concat", &[&cls, &patches], vec![Attr::Int("axis", 1)]);
+        let pos = onnx::tensor(g, "pos_embed", &self.pos_embed)?;
+        let x = onnx::add(g, &x, &pos);
+        let mut x = onnx::reshape(g, &x, &[-1, dim_i]);
+        for block in &self.blocks {
+            x = block.export_onnx(g, &x, tokens)?;
+        }
+        // Layer norm is per token, so taking the class token first is exact.
+        let x = onnx::reshape(g, &x, &[-1, tokens_i, dim_i]);
+        let first = g.int_scalar("index", 0);
+        let x = g.node("Gather", &[&x, &first], vec![Attr::Int("axis", 1)]);
+        let x = self.norm.export_onnx(g, &x, "norm")?;
+        onnx::linear(g, &self.head, &x, "head")
     }
 }
