@@ -177,7 +177,7 @@ fn projecting_a_dense_export_recovers_the_ring() -> Result<()> {
     };
     let trained = rpg_train::train(cfg.clone(), None)?;
     let dense = dir.path().join("dense.safetensors");
-    rpg_train::compress::export(&first, &dense, false)?;
+    rpg_train::export::export(&first, &dense, rpg_train::export::ExportFormat::Safetensors)?;
     let warm = TrainConfig {
         out: Some(dir.path().join("warm")),
         init_from: Some(dense),

@@ -493,12 +493,24 @@ pub struct ExportArgs {
     /// A model file, checkpoint, run directory or compressed artifact.
     #[arg(long, value_name = "PATH")]
     pub checkpoint: PathBuf,
-    /// Output safetensors file.
+    /// Output file.
     #[arg(long, value_name = "FILE")]
     pub out: PathBuf,
+    /// safetensors (torchvision/timm names, with metadata) or onnx (batch dimension dynamic, for ONNX Runtime, TensorRT, the browser). [default: onnx when --out ends in .onnx, else safetensors]
+    #[arg(long, value_enum)]
+    pub format: Option<ExportFileFormat>,
     /// Fold every BatchNorm into the conv before it (convs gain a bias): smaller and faster for inference elsewhere, but not torchvision's layout, and `rpg eval` does not read it back (the metadata says so).
     #[arg(long)]
     pub fold_bn: bool,
+}
+
+/// `rpg export --format`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ExportFileFormat {
+    /// Dense safetensors.
+    Safetensors,
+    /// ONNX.
+    Onnx,
 }
 
 /// Test data of `eval` and `compress`; defaults come from the run's config.toml.

@@ -2,7 +2,6 @@
 //! model: the work behind `rpg compress` and `rpg export`, with the report
 //! as data (the command prints it).
 
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
@@ -17,8 +16,9 @@ use crate::config::TrainConfig;
 use crate::data::Dataset;
 use crate::error::{Error, Result};
 use crate::evaluate::{evaluate, load_test_data_for};
-use crate::output::{NewOutputs, check_file_path, refuse_overwrite, write_atomic, write_json};
-use crate::setup::{Built, EXPORT_DENSE, EXPORT_FOLDED_BN, EXPORT_KEY, build_from_file, load_any};
+use crate::export::write_dense;
+use crate::output::{NewOutputs, refuse_overwrite, write_json};
+use crate::setup::{Built, build_from_file, load_any};
 
 /// Which test data a stored model is evaluated on; unset fields come from
 /// the run's config.toml, else the defaults.
@@ -226,89 +226,6 @@ impl CompressPlan {
 /// Writes the dense model with its torchvision/timm names (BatchNorms
 /// folded into their convs when asked); returns its size, tensor count and
 /// the number of folded BatchNorms.
-fn write_dense(built: &Built, path: &Path, fold_bn: bool) -> Result<(u64, usize, usize)> {
-    let mut tensors = built.store.materialize()?;
-    let folded = if fold_bn {
-        rpg_compress::fold_batch_norms(&mut tensors, 1e-5)?
-    } else {
-        0
-    };
-    let tensors: HashMap<String, Tensor> = tensors
-        .into_iter()
-        .map(|(n, t)| Ok((n, t.to_dtype(DType::F32)?.to_device(&Device::Cpu)?)))
-        .collect::<candle_core::Result<_>>()?;
-    let bytes = safetensors::serialize(&tensors, Some(export_metadata(&built.config, fold_bn)))
-        .map_err(|e| Error::Invalid(format!("serialising {}: {e}", path.display())))?;
-    let size = bytes.len() as u64;
-    write_atomic(path, bytes)?;
-    Ok((size, tensors.len(), folded))
-}
-
-/// What a dense export says about itself (safetensors metadata): the model,
-/// its input and normalisation, and the tensor layout.
-fn export_metadata(c: &rpg_models::ModelConfig, fold_bn: bool) -> HashMap<String, String> {
-    let mut meta = HashMap::from([
-        (
-            EXPORT_KEY.to_string(),
-            if fold_bn { EXPORT_FOLDED_BN } else { EXPORT_DENSE }.to_string(),
-        ),
-        ("model".to_string(), c.name.clone()),
-        ("model_config".to_string(), c.to_json()),
-        ("num_classes".to_string(), c.num_classes.to_string()),
-        ("in_channels".to_string(), c.in_channels.to_string()),
-        ("image_size".to_string(), c.image_size.to_string()),
-        (
-            "layout".to_string(),
-            if fold_bn {
-                "BatchNorms folded into the convs before them (convs have a bias): not torchvision's layout"
-            } else {
-                "torchvision/timm names"
-            }
-            .to_string(),
-        ),
-    ]);
-    if let Some(names) = &c.class_names {
-        meta.insert("class_names".into(), serde_json::json!(names).to_string());
-    }
-    if let Some(n) = &c.normalize {
-        let list = |v: &[f32]| v.iter().map(f32::to_string).collect::<Vec<_>>().join(",");
-        meta.insert("normalize_mean".into(), list(&n.mean));
-        meta.insert("normalize_std".into(), list(&n.std));
-    }
-    meta
-}
-
-/// What `rpg export` wrote.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Export {
-    /// The model's name.
-    pub model: String,
-    /// Bytes written.
-    pub bytes: u64,
-    /// Tensors written.
-    pub tensors: usize,
-    /// BatchNorms folded into their convs.
-    pub folded_batch_norms: usize,
-}
-
-/// Writes the dense model of the model at `checkpoint` to `out`.
-pub fn export(checkpoint: &Path, out: &Path, fold_bn: bool) -> Result<Export> {
-    let path = model_file(checkpoint)?;
-    refuse_overwrite("--out", out, &[&path])?;
-    check_file_path(out)?;
-    let built = load_any(&path, &Device::Cpu)?;
-    if let Some(dir) = out.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir).map_err(Error::io(dir))?;
-    }
-    let (bytes, tensors, folded_batch_norms) = write_dense(&built, out, fold_bn)?;
-    Ok(Export {
-        model: built.config.name.clone(),
-        bytes,
-        tensors,
-        folded_batch_norms,
-    })
-}
-
 /// Compresses as planned; writes the artifact, the dense export and
 /// `compress_report.json` into the plan's output directory.
 pub fn compress(plan: &CompressPlan) -> Result<CompressReport> {

@@ -18,6 +18,7 @@ pub mod config;
 pub mod data;
 mod error;
 pub mod evaluate;
+pub mod export;
 pub mod lock;
 pub mod loss;
 pub mod metrics;

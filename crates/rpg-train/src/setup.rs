@@ -314,6 +314,11 @@ pub const EXPORT_KEY: &str = "rpg.export";
 pub const EXPORT_DENSE: &str = "dense";
 /// See [`EXPORT_KEY`]: BatchNorms folded into the convs (`--fold-bn`).
 pub const EXPORT_FOLDED_BN: &str = "dense-folded-bn";
+/// See [`EXPORT_KEY`]: an ONNX model (in its `metadata_props`).
+pub const EXPORT_ONNX: &str = "onnx";
+/// The per-BatchNorm counter torchvision's state dicts carry; dense exports
+/// write it and reading them skips it.
+pub const NUM_BATCHES_TRACKED: &str = "num_batches_tracked";
 
 /// The metadata of a dense export (`rpg export`), if `bytes` are one.
 fn export_metadata(bytes: &[u8]) -> Option<std::collections::HashMap<String, String>> {
@@ -349,7 +354,13 @@ fn build_from_export(
     let store = ParamStore::dense(device, DType::F32, 0);
     let model = build_model(&mc, store.var_builder())?;
     let tensors = candle_core::safetensors::load_buffer(bytes, &Device::Cpu)?;
-    store.assign(&tensors.into_iter().collect())?;
+    let suffix = format!(".{NUM_BATCHES_TRACKED}");
+    store.assign(
+        &tensors
+            .into_iter()
+            .filter(|(name, _)| !name.ends_with(&suffix))
+            .collect(),
+    )?;
     Ok(Built {
         dense_params: param_count(&params),
         config: mc,

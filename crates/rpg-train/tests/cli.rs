@@ -223,6 +223,59 @@ fn compress_then_eval_the_artifact_and_export() {
     }
 }
 
+/// `rpg export --format onnx` (or an `.onnx` name): a graph that an
+/// independent runtime (candle-onnx) runs to our logits, describing itself.
+#[test]
+fn onnx_export_runs_elsewhere_to_our_logits() {
+    use candle_core::{Device, Tensor};
+    use prost::Message;
+
+    let dir = tempfile::tempdir().unwrap();
+    let run = dir.path().join("run");
+    train_tiny(&run, &["--epochs", "1", "--test-limit", "100"]);
+    let onnx = dir.path().join("lenet.onnx");
+    let checkpoint = run.to_str().unwrap();
+    let export = ["export", "--checkpoint", checkpoint, "--out"];
+    let out = rpg_ok(&[&export[..], &[onnx.to_str().unwrap()]].concat());
+    assert!(String::from_utf8_lossy(&out.stdout).contains("ONNX opset"));
+    let proto =
+        candle_onnx::onnx::ModelProto::decode(std::fs::read(&onnx).unwrap().as_slice()).unwrap();
+    let meta: std::collections::HashMap<_, _> = proto
+        .metadata_props
+        .iter()
+        .map(|p| (p.key.as_str(), p.value.as_str()))
+        .collect();
+    assert_eq!(meta["rpg.export"], "onnx");
+    assert_eq!(meta["model"], "lenet5");
+    assert!(meta.contains_key("normalize_mean"), "{meta:?}");
+
+    let model_file = run.join("checkpoints/best/model.safetensors");
+    let built = rpg_train::setup::load_any(&model_file, &Device::Cpu).unwrap();
+    let x = Tensor::randn(0f32, 1.0, (4, 1, 28, 28), &Device::Cpu).unwrap();
+    let ours = built.model.forward_t(&x, false).unwrap();
+    let inputs = std::collections::HashMap::from([("input".to_string(), x)]);
+    let theirs = candle_onnx::simple_eval(&proto, inputs).unwrap()["logits"].clone();
+    let diff = (ours - theirs)
+        .unwrap()
+        .abs()
+        .unwrap()
+        .flatten_all()
+        .unwrap();
+    let diff = diff.max(0).unwrap().to_scalar::<f32>().unwrap();
+    assert!(diff < 1e-4, "ONNX logits differ by {diff}");
+
+    // An explicit --format wins over the name; --fold-bn is for safetensors.
+    let named = dir.path().join("graph.bin");
+    let args = [&export[..], &[named.to_str().unwrap(), "--format", "onnx"]].concat();
+    rpg_ok(&args);
+    assert_eq!(
+        std::fs::read(&named).unwrap(),
+        std::fs::read(&onnx).unwrap()
+    );
+    let args = [&export[..], &["x.onnx", "--fold-bn"]].concat();
+    fails_with(&args, "--fold-bn applies to safetensors exports");
+}
+
 #[test]
 fn structured_and_unstructured_pruning_produce_loadable_dense_artifacts() {
     let dir = tempfile::tempdir().unwrap();
