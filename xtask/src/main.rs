@@ -27,7 +27,7 @@ TASKS forwarded to `rpg` (a release build of crates/rpg-train; `cargo xtask <TAS
     predict     top classes of your own images (PNG/JPEG files, folders, IDX files)
     models      list the model zoo with parameter counts and default shared fraction
     compress    prune and quantize a trained model into a small artifact, with a report
-    export      write the dense model as safetensors with torchvision/timm names
+    export      write the dense model as safetensors (torchvision/timm names) or ONNX (--format onnx)
     bench       training/inference images/s dense vs RPG, generation share, peak memory (--json);
                 --against-pytorch [--runs N]: PyTorch's same benchmark alternately in the same run
                 (installed from PyPI into .venv-pytorch/ on first use), ratios per row
@@ -40,6 +40,8 @@ TASKS run here:
                 run.sh and PyTorch's benchmark; on a GPU machine `bash run.sh` runs the self-test,
                 rpg bench against PyTorch, and the main job in one call (docs/cuda.md;
                 --binary PATH packs another build)
+    onnx-check  export lenet5, resnet20, resnet18, mobilenet_v2 and vit_tiny to ONNX and run them in
+                ONNX Runtime (PyPI, into .venv-onnx/ on first use) against rpg's logits (--models A,B)
     fuzz        mutation-fuzz every file reader (IDX, gzip, CIFAR, images, model files, artifacts,
                 optimizer state): 1 million executions, no panic, no allocation over 1 GiB
                 (--iterations N, --seed S; panicking inputs land in target/fuzz-crashes/)
@@ -125,6 +127,10 @@ fn run(args: Vec<String>) -> Result<ExitCode> {
             gpu_bundle(&rest)?;
             Ok(ExitCode::SUCCESS)
         }
+        "onnx-check" => {
+            onnx_check(&rest)?;
+            Ok(ExitCode::SUCCESS)
+        }
         "fuzz" => {
             let mut cmd = cargo();
             cmd.args(["run", "--release", "--quiet", "-p", "rpg-fuzz", "--"])
@@ -182,42 +188,12 @@ fn against_pytorch(args: &[String], features: Option<&str>) -> Result<()> {
             a.extend(["--steps".to_string(), "10".to_string()]);
         }
     }
-    let venv = root.join(".venv-pytorch");
-    let python = venv.join("bin/python");
-    let has_torch = |python: &std::path::Path| {
-        Command::new(python)
-            .args(["-c", "import torch"])
-            .stderr(std::process::Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success())
-    };
-    if !has_torch(&python) {
-        println!(
-            "installing PyTorch from PyPI into {} (about 3 GB, once)...",
-            venv.display()
-        );
-        let made = Command::new("python3")
-            .arg("-m")
-            .arg("venv")
-            .arg(&venv)
-            .status();
-        if !made.is_ok_and(|s| s.success()) {
-            bail!(
-                "python3 -m venv {} failed: is Python 3 with venv installed?",
-                venv.display()
-            );
-        }
-        let pip = Command::new(venv.join("bin/pip"))
-            .args(["install", "--quiet", "torch", "numpy"])
-            .status()
-            .context("running pip")?;
-        if !pip.success() || !has_torch(&python) {
-            bail!(
-                "pip could not install torch into {}; is PyPI reachable?",
-                venv.display()
-            );
-        }
-    }
+    let python = python_venv(
+        &root.join(".venv-pytorch"),
+        &["torch", "numpy"],
+        "torch",
+        "PyTorch (about 3 GB, once)",
+    )?;
     if status(rpg_cargo("build", features)?)? != ExitCode::SUCCESS {
         bail!("building rpg failed (see above)");
     }
@@ -272,6 +248,118 @@ fn against_pytorch(args: &[String], features: Option<&str>) -> Result<()> {
         bail!("compare.py failed");
     }
     println!("(raw results in {})", out.display());
+    Ok(())
+}
+
+/// A project-local virtual environment at `venv` holding `packages` from
+/// PyPI (installed on first use, when `import module` fails); returns its
+/// python.
+fn python_venv(
+    venv: &std::path::Path,
+    packages: &[&str],
+    module: &str,
+    what: &str,
+) -> Result<std::path::PathBuf> {
+    let python = venv.join("bin/python");
+    let has_module = || {
+        Command::new(&python)
+            .args(["-c", &format!("import {module}")])
+            .stderr(std::process::Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    };
+    if has_module() {
+        return Ok(python);
+    }
+    println!("installing {what} from PyPI into {}...", venv.display());
+    let made = Command::new("python3")
+        .arg("-m")
+        .arg("venv")
+        .arg(venv)
+        .status();
+    if !made.is_ok_and(|s| s.success()) {
+        bail!(
+            "python3 -m venv {} failed: is Python 3 with venv installed?",
+            venv.display()
+        );
+    }
+    let pip = Command::new(venv.join("bin/pip"))
+        .args(["install", "--quiet", "--disable-pip-version-check"])
+        .args(packages)
+        .status()
+        .context("running pip")?;
+    if !pip.success() || !has_module() {
+        bail!(
+            "pip could not install {} into {}; is PyPI reachable?",
+            packages.join(" "),
+            venv.display()
+        );
+    }
+    Ok(python)
+}
+
+/// What `cargo xtask onnx-check` checks by default: the five.
+const ONNX_CHECK_MODELS: &str = "lenet5,resnet20,resnet18,mobilenet_v2,vit_tiny";
+
+/// `cargo xtask onnx-check [--models A,B]`: RPG model files and rpg's
+/// logits from the onnx_fixtures example, `rpg export` of each to ONNX,
+/// then ONNX Runtime (PyPI, in .venv-onnx/) runs every graph and compares
+/// (`benches/onnx/check_onnxruntime.py`).
+fn onnx_check(args: &[String]) -> Result<()> {
+    let models = match args {
+        [] => ONNX_CHECK_MODELS.to_string(),
+        [flag, models] if flag == "--models" => models.clone(),
+        _ => bail!("usage: cargo xtask onnx-check [--models MODEL[,MODEL...]]"),
+    };
+    let root = project_root();
+    let python = python_venv(
+        &root.join(".venv-onnx"),
+        &["onnxruntime==1.32.0", "numpy"],
+        "onnxruntime",
+        "ONNX Runtime",
+    )?;
+    let out = root.join("target/onnx-check");
+    if out.exists() {
+        std::fs::remove_dir_all(&out).with_context(|| format!("clearing {}", out.display()))?;
+    }
+    eprintln!("building rpg and the onnx_fixtures example (release) if needed...");
+    let mut build = rpg_cargo("build", None)?;
+    build.args(["--example", "onnx_fixtures"]);
+    if status(build)? != ExitCode::SUCCESS {
+        bail!("building rpg failed (see above)");
+    }
+    let fixtures = Command::new(root.join("target/release/examples/onnx_fixtures"))
+        .arg(&out)
+        .arg(&models)
+        .status()
+        .context("running onnx_fixtures")?;
+    if !fixtures.success() {
+        bail!("onnx_fixtures failed (see above)");
+    }
+    let mut dirs = Vec::new();
+    for model in models.split(',') {
+        let dir = out.join(model);
+        let export = Command::new(root.join("target/release/rpg"))
+            .arg("export")
+            .arg("--checkpoint")
+            .arg(dir.join("model.safetensors"))
+            .arg("--out")
+            .arg(dir.join("model.onnx"))
+            .status()
+            .context("running rpg export")?;
+        if !export.success() {
+            bail!("rpg export --format onnx failed for {model} (see above)");
+        }
+        dirs.push(dir);
+    }
+    let check = Command::new(&python)
+        .arg(root.join("benches/onnx/check_onnxruntime.py"))
+        .args(&dirs)
+        .status()
+        .context("running check_onnxruntime.py")?;
+    if !check.success() {
+        bail!("ONNX Runtime does not reproduce rpg's logits (see above)");
+    }
     Ok(())
 }
 
