@@ -23,8 +23,11 @@ use anyhow::{Context, Result, bail};
 pub const TOOLCHAIN_DIR: &str = ".cuda-toolchain";
 
 /// The pinned wheels: compiler, device libraries, headers, and the runtime
-/// libraries candle links (cudart, nvrtc, curand, cublas/cublasLt).
+/// libraries candle links (cudart, nvrtc, curand, cublas/cublasLt), and
+/// cuDNN 9.14, the version the GPU machines carry (a 9.x that CUDA 13.0
+/// drivers load).
 const WHEELS: &[&str] = &[
+    "nvidia-cudnn-cu13==9.14.0.64",
     "nvidia-cuda-nvcc==13.0.88",
     "nvidia-nvvm==13.0.88",
     "nvidia-cuda-crt==13.0.88",
@@ -106,9 +109,27 @@ pub fn install(project: &Path, cargo: impl Fn() -> Command) -> Result<()> {
         std::os::unix::fs::symlink(versioned, &link)
             .with_context(|| format!("linking {}", link.display()))?;
     }
+    link_cudnn(&dir, &lib)?;
     build_driver_stub(&root, cargo)?;
     std::fs::write(dir.join("wheels.txt"), WHEELS.join("\n"))?;
     eprintln!("done. `cargo xtask cuda-build` builds the rpg binary with --features cuda.");
+    Ok(())
+}
+
+/// The cuDNN wheel installs beside the CUDA libraries (`nvidia/cudnn/lib`);
+/// links in CUDA_ROOT's `lib` let the build link `-lcudnn` and the binary
+/// load `libcudnn.so.9` with the same LD_LIBRARY_PATH as the rest.
+fn link_cudnn(dir: &Path, lib: &Path) -> Result<()> {
+    let cudnn = dir.join("nvidia/cudnn/lib/libcudnn.so.9");
+    if !cudnn.is_file() {
+        bail!("{} is missing after installing the wheels", cudnn.display());
+    }
+    for name in ["libcudnn.so.9", "libcudnn.so"] {
+        let link = lib.join(name);
+        let _ = std::fs::remove_file(&link);
+        std::os::unix::fs::symlink(&cudnn, &link)
+            .with_context(|| format!("linking {}", link.display()))?;
+    }
     Ok(())
 }
 

@@ -47,9 +47,10 @@ TASKS run here:
                 (--iterations N, --seed S; panicking inputs land in target/fuzz-crashes/)
     ci          what CI runs: fmt check, clippy -D warnings, the test suite
     cuda-toolchain  install the pinned CUDA 13.0 compiler and libraries from PyPI into
-                .cuda-toolchain/ (project-local, ~1 GB), plus a libcuda link stub; no GPU needed
-    cuda-build  build target/cuda/release/rpg with --features cuda against that toolchain (or a
-                system CUDA when CUDA_ROOT is set); the binary runs on machines with an NVIDIA driver
+                .cuda-toolchain/ (project-local, ~2.5 GB with cuDNN), plus a libcuda link stub; no GPU needed
+    cuda-build  build target/cuda/release/rpg with --features cudnn (CUDA, convolutions by cuDNN)
+                against that toolchain (or a system CUDA when CUDA_ROOT is set); the binary runs on
+                machines with an NVIDIA driver and cuDNN 9
 
 OPTIONS:
     --features F    cargo features for the rpg build (cuda, cudnn, metal, mkl, accelerate)
@@ -115,9 +116,10 @@ fn run(args: Vec<String>) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         "cuda-build" => {
+            // cuDNN serves the convolutions (forward and both gradients).
             let features = match &features {
-                Some(f) => format!("cuda,{f}"),
-                None => "cuda".to_string(),
+                Some(f) => format!("cudnn,{f}"),
+                None => "cudnn".to_string(),
             };
             let mut cmd = rpg_cargo("build", Some(&features))?;
             cmd.args(&rest);

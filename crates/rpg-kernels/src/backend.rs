@@ -95,6 +95,16 @@ pub(crate) fn native_applies(t: &candle_core::Tensor) -> bool {
         && kernel_backend() == KernelBackend::Native
 }
 
+/// Whether cuDNN serves the conv of a tensor of this device and dtype:
+/// f32 on CUDA in a build with the `cudnn` feature, unless a scope chose
+/// Candle's ops (whose backward is a naive transposed conv).
+pub(crate) fn cudnn_applies(t: &candle_core::Tensor) -> bool {
+    cfg!(feature = "cudnn")
+        && t.device().is_cuda()
+        && t.dtype() == candle_core::DType::F32
+        && kernel_backend() == KernelBackend::Native
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -34,9 +34,12 @@ mod batch_norm;
 mod channel_bias;
 mod conv;
 mod cpu;
+#[cfg(feature = "cudnn")]
+mod cuda;
 mod layer_norm;
 pub mod ops;
 mod pool;
+mod precision;
 #[cfg(test)]
 mod test_util;
 
@@ -44,3 +47,4 @@ pub use backend::{KernelBackend, KernelScope, UnknownKernelBackend, kernel_backe
 pub use batch_norm::{BatchNorm, batch_norm};
 pub use conv::{Conv2d, conv2d, conv2d_input_grad, conv2d_no_bias, conv2d_weight_grad};
 pub use cpu::storage::f32_slice;
+pub use precision::{Precision, UnknownPrecision, precision, set_precision};

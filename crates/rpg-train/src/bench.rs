@@ -151,6 +151,7 @@ pub fn run_all(
     models: &[(String, usize)],
     steps: usize,
     device: &str,
+    precision: rpg_kernels::Precision,
     kernels: &[KernelBackend],
 ) -> Result<Vec<BenchResult>> {
     let exe = std::env::current_exe().map_err(Error::io("the rpg binary"))?;
@@ -172,7 +173,7 @@ pub fn run_all(
                 &batch.to_string(),
             ])
             .args(["--steps", &steps.to_string(), "--device", device])
-            .args(["--kernels", kernel])
+            .args(["--kernels", kernel, "--precision", precision.name()])
             .output()
             .map_err(Error::io(&exe))?;
         let case = || format!("{model} {mode}");

@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use clap::builder::{PossibleValuesParser, TypedValueParser};
 use clap::{ArgAction, Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 use rpg_core::{PlacementKind, ScaleRule};
-use rpg_kernels::KernelBackend;
+use rpg_kernels::{KernelBackend, Precision};
 use rpg_train::TrainConfig;
 use rpg_train::config::{DEFAULT_DOF, RUN_DEFINING_KEYS};
 use rpg_train::names::{Named, parse_named};
@@ -149,9 +149,12 @@ pub struct SelftestArgs {
     /// Only these models, comma-separated. [default: every zoo model]
     #[arg(long, value_delimiter = ',')]
     pub model: Vec<String>,
-    /// Largest difference allowed, relative to the reference's largest value (GPU convolutions and reductions sum in other orders).
-    #[arg(long, default_value_t = 1e-3)]
-    pub tolerance: f64,
+    /// Largest difference allowed, relative to the reference's largest value (GPU convolutions and reductions sum in other orders). [default: 1e-3 with --precision f32, 2e-2 with tf32, whose products keep 10 mantissa bits]
+    #[arg(long)]
+    pub tolerance: Option<f64>,
+    /// GPU convolution arithmetic under test: tf32 (the training default) or f32.
+    #[arg(long, default_value = "tf32", value_parser = str::parse::<Precision>)]
+    pub precision: Precision,
     /// Print the rows as JSON.
     #[arg(long)]
     pub json: bool,
@@ -294,6 +297,13 @@ pub struct TrainOverrides {
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub device: Option<String>,
+    /// GPU convolution arithmetic: tf32 (tensor cores, as PyTorch allows for convolutions) or f32 (strict); recorded in config.toml. The CPU always computes in f32.
+    #[arg(long, value_name = "P", value_parser = str::parse::<Precision>)]
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "serialize_text"
+    )]
+    pub precision: Option<Precision>,
     /// Warm start from a dense model of the same architecture (an `rpg export` file): the ring is fitted to its weights by least squares, its other tensors copied.
     #[arg(long, value_name = "FILE")]
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -418,6 +428,9 @@ pub struct BenchArgs {
     /// cpu, cuda, cuda:N or metal.
     #[arg(long, default_value = "cpu")]
     pub device: String,
+    /// GPU convolution arithmetic: tf32 (PyTorch's default for convolutions) or f32.
+    #[arg(long, default_value = "tf32", value_parser = str::parse::<Precision>)]
+    pub precision: Precision,
     /// Print one JSON array instead of the table.
     #[arg(long)]
     pub json: bool,

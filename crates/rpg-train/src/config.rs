@@ -8,6 +8,7 @@
 use std::path::{Path, PathBuf};
 
 use rpg_core::{PlacementKind, ScaleRule};
+use rpg_kernels::Precision;
 use serde::{Deserialize, Serialize};
 
 use crate::optim::OptimizerKind;
@@ -180,6 +181,10 @@ pub struct TrainConfig {
     pub seed: u64,
     /// cpu, cuda, cuda:N or metal.
     pub device: String,
+    /// GPU convolution arithmetic: `tf32` (tensor cores, PyTorch's default
+    /// for convolutions) or `f32` (strict). The CPU always computes in f32.
+    #[serde(with = "as_text")]
+    pub precision: Precision,
     /// Output directory (default `runs/<model>-<dataset>-<mode>`).
     pub out: Option<PathBuf>,
     /// Warm start: a dense model of the same architecture (`rpg export`)
@@ -232,6 +237,7 @@ impl Default for TrainConfig {
             clip_grad: None,
             seed: 0,
             device: "cpu".into(),
+            precision: Precision::Tf32,
             out: None,
             init_from: None,
             train_limit: None,

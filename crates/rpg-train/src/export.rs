@@ -163,7 +163,7 @@ fn export_metadata(
 
 #[cfg(test)]
 mod tests {
-    use candle_core::{ModuleT, Tensor};
+    use candle_core::Tensor;
 
     use super::*;
     use crate::config::RingSize;

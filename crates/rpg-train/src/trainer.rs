@@ -232,6 +232,7 @@ impl<'a> Run<'a> {
         let ring_size = cfg.validate()?;
         // Before anything is written: a bad --device leaves no run directory.
         let device = rpg_nn::parse_device(&cfg.device)?;
+        rpg_kernels::set_precision(cfg.precision);
         let out = cfg.out_dir();
         if resume.is_none() && checkpoint::find_last(&out).is_some() {
             return Err(Error::RunExists { out });

@@ -4,18 +4,20 @@
 use candle_core::{CpuStorage, CustomOp2, Layout, Result, Shape, Tensor};
 use candle_nn::Conv2dConfig;
 
-use crate::backend::native_applies;
+use crate::backend::{cudnn_applies, native_applies};
 use crate::cpu::geometry::ConvGeometry;
 use crate::cpu::storage::f32_slice;
 
 const OP: &str = "conv2d";
 
 /// `conv(x, weight)` (NCHW, OIHW, no bias), differentiable in both. f32 on
-/// the CPU runs this crate's gemm kernels (unless a
-/// [`crate::KernelScope`] chose Candle's); other devices and dtypes run Candle's conv, which on CUDA
-/// means cuDNN when built with it.
+/// the CPU runs this crate's gemm kernels, f32 on CUDA runs cuDNN for the
+/// forward and both gradients when built with the `cudnn` feature (unless a
+/// [`crate::KernelScope`] chose Candle's); other devices and dtypes run
+/// Candle's conv.
 pub fn conv2d(x: &Tensor, weight: &Tensor, config: &Conv2dConfig) -> Result<Tensor> {
-    if native_applies(x) && native_applies(weight) {
+    let ours = |t: &Tensor| native_applies(t) || cudnn_applies(t);
+    if ours(x) && ours(weight) && x.device().same_device(weight.device()) {
         native_conv2d(x, weight, config)
     } else {
         x.conv2d(
@@ -116,6 +118,14 @@ fn out_shape(g: &ConvGeometry) -> Shape {
     Shape::from((g.batch, g.out_channels, g.out_h(), g.out_w()))
 }
 
+fn input_shape(g: &ConvGeometry) -> Shape {
+    Shape::from((g.batch, g.in_channels, g.height, g.width))
+}
+
+fn kernel_shape(g: &ConvGeometry) -> Shape {
+    Shape::from((g.out_channels, g.in_per_group(), g.kernel_h, g.kernel_w))
+}
+
 /// The forward op; its geometry was checked against the tensors it is
 /// applied to.
 struct ConvForward {
@@ -137,6 +147,19 @@ impl CustomOp2 for ConvForward {
         let g = &self.geometry;
         let y = crate::cpu::conv::forward(g, f32_slice(xs, xl, OP)?, f32_slice(ws, wl, OP)?);
         Ok((CpuStorage::F32(y), out_shape(g)))
+    }
+
+    #[cfg(feature = "cudnn")]
+    fn cuda_fwd(
+        &self,
+        xs: &candle_core::CudaStorage,
+        xl: &Layout,
+        ws: &candle_core::CudaStorage,
+        wl: &Layout,
+    ) -> Result<(candle_core::CudaStorage, Shape)> {
+        let g = &self.geometry;
+        let y = crate::cuda::cudnn_conv::forward(g, xs, xl, ws, wl)?;
+        Ok((y, out_shape(g)))
     }
 
     fn bwd(
@@ -178,8 +201,20 @@ impl CustomOp2 for ConvInputGrad {
     ) -> Result<(CpuStorage, Shape)> {
         let g = &self.geometry;
         let dx = crate::cpu::conv::input_grad(g, f32_slice(dys, dyl, OP)?, f32_slice(ws, wl, OP)?);
-        let shape = Shape::from((g.batch, g.in_channels, g.height, g.width));
-        Ok((CpuStorage::F32(dx), shape))
+        Ok((CpuStorage::F32(dx), input_shape(g)))
+    }
+
+    #[cfg(feature = "cudnn")]
+    fn cuda_fwd(
+        &self,
+        dys: &candle_core::CudaStorage,
+        dyl: &Layout,
+        ws: &candle_core::CudaStorage,
+        wl: &Layout,
+    ) -> Result<(candle_core::CudaStorage, Shape)> {
+        let g = &self.geometry;
+        let dx = crate::cuda::cudnn_conv::input_grad(g, dys, dyl, ws, wl)?;
+        Ok((dx, input_shape(g)))
     }
 }
 
@@ -202,13 +237,20 @@ impl CustomOp2 for ConvWeightGrad {
     ) -> Result<(CpuStorage, Shape)> {
         let g = &self.geometry;
         let dw = crate::cpu::conv::weight_grad(g, f32_slice(xs, xl, OP)?, f32_slice(dys, dyl, OP)?);
-        let shape = Shape::from((
-            g.out_channels,
-            g.in_channels / g.groups,
-            g.kernel_h,
-            g.kernel_w,
-        ));
-        Ok((CpuStorage::F32(dw), shape))
+        Ok((CpuStorage::F32(dw), kernel_shape(g)))
+    }
+
+    #[cfg(feature = "cudnn")]
+    fn cuda_fwd(
+        &self,
+        xs: &candle_core::CudaStorage,
+        xl: &Layout,
+        dys: &candle_core::CudaStorage,
+        dyl: &Layout,
+    ) -> Result<(candle_core::CudaStorage, Shape)> {
+        let g = &self.geometry;
+        let dw = crate::cuda::cudnn_conv::weight_grad(g, xs, xl, dys, dyl)?;
+        Ok((dw, kernel_shape(g)))
     }
 }
 

@@ -3,7 +3,7 @@
 
 /// The shape of one convolution; square stride, padding and dilation as in
 /// `candle_nn::Conv2dConfig`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub(crate) struct ConvGeometry {
     pub batch: usize,
     pub in_channels: usize,

@@ -28,6 +28,7 @@ pub fn run(args: &BenchArgs, kernels: KernelBackend) -> Result<()> {
     };
     if let Some(mode) = &args.one {
         let device = rpg_nn::parse_device(&args.device)?;
+        rpg_kernels::set_precision(args.precision);
         let (model, batch) = &cases[0];
         let result = run_case(model, mode, *batch, args.steps, &device)?;
         println!("{}", serde_json::to_string(&result)?);
@@ -38,7 +39,7 @@ pub fn run(args: &BenchArgs, kernels: KernelBackend) -> Result<()> {
     } else {
         vec![kernels]
     };
-    let results = run_all(&cases, args.steps, &args.device, &kernels)?;
+    let results = run_all(&cases, args.steps, &args.device, args.precision, &kernels)?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&results)?);
     } else {

@@ -1,6 +1,7 @@
 //! `rpg selftest`.
 
 use anyhow::{Result, bail};
+use rpg_kernels::Precision;
 use rpg_models::MODELS;
 use rpg_train::selftest::selftest;
 
@@ -9,16 +10,21 @@ use crate::cli::SelftestArgs;
 /// Runs the comparison and prints a row per model and mode; fails when any
 /// row is outside the tolerance.
 pub fn run(args: &SelftestArgs) -> Result<()> {
-    if args.tolerance.is_nan() || args.tolerance <= 0.0 {
-        bail!("--tolerance must be positive, got {}", args.tolerance);
+    let tolerance = args.tolerance.unwrap_or(match args.precision {
+        Precision::F32 => 1e-3,
+        Precision::Tf32 => 2e-2,
+    });
+    if tolerance.is_nan() || tolerance <= 0.0 {
+        bail!("--tolerance must be positive, got {tolerance}");
     }
     let device = rpg_nn::parse_device(&args.device)?;
+    rpg_kernels::set_precision(args.precision);
     let models: Vec<&str> = if args.model.is_empty() {
         MODELS.iter().map(|m| m.name).collect()
     } else {
         args.model.iter().map(String::as_str).collect()
     };
-    let rows = selftest(&device, &models, args.tolerance)?;
+    let rows = selftest(&device, &models, tolerance)?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&rows)?);
     } else {
@@ -42,7 +48,7 @@ pub fn run(args: &SelftestArgs) -> Result<()> {
         bail!(
             "{failed} of {} cases differ from the CPU reference by more than {} on {}",
             rows.len(),
-            args.tolerance,
+            tolerance,
             args.device
         );
     }
