@@ -91,6 +91,8 @@ pub fn run_case(
         label_smoothing: 0.0,
         clip_grad: None,
         ring_lr_scale: 1.0,
+        // The loss read ends each timed step on the device too.
+        guard_each_step: true,
     };
     let mut step = TrainStep::new(&built, &mut optimizer, settings);
     let (mut step_times, mut gen_times) = (Vec::new(), Vec::new());

@@ -518,6 +518,23 @@ mod tests {
         assert!(err("ring_scale = \"big\"").contains("unknown scale rule `big`"));
         let c: TrainConfig = toml::from_str("ring_scale = \"4608\"").unwrap();
         assert_eq!(c.ring_scale, ScaleRule::FixedFanOut(4608));
+        assert!(err("precision = \"fp16\"").contains("unknown precision `fp16`"));
+    }
+
+    /// `--precision` is recorded in config.toml and read back; a config
+    /// written before it existed means TF32, the default.
+    #[test]
+    fn precision_round_trips_and_defaults_to_tf32() {
+        let strict = TrainConfig {
+            precision: Precision::F32,
+            ..TrainConfig::default()
+        };
+        let text = strict.to_toml().unwrap();
+        assert!(text.contains("precision = \"f32\""), "{text}");
+        let back: TrainConfig = toml::from_str(&text).unwrap();
+        assert_eq!(back.precision, Precision::F32);
+        let old: TrainConfig = toml::from_str("epochs = 3").unwrap();
+        assert_eq!(old.precision, Precision::Tf32);
     }
 
     #[test]

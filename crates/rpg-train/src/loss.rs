@@ -17,6 +17,19 @@ pub fn cross_entropy(logits: &Tensor, labels: &Tensor, smoothing: f64) -> Result
     ((nll * (1.0 - smoothing))? + (uniform * smoothing)?)?.mean_all()
 }
 
+/// How many rows have the label as their top-1, as a scalar on the logits'
+/// device (in [`crate::optim::accumulation_dtype`]), so a training step
+/// need not synchronise to count: the same rule as [`correct_counts`] (ties
+/// go to the label; a row with a NaN is never correct).
+pub fn correct_count(logits: &Tensor, labels: &Tensor) -> Result<Tensor> {
+    let logits = logits.to_dtype(DType::F32)?;
+    let target = logits.gather(&labels.unsqueeze(1)?, 1)?;
+    let larger = logits.broadcast_gt(&target)?.to_dtype(DType::F32)?.sum(1)?;
+    let nan = logits.ne(&logits)?.to_dtype(DType::F32)?.sum(1)?;
+    let dtype = crate::optim::accumulation_dtype(logits.device());
+    (larger + nan)?.eq(0f32)?.to_dtype(dtype)?.sum_all()
+}
+
 /// How many rows have the label as their top-1 and within their top-5.
 pub fn correct_counts(logits: &Tensor, labels: &[u32]) -> Result<(usize, usize)> {
     let rows = logits.to_dtype(DType::F32)?.to_vec2::<f32>()?;
@@ -42,6 +55,24 @@ mod tests {
     use candle_core::Device;
 
     use super::*;
+
+    #[test]
+    fn the_device_count_follows_the_host_rule() -> Result<()> {
+        let rows = [
+            [1f32, 3.0, 2.0],          // label 1 on top
+            [1.0, 3.0, 3.0],           // tie: the label's favour
+            [f32::NAN, 5.0, 0.0],      // a NaN: never correct
+            [0.0, -1.0, 2.0],          // label 0 second
+            [2.0, f32::INFINITY, 1.0], // infinite top
+        ];
+        let labels = [1u32, 2, 1, 0, 1];
+        let logits = Tensor::new(&rows, &Device::Cpu)?;
+        let (host, _) = correct_counts(&logits, &labels)?;
+        let device = correct_count(&logits, &Tensor::new(&labels, &Device::Cpu)?)?;
+        assert_eq!(device.to_scalar::<f64>()?, host as f64);
+        assert_eq!(host, 3);
+        Ok(())
+    }
 
     #[test]
     fn smoothing_zero_is_candle_cross_entropy() -> Result<()> {

@@ -5,7 +5,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 
-use candle_core::{Device, Tensor, Var};
+use candle_core::{DType, Device, Tensor, Var};
 use rpg_nn::{ParamGrad, ParamGroup};
 
 use crate::names::{self, Named};
@@ -311,12 +311,34 @@ impl Optimizer {
     }
 }
 
-/// The global L2 norm of the gradients.
-pub fn grad_norm(grads: &[ParamGrad]) -> candle_core::Result<f64> {
-    let mut total = 0f64;
-    for g in grads {
-        total += f64::from(g.grad.sqr()?.sum_all()?.to_scalar::<f32>()?);
+/// The dtype in which per-step values (losses, counts, squared norms) are
+/// summed on a device: f64, as the host would, except on Metal, which has
+/// no f64.
+pub fn accumulation_dtype(device: &Device) -> DType {
+    if device.is_metal() {
+        DType::F32
+    } else {
+        DType::F64
     }
+}
+
+/// The global L2 norm of the gradients. Each tensor's f32 sum of squares
+/// is added in f64 on the device, so the result is read (one
+/// synchronisation) once, not once per tensor.
+pub fn grad_norm(grads: &[ParamGrad]) -> candle_core::Result<f64> {
+    let mut total: Option<Tensor> = None;
+    for g in grads {
+        let squares = g.grad.sqr()?.sum_all()?;
+        let squares = squares.to_dtype(accumulation_dtype(squares.device()))?;
+        total = Some(match total {
+            None => squares,
+            Some(t) => (t + squares)?,
+        });
+    }
+    let total = match total {
+        Some(t) => t.to_dtype(DType::F64)?.to_scalar::<f64>()?,
+        None => 0.0,
+    };
     Ok(total.sqrt())
 }
 

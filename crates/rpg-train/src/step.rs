@@ -21,6 +21,11 @@ pub struct StepSettings {
     pub clip_grad: Option<f64>,
     /// The ring's learning rate is the step's rate times this.
     pub ring_lr_scale: f64,
+    /// Read the loss after every forward pass and take no step on a
+    /// non-finite one. Reading is a device synchronisation, so on a GPU the
+    /// trainer leaves this off and checks the accumulated loss whenever it
+    /// reads its metrics instead.
+    pub guard_each_step: bool,
 }
 
 /// Where a step's time went.
@@ -53,8 +58,9 @@ impl StepTimings {
 pub struct StepOutput {
     /// The batch's logits, detached.
     pub logits: Tensor,
-    /// The batch's mean loss.
-    pub loss: f64,
+    /// The batch's mean loss (an f32 scalar on the model's device; read
+    /// it only when needed, as reading synchronises).
+    pub loss: Tensor,
     /// The global gradient norm before clipping, when it was asked for or
     /// clipping needed it.
     pub grad_norm: Option<f64>,
@@ -67,7 +73,8 @@ pub struct StepOutput {
 pub enum StepOutcome {
     /// The parameters were updated.
     Taken(StepOutput),
-    /// The loss was not finite; nothing was updated.
+    /// The loss was not finite; nothing was updated (only with
+    /// [`StepSettings::guard_each_step`]).
     Diverged {
         /// The loss.
         loss: f64,
@@ -124,9 +131,11 @@ impl<'a> TrainStep<'a> {
         let generated = Instant::now();
         let logits = self.built.model.forward_t(x, true)?;
         let loss = cross_entropy(&logits, y, self.settings.label_smoothing)?;
-        let loss_value = f64::from(loss.to_scalar::<f32>()?);
-        if !loss_value.is_finite() {
-            return Ok(StepOutcome::Diverged { loss: loss_value });
+        if self.settings.guard_each_step {
+            let value = f64::from(loss.to_scalar::<f32>()?);
+            if !value.is_finite() {
+                return Ok(StepOutcome::Diverged { loss: value });
+            }
         }
         let backward = loss.backward()?;
         let backward_done = Instant::now();
@@ -145,7 +154,7 @@ impl<'a> TrainStep<'a> {
         let updated = Instant::now();
         Ok(StepOutcome::Taken(StepOutput {
             logits: logits.detach(),
-            loss: loss_value,
+            loss: loss.detach(),
             grad_norm,
             timings: StepTimings {
                 generate: generated - started,

@@ -7,7 +7,7 @@ use std::ops::Deref;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use candle_core::Device;
+use candle_core::{DType, Device, Tensor};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::{Deserialize, Serialize};
 
@@ -18,7 +18,7 @@ use crate::data::{BatchLoader, Dataset, LoaderOptions, TestSetId};
 use crate::error::{Error, Result};
 use crate::evaluate::{EvalResult, evaluate, load_data, to_tensors};
 use crate::lock::RunLock;
-use crate::loss::correct_counts;
+use crate::loss::correct_count;
 use crate::metrics::{EpochRecord, MetricsLog, StepRecord};
 use crate::optim::{Optimizer, OptimizerConfig, OptimizerKind};
 use crate::output::{install, write_atomic, write_json};
@@ -134,14 +134,56 @@ impl Deref for RunModel<'_> {
     }
 }
 
-/// Sums over one epoch's training steps.
+/// The error of a run whose loss stopped being finite at `step` (on a GPU:
+/// by `step`, the first read after it).
+fn diverged(loss: f64, epoch: usize, step: u64, lr: f64, checkpointed: bool, out: &Path) -> Error {
+    Error::Diverged {
+        loss,
+        epoch,
+        step,
+        lr,
+        last_good: checkpointed.then(|| checkpoint::checkpoint_dir(out, "last")),
+    }
+}
+
+/// Sums over one epoch's training steps. The loss and correct counts are
+/// summed on the device and read (a synchronisation) only when the
+/// progress display or the metrics need them.
 #[derive(Debug, Default)]
 struct EpochTotals {
+    /// Sum of batch loss x batch size, as of the last [`Self::read`].
     loss_sum: f64,
+    /// Correct top-1 predictions, as of the last read.
     correct: usize,
+    /// The running (loss x size, correct) sums on the device.
+    on_device: Option<(Tensor, Tensor)>,
     seen: usize,
     seconds: f64,
     lr: f64,
+}
+
+impl EpochTotals {
+    /// Adds a step's loss and correct count without reading them.
+    fn add(&mut self, loss: &Tensor, correct: &Tensor, size: usize) -> Result<()> {
+        let dtype = crate::optim::accumulation_dtype(loss.device());
+        let weighted = (loss.to_dtype(dtype)? * size as f64)?;
+        let correct = correct.to_dtype(dtype)?;
+        self.on_device = Some(match self.on_device.take() {
+            None => (weighted, correct),
+            Some((l, c)) => ((l + weighted)?, (c + correct)?),
+        });
+        self.seen += size;
+        Ok(())
+    }
+
+    /// Brings the device sums to `loss_sum` and `correct`.
+    fn read(&mut self) -> Result<()> {
+        if let Some((loss, correct)) = &self.on_device {
+            self.loss_sum = loss.to_dtype(DType::F64)?.to_scalar::<f64>()?;
+            self.correct = correct.to_dtype(DType::F64)?.to_scalar::<f64>()? as usize;
+        }
+        Ok(())
+    }
 }
 
 /// A training run: its config, data, model, optimizer and progress.
@@ -346,6 +388,7 @@ impl<'a> Run<'a> {
             label_smoothing: cfg.label_smoothing,
             clip_grad: cfg.clip_grad,
             ring_lr_scale,
+            guard_each_step: device.is_cpu(),
         };
         Ok(Self {
             checkpointed: resume_state.is_some(),
@@ -423,6 +466,13 @@ impl<'a> Run<'a> {
             lr: self.schedule.lr((epoch - 1) as f64),
             ..EpochTotals::default()
         };
+        // Reading the sums synchronises the device: on a GPU only as often
+        // as the log needs (the CPU has nothing to wait for).
+        let read_every = if self.device.is_cpu() {
+            1
+        } else {
+            cfg.log_every as u64
+        };
         let mut step = TrainStep::new(&self.built, &mut self.optimizer, self.settings);
         for (i, batch) in loader.enumerate() {
             let batch = batch?;
@@ -435,47 +485,76 @@ impl<'a> Run<'a> {
                 StepOutcome::Taken(output) => output,
                 StepOutcome::Diverged { loss } => {
                     bar.abandon();
-                    return Err(Error::Diverged {
+                    let step = self.state.step + 1;
+                    return Err(diverged(
                         loss,
                         epoch,
-                        step: self.state.step + 1,
-                        lr: cfg.lr,
-                        last_good: self
-                            .checkpointed
-                            .then(|| checkpoint::checkpoint_dir(&self.out, "last")),
-                    });
+                        step,
+                        cfg.lr,
+                        self.checkpointed,
+                        &self.out,
+                    ));
                 }
             };
             totals.seconds += output.timings.total().as_secs_f64();
             self.state.step += 1;
-            let (top1, _) = correct_counts(&output.logits, &batch.labels)?;
-            totals.loss_sum += output.loss * batch.size as f64;
-            totals.correct += top1;
-            totals.seen += batch.size;
-            let ips = totals.seen as f64 / totals.seconds.max(1e-9);
-            bar.set_message(format!(
-                "loss {:.4} acc {:.3} lr {lr:.4} {ips:.0} img/s",
-                totals.loss_sum / totals.seen as f64,
-                totals.correct as f64 / totals.seen as f64
-            ));
+            let correct = correct_count(&output.logits, &y)?;
+            totals.add(&output.loss, &correct, batch.size)?;
+            if logs || self.state.step.is_multiple_of(read_every) {
+                totals.read()?;
+                if !totals.loss_sum.is_finite() {
+                    bar.abandon();
+                    let (loss, step) = (totals.loss_sum, self.state.step);
+                    return Err(diverged(
+                        loss,
+                        epoch,
+                        step,
+                        cfg.lr,
+                        self.checkpointed,
+                        &self.out,
+                    ));
+                }
+                let ips = totals.seen as f64 / totals.seconds.max(1e-9);
+                bar.set_message(format!(
+                    "loss {:.4} acc {:.3} lr {lr:.4} {ips:.0} img/s",
+                    totals.loss_sum / totals.seen as f64,
+                    totals.correct as f64 / totals.seen as f64
+                ));
+            }
             bar.inc(1);
             if logs {
+                let loss = f64::from(output.loss.to_scalar::<f32>()?);
+                let top1 = correct.to_dtype(DType::F64)?.to_scalar::<f64>()?;
                 self.log.write(&StepRecord {
                     kind: "step".into(),
                     epoch,
                     step: self.state.step,
-                    loss: output.loss,
-                    accuracy: top1 as f64 / batch.size as f64,
+                    loss,
+                    accuracy: top1 / batch.size as f64,
                     lr,
                     grad_norm: output.grad_norm.unwrap_or(f64::NAN),
                 })?;
                 if bar.is_hidden() {
+                    let ips = totals.seen as f64 / totals.seconds.max(1e-9);
                     println!(
-                        "epoch {epoch}/{} step {} loss {:.4} lr {lr:.4} {ips:.0} img/s",
-                        cfg.epochs, self.state.step, output.loss
+                        "epoch {epoch}/{} step {} loss {loss:.4} lr {lr:.4} {ips:.0} img/s",
+                        cfg.epochs, self.state.step
                     );
                 }
             }
+        }
+        totals.read()?;
+        if !totals.loss_sum.is_finite() {
+            bar.abandon();
+            let (loss, step) = (totals.loss_sum, self.state.step);
+            return Err(diverged(
+                loss,
+                epoch,
+                step,
+                cfg.lr,
+                self.checkpointed,
+                &self.out,
+            ));
         }
         bar.finish_and_clear();
         Ok(totals)

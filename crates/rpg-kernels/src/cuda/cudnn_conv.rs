@@ -108,7 +108,12 @@ fn descriptors(cudnn: &Arc<Cudnn>, g: &ConvGeometry, precision: Precision) -> Re
     let nchw = cudnnTensorFormat_t::CUDNN_TENSOR_NCHW;
     let x = cudnn.create_4d_tensor::<f32>(
         nchw,
-        [dim(g.batch)?, dim(g.in_channels)?, dim(g.height)?, dim(g.width)?],
+        [
+            dim(g.batch)?,
+            dim(g.in_channels)?,
+            dim(g.height)?,
+            dim(g.width)?,
+        ],
     )?;
     let w = cudnn.create_4d_filter::<f32>(
         nchw,
@@ -121,7 +126,12 @@ fn descriptors(cudnn: &Arc<Cudnn>, g: &ConvGeometry, precision: Precision) -> Re
     )?;
     let y = cudnn.create_4d_tensor::<f32>(
         nchw,
-        [dim(g.batch)?, dim(g.out_channels)?, dim(g.out_h())?, dim(g.out_w())?],
+        [
+            dim(g.batch)?,
+            dim(g.out_channels)?,
+            dim(g.out_h())?,
+            dim(g.out_w())?,
+        ],
     )?;
     Ok(Descriptors { conv, x, w, y })
 }
