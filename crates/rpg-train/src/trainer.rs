@@ -473,6 +473,8 @@ impl<'a> Run<'a> {
         } else {
             cfg.log_every as u64
         };
+        let (checkpointed, out) = (self.checkpointed, self.out.clone());
+        let stop = |loss, step| diverged(loss, epoch, step, cfg.lr, checkpointed, &out);
         let mut step = TrainStep::new(&self.built, &mut self.optimizer, self.settings);
         for (i, batch) in loader.enumerate() {
             let batch = batch?;
@@ -485,15 +487,7 @@ impl<'a> Run<'a> {
                 StepOutcome::Taken(output) => output,
                 StepOutcome::Diverged { loss } => {
                     bar.abandon();
-                    let step = self.state.step + 1;
-                    return Err(diverged(
-                        loss,
-                        epoch,
-                        step,
-                        cfg.lr,
-                        self.checkpointed,
-                        &self.out,
-                    ));
+                    return Err(stop(loss, self.state.step + 1));
                 }
             };
             totals.seconds += output.timings.total().as_secs_f64();
@@ -504,15 +498,7 @@ impl<'a> Run<'a> {
                 totals.read()?;
                 if !totals.loss_sum.is_finite() {
                     bar.abandon();
-                    let (loss, step) = (totals.loss_sum, self.state.step);
-                    return Err(diverged(
-                        loss,
-                        epoch,
-                        step,
-                        cfg.lr,
-                        self.checkpointed,
-                        &self.out,
-                    ));
+                    return Err(stop(totals.loss_sum, self.state.step));
                 }
                 let ips = totals.seen as f64 / totals.seconds.max(1e-9);
                 bar.set_message(format!(
@@ -546,15 +532,7 @@ impl<'a> Run<'a> {
         totals.read()?;
         if !totals.loss_sum.is_finite() {
             bar.abandon();
-            let (loss, step) = (totals.loss_sum, self.state.step);
-            return Err(diverged(
-                loss,
-                epoch,
-                step,
-                cfg.lr,
-                self.checkpointed,
-                &self.out,
-            ));
+            return Err(stop(totals.loss_sum, self.state.step));
         }
         bar.finish_and_clear();
         Ok(totals)
