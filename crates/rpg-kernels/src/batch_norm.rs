@@ -11,8 +11,10 @@
 //!
 //! `dx = w / sigma * (dy - mean(dy) - x_hat * mean(dy * x_hat))`.
 //!
-//! f32 on the CPU takes this path (unless a [`crate::KernelScope`]
-//! chose Candle's); other devices and dtypes take Candle's.
+//! f32 on the CPU takes this path, f32 on CUDA the same passes as CUDA
+//! kernels (`cuda/batch_norm.rs`, with the `cuda` feature), unless a
+//! [`crate::KernelScope`] chose Candle's; other devices and dtypes take
+//! Candle's.
 
 use std::sync::{Arc, OnceLock};
 
@@ -74,7 +76,9 @@ impl BatchNorm {
     }
 
     fn fused_applies(&self, x: &Tensor) -> bool {
-        crate::backend::native_applies(x) && x.rank() >= 2 && self.inner.weight_and_bias().is_some()
+        (crate::backend::native_applies(x) || crate::backend::cuda_applies(x))
+            && x.rank() >= 2
+            && self.inner.weight_and_bias().is_some()
     }
 
     fn forward_train_fused(&self, x: &Tensor, relu: bool) -> Result<Tensor> {
@@ -96,6 +100,10 @@ impl BatchNorm {
                 x.dims()
             )
         }
+        #[cfg(feature = "cuda")]
+        if x.device().is_cuda() {
+            return self.forward_train_cuda(x, weight, bias, relu, per_channel);
+        }
         let stats = Arc::new(OnceLock::new());
         let y = x.contiguous()?.apply_op3(
             &weight.contiguous()?,
@@ -107,11 +115,50 @@ impl BatchNorm {
             },
         )?;
         let stats: &BnStats = stats.get().expect("set by the forward");
-        // PyTorch's and candle-nn's update: the running variance is unbiased.
-        let m = self.inner.momentum();
-        let unbias = per_channel as f64 / (per_channel as f64 - 1.0);
         let mean = Tensor::from_slice(&stats.mean, channels, x.device())?;
         let var = Tensor::from_slice(&stats.var, channels, x.device())?;
+        self.update_running_stats(&mean, &var, per_channel)?;
+        Ok(y)
+    }
+
+    /// The training pass as CUDA kernels; the statistics stay on the GPU.
+    #[cfg(feature = "cuda")]
+    fn forward_train_cuda(
+        &self,
+        x: &Tensor,
+        weight: &Tensor,
+        bias: &Tensor,
+        relu: bool,
+        per_channel: usize,
+    ) -> Result<Tensor> {
+        let (n, c) = (x.dim(0)?, x.dim(1)?);
+        let shape = crate::cuda::batch_norm::BnShape {
+            n,
+            c,
+            hw: per_channel / n,
+        };
+        let packed = x.contiguous()?.apply_op3(
+            &weight.contiguous()?,
+            &bias.contiguous()?,
+            crate::cuda::batch_norm::BnTrainCuda {
+                shape,
+                eps: self.inner.eps() as f32,
+                relu,
+            },
+        )?;
+        let total = x.elem_count();
+        let y = packed.narrow(0, 0, total)?.reshape(x.shape())?;
+        let mean = packed.narrow(0, total, c)?.detach();
+        let var = packed.narrow(0, total + c, c)?.detach();
+        self.update_running_stats(&mean, &var, per_channel)?;
+        Ok(y)
+    }
+
+    /// PyTorch's and candle-nn's update from a batch's mean and biased
+    /// variance over `per_channel` values: the running variance is unbiased.
+    fn update_running_stats(&self, mean: &Tensor, var: &Tensor, per_channel: usize) -> Result<()> {
+        let m = self.inner.momentum();
+        let unbias = per_channel as f64 / (per_channel as f64 - 1.0);
         let dtype = self.running_mean.dtype();
         self.running_mean
             .set(&((self.running_mean.as_tensor() * (1.0 - m))? + (mean.to_dtype(dtype)? * m)?)?)?;
@@ -119,7 +166,7 @@ impl BatchNorm {
             &((self.running_var.as_tensor() * (1.0 - m))?
                 + (var.to_dtype(dtype)? * (m * unbias))?)?,
         )?;
-        Ok(y)
+        Ok(())
     }
 
     /// Evaluation: one scale and one shift per channel.

@@ -34,7 +34,7 @@ mod batch_norm;
 mod channel_bias;
 mod conv;
 mod cpu;
-#[cfg(feature = "cudnn")]
+#[cfg(feature = "cuda")]
 mod cuda;
 mod layer_norm;
 pub mod ops;
