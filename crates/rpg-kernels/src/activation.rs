@@ -29,11 +29,19 @@ pub fn relu(x: &Tensor) -> Result<Tensor> {
 }
 
 /// `max(a + b, 0)`, differentiable in both; one native pass for f32 on the
-/// CPU, Candle's `(a + b).relu()` elsewhere. Shapes must match.
+/// CPU, one kernel each way for f32 on CUDA (`cuda` feature), Candle's
+/// `(a + b).relu()` elsewhere. Shapes must match.
 pub fn add_relu(a: &Tensor, b: &Tensor) -> Result<Tensor> {
-    if native_applies(a) && native_applies(b) {
+    let same = |check: fn(&Tensor) -> bool| check(a) && check(b);
+    if same(native_applies) || same(crate::backend::cuda_applies) {
         if a.dims() != b.dims() {
             candle_core::bail!("add_relu of shapes {:?} and {:?}", a.dims(), b.dims())
+        }
+        #[cfg(feature = "cuda")]
+        if a.device().is_cuda() {
+            return a
+                .contiguous()?
+                .apply_op2(&b.contiguous()?, crate::cuda::activation::AddReluCuda);
         }
         a.contiguous()?.apply_op2(&b.contiguous()?, AddRelu)
     } else {

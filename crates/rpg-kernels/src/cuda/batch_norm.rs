@@ -8,10 +8,9 @@
 //! `[dx (N*C*H*W), dgamma (C), dbeta (C)]`; the caller narrows it. Sums run
 //! in a fixed order per block (no atomics), so results repeat exactly.
 
-use std::sync::OnceLock;
-
-use candle_core::cuda::cudarc::driver::{CudaSlice, CudaView, LaunchConfig, PushKernelArg};
-use candle_core::cuda::{CudaDevice, WrapErr};
+use super::{NvrtcModule, output, view};
+use candle_core::cuda::WrapErr;
+use candle_core::cuda::cudarc::driver::{LaunchConfig, PushKernelArg};
 use candle_core::{CpuStorage, CudaStorage, CustomOp3, Layout, Result, Shape, Storage, Tensor};
 
 const SOURCE: &str = r#"
@@ -111,20 +110,9 @@ extern "C" __global__ void rpg_bn_bwd_dx(const float* x, const float* dy, const 
 }
 "#;
 
-const MODULE: &str = "rpg_batch_norm";
+static KERNELS: NvrtcModule = NvrtcModule::new("rpg_batch_norm", SOURCE);
 const THREADS: u32 = 256;
-
-/// The kernels' PTX, compiled on first use.
-fn ptx() -> Result<&'static str> {
-    static PTX: OnceLock<std::result::Result<String, String>> = OnceLock::new();
-    PTX.get_or_init(|| {
-        candle_core::cuda::cudarc::nvrtc::compile_ptx(SOURCE)
-            .map(|p| p.to_src())
-            .map_err(|e| e.to_string())
-    })
-    .as_deref()
-    .map_err(|e| candle_core::Error::Msg(format!("compiling the batch-norm kernels: {e}")))
-}
+const OP: &str = "batch norm";
 
 fn per_channel(c: usize) -> LaunchConfig {
     LaunchConfig {
@@ -132,20 +120,6 @@ fn per_channel(c: usize) -> LaunchConfig {
         block_dim: (THREADS, 1, 1),
         shared_mem_bytes: 0,
     }
-}
-
-/// The f32 elements of a contiguous operand.
-fn view<'a>(storage: &'a CudaStorage, layout: &Layout, what: &str) -> Result<CudaView<'a, f32>> {
-    let Some((start, end)) = layout.contiguous_offsets() else {
-        candle_core::bail!("batch norm (CUDA): the {what} must be contiguous")
-    };
-    Ok(storage.as_cuda_slice::<f32>()?.slice(start..end))
-}
-
-/// An uninitialised buffer every element of which the kernels write.
-fn output(dev: &CudaDevice, len: usize) -> Result<CudaSlice<f32>> {
-    // Safety: each kernel below writes every element it owns.
-    unsafe { dev.alloc::<f32>(len) }
 }
 
 /// The shape of one batch norm: `[n, c, hw]`.
@@ -208,9 +182,9 @@ impl CustomOp3 for BnTrainCuda {
         let s = self.shape;
         let (n, c, hw) = s.ints()?;
         let (x, w, b) = (
-            view(xs, xl, "input")?,
-            view(ws, wl, "scale")?,
-            view(bs, bl, "shift")?,
+            view(xs, xl, OP, "input")?,
+            view(ws, wl, OP, "scale")?,
+            view(bs, bl, OP, "shift")?,
         );
         let total = s.total();
         let mut out = output(dev, total + 2 * s.c)?;
@@ -218,7 +192,8 @@ impl CustomOp3 for BnTrainCuda {
             let (mut y, mut stats) = out.split_at_mut(total);
             let (mut mean, mut var) = stats.split_at_mut(s.c);
             {
-                let f = dev.get_or_load_custom_func("rpg_bn_stats", MODULE, ptx()?)?;
+                let f =
+                    dev.get_or_load_custom_func("rpg_bn_stats", KERNELS.name, KERNELS.ptx()?)?;
                 let mut args = f.builder();
                 args.arg(&x)
                     .arg(&mut mean)
@@ -231,7 +206,7 @@ impl CustomOp3 for BnTrainCuda {
             }
             let (mean, var) = (mean.slice(..), var.slice(..));
             let (relu, total_i) = (i32::from(self.relu), total as i64);
-            let f = dev.get_or_load_custom_func("rpg_bn_apply", MODULE, ptx()?)?;
+            let f = dev.get_or_load_custom_func("rpg_bn_apply", KERNELS.name, KERNELS.ptx()?)?;
             let mut args = f.builder();
             args.arg(&x)
                 .arg(&mut y)
@@ -318,9 +293,9 @@ impl CustomOp3 for BnBackwardCuda {
         let (n, c, hw) = s.ints()?;
         let total = s.total();
         let (x, dy, packed) = (
-            view(xs, xl, "input")?,
-            view(dys, dyl, "gradient")?,
-            view(rs, rl, "forward")?,
+            view(xs, xl, OP, "input")?,
+            view(dys, dyl, OP, "gradient")?,
+            view(rs, rl, OP, "forward")?,
         );
         let y = packed.slice(0..total);
         let mean = packed.slice(total..total + s.c);
@@ -329,14 +304,15 @@ impl CustomOp3 for BnBackwardCuda {
         let Storage::Cuda(ws) = &*weight_storage else {
             candle_core::bail!("batch norm (CUDA): the scale is not on the GPU")
         };
-        let w = view(ws, weight_layout, "scale")?;
+        let w = view(ws, weight_layout, OP, "scale")?;
         let mut out = output(dev, total + 2 * s.c)?;
         {
             let (mut dx, mut sums) = out.split_at_mut(total);
             let (mut dgamma, mut dbeta) = sums.split_at_mut(s.c);
             let relu = i32::from(self.relu);
             {
-                let f = dev.get_or_load_custom_func("rpg_bn_bwd_sums", MODULE, ptx()?)?;
+                let f =
+                    dev.get_or_load_custom_func("rpg_bn_bwd_sums", KERNELS.name, KERNELS.ptx()?)?;
                 let mut args = f.builder();
                 args.arg(&x).arg(&dy).arg(&y).arg(&mean).arg(&var);
                 args.arg(&mut dgamma)
@@ -349,7 +325,7 @@ impl CustomOp3 for BnBackwardCuda {
             }
             let (dgamma, dbeta) = (dgamma.slice(..), dbeta.slice(..));
             let (total_i, count) = (total as i64, (s.n * s.hw) as f32);
-            let f = dev.get_or_load_custom_func("rpg_bn_bwd_dx", MODULE, ptx()?)?;
+            let f = dev.get_or_load_custom_func("rpg_bn_bwd_dx", KERNELS.name, KERNELS.ptx()?)?;
             let mut args = f.builder();
             args.arg(&x).arg(&dy).arg(&y).arg(&mean).arg(&var).arg(&w);
             args.arg(&dgamma)

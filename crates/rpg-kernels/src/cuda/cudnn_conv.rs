@@ -19,11 +19,14 @@ use candle_core::cuda::cudarc::cudnn::{
     ConvBackwardData, ConvBackwardFilter, ConvDescriptor, ConvForward, Cudnn, FilterDescriptor,
     TensorDescriptor,
 };
-use candle_core::cuda::cudarc::driver::{CudaSlice, CudaView};
+use candle_core::cuda::cudarc::driver::CudaSlice;
 use candle_core::cuda::{CudaDevice, DeviceId};
 use candle_core::{CudaStorage, Layout, Result};
 
+use super::{output, view};
 use crate::cpu::geometry::ConvGeometry;
+
+const OP: &str = "conv2d (cuDNN)";
 use crate::precision::{Precision, precision};
 
 type Key = (ConvGeometry, Precision);
@@ -136,20 +139,6 @@ fn descriptors(cudnn: &Arc<Cudnn>, g: &ConvGeometry, precision: Precision) -> Re
     Ok(Descriptors { conv, x, w, y })
 }
 
-/// The f32 elements of a contiguous operand.
-fn view<'a>(storage: &'a CudaStorage, layout: &Layout, what: &str) -> Result<CudaView<'a, f32>> {
-    let Some((start, end)) = layout.contiguous_offsets() else {
-        candle_core::bail!("conv2d (cuDNN): the {what} must be contiguous")
-    };
-    Ok(storage.as_cuda_slice::<f32>()?.slice(start..end))
-}
-
-/// A fresh output of `len` elements that cuDNN overwrites (beta = 0).
-fn output(dev: &CudaDevice, len: usize) -> Result<CudaSlice<f32>> {
-    // Safety: every element is written by the convolution before any read.
-    unsafe { dev.alloc::<f32>(len) }
-}
-
 /// `y = conv(x, w)`.
 pub(crate) fn forward(
     g: &ConvGeometry,
@@ -159,7 +148,7 @@ pub(crate) fn forward(
     wl: &Layout,
 ) -> Result<CudaStorage> {
     let dev = &xs.device;
-    let (x, w) = (view(xs, xl, "input")?, view(ws, wl, "kernel")?);
+    let (x, w) = (view(xs, xl, OP, "input")?, view(ws, wl, OP, "kernel")?);
     let mut y = output(dev, g.batch * g.out_channels * g.pixels())?;
     let precision = precision();
     with_state(dev, |state| {
@@ -192,7 +181,10 @@ pub(crate) fn input_grad(
     wl: &Layout,
 ) -> Result<CudaStorage> {
     let dev = &dys.device;
-    let (dy, w) = (view(dys, dyl, "output gradient")?, view(ws, wl, "kernel")?);
+    let (dy, w) = (
+        view(dys, dyl, OP, "output gradient")?,
+        view(ws, wl, OP, "kernel")?,
+    );
     let mut dx = output(dev, g.batch * g.in_channels * g.height * g.width)?;
     let precision = precision();
     with_state(dev, |state| {
@@ -225,7 +217,10 @@ pub(crate) fn weight_grad(
     dyl: &Layout,
 ) -> Result<CudaStorage> {
     let dev = &xs.device;
-    let (x, dy) = (view(xs, xl, "input")?, view(dys, dyl, "output gradient")?);
+    let (x, dy) = (
+        view(xs, xl, OP, "input")?,
+        view(dys, dyl, OP, "output gradient")?,
+    );
     let len = g.out_channels * g.in_per_group() * g.kernel_h * g.kernel_w;
     let mut dw = output(dev, len)?;
     let precision = precision();
