@@ -12,6 +12,7 @@ use crate::cli::{Cli, Command};
 fn main() -> ExitCode {
     rpg_train::allocator::retain_freed_memory();
     rpg_train::threads::shorten_candle_worker_spin();
+    rpg_train::threads::pin_thread_counts();
     let cli = match Cli::try_parse_with_defaults() {
         Ok(cli) => cli,
         Err(e) if !e.use_stderr() => {

@@ -1,4 +1,5 @@
-//! Keeps Candle's worker threads from spinning over our kernels.
+//! Keeps Candle's worker threads from spinning over our kernels, and its
+//! thread count from being recomputed on every matrix product.
 //!
 //! Candle's CPU elementwise ops run on a barrier pool of its own (one worker
 //! per core but the caller's), whose workers spin 25,000 times after every op
@@ -22,5 +23,31 @@ pub fn shorten_candle_worker_spin() {
         // SAFETY: called at the start of main, before any other thread
         // exists, so nothing reads the environment concurrently.
         unsafe { std::env::set_var(SPIN_LIMIT_VAR, SPIN_LIMIT) };
+    }
+}
+
+/// Rayon's and Candle's shared setting of the thread count.
+const RAYON_THREADS_VAR: &str = "RAYON_NUM_THREADS";
+
+/// Fixes Candle's thread count once, at start-up, to what it would be anyway.
+///
+/// Candle asks for its thread count on every CPU matrix product, and
+/// unless `RAYON_NUM_THREADS` is set it recomputes it from the process's
+/// CPU mask and `/proc/cpuinfo` each time: a dozen file reads per MLP step,
+/// 4% of its time. Setting the variable to the value Candle computes makes
+/// each ask an environment lookup. Rayon's pool reads the same variable, so
+/// it is set only where both would choose the same count anyway (Candle
+/// counts physical cores, rayon logical CPUs), and never over the user's.
+/// Call first thing in `main`, before any thread exists.
+pub fn pin_thread_counts() {
+    if std::env::var_os(RAYON_THREADS_VAR).is_some() {
+        return;
+    }
+    let candle = candle_core::utils::get_num_threads();
+    let rayon = std::thread::available_parallelism().map_or(1, |n| n.get());
+    if candle == rayon {
+        // SAFETY: called at the start of main, before any other thread
+        // exists, so nothing reads the environment concurrently.
+        unsafe { std::env::set_var(RAYON_THREADS_VAR, candle.to_string()) };
     }
 }
