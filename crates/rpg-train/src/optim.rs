@@ -5,7 +5,9 @@
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 
-use candle_core::{DType, Device, Tensor, Var};
+use candle_core::{DType, Device, Storage, Tensor, Var};
+use rayon::prelude::*;
+use rpg_kernels::f32_slice;
 use rpg_nn::{ParamGrad, ParamGroup};
 
 use crate::names::{self, Named};
@@ -200,6 +202,20 @@ impl Optimizer {
     }
 
     fn sgd(&mut self, u: &Update<'_>, p: &Tensor, decay: f64) -> Result<Tensor> {
+        let m = self.config.momentum;
+        let buf = (m != 0.0).then(|| self.first.get(u.name)).flatten();
+        let rule = SgdRule {
+            decay,
+            momentum: m,
+            nesterov: self.config.nesterov,
+            lr: u.lr,
+        };
+        if let Some((next, buf)) = rule.fused(p, &u.grad.detach(), buf)? {
+            if let Some(buf) = buf {
+                self.first.insert(u.name.to_string(), buf);
+            }
+            return Ok(next);
+        }
         let mut g = u.grad.detach();
         if decay != 0.0 {
             g = (g + (p * decay)?)?;
@@ -311,6 +327,147 @@ impl Optimizer {
     }
 }
 
+/// SGD's update of one parameter, as numbers.
+#[derive(Debug, Clone, Copy)]
+struct SgdRule {
+    decay: f64,
+    momentum: f64,
+    nesterov: bool,
+    lr: f64,
+}
+
+impl SgdRule {
+    /// The update in one pass over f32 CPU tensors (else None): the new
+    /// parameter and momentum buffer. Each element goes through the same
+    /// f32 operations, in the same order, as the tensor-op form in
+    /// [`Optimizer::sgd`] (whose scalar products are Candle's `affine`,
+    /// `v * a + 0`), so the result is bit for bit the same; it is one pass
+    /// instead of seven, each with a buffer of its own.
+    fn fused(
+        &self,
+        p: &Tensor,
+        g: &Tensor,
+        buf: Option<&Tensor>,
+    ) -> Result<Option<(Tensor, Option<Tensor>)>> {
+        let cpu_f32 =
+            |t: &Tensor| t.device().is_cpu() && t.dtype() == DType::F32 && t.is_contiguous();
+        if !cpu_f32(p) || !cpu_f32(g) || !buf.is_none_or(cpu_f32) || p.dims() != g.dims() {
+            return Ok(None);
+        }
+        let (ps, pl) = p.storage_and_layout();
+        let (gs, gl) = g.storage_and_layout();
+        let (Storage::Cpu(ps), Storage::Cpu(gs)) = (&*ps, &*gs) else {
+            return Ok(None);
+        };
+        let (p_values, g_values) = (f32_slice(ps, pl, "sgd")?, f32_slice(gs, gl, "sgd")?);
+        let buf_guard = buf.map(|b| b.storage_and_layout());
+        let buf_values = match &buf_guard {
+            Some((storage, layout)) => match &**storage {
+                Storage::Cpu(bs) => Some(f32_slice(bs, layout, "sgd")?),
+                _ => return Ok(None),
+            },
+            None => None,
+        };
+        let (decay, m, lr) = (self.decay as f32, self.momentum as f32, self.lr as f32);
+        let n = p_values.len();
+        let mut next = vec![0f32; n];
+        let with_momentum = self.momentum != 0.0;
+        let mut next_buf = vec![0f32; if with_momentum { n } else { 0 }];
+        let inputs = SgdInputs {
+            p: p_values,
+            g: g_values,
+            buf: buf_values.unwrap_or(&[]),
+            decay,
+            momentum: m,
+            lr,
+        };
+        // One monomorphic loop per case, so each vectorises without
+        // branches; chunks run on rayon's pool.
+        let kernel = match (
+            self.decay != 0.0,
+            with_momentum,
+            buf_values.is_some(),
+            self.nesterov,
+        ) {
+            (d, false, _, _) => {
+                if d {
+                    sgd_chunk::<true, false, false, false>
+                } else {
+                    sgd_chunk::<false, false, false, false>
+                }
+            }
+            (true, true, true, false) => sgd_chunk::<true, true, true, false>,
+            (true, true, false, false) => sgd_chunk::<true, true, false, false>,
+            (true, true, true, true) => sgd_chunk::<true, true, true, true>,
+            (true, true, false, true) => sgd_chunk::<true, true, false, true>,
+            (false, true, true, false) => sgd_chunk::<false, true, true, false>,
+            (false, true, false, false) => sgd_chunk::<false, true, false, false>,
+            (false, true, true, true) => sgd_chunk::<false, true, true, true>,
+            (false, true, false, true) => sgd_chunk::<false, true, false, true>,
+        };
+        if with_momentum {
+            next.par_chunks_mut(SGD_CHUNK)
+                .zip(next_buf.par_chunks_mut(SGD_CHUNK))
+                .enumerate()
+                .for_each(|(c, (out, out_buf))| kernel(&inputs, c * SGD_CHUNK, out, out_buf));
+        } else {
+            next.par_chunks_mut(SGD_CHUNK)
+                .enumerate()
+                .for_each(|(c, out)| kernel(&inputs, c * SGD_CHUNK, out, &mut []));
+        }
+        let next = Tensor::from_vec(next, p.shape(), &Device::Cpu)?;
+        let next_buf = with_momentum
+            .then(|| Tensor::from_vec(next_buf, p.shape(), &Device::Cpu))
+            .transpose()?;
+        Ok(Some((next, next_buf)))
+    }
+}
+
+/// Elements per task of the one-pass SGD update.
+const SGD_CHUNK: usize = 1 << 15;
+
+/// The operands of the one-pass SGD update.
+struct SgdInputs<'a> {
+    p: &'a [f32],
+    g: &'a [f32],
+    buf: &'a [f32],
+    decay: f32,
+    momentum: f32,
+    lr: f32,
+}
+
+/// The SGD update of elements `start..start + out.len()` (see
+/// [`SgdRule::fused`] for why each `+ 0.0` is there).
+fn sgd_chunk<const DECAY: bool, const MOMENTUM: bool, const BUF: bool, const NESTEROV: bool>(
+    x: &SgdInputs<'_>,
+    start: usize,
+    out: &mut [f32],
+    out_buf: &mut [f32],
+) {
+    let end = start + out.len();
+    let (p, g) = (&x.p[start..end], &x.g[start..end]);
+    for i in 0..out.len() {
+        let mut d = g[i];
+        if DECAY {
+            d += p[i] * x.decay + 0.0;
+        }
+        if MOMENTUM {
+            let b = if BUF {
+                (x.buf[start + i] * x.momentum + 0.0) + d
+            } else {
+                d
+            };
+            out_buf[i] = b;
+            d = if NESTEROV {
+                d + (b * x.momentum + 0.0)
+            } else {
+                b
+            };
+        }
+        out[i] = p[i] - (d * x.lr + 0.0);
+    }
+}
+
 /// The dtype in which per-step values (losses, counts, squared norms) are
 /// summed on a device: f64, as the host would, except on Metal, which has
 /// no f64.
@@ -358,6 +515,73 @@ pub fn clip_grad_norm(grads: &mut [ParamGrad], max_norm: f64) -> candle_core::Re
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The one-pass SGD update equals the tensor-op form bit for bit, with
+    /// and without decay, momentum, an existing buffer and Nesterov.
+    #[test]
+    fn fused_sgd_is_the_tensor_ops_bit_for_bit() {
+        let n = 1000;
+        let values = |salt: u32| -> Vec<f32> {
+            (0..n as u32)
+                .map(|i| ((i * 7919 + salt * 104729) % 2003) as f32 / 1001.0 - 1.0)
+                .collect()
+        };
+        let p = Tensor::from_vec(values(1), n, &Device::Cpu).unwrap();
+        let g = Tensor::from_vec(values(2), n, &Device::Cpu).unwrap();
+        let old = Tensor::from_vec(values(3), n, &Device::Cpu).unwrap();
+        for (decay, momentum, nesterov, with_buf) in [
+            (5e-4, 0.9, false, true),
+            (5e-4, 0.9, false, false),
+            (5e-4, 0.9, true, true),
+            (0.0, 0.9, false, true),
+            (5e-4, 0.0, false, false),
+            (0.0, 0.0, false, false),
+        ] {
+            let rule = SgdRule {
+                decay,
+                momentum,
+                nesterov,
+                lr: 0.05,
+            };
+            let buf = with_buf.then_some(&old);
+            let (fused, fused_buf) = rule.fused(&p, &g, buf).unwrap().unwrap();
+            // The tensor-op form, as `Optimizer::sgd` writes it.
+            let mut d = g.clone();
+            if decay != 0.0 {
+                d = (d + (&p * decay).unwrap()).unwrap();
+            }
+            let mut reference_buf = None;
+            if momentum != 0.0 {
+                let b = match buf {
+                    Some(b) => ((b * momentum).unwrap() + &d).unwrap(),
+                    None => d.clone(),
+                };
+                d = if nesterov {
+                    (d + (&b * momentum).unwrap()).unwrap()
+                } else {
+                    b.clone()
+                };
+                reference_buf = Some(b);
+            }
+            let reference = (&p - (d * 0.05).unwrap()).unwrap();
+            let bits = |t: &Tensor| -> Vec<u32> {
+                t.to_vec1::<f32>()
+                    .unwrap()
+                    .iter()
+                    .map(|v| v.to_bits())
+                    .collect()
+            };
+            assert_eq!(
+                bits(&fused),
+                bits(&reference),
+                "{decay} {momentum} {nesterov}"
+            );
+            assert_eq!(
+                fused_buf.as_ref().map(bits),
+                reference_buf.as_ref().map(bits)
+            );
+        }
+    }
 
     fn config(kind: OptimizerKind, nesterov: bool) -> OptimizerConfig {
         OptimizerConfig {
