@@ -9,7 +9,21 @@ use std::process::ExitCode;
 
 use crate::cli::{Cli, Command};
 
+/// `rpg eval ... | head -1` ends like any Unix tool's output into a closed
+/// pipe: quietly, by SIGPIPE. (Rust ignores SIGPIPE, so every `println!`
+/// would panic instead.) Everything rpg writes to files is atomic, so a
+/// run ended this way resumes from its last checkpoint.
+fn die_quietly_on_closed_pipes() {
+    #[cfg(unix)]
+    // SAFETY: at the start of main, before any thread exists; restoring the
+    // default action of one signal.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+}
+
 fn main() -> ExitCode {
+    die_quietly_on_closed_pipes();
     rpg_train::allocator::retain_freed_memory();
     rpg_train::threads::shorten_candle_worker_spin();
     rpg_train::threads::pin_thread_counts();

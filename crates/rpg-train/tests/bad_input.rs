@@ -309,3 +309,49 @@ fn messages_say_what_is_wrong_and_where() {
         "rpg reads exports made without --fold-bn",
     );
 }
+
+/// Output into a closed pipe (`rpg models | head -1`) ends the process
+/// quietly, as SIGPIPE ends any Unix tool, never with a panic.
+#[cfg(unix)]
+#[test]
+fn a_closed_pipe_is_not_a_panic() {
+    use std::io::Read;
+    use std::os::unix::process::ExitStatusExt;
+    use std::process::{Command, Stdio};
+
+    let dir = tempfile::tempdir().unwrap();
+    let run = dir.path().join("run");
+    train_tiny(&run, &["--epochs", "1", "--test-limit", "64"]);
+    let out = dir.path().join("model.onnx");
+    let export = [
+        "export",
+        "--checkpoint",
+        run.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ];
+    for args in [&["models"][..], &export[..]] {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_rpg"))
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        drop(child.stdout.take());
+        let mut stderr = String::new();
+        child
+            .stderr
+            .take()
+            .unwrap()
+            .read_to_string(&mut stderr)
+            .unwrap();
+        let status = child.wait().unwrap();
+        assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
+        assert!(
+            status.success() || status.signal() == Some(libc::SIGPIPE),
+            "{args:?}: {status:?} {stderr}"
+        );
+    }
+    // What it was asked to write was written before it printed.
+    assert!(out.is_file());
+}
