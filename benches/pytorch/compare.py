@@ -3,7 +3,9 @@
 
 Each pair is one run of `rpg bench --json` and one of `train_step.py` made
 in the same call; with several runs, every run's ratio is shown and the
-median is taken. Training and inference images/s, and RPG / dense step time.
+median is taken. Training and inference images/s, RPG / dense step time,
+and each side's peak memory (resident set on the CPU, allocated on a GPU;
+every case measured in a process of its own), median over the runs.
 """
 
 import json
@@ -24,7 +26,7 @@ def main():
     version = next(iter(runs[0][1].values())).get("torch", "?")
     print(f"ours / PyTorch {version}, {len(runs)} run(s); per-run ratios in brackets")
     print(f"{'model':<16} {'mode':<6} {'batch':>5} {'train ratio':>11} {'infer ratio':>11} "
-          f"{'rpg/dense step':>14}  {'train img/s ours / torch (median)':>34}")
+          f"{'rpg/dense step':>14}  {'train img/s ours / torch (median)':>34}  {'peak MB ours / torch':>20}")
     for key in keys:
         train = [o[key]["train_images_per_second"] / t[key]["train_images_per_second"] for o, t in runs]
         infer = [o[key]["infer_images_per_second"] / t[key]["infer_images_per_second"] for o, t in runs]
@@ -33,10 +35,12 @@ def main():
         ours = statistics.median(o[key]["train_images_per_second"] for o, _ in runs)
         theirs = statistics.median(t[key]["train_images_per_second"] for _, t in runs)
         each = " ".join(f"{r:.2f}" for r in train)
+        peak_ours = statistics.median(o[key].get("peak_rss_bytes", float("nan")) for o, _ in runs) / 1e6
+        peak_theirs = statistics.median(t[key].get("peak_memory_bytes", float("nan")) for _, t in runs) / 1e6
         print(f"{key[0]:<16} {key[1]:<6} {runs[0][0][key]['batch_size']:>5} "
               f"{statistics.median(train):>11.2f} {statistics.median(infer):>11.2f} "
               f"{statistics.median(overhead) if overhead else float('nan'):>14.3f}  "
-              f"{ours:>15.1f} / {theirs:<15.1f} [{each}]")
+              f"{ours:>15.1f} / {theirs:<15.1f} {peak_ours:>9.0f} / {peak_theirs:<9.0f} [{each}]")
 
 
 if __name__ == "__main__":

@@ -21,6 +21,7 @@ import json
 import math
 import resource
 import statistics
+import subprocess
 import sys
 import time
 
@@ -252,6 +253,8 @@ def main():
     ap.add_argument("--threads", type=int, help="CPU threads (torch.set_num_threads)")
     ap.add_argument("--precision", choices=["default", "f32"], default="default",
                     help="default: PyTorch's (TF32 in cuDNN convs); f32: TF32 off everywhere")
+    ap.add_argument("--in-process", action="store_true",
+                    help="run the cases here instead of one child process each (whose peak memory is then the case's own)")
     args = ap.parse_args()
     if args.steps <= 0 or (args.batch_size is not None and args.batch_size <= 0):
         ap.error("--steps and --batch-size must be positive")
@@ -268,7 +271,21 @@ def main():
     rows = []
     for name, batch in cases:
         for mode in args.modes.split(","):
-            row = run_case(name, mode, batch, args.steps, device, args.dof)
+            if args.in_process:
+                row = run_case(name, mode, batch, args.steps, device, args.dof)
+            else:
+                # A process's peak RSS only grows: each case gets its own, as
+                # `rpg bench` gives each case a child process.
+                child = [sys.executable, __file__, "--in-process", "--device", args.device,
+                         "--model", name, "--batch-size", str(batch), "--modes", mode,
+                         "--steps", str(args.steps), "--dof", str(args.dof),
+                         "--precision", args.precision]
+                if args.threads:
+                    child += ["--threads", str(args.threads)]
+                done = subprocess.run(child, capture_output=True, text=True)
+                if done.returncode != 0:
+                    sys.exit(f"{name} {mode}: {done.stderr.strip()}")
+                (row,) = json.loads(done.stdout)
             row["torch"] = torch.__version__
             print(f"{name:>16} {mode:>5} b{batch}: {row['train_images_per_second']:.1f} train img/s, "
                   f"{row['infer_images_per_second']:.1f} infer img/s", file=sys.stderr)
