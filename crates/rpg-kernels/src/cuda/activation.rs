@@ -6,7 +6,7 @@ use candle_core::cuda::WrapErr;
 use candle_core::cuda::cudarc::driver::{LaunchConfig, PushKernelArg};
 use candle_core::{CpuStorage, CudaStorage, CustomOp2, CustomOp3, Layout, Result, Shape, Tensor};
 
-use super::{NvrtcModule, output, view};
+use super::{NvrtcModule, cuda_only, output, view};
 
 const SOURCE: &str = r#"
 extern "C" __global__ void rpg_add_relu(const float* a, const float* b, float* y, long n) {
@@ -29,10 +29,6 @@ extern "C" __global__ void rpg_add_relu_grad(const float* a, const float* b, con
 static KERNELS: NvrtcModule = NvrtcModule::new("rpg_activation", SOURCE);
 const OP: &str = "add_relu";
 
-fn cpu_unused(name: &str) -> Result<(CpuStorage, Shape)> {
-    candle_core::bail!("{name} runs on CUDA only")
-}
-
 /// `(a, b) -> max(a + b, 0)`, same shapes, contiguous.
 pub(crate) struct AddReluCuda;
 
@@ -48,7 +44,7 @@ impl CustomOp2 for AddReluCuda {
         _: &CpuStorage,
         _: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        cpu_unused(self.name())
+        cuda_only(self.name())
     }
 
     fn cuda_fwd(
@@ -108,7 +104,7 @@ impl CustomOp3 for AddReluGradCuda {
         _: &CpuStorage,
         _: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        cpu_unused(self.name())
+        cuda_only(self.name())
     }
 
     fn cuda_fwd(

@@ -8,7 +8,7 @@
 //! `[dx (N*C*H*W), dgamma (C), dbeta (C)]`; the caller narrows it. Sums run
 //! in a fixed order per block (no atomics), so results repeat exactly.
 
-use super::{NvrtcModule, output, view};
+use super::{NvrtcModule, cuda_only, int32, output, view};
 use candle_core::cuda::WrapErr;
 use candle_core::cuda::cudarc::driver::{LaunchConfig, PushKernelArg};
 use candle_core::{CpuStorage, CudaStorage, CustomOp3, Layout, Result, Shape, Storage, Tensor};
@@ -136,11 +136,7 @@ impl BnShape {
     }
 
     fn ints(&self) -> Result<(i32, i32, i32)> {
-        let int = |v: usize| {
-            i32::try_from(v)
-                .map_err(|_| candle_core::Error::Msg(format!("batch norm: {v} is too large")))
-        };
-        Ok((int(self.n)?, int(self.c)?, int(self.hw)?))
+        Ok((int32(self.n, OP)?, int32(self.c, OP)?, int32(self.hw, OP)?))
     }
 }
 
@@ -166,7 +162,7 @@ impl CustomOp3 for BnTrainCuda {
         _: &CpuStorage,
         _: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        candle_core::bail!("{} runs on CUDA only", self.name())
+        cuda_only(self.name())
     }
 
     fn cuda_fwd(
@@ -276,7 +272,7 @@ impl CustomOp3 for BnBackwardCuda {
         _: &CpuStorage,
         _: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        candle_core::bail!("{} runs on CUDA only", self.name())
+        cuda_only(self.name())
     }
 
     fn cuda_fwd(

@@ -3,8 +3,9 @@
 //!
 //! Each device keeps (per thread: cuDNN handles are neither Send nor Sync)
 //! its cuDNN handle, one workspace that grows to the largest request and is
-//! reused, and the algorithm cuDNN's heuristics chose for each convolution
-//! shape and precision, so the choice is made once per shape.
+//! reused, and per convolution shape and precision the descriptors and the
+//! algorithm cuDNN's heuristics chose for each pass, so both are made once
+//! per shape and the three passes of a layer share the descriptors.
 
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -23,45 +24,58 @@ use candle_core::cuda::cudarc::driver::CudaSlice;
 use candle_core::cuda::{CudaDevice, DeviceId};
 use candle_core::{CudaStorage, Layout, Result};
 
-use super::{output, view};
+use super::{int32, output, view};
 use crate::cpu::geometry::ConvGeometry;
-
-const OP: &str = "conv2d (cuDNN)";
 use crate::precision::{Precision, precision};
 
-type Key = (ConvGeometry, Precision);
+const OP: &str = "conv2d (cuDNN)";
+
+/// One convolution shape at one precision: its descriptors and, once
+/// chosen, each pass's algorithm.
+struct Conv {
+    d: Descriptors,
+    forward: Option<cudnnConvolutionFwdAlgo_t>,
+    input_grad: Option<cudnnConvolutionBwdDataAlgo_t>,
+    weight_grad: Option<cudnnConvolutionBwdFilterAlgo_t>,
+}
 
 /// What one device keeps between calls.
 struct DeviceState {
     cudnn: Arc<Cudnn>,
     workspace: Option<CudaSlice<u8>>,
-    forward: HashMap<Key, cudnnConvolutionFwdAlgo_t>,
-    input_grad: HashMap<Key, cudnnConvolutionBwdDataAlgo_t>,
-    weight_grad: HashMap<Key, cudnnConvolutionBwdFilterAlgo_t>,
+    convs: HashMap<(ConvGeometry, Precision), Conv>,
 }
 
-impl DeviceState {
-    /// The shared workspace, grown to at least `bytes` (None for 0).
-    fn workspace(&mut self, dev: &CudaDevice, bytes: usize) -> Result<Option<&mut CudaSlice<u8>>> {
-        if bytes == 0 {
-            return Ok(None);
-        }
-        if self.workspace.as_ref().is_none_or(|w| w.len() < bytes) {
-            // Dropping the old buffer frees it in stream order.
-            self.workspace = None;
-            // Safety: cuDNN treats the workspace as scratch; nothing reads
-            // it before writing.
-            self.workspace = Some(unsafe { dev.alloc::<u8>(bytes) }?);
-        }
-        Ok(self.workspace.as_mut())
+/// The shared workspace, grown to at least `bytes` (None for 0).
+fn workspace<'a>(
+    current: &'a mut Option<CudaSlice<u8>>,
+    dev: &CudaDevice,
+    bytes: usize,
+) -> Result<Option<&'a mut CudaSlice<u8>>> {
+    if bytes == 0 {
+        return Ok(None);
     }
+    if current.as_ref().is_none_or(|w| w.len() < bytes) {
+        // Dropping the old buffer frees it in stream order.
+        *current = None;
+        // Safety: cuDNN treats the workspace as scratch; nothing reads it
+        // before writing.
+        *current = Some(unsafe { dev.alloc::<u8>(bytes) }?);
+    }
+    Ok(current.as_mut())
 }
 
 thread_local! {
     static DEVICES: RefCell<HashMap<DeviceId, DeviceState>> = RefCell::new(HashMap::new());
 }
 
-fn with_state<R>(dev: &CudaDevice, f: impl FnOnce(&mut DeviceState) -> Result<R>) -> Result<R> {
+/// Runs `f` with the convolution `g` of this device (made on first use) and
+/// the device's workspace.
+fn with_conv<R>(
+    dev: &CudaDevice,
+    g: &ConvGeometry,
+    f: impl FnOnce(&mut Conv, &mut Option<CudaSlice<u8>>) -> Result<R>,
+) -> Result<R> {
     DEVICES.with(|devices| {
         let mut devices = devices.borrow_mut();
         let state = match devices.entry(dev.id()) {
@@ -69,12 +83,20 @@ fn with_state<R>(dev: &CudaDevice, f: impl FnOnce(&mut DeviceState) -> Result<R>
             Entry::Vacant(e) => e.insert(DeviceState {
                 cudnn: Cudnn::new(dev.cuda_stream())?,
                 workspace: None,
-                forward: HashMap::new(),
-                input_grad: HashMap::new(),
-                weight_grad: HashMap::new(),
+                convs: HashMap::new(),
             }),
         };
-        f(state)
+        let precision = precision();
+        let conv = match state.convs.entry((*g, precision)) {
+            Entry::Occupied(e) => e.into_mut(),
+            Entry::Vacant(e) => e.insert(Conv {
+                d: descriptors(&state.cudnn, g, precision)?,
+                forward: None,
+                input_grad: None,
+                weight_grad: None,
+            }),
+        };
+        f(conv, &mut state.workspace)
     })
 }
 
@@ -86,15 +108,8 @@ struct Descriptors {
     y: TensorDescriptor<f32>,
 }
 
-fn dim(value: usize) -> Result<i32> {
-    i32::try_from(value).map_err(|_| {
-        candle_core::Error::Msg(format!(
-            "conv2d: dimension {value} is beyond cuDNN's 32-bit sizes"
-        ))
-    })
-}
-
 fn descriptors(cudnn: &Arc<Cudnn>, g: &ConvGeometry, precision: Precision) -> Result<Descriptors> {
+    let dim = |value: usize| int32(value, OP);
     let mut conv = cudnn.create_conv2d::<f32>(
         [dim(g.padding)?; 2],
         [dim(g.stride)?; 2],
@@ -150,21 +165,19 @@ pub(crate) fn forward(
     let dev = &xs.device;
     let (x, w) = (view(xs, xl, OP, "input")?, view(ws, wl, OP, "kernel")?);
     let mut y = output(dev, g.batch * g.out_channels * g.pixels())?;
-    let precision = precision();
-    with_state(dev, |state| {
-        let d = descriptors(&state.cudnn, g, precision)?;
+    with_conv(dev, g, |conv, current| {
+        let d = &conv.d;
         let op = ConvForward {
             conv: &d.conv,
             x: &d.x,
             w: &d.w,
             y: &d.y,
         };
-        let algo = match state.forward.entry((*g, precision)) {
-            Entry::Occupied(e) => *e.get(),
-            Entry::Vacant(e) => *e.insert(op.pick_algorithm()?),
+        let algo = match conv.forward {
+            Some(algo) => algo,
+            None => *conv.forward.insert(op.pick_algorithm()?),
         };
-        let bytes = op.get_workspace_size(algo)?;
-        let workspace = state.workspace(dev, bytes)?;
+        let workspace = workspace(current, dev, op.get_workspace_size(algo)?)?;
         // Safety: the views and the output match the descriptors' shapes.
         unsafe { op.launch(algo, workspace, (1.0, 0.0), &x, &w, &mut y) }?;
         Ok(())
@@ -186,21 +199,19 @@ pub(crate) fn input_grad(
         view(ws, wl, OP, "kernel")?,
     );
     let mut dx = output(dev, g.batch * g.in_channels * g.height * g.width)?;
-    let precision = precision();
-    with_state(dev, |state| {
-        let d = descriptors(&state.cudnn, g, precision)?;
+    with_conv(dev, g, |conv, current| {
+        let d = &conv.d;
         let op = ConvBackwardData {
             conv: &d.conv,
             dx: &d.x,
             w: &d.w,
             dy: &d.y,
         };
-        let algo = match state.input_grad.entry((*g, precision)) {
-            Entry::Occupied(e) => *e.get(),
-            Entry::Vacant(e) => *e.insert(op.pick_algorithm()?),
+        let algo = match conv.input_grad {
+            Some(algo) => algo,
+            None => *conv.input_grad.insert(op.pick_algorithm()?),
         };
-        let bytes = op.get_workspace_size(algo)?;
-        let workspace = state.workspace(dev, bytes)?;
+        let workspace = workspace(current, dev, op.get_workspace_size(algo)?)?;
         // Safety: as in `forward`.
         unsafe { op.launch(algo, workspace, (1.0, 0.0), &mut dx, &w, &dy) }?;
         Ok(())
@@ -223,21 +234,19 @@ pub(crate) fn weight_grad(
     );
     let len = g.out_channels * g.in_per_group() * g.kernel_h * g.kernel_w;
     let mut dw = output(dev, len)?;
-    let precision = precision();
-    with_state(dev, |state| {
-        let d = descriptors(&state.cudnn, g, precision)?;
+    with_conv(dev, g, |conv, current| {
+        let d = &conv.d;
         let op = ConvBackwardFilter {
             conv: &d.conv,
             x: &d.x,
             dw: &d.w,
             dy: &d.y,
         };
-        let algo = match state.weight_grad.entry((*g, precision)) {
-            Entry::Occupied(e) => *e.get(),
-            Entry::Vacant(e) => *e.insert(op.pick_algorithm()?),
+        let algo = match conv.weight_grad {
+            Some(algo) => algo,
+            None => *conv.weight_grad.insert(op.pick_algorithm()?),
         };
-        let bytes = op.get_workspace_size(algo)?;
-        let workspace = state.workspace(dev, bytes)?;
+        let workspace = workspace(current, dev, op.get_workspace_size(algo)?)?;
         // Safety: as in `forward`.
         unsafe { op.launch(algo, workspace, (1.0, 0.0), &x, &mut dw, &dy) }?;
         Ok(())

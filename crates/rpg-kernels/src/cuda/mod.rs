@@ -26,6 +26,20 @@ pub(crate) fn view<'a>(
     Ok(storage.as_cuda_slice::<f32>()?.slice(start..end))
 }
 
+/// `value` as the 32-bit int CUDA kernels and cuDNN take, or an error
+/// naming `op`.
+pub(crate) fn int32(value: usize, op: &str) -> Result<i32> {
+    i32::try_from(value).map_err(|_| {
+        candle_core::Error::Msg(format!("{op}: size {value} is beyond 32-bit CUDA sizes"))
+    })
+}
+
+/// The CPU forward of an op that runs on CUDA only (a custom op must have
+/// one; the dispatch never sends CPU tensors here).
+pub(crate) fn cuda_only(op: &str) -> Result<(candle_core::CpuStorage, candle_core::Shape)> {
+    candle_core::bail!("{op} runs on CUDA only")
+}
+
 /// A buffer of `len` f32 for a kernel that writes every element.
 pub(crate) fn output(dev: &CudaDevice, len: usize) -> Result<CudaSlice<f32>> {
     // Safety: callers launch kernels that write each element before any read.
