@@ -466,9 +466,10 @@ impl<'a> Run<'a> {
             lr: self.schedule.lr((epoch - 1) as f64),
             ..EpochTotals::default()
         };
-        // Reading the sums synchronises the device: on a GPU only as often
-        // as the log needs (the CPU has nothing to wait for).
-        let read_every = if self.device.is_cpu() {
+        // Reading the sums synchronises the device: where each step is
+        // guarded (the CPU, which has nothing to wait for) every step,
+        // elsewhere only as often as the log needs.
+        let read_every = if self.settings.guard_each_step {
             1
         } else {
             cfg.log_every as u64
