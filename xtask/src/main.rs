@@ -47,7 +47,7 @@ TASKS run here:
                 (--iterations N, --seed S; panicking inputs land in target/fuzz-crashes/)
     ci          what CI runs: fmt check, clippy -D warnings, the test suite
     cuda-toolchain  install the pinned CUDA 13.0 compiler and libraries from PyPI into
-                .cuda-toolchain/ (project-local, ~2.5 GB with cuDNN), plus a libcuda link stub; no GPU needed
+                .cuda-toolchain/ (project-local, 1.6 GB with cuDNN), plus a libcuda link stub; no GPU needed
     cuda-build  build target/cuda/release/rpg with --features cudnn (CUDA, convolutions by cuDNN)
                 against that toolchain (or a system CUDA when CUDA_ROOT is set); the binary runs on
                 machines with an NVIDIA driver and cuDNN 9
