@@ -68,15 +68,24 @@ fn fixture(dir: &Path, name: &str) -> Result<()> {
     Ok(())
 }
 
-fn main() -> Result<()> {
+fn run() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let [dir, models] = args.as_slice() else {
         bail!("usage: onnx_fixtures DIR MODEL[,MODEL...]");
     };
     for name in models.split(',') {
-        if let Err(e) = fixture(Path::new(dir), name) {
-            bail!("fixture for {name}: {e:?}");
-        }
+        fixture(Path::new(dir), name).with_context(|| format!("fixture for {name}"))?;
     }
     Ok(())
+}
+
+fn main() -> std::process::ExitCode {
+    match run() {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            // One line: the error and its causes.
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
 }
