@@ -2,9 +2,9 @@
 //!
 //! Layers and ops that are drop-ins for Candle's (same parameter names,
 //! init and values), with kernels of their own for f32 on the CPU:
-//! convolution (gemm around im2col, direct depthwise loops), batch norm with
-//! a fused training pass, max pooling with the correct gradient, single-pass
-//! activations and the conv bias add. Other devices and dtypes take Candle's
+//! fully connected layers, convolution (gemm around im2col, direct
+//! depthwise loops), batch norm with a fused training pass, max pooling with
+//! the correct gradient, single-pass activations and the conv bias add. Other devices and dtypes take Candle's
 //! ops. Nothing here knows about RPG.
 //!
 //! The choice between these kernels and Candle's stock ones is a value
@@ -37,6 +37,7 @@ mod cpu;
 #[cfg(feature = "cuda")]
 mod cuda;
 mod layer_norm;
+mod linear;
 pub mod ops;
 mod pool;
 mod precision;
@@ -47,4 +48,5 @@ pub use backend::{KernelBackend, KernelScope, UnknownKernelBackend, kernel_backe
 pub use batch_norm::{BatchNorm, batch_norm};
 pub use conv::{Conv2d, conv2d, conv2d_input_grad, conv2d_no_bias, conv2d_weight_grad};
 pub use cpu::storage::f32_slice;
+pub use linear::{Linear, linear};
 pub use precision::{Precision, UnknownPrecision, precision, set_precision};

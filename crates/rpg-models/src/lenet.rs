@@ -3,9 +3,10 @@
 //! 61,706 parameters for 10 classes on 28x28 input (the first conv pads by 2).
 
 use candle_core::{Module, ModuleT, Result, Tensor};
-use candle_nn::{Conv2dConfig, Linear, VarBuilder, linear};
+use candle_nn::{Conv2dConfig, VarBuilder};
 use rpg_kernels::ops::{max_pool2d, relu};
 use rpg_kernels::{Conv2d, conv2d};
+use rpg_kernels::{Linear, linear};
 
 use rpg_nn::PrunableLayer;
 

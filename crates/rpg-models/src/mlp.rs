@@ -1,7 +1,8 @@
 //! A multi-layer perceptron: input -> 256 -> 256 -> classes by default.
 
 use candle_core::{Module, ModuleT, Result, Tensor};
-use candle_nn::{Linear, VarBuilder, linear};
+use candle_nn::VarBuilder;
+use rpg_kernels::{Linear, linear};
 
 use rpg_kernels::ops::relu;
 use rpg_nn::PrunableLayer;

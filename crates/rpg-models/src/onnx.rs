@@ -7,7 +7,7 @@
 //! ViT's class token is expanded to the batch through `Shape`/`Slice`.
 
 use candle_core::{DType, Result, Tensor};
-use candle_nn::Linear;
+use rpg_kernels::Linear;
 use rpg_kernels::{BatchNorm, Conv2d};
 use rpg_onnx::{Attr, Dim, Graph, OnnxError};
 

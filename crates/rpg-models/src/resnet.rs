@@ -6,9 +6,10 @@
 //! applies by name.
 
 use candle_core::{Module, ModuleT, Result, Tensor};
-use candle_nn::{Conv2dConfig, Linear, VarBuilder, linear};
+use candle_nn::{Conv2dConfig, VarBuilder};
 use rpg_kernels::ops::add_relu;
 use rpg_kernels::{BatchNorm, Conv2d, batch_norm, conv2d_no_bias};
+use rpg_kernels::{Linear, linear};
 
 use crate::ModelConfig;
 use crate::onnx::{self, ExportOnnx};

@@ -6,8 +6,9 @@
 //! no gradient).
 
 use candle_core::{D, Module, ModuleT, Result, Tensor};
-use candle_nn::{Conv2dConfig, Init, Linear, VarBuilder, linear};
+use candle_nn::{Conv2dConfig, Init, VarBuilder};
 use rpg_kernels::{Conv2d, conv2d};
+use rpg_kernels::{Linear, linear};
 
 use crate::ModelConfig;
 use crate::onnx::{self, ExportOnnx};

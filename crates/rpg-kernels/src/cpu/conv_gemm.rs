@@ -15,9 +15,10 @@
 use std::cell::RefCell;
 use std::mem::MaybeUninit;
 
-use gemm::{Parallelism, gemm};
+use gemm::Parallelism;
 use rayon::prelude::*;
 
+use super::gemm::{matmul, matmul_overwrite};
 use super::geometry::{ConvGeometry, spread_pitch, valid_range};
 use super::storage::par_filled;
 
@@ -35,120 +36,6 @@ fn product_parallelism(tasks: usize) -> Parallelism {
         Parallelism::None
     } else {
         Parallelism::Rayon(threads)
-    }
-}
-
-/// `dst[m x n] (+)= lhs[m x k] * rhs[k x n]`, each given by (column stride,
-/// row stride) in elements.
-#[allow(clippy::too_many_arguments)]
-fn matmul(
-    dims: (usize, usize, usize),
-    dst: &mut [f32],
-    dst_strides: (isize, isize),
-    accumulate: bool,
-    lhs: &[f32],
-    lhs_strides: (isize, isize),
-    rhs: &[f32],
-    rhs_strides: (isize, isize),
-    parallelism: Parallelism,
-) {
-    // SAFETY: `dst` is initialised, so reading it to accumulate is sound.
-    unsafe {
-        gemm_checked(
-            dims,
-            (dst.as_mut_ptr(), dst.len()),
-            dst_strides,
-            accumulate,
-            (lhs, lhs_strides),
-            (rhs, rhs_strides),
-            parallelism,
-        )
-    }
-}
-
-/// [`matmul`] into memory that may be uninitialised: every element the
-/// strides address is overwritten (gemm does not read `dst` when told not
-/// to accumulate, its documented `read_dst = false`).
-#[allow(clippy::too_many_arguments)]
-fn matmul_overwrite(
-    dims: (usize, usize, usize),
-    dst: &mut [MaybeUninit<f32>],
-    dst_strides: (isize, isize),
-    lhs: &[f32],
-    lhs_strides: (isize, isize),
-    rhs: &[f32],
-    rhs_strides: (isize, isize),
-    parallelism: Parallelism,
-) {
-    // SAFETY: no accumulation, so gemm only writes `dst`.
-    unsafe {
-        gemm_checked(
-            dims,
-            (dst.as_mut_ptr().cast(), dst.len()),
-            dst_strides,
-            false,
-            (lhs, lhs_strides),
-            (rhs, rhs_strides),
-            parallelism,
-        )
-    }
-}
-
-/// The one call into `gemm`, after checking every addressed element lies
-/// inside its buffer.
-///
-/// # Safety
-/// `dst` is `dst.1` writable elements, exclusively borrowed and apart from
-/// `lhs` and `rhs`; with `accumulate` they must be initialised.
-unsafe fn gemm_checked(
-    (m, n, k): (usize, usize, usize),
-    dst: (*mut f32, usize),
-    dst_strides: (isize, isize),
-    accumulate: bool,
-    (lhs, lhs_strides): (&[f32], (isize, isize)),
-    (rhs, rhs_strides): (&[f32], (isize, isize)),
-    parallelism: Parallelism,
-) {
-    let last = |(cs, rs): (isize, isize), rows: usize, cols: usize| {
-        if rows == 0 || cols == 0 {
-            0
-        } else {
-            (rows - 1) * rs as usize + (cols - 1) * cs as usize + 1
-        }
-    };
-    assert!(dst.1 >= last(dst_strides, m, n), "gemm dst out of bounds");
-    assert!(
-        lhs.len() >= last(lhs_strides, m, k),
-        "gemm lhs out of bounds"
-    );
-    assert!(
-        rhs.len() >= last(rhs_strides, k, n),
-        "gemm rhs out of bounds"
-    );
-    // SAFETY: the asserts keep every element the strides address inside the
-    // buffers; the caller vouches for dst.
-    unsafe {
-        gemm(
-            m,
-            n,
-            k,
-            dst.0,
-            dst_strides.0,
-            dst_strides.1,
-            accumulate,
-            lhs.as_ptr(),
-            lhs_strides.0,
-            lhs_strides.1,
-            rhs.as_ptr(),
-            rhs_strides.0,
-            rhs_strides.1,
-            1.0,
-            1.0,
-            false,
-            false,
-            false,
-            parallelism,
-        );
     }
 }
 

@@ -6,5 +6,7 @@ pub(crate) mod channels;
 pub(crate) mod conv;
 mod conv_gemm;
 mod depthwise;
+pub(crate) mod gemm;
 pub(crate) mod geometry;
+pub(crate) mod linear;
 pub(crate) mod storage;
