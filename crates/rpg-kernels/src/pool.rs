@@ -28,6 +28,14 @@ impl Window {
         (size + 2 * self.padding - self.kernel) / self.stride + 1
     }
 
+    /// The 2x2, stride-2, unpadded window (LeNet's, and the most common):
+    /// disjoint windows with fixed offsets, which [`halve_plane`] and
+    /// [`halve_plane_grad`] run without the general bounds arithmetic, with
+    /// the same operations in the same order (the same bits).
+    fn halves(&self) -> bool {
+        (self.kernel, self.stride, self.padding) == (2, 2, 0)
+    }
+
     /// Input indices `lo..hi` of output `o`'s window along one axis.
     fn span(&self, o: usize, size: usize) -> (usize, usize) {
         let start = o * self.stride;
@@ -126,9 +134,13 @@ impl CustomOp1 for MaxPool {
         let x = f32_slice(s, l, "max pool")?;
         let (planes, h, w, oh, ow) = plane_dims(self.window, l.dims())?;
         let mut y = vec![0f32; planes * oh * ow];
+        let halving = self.window.halves();
         y.par_chunks_mut(oh * ow)
             .zip(x.par_chunks(h * w))
             .for_each(|(y, x)| {
+                if halving {
+                    return halve_plane(x, w, y, ow);
+                }
                 for (i, y_row) in y.chunks_mut(ow).enumerate() {
                     let (r0, r1) = self.window.span(i, h);
                     for (j, y) in y_row.iter_mut().enumerate() {
@@ -182,10 +194,14 @@ impl CustomOp3 for MaxPoolGrad {
         );
         let (_, h, w, oh, ow) = plane_dims(self.window, xl.dims())?;
         let mut dx = vec![0f32; x.len()];
+        let halving = self.window.halves();
         dx.par_chunks_mut(h * w)
             .zip(x.par_chunks(h * w))
             .zip(y.par_chunks(oh * ow).zip(dy.par_chunks(oh * ow)))
             .for_each(|((dx, x), (y, dy))| {
+                if halving {
+                    return halve_plane_grad(x, w, y, dy, ow, dx);
+                }
                 for i in 0..oh {
                     let (r0, r1) = self.window.span(i, h);
                     for j in 0..ow {
@@ -212,6 +228,52 @@ impl CustomOp3 for MaxPoolGrad {
                 }
             });
         Ok((CpuStorage::F32(dx), xl.shape().clone()))
+    }
+}
+
+/// One plane's 2x2, stride-2 maxima: `y` holds `out_w`-wide rows, `x` is
+/// `w` wide (an odd last row or column is not read, as in the general path).
+fn halve_plane(x: &[f32], w: usize, y: &mut [f32], out_w: usize) {
+    for (i, y_row) in y.chunks_exact_mut(out_w).enumerate() {
+        let (top, bottom) = (
+            &x[2 * i * w..][..2 * out_w],
+            &x[(2 * i + 1) * w..][..2 * out_w],
+        );
+        for ((y, t), b) in y_row
+            .iter_mut()
+            .zip(top.chunks_exact(2))
+            .zip(bottom.chunks_exact(2))
+        {
+            *y = f32::NEG_INFINITY.max(t[0]).max(t[1]).max(b[0]).max(b[1]);
+        }
+    }
+}
+
+/// The gradient of [`halve_plane`] into a zeroed `dx`: each output's `dy`
+/// to the inputs equal to its maximum, split evenly between ties.
+fn halve_plane_grad(x: &[f32], w: usize, y: &[f32], dy: &[f32], out_w: usize, dx: &mut [f32]) {
+    let rows = y.chunks_exact(out_w).zip(dy.chunks_exact(out_w));
+    for (i, (y_row, dy_row)) in rows.enumerate() {
+        let (top, bottom) = (
+            &x[2 * i * w..][..2 * out_w],
+            &x[(2 * i + 1) * w..][..2 * out_w],
+        );
+        let (dx_top, dx_bottom) = dx[2 * i * w..][..2 * w].split_at_mut(w);
+        let windows = top.chunks_exact(2).zip(bottom.chunks_exact(2));
+        let grads = dx_top
+            .chunks_exact_mut(2)
+            .zip(dx_bottom.chunks_exact_mut(2));
+        for (((&best, &g), (t, b)), (dt, db)) in y_row.iter().zip(dy_row).zip(windows).zip(grads) {
+            let hits = [t[0] == best, t[1] == best, b[0] == best, b[1] == best];
+            let ties = hits.iter().filter(|&&h| h).count();
+            // g / 1 is g: the common unique maximum skips the division.
+            let share = if ties == 1 { g } else { g / ties.max(1) as f32 };
+            for (d, hit) in dt.iter_mut().chain(db.iter_mut()).zip(hits) {
+                if hit {
+                    *d += share;
+                }
+            }
+        }
     }
 }
 
