@@ -30,7 +30,7 @@ fn inner_parallelism(g: &ConvGeometry) -> Parallelism {
 
 /// Gemm parallelism for products that run as `tasks` tasks on the pool:
 /// none when the tasks keep every thread busy, all threads otherwise.
-fn product_parallelism(tasks: usize) -> Parallelism {
+pub(crate) fn product_parallelism(tasks: usize) -> Parallelism {
     let threads = rayon::current_num_threads();
     if tasks >= 2 * threads || threads == 1 {
         Parallelism::None
@@ -215,6 +215,9 @@ fn columns<'a>(
 
 /// `y = conv(x, w)`, no bias.
 pub(crate) fn forward(g: &ConvGeometry, x: &[f32], w: &[f32]) -> Vec<f32> {
+    if super::winograd::applies(g) {
+        return super::winograd::forward(g, x, w);
+    }
     let (pixels, rows, og) = (g.pixels(), g.col_rows(), g.out_per_group());
     let par = inner_parallelism(g);
     let fill = |img: usize, y_img: &mut [MaybeUninit<f32>]| {

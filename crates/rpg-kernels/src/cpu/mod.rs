@@ -10,3 +10,4 @@ pub(crate) mod gemm;
 pub(crate) mod geometry;
 pub(crate) mod linear;
 pub(crate) mod storage;
+mod winograd;
