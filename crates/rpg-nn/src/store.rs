@@ -294,8 +294,10 @@ impl ParamStore {
             }
             return Ok(());
         }
-        let ring = state.ring.as_tensor().to_vec1::<f32>()?;
-        let rings = split_rings(&ring, state.placement.ring_lengths());
+        // Read in place: a copy of the ring would be a pass over it per step.
+        let (ring_storage, ring_layout) = state.ring.as_tensor().storage_and_layout();
+        let ring = cpu_f32(&ring_storage, &ring_layout, "ring")?;
+        let rings = split_rings(ring, state.placement.ring_lengths());
         // Straight into each Var's storage, no staging copy; layers in
         // parallel (rpg-core threads only layers large enough to pay).
         state
@@ -370,7 +372,11 @@ impl ParamStore {
                     .collect();
                 let slices = storages
                     .iter()
-                    .map(|s| s.as_ref().map(|(s, l)| cpu_f32(s, l)).transpose())
+                    .map(|s| {
+                        s.as_ref()
+                            .map(|(s, l)| cpu_f32(s, l, "ring gradient"))
+                            .transpose()
+                    })
                     .collect::<Result<Vec<_>>>()?;
                 let mut ring_grad = vec![0.0f32; state.ring.as_tensor().elem_count()];
                 let mut views = split_rings_mut(&mut ring_grad, state.placement.ring_lengths());
@@ -548,10 +554,16 @@ fn finite_values(name: &str, value: &Tensor) -> Result<Vec<f32>> {
 }
 
 /// The f32 data of a contiguous CPU tensor's storage.
-fn cpu_f32<'a>(storage: &'a Storage, layout: &candle_core::Layout) -> Result<&'a [f32]> {
+/// The f32 data of a CPU tensor's storage, read where it lies (`what`
+/// names it in errors).
+fn cpu_f32<'a>(
+    storage: &'a Storage,
+    layout: &candle_core::Layout,
+    what: &str,
+) -> Result<&'a [f32]> {
     match storage {
-        Storage::Cpu(cpu) => f32_slice(cpu, layout, "ring gradient"),
-        _ => bail!("ring gradient: a weight gradient is not on the CPU"),
+        Storage::Cpu(cpu) => f32_slice(cpu, layout, what),
+        _ => bail!("{what}: the tensor is not on the CPU"),
     }
 }
 
