@@ -296,7 +296,7 @@ impl ParamStore {
         }
         // Read in place: a copy of the ring would be a pass over it per step.
         let (ring_storage, ring_layout) = state.ring.as_tensor().storage_and_layout();
-        let ring = cpu_f32(&ring_storage, &ring_layout, "ring")?;
+        let ring = cpu_f32(&ring_storage, ring_layout, "ring")?;
         let rings = split_rings(ring, state.placement.ring_lengths());
         // Straight into each Var's storage, no staging copy; layers in
         // parallel (rpg-core threads only layers large enough to pay).
