@@ -2,7 +2,9 @@
 """Ours / PyTorch per row: `compare.py RPG_JSON TORCH_JSON [RPG_JSON TORCH_JSON ...]`.
 
 Each pair is one run of `rpg bench --json` and one of `train_step.py` made
-in the same call; with several runs, every run's ratio is shown and the
+in the same call (either side may be several files, comma-separated, whose
+rows are joined: `cargo xtask bench --against-pytorch` measures one model
+at a time); with several runs, every run's ratio is shown and the
 median is taken. Training and inference images/s, RPG / dense step time,
 and each side's peak memory (resident set on the CPU, allocated on a GPU;
 every case measured in a process of its own), median over the runs.
@@ -13,8 +15,8 @@ import statistics
 import sys
 
 
-def rows(path):
-    return {(r["model"], r["mode"]): r for r in json.load(open(path))}
+def rows(paths):
+    return {(r["model"], r["mode"]): r for path in paths.split(",") for r in json.load(open(path))}
 
 
 def main():

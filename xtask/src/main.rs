@@ -153,15 +153,23 @@ fn run(args: Vec<String>) -> Result<ExitCode> {
     }
 }
 
+/// The models `rpg bench` and `train_step.py` run when none is given.
+const BENCH_MODELS: [&str; 4] = ["mlp", "lenet5", "resnet20", "resnet18_cifar"];
+
 /// `cargo xtask bench --against-pytorch [--runs N] [bench flags]`: runs
 /// `rpg bench --json` and `benches/pytorch/train_step.py` alternately, N
 /// times each (default 3), on this machine's cores, then prints ours /
-/// PyTorch per row (`benches/pytorch/compare.py`).
+/// PyTorch per row (`benches/pytorch/compare.py`). The two sides of a
+/// ratio are measured one model at a time, back to back, and which side
+/// goes first alternates: this machine's speed drifts over minutes, so a
+/// ratio whose sides were minutes apart measured the drift as much as the
+/// code.
 fn against_pytorch(args: &[String], features: Option<&str>) -> Result<()> {
     let root = project_root();
     let mut runs = 3usize;
     let mut bench_args = Vec::new();
     let mut torch_args = Vec::new();
+    let mut models: Vec<String> = BENCH_MODELS.iter().map(|m| m.to_string()).collect();
     let mut iter = args.iter();
     while let Some(arg) = iter.next() {
         match arg.as_str() {
@@ -173,7 +181,11 @@ fn against_pytorch(args: &[String], features: Option<&str>) -> Result<()> {
                     .filter(|&n| n > 0)
                     .context("--runs takes a positive number")?;
             }
-            "--model" | "--batch-size" | "--steps" | "--device" => {
+            "--model" => {
+                let value = iter.next().context("--model needs a value")?;
+                models = vec![value.clone()];
+            }
+            "--batch-size" | "--steps" | "--device" => {
                 let value = iter
                     .next()
                     .with_context(|| format!("{arg} needs a value"))?;
@@ -209,37 +221,31 @@ fn against_pytorch(args: &[String], features: Option<&str>) -> Result<()> {
     std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
     let mut files = Vec::new();
     for run in 1..=runs {
-        let ours = out.join(format!("rpg-{run}.json"));
-        let theirs = out.join(format!("pytorch-{run}.json"));
-        eprintln!("run {run}/{runs}: rpg bench");
-        let output = Command::new(&rpg)
-            .arg("bench")
-            .arg("--json")
-            .args(&bench_args)
-            .output()
-            .context("running rpg bench")?;
-        if !output.status.success() {
-            bail!(
-                "rpg bench failed: {}",
-                String::from_utf8_lossy(&output.stderr)
-            );
+        let (mut ours_files, mut theirs_files) = (Vec::new(), Vec::new());
+        for (index, model) in models.iter().enumerate() {
+            let ours = out.join(format!("rpg-{run}-{model}.json"));
+            let theirs = out.join(format!("pytorch-{run}-{model}.json"));
+            let ours_first = (run + index) % 2 == 1;
+            for side in if ours_first { [0, 1] } else { [1, 0] } {
+                if side == 0 {
+                    eprintln!("run {run}/{runs}, {model}: rpg bench");
+                    let mut command = Command::new(&rpg);
+                    command.args(["bench", "--json", "--model", model]);
+                    command.args(&bench_args);
+                    run_to_file(command, &ours, "rpg bench")?;
+                } else {
+                    eprintln!("run {run}/{runs}, {model}: PyTorch ({threads} threads)");
+                    let mut command = Command::new(&python);
+                    command.arg(root.join("benches/pytorch/train_step.py"));
+                    command.args(["--threads", &threads.to_string(), "--model", model]);
+                    command.args(&torch_args);
+                    run_to_file(command, &theirs, "train_step.py")?;
+                }
+            }
+            ours_files.push(ours.display().to_string());
+            theirs_files.push(theirs.display().to_string());
         }
-        std::fs::write(&ours, &output.stdout)?;
-        eprintln!("run {run}/{runs}: PyTorch ({threads} threads)");
-        let output = Command::new(&python)
-            .arg(root.join("benches/pytorch/train_step.py"))
-            .args(["--threads", &threads.to_string()])
-            .args(&torch_args)
-            .output()
-            .context("running train_step.py")?;
-        if !output.status.success() {
-            bail!(
-                "train_step.py failed: {}",
-                String::from_utf8_lossy(&output.stderr)
-            );
-        }
-        std::fs::write(&theirs, &output.stdout)?;
-        files.extend([ours, theirs]);
+        files.extend([ours_files.join(","), theirs_files.join(",")]);
     }
     let compare = Command::new(&python)
         .arg(root.join("benches/pytorch/compare.py"))
@@ -251,6 +257,18 @@ fn against_pytorch(args: &[String], features: Option<&str>) -> Result<()> {
     }
     println!("(raw results in {})", out.display());
     Ok(())
+}
+
+/// Runs `command` and writes its standard output to `path`; `what` names
+/// it if it fails.
+fn run_to_file(mut command: Command, path: &std::path::Path, what: &str) -> Result<()> {
+    let output = command
+        .output()
+        .with_context(|| format!("running {what}"))?;
+    if !output.status.success() {
+        bail!("{what} failed: {}", String::from_utf8_lossy(&output.stderr));
+    }
+    std::fs::write(path, &output.stdout).with_context(|| format!("writing {}", path.display()))
 }
 
 /// A project-local virtual environment at `venv` holding `packages` from
