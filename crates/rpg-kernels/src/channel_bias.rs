@@ -95,16 +95,11 @@ impl CustomOp1 for ChannelSums {
 
 #[cfg(test)]
 mod tests {
+    use crate::test_util::values;
     use candle_core::{Device, Var};
 
     use super::*;
     use crate::test_util::max_abs_diff;
-
-    fn values(n: usize, salt: usize) -> Vec<f32> {
-        (0..n)
-            .map(|i| (((i * 37 + salt) % 101) as f32 - 50.0) / 25.0)
-            .collect()
-    }
 
     #[test]
     fn matches_candles_broadcast_add_in_value_and_gradients() -> Result<()> {

@@ -268,15 +268,10 @@ impl CustomOp1 for LinearBiasGrad {
 
 #[cfg(test)]
 mod tests {
+    use crate::test_util::values;
     use candle_core::{Device, Var};
 
     use super::*;
-
-    fn values(n: usize, salt: usize) -> Vec<f32> {
-        (0..n)
-            .map(|i| (((i * 37 + salt) % 101) as f32 - 50.0) / 25.0)
-            .collect()
-    }
 
     fn bits(t: &Tensor) -> Vec<u32> {
         t.flatten_all()

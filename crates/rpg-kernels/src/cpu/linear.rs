@@ -6,11 +6,10 @@
 //! what goes is the work around them: the transposed weight gradient's copy,
 //! the broadcast bias add and its strided reduction, and zero-filled outputs.
 
-use std::mem::MaybeUninit;
-
 use rayon::prelude::*;
 
 use super::gemm::{matmul_overwrite, whole_pool};
+use super::storage::overwritten;
 
 /// Outputs at which the bias pass is spread over the pool: below it, handing
 /// the work to another thread costs more than the adds.
@@ -28,18 +27,21 @@ pub(crate) struct LinearDims {
 /// added to each row.
 pub(crate) fn forward(d: LinearDims, x: &[f32], w: &[f32], bias: Option<&[f32]>) -> Vec<f32> {
     let (m, k, n) = (d.rows, d.inputs, d.outputs);
-    let mut y = overwritten(m * n, |y| {
-        matmul_overwrite(
-            (m, n, k),
-            y,
-            (1, n as isize),
-            x,
-            (1, k as isize),
-            w,
-            (k as isize, 1),
-            whole_pool(),
-        )
-    });
+    // SAFETY: the product overwrites all of `y` (gemm's read_dst is off).
+    let mut y = unsafe {
+        overwritten(m * n, |y| {
+            matmul_overwrite(
+                (m, n, k),
+                y,
+                (1, n as isize),
+                x,
+                (1, k as isize),
+                w,
+                (k as isize, 1),
+                whole_pool(),
+            )
+        })
+    };
     if let (Some(b), true) = (bias, n > 0) {
         let add = |rows: &mut [f32]| {
             for row in rows.chunks_mut(n) {
@@ -61,18 +63,21 @@ pub(crate) fn forward(d: LinearDims, x: &[f32], w: &[f32], bias: Option<&[f32]>)
 /// `dL/dx = dy w`.
 pub(crate) fn input_grad(d: LinearDims, dy: &[f32], w: &[f32]) -> Vec<f32> {
     let (m, k, n) = (d.rows, d.inputs, d.outputs);
-    overwritten(m * k, |dx| {
-        matmul_overwrite(
-            (m, k, n),
-            dx,
-            (1, k as isize),
-            dy,
-            (1, n as isize),
-            w,
-            (1, k as isize),
-            whole_pool(),
-        )
-    })
+    // SAFETY: the product overwrites all of `dx`.
+    unsafe {
+        overwritten(m * k, |dx| {
+            matmul_overwrite(
+                (m, k, n),
+                dx,
+                (1, k as isize),
+                dy,
+                (1, n as isize),
+                w,
+                (1, k as isize),
+                whole_pool(),
+            )
+        })
+    }
 }
 
 /// `dL/dw = dy^T x`, computed as Candle computes `x^T dy` and written
@@ -80,18 +85,21 @@ pub(crate) fn input_grad(d: LinearDims, dy: &[f32], w: &[f32]) -> Vec<f32> {
 /// itself.
 pub(crate) fn weight_grad(d: LinearDims, x: &[f32], dy: &[f32]) -> Vec<f32> {
     let (m, k, n) = (d.rows, d.inputs, d.outputs);
-    overwritten(n * k, |dw| {
-        matmul_overwrite(
-            (k, n, m),
-            dw,
-            (k as isize, 1),
-            x,
-            (k as isize, 1),
-            dy,
-            (1, n as isize),
-            whole_pool(),
-        )
-    })
+    // SAFETY: the product overwrites all of `dw`.
+    unsafe {
+        overwritten(n * k, |dw| {
+            matmul_overwrite(
+                (k, n, m),
+                dw,
+                (k as isize, 1),
+                x,
+                (k as isize, 1),
+                dy,
+                (1, n as isize),
+                whole_pool(),
+            )
+        })
+    }
 }
 
 /// `dL/db`: each output's gradient summed over the rows, in row order in
@@ -108,25 +116,10 @@ pub(crate) fn bias_grad(d: LinearDims, dy: &[f32]) -> Vec<f32> {
     sums
 }
 
-/// A vector of `len` floats, every one written by `fill` (a product, which
-/// threads itself), without zeroing it first.
-fn overwritten(len: usize, fill: impl FnOnce(&mut [MaybeUninit<f32>])) -> Vec<f32> {
-    let mut out = Vec::with_capacity(len);
-    fill(&mut out.spare_capacity_mut()[..len]);
-    // SAFETY: every caller's product writes every element of its destination.
-    unsafe { out.set_len(len) };
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn values(n: usize, salt: usize) -> Vec<f32> {
-        (0..n)
-            .map(|i| (((i * 37 + salt) % 101) as f32 - 50.0) / 25.0)
-            .collect()
-    }
+    use crate::test_util::values;
 
     /// Plain triple loops in f64: the reference for every kernel.
     #[test]

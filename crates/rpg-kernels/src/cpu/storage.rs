@@ -40,3 +40,19 @@ pub(crate) unsafe fn par_filled(
     unsafe { out.set_len(len) };
     out
 }
+
+/// A vector of `len` floats written whole by one call of `fill` (a product,
+/// which threads itself, or a transform), without zeroing it first.
+///
+/// # Safety
+/// `fill` must write every element of the slice it is given.
+pub(crate) unsafe fn overwritten(
+    len: usize,
+    fill: impl FnOnce(&mut [std::mem::MaybeUninit<f32>]),
+) -> Vec<f32> {
+    let mut out = Vec::with_capacity(len);
+    fill(&mut out.spare_capacity_mut()[..len]);
+    // SAFETY: the caller's `fill` initialised every element of `..len`.
+    unsafe { out.set_len(len) };
+    out
+}

@@ -18,7 +18,7 @@ use std::mem::MaybeUninit;
 
 use super::gemm::matmul_overwrite;
 use super::geometry::ConvGeometry;
-use super::storage::par_filled;
+use super::storage::{overwritten, par_filled};
 
 /// The fewest input and output channels for which the transform pays: on
 /// narrower layers the 16 products are too shallow for gemm (ResNet-20's
@@ -66,25 +66,31 @@ pub(crate) fn forward(g: &ConvGeometry, x: &[f32], w: &[f32]) -> Vec<f32> {
         let images = y_imgs.len() / out_len;
         let x_imgs = &x[task * per_task * in_len..][..images * in_len];
         let n = images * tiles;
-        let v = overwritten(TILE * c * n, |v| {
-            for (img, x_img) in x_imgs.chunks_exact(in_len).enumerate() {
-                input_transform(x_img, (c, h, wd), grid, (n, img * tiles), v);
-            }
-        });
-        let m = overwritten(TILE * k * n, |m| {
-            for (xi, m_xi) in m.chunks_exact_mut(k * n).enumerate() {
-                matmul_overwrite(
-                    (k, n, c),
-                    m_xi,
-                    (1, n as isize),
-                    &u[xi * k * c..][..k * c],
-                    (1, c as isize),
-                    &v[xi * c * n..][..c * n],
-                    (1, n as isize),
-                    par,
-                );
-            }
-        });
+        // SAFETY: the images' transforms write every column of every row.
+        let v = unsafe {
+            overwritten(TILE * c * n, |v| {
+                for (img, x_img) in x_imgs.chunks_exact(in_len).enumerate() {
+                    input_transform(x_img, (c, h, wd), grid, (n, img * tiles), v);
+                }
+            })
+        };
+        // SAFETY: the 16 products overwrite their blocks, which tile `m`.
+        let m = unsafe {
+            overwritten(TILE * k * n, |m| {
+                for (xi, m_xi) in m.chunks_exact_mut(k * n).enumerate() {
+                    matmul_overwrite(
+                        (k, n, c),
+                        m_xi,
+                        (1, n as isize),
+                        &u[xi * k * c..][..k * c],
+                        (1, c as isize),
+                        &v[xi * c * n..][..c * n],
+                        (1, n as isize),
+                        par,
+                    );
+                }
+            })
+        };
         for (img, y_img) in y_imgs.chunks_exact_mut(out_len).enumerate() {
             output_transform(&m, (k, h, wd), grid, (n, img * tiles), y_img);
         }
@@ -219,24 +225,10 @@ fn output_transform(
     }
 }
 
-/// A vector of `len` floats, every one written by `fill`.
-fn overwritten(len: usize, fill: impl FnOnce(&mut [MaybeUninit<f32>])) -> Vec<f32> {
-    let mut out = Vec::with_capacity(len);
-    fill(&mut out.spare_capacity_mut()[..len]);
-    // SAFETY: every caller's `fill` writes every element.
-    unsafe { out.set_len(len) };
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn values(n: usize, salt: usize) -> Vec<f32> {
-        (0..n)
-            .map(|i| (((i * 37 + salt) % 101) as f32 - 50.0) / 25.0)
-            .collect()
-    }
+    use crate::test_util::values;
 
     /// The direct sum in f64, the reference.
     fn direct(g: &ConvGeometry, x: &[f32], w: &[f32]) -> Vec<f64> {
