@@ -87,8 +87,8 @@ pub fn linear_op(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>) -> Result<T
     {
         candle_core::bail!("linear: bias of shape {:?} for {outputs} outputs", b.dims())
     }
+    let rows = out_dims[..last].iter().product();
     out_dims[last] = outputs;
-    let rows = x.elem_count() / inputs.max(1);
     let x = x.contiguous()?.reshape((rows, inputs))?;
     let weight = weight.contiguous()?;
     let op = LinearForward(LinearDims {
@@ -319,6 +319,19 @@ mod tests {
                 assert_eq!(bits(a), bits(e), "{x_dims:?}");
             }
         }
+        Ok(())
+    }
+
+    /// Rows come from the leading dimensions, so a layer with no inputs
+    /// still has one output row per input row: the bias.
+    #[test]
+    fn a_layer_without_inputs_gives_its_bias() -> Result<()> {
+        let dev = &Device::Cpu;
+        let x = Tensor::zeros((2, 0), candle_core::DType::F32, dev)?;
+        let w = Tensor::zeros((3, 0), candle_core::DType::F32, dev)?;
+        let b = Tensor::new(&[1f32, -2.0, 0.5], dev)?;
+        let y = linear_op(&x, &w, Some(&b))?;
+        assert_eq!(y.to_vec2::<f32>()?, vec![vec![1.0, -2.0, 0.5]; 2]);
         Ok(())
     }
 

@@ -18,7 +18,7 @@ use std::mem::MaybeUninit;
 use gemm::Parallelism;
 use rayon::prelude::*;
 
-use super::gemm::{matmul, matmul_overwrite};
+use super::gemm::{matmul, matmul_overwrite, product_parallelism};
 use super::geometry::{ConvGeometry, spread_pitch, valid_range};
 use super::storage::par_filled;
 
@@ -26,17 +26,6 @@ use super::storage::par_filled;
 /// pool when it has enough images; a lone image uses every thread itself.
 fn inner_parallelism(g: &ConvGeometry) -> Parallelism {
     product_parallelism(g.batch)
-}
-
-/// Gemm parallelism for products that run as `tasks` tasks on the pool:
-/// none when the tasks keep every thread busy, all threads otherwise.
-pub(crate) fn product_parallelism(tasks: usize) -> Parallelism {
-    let threads = rayon::current_num_threads();
-    if tasks >= 2 * threads || threads == 1 {
-        Parallelism::None
-    } else {
-        Parallelism::Rayon(threads)
-    }
 }
 
 /// Runs `f` on this thread's scratch buffer of at least `len` floats

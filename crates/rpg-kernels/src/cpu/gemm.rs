@@ -6,12 +6,16 @@ use std::mem::MaybeUninit;
 
 use gemm::{Parallelism, gemm};
 
-/// Gemm parallelism for one product that runs alone: every thread of the
-/// rayon pool, as Candle's matmul uses.
-pub(crate) fn whole_pool() -> Parallelism {
-    match rayon::current_num_threads() {
-        1 => Parallelism::None,
-        threads => Parallelism::Rayon(threads),
+/// Gemm parallelism for products that run as `tasks` tasks on the pool:
+/// none when the tasks keep every thread busy, all threads otherwise (so a
+/// product that runs alone, `tasks == 1`, uses the whole pool, as Candle's
+/// matmul does).
+pub(crate) fn product_parallelism(tasks: usize) -> Parallelism {
+    let threads = rayon::current_num_threads();
+    if tasks >= 2 * threads || threads == 1 {
+        Parallelism::None
+    } else {
+        Parallelism::Rayon(threads)
     }
 }
 

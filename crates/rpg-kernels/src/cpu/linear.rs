@@ -8,7 +8,10 @@
 
 use rayon::prelude::*;
 
-use super::gemm::{matmul_overwrite, whole_pool};
+use super::gemm::{matmul_overwrite, product_parallelism};
+
+/// Each product runs alone, on the whole pool.
+const ALONE: usize = 1;
 use super::storage::overwritten;
 
 /// Outputs at which the bias pass is spread over the pool: below it, handing
@@ -38,7 +41,7 @@ pub(crate) fn forward(d: LinearDims, x: &[f32], w: &[f32], bias: Option<&[f32]>)
                 (1, k as isize),
                 w,
                 (k as isize, 1),
-                whole_pool(),
+                product_parallelism(ALONE),
             )
         })
     };
@@ -74,7 +77,7 @@ pub(crate) fn input_grad(d: LinearDims, dy: &[f32], w: &[f32]) -> Vec<f32> {
                 (1, n as isize),
                 w,
                 (1, k as isize),
-                whole_pool(),
+                product_parallelism(ALONE),
             )
         })
     }
@@ -96,7 +99,7 @@ pub(crate) fn weight_grad(d: LinearDims, x: &[f32], dy: &[f32]) -> Vec<f32> {
                 (k as isize, 1),
                 dy,
                 (1, n as isize),
-                whole_pool(),
+                product_parallelism(ALONE),
             )
         })
     }

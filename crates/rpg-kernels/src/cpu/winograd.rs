@@ -16,7 +16,7 @@
 
 use std::mem::MaybeUninit;
 
-use super::gemm::matmul_overwrite;
+use super::gemm::{matmul_overwrite, product_parallelism};
 use super::geometry::ConvGeometry;
 use super::storage::{overwritten, par_filled};
 
@@ -60,7 +60,7 @@ pub(crate) fn forward(g: &ConvGeometry, x: &[f32], w: &[f32]) -> Vec<f32> {
     let tiles = grid.0 * grid.1;
     let u = filter_transform(w, k, c);
     let per_task = MIN_PRODUCT_COLUMNS.div_ceil(tiles).clamp(1, g.batch.max(1));
-    let par = super::conv_gemm::product_parallelism(g.batch.div_ceil(per_task));
+    let par = product_parallelism(g.batch.div_ceil(per_task));
     let (in_len, out_len) = (c * h * wd, k * h * wd);
     let fill = |task: usize, y_imgs: &mut [MaybeUninit<f32>]| {
         let images = y_imgs.len() / out_len;
@@ -101,25 +101,15 @@ pub(crate) fn forward(g: &ConvGeometry, x: &[f32], w: &[f32]) -> Vec<f32> {
 
 /// `U = G g G^T` for every (out, in) pair, laid out `[16][out][in]`.
 fn filter_transform(w: &[f32], k: usize, c: usize) -> Vec<f32> {
+    // G applied to three values: a kernel column, then a row of the result.
+    let g_times = |p: f32, q: f32, r: f32| [p, 0.5 * (p + q + r), 0.5 * (p - q + r), r];
     let mut u = vec![0f32; TILE * k * c];
     for (pair, g) in w.chunks_exact(9).enumerate() {
-        // s = G g (4 rows of 3), then U = s G^T (4 columns per row).
-        let row = |r: usize| [g[3 * r], g[3 * r + 1], g[3 * r + 2]];
-        let (g0, g1, g2) = (row(0), row(1), row(2));
-        let s = [
-            g0,
-            std::array::from_fn::<f32, 3, _>(|j| 0.5 * (g0[j] + g1[j] + g2[j])),
-            std::array::from_fn::<f32, 3, _>(|j| 0.5 * (g0[j] - g1[j] + g2[j])),
-            g2,
-        ];
-        for (i, s) in s.iter().enumerate() {
-            let t = [
-                s[0],
-                0.5 * (s[0] + s[1] + s[2]),
-                0.5 * (s[0] - s[1] + s[2]),
-                s[2],
-            ];
-            for (j, t) in t.into_iter().enumerate() {
+        // s = G g, kept as its 3 columns of 4.
+        let s: [[f32; 4]; 3] = std::array::from_fn(|j| g_times(g[j], g[3 + j], g[6 + j]));
+        for i in 0..4 {
+            // Row i of U = row i of s, times G^T.
+            for (j, t) in g_times(s[0][i], s[1][i], s[2][i]).into_iter().enumerate() {
                 u[(4 * i + j) * k * c + pair] = t;
             }
         }
