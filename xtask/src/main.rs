@@ -225,22 +225,27 @@ fn against_pytorch(args: &[String], features: Option<&str>) -> Result<()> {
         for (index, model) in models.iter().enumerate() {
             let ours = out.join(format!("rpg-{run}-{model}.json"));
             let theirs = out.join(format!("pytorch-{run}-{model}.json"));
-            let ours_first = (run + index) % 2 == 1;
-            for side in if ours_first { [0, 1] } else { [1, 0] } {
-                if side == 0 {
-                    eprintln!("run {run}/{runs}, {model}: rpg bench");
-                    let mut command = Command::new(&rpg);
-                    command.args(["bench", "--json", "--model", model]);
-                    command.args(&bench_args);
-                    run_to_file(command, &ours, "rpg bench")?;
-                } else {
-                    eprintln!("run {run}/{runs}, {model}: PyTorch ({threads} threads)");
-                    let mut command = Command::new(&python);
-                    command.arg(root.join("benches/pytorch/train_step.py"));
-                    command.args(["--threads", &threads.to_string(), "--model", model]);
-                    command.args(&torch_args);
-                    run_to_file(command, &theirs, "train_step.py")?;
-                }
+            let mut ours_command = Command::new(&rpg);
+            ours_command.args(["bench", "--json", "--model", model]);
+            ours_command.args(&bench_args);
+            let mut theirs_command = Command::new(&python);
+            theirs_command.arg(root.join("benches/pytorch/train_step.py"));
+            theirs_command.args(["--threads", &threads.to_string(), "--model", model]);
+            theirs_command.args(&torch_args);
+            let mut sides = [
+                (ours_command, &ours, "rpg bench".to_string()),
+                (
+                    theirs_command,
+                    &theirs,
+                    format!("PyTorch ({threads} threads)"),
+                ),
+            ];
+            if (run + index) % 2 == 0 {
+                sides.reverse();
+            }
+            for (command, path, what) in sides {
+                eprintln!("run {run}/{runs}, {model}: {what}");
+                run_to_file(command, path, &what)?;
             }
             ours_files.push(ours.display().to_string());
             theirs_files.push(theirs.display().to_string());
