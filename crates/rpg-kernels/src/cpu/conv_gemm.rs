@@ -62,14 +62,14 @@ fn im2col(
     parallel: bool,
 ) {
     let (plane_len, cg, pixels) = (g.height * g.width, g.in_per_group(), g.pixels());
-    let taps = g.kernel_h * g.kernel_w;
+    let taps = TapRanges::of(g);
     let channel = |(c, block): (usize, &mut [f32])| {
         for (b, image) in images.chunks(g.image_len()).enumerate() {
             let plane = &image[(group * cg + c) * plane_len..][..plane_len];
-            im2col_plane(g, plane, &mut block[b * pixels..], pitch);
+            im2col_plane(g, &taps, plane, &mut block[b * pixels..], pitch);
         }
     };
-    let blocks = col[..cg * taps * pitch].chunks_mut(taps * pitch);
+    let blocks = col[..cg * taps.0.len() * pitch].chunks_mut(taps.0.len() * pitch);
     if parallel {
         blocks.enumerate().par_bridge().for_each(channel);
     } else {
@@ -77,52 +77,82 @@ fn im2col(
     }
 }
 
+/// For each kernel tap (i, j), the output rows `oh_lo..oh_hi` and columns
+/// `ow_lo..ow_hi` that read inside the image: the same for every plane, so
+/// worked out once per call rather than per plane.
+struct TapRanges(Vec<[usize; 4]>);
+
+impl TapRanges {
+    fn of(g: &ConvGeometry) -> Self {
+        let mut taps = Vec::with_capacity(g.kernel_h * g.kernel_w);
+        for i in 0..g.kernel_h {
+            let (oh_lo, oh_hi) =
+                valid_range(g.height, g.out_h(), g.stride, g.padding, i * g.dilation);
+            for j in 0..g.kernel_w {
+                let (ow_lo, ow_hi) = g.valid_cols(j * g.dilation);
+                taps.push([oh_lo, oh_hi, ow_lo, ow_hi]);
+            }
+        }
+        Self(taps)
+    }
+}
+
+/// Zeroes output columns `cols` of every row in `rows` of a row-major block
+/// `width` wide. The column runs are a float or two at a kernel's edge:
+/// stored one by one down the rows, not as a `fill` (a `memset` call) per row,
+/// which cost more than the copies themselves.
+fn zero_columns(
+    block: &mut [f32],
+    width: usize,
+    rows: std::ops::Range<usize>,
+    cols: std::ops::Range<usize>,
+) {
+    for c in cols {
+        for r in rows.clone() {
+            block[r * width + c] = 0.0;
+        }
+    }
+}
+
 /// The `kh * kw` rows of one input channel's plane.
-fn im2col_plane(g: &ConvGeometry, plane: &[f32], col: &mut [f32], pitch: usize) {
-    let (h, w, ow_n, oh_n) = (g.height, g.width, g.out_w(), g.out_h());
-    let pixels = oh_n * ow_n;
-    for i in 0..g.kernel_h {
-        let (oh_lo, oh_hi) = valid_range(h, oh_n, g.stride, g.padding, i * g.dilation);
-        for j in 0..g.kernel_w {
-            let row = i * g.kernel_w + j;
-            let dst = &mut col[row * pitch..][..pixels];
-            let (ow_lo, ow_hi) = g.valid_cols(j * g.dilation);
-            dst[..oh_lo * ow_n].fill(0.0);
-            dst[oh_hi * ow_n..].fill(0.0);
-            if oh_lo == oh_hi || ow_lo == ow_hi {
-                dst[oh_lo * ow_n..oh_hi * ow_n].fill(0.0);
-                continue;
-            }
-            if g.stride == 1 && ow_n == w {
-                // "Same" padding at stride 1: this tap's rows are the plane
-                // shifted by a fixed offset, so one copy covers them all
-                // (per-row copies of 8-32 floats cost more in calls than in
-                // bytes); then the columns that wrapped around a row edge are
-                // cleared.
-                let ih_lo = oh_lo + i * g.dilation - g.padding;
-                let iw_lo = ow_lo + j * g.dilation - g.padding;
-                let (first, last) = (oh_lo * w + ow_lo, (oh_hi - 1) * w + ow_hi);
-                let src = &plane[ih_lo * w + iw_lo..][..last - first];
-                dst[first..last].copy_from_slice(src);
-                for out in dst[oh_lo * w..oh_hi * w].chunks_exact_mut(w) {
-                    out[..ow_lo].fill(0.0);
-                    out[ow_hi..].fill(0.0);
-                }
-                continue;
-            }
-            for oh in oh_lo..oh_hi {
-                let ih = oh * g.stride + i * g.dilation - g.padding;
-                let src = &plane[ih * w..][..w];
-                let out = &mut dst[oh * ow_n..][..ow_n];
-                out[..ow_lo].fill(0.0);
-                out[ow_hi..].fill(0.0);
-                let iw0 = ow_lo * g.stride + j * g.dilation - g.padding;
-                if g.stride == 1 {
-                    out[ow_lo..ow_hi].copy_from_slice(&src[iw0..iw0 + (ow_hi - ow_lo)]);
-                } else {
-                    for (k, o) in out[ow_lo..ow_hi].iter_mut().enumerate() {
-                        *o = src[iw0 + k * g.stride];
-                    }
+fn im2col_plane(g: &ConvGeometry, taps: &TapRanges, plane: &[f32], col: &mut [f32], pitch: usize) {
+    let (w, ow_n) = (g.width, g.out_w());
+    let pixels = g.out_h() * ow_n;
+    for (row, &[oh_lo, oh_hi, ow_lo, ow_hi]) in taps.0.iter().enumerate() {
+        let (i, j) = (row / g.kernel_w, row % g.kernel_w);
+        let dst = &mut col[row * pitch..][..pixels];
+        dst[..oh_lo * ow_n].fill(0.0);
+        dst[oh_hi * ow_n..].fill(0.0);
+        if oh_lo == oh_hi || ow_lo == ow_hi {
+            dst[oh_lo * ow_n..oh_hi * ow_n].fill(0.0);
+            continue;
+        }
+        let iw0 = ow_lo * g.stride + j * g.dilation - g.padding;
+        if g.stride == 1 && ow_n == w {
+            // "Same" padding at stride 1: this tap's rows are the plane
+            // shifted by a fixed offset, so one copy covers them all
+            // (per-row copies of 8-32 floats cost more in calls than in
+            // bytes); then the columns that wrapped around a row edge are
+            // cleared.
+            let ih_lo = oh_lo + i * g.dilation - g.padding;
+            let (first, last) = (oh_lo * w + ow_lo, (oh_hi - 1) * w + ow_hi);
+            let src = &plane[ih_lo * w + iw0..][..last - first];
+            dst[first..last].copy_from_slice(src);
+            zero_columns(dst, w, oh_lo..oh_hi, 0..ow_lo);
+            zero_columns(dst, w, oh_lo..oh_hi, ow_hi..w);
+            continue;
+        }
+        zero_columns(dst, ow_n, oh_lo..oh_hi, 0..ow_lo);
+        zero_columns(dst, ow_n, oh_lo..oh_hi, ow_hi..ow_n);
+        for oh in oh_lo..oh_hi {
+            let ih = oh * g.stride + i * g.dilation - g.padding;
+            let src = &plane[ih * w + iw0..];
+            let out = &mut dst[oh * ow_n + ow_lo..oh * ow_n + ow_hi];
+            if g.stride == 1 {
+                out.copy_from_slice(&src[..out.len()]);
+            } else {
+                for (o, s) in out.iter_mut().zip(src.iter().step_by(g.stride)) {
+                    *o = *s;
                 }
             }
         }
