@@ -75,13 +75,31 @@ impl BatchNorm {
         }
     }
 
+    /// `relu(self.forward_t(x, train) + shortcut)`, a residual block's tail.
+    /// In training on the native CPU kernels the normalisation, the add and
+    /// the ReLU are one op: the same values and gradients as the three ops,
+    /// with one pass fewer each way, and neither the normalised tensor nor
+    /// its gradient ever allocated.
+    pub fn forward_add_relu_t(&self, x: &Tensor, shortcut: &Tensor, train: bool) -> Result<Tensor> {
+        let native = crate::backend::native_applies(x)
+            && crate::backend::native_applies(shortcut)
+            && x.dims() == shortcut.dims();
+        if train && native && self.fused_applies(x) {
+            self.forward_train_add_relu(x, shortcut)
+        } else {
+            crate::activation::add_relu(&self.forward_t(x, train)?, shortcut)
+        }
+    }
+
     fn fused_applies(&self, x: &Tensor) -> bool {
         (crate::backend::native_applies(x) || crate::backend::cuda_applies(x))
             && x.rank() >= 2
             && self.inner.weight_and_bias().is_some()
     }
 
-    fn forward_train_fused(&self, x: &Tensor, relu: bool) -> Result<Tensor> {
+    /// The affine parameters and the values per channel of a training
+    /// input, or an error naming the shape that does not fit.
+    fn training_input(&self, x: &Tensor) -> Result<(&Tensor, &Tensor, usize)> {
         let (weight, bias) = self
             .inner
             .weight_and_bias()
@@ -100,6 +118,37 @@ impl BatchNorm {
                 x.dims()
             )
         }
+        Ok((weight, bias, per_channel))
+    }
+
+    /// The running averages from the statistics a CPU training forward left.
+    fn update_from(&self, stats: &OnceLock<BnStats>, per_channel: usize, x: &Tensor) -> Result<()> {
+        let stats = get_stats(stats)?;
+        let channels = stats.mean.len();
+        let mean = Tensor::from_slice(&stats.mean, channels, x.device())?;
+        let var = Tensor::from_slice(&stats.var, channels, x.device())?;
+        self.update_running_stats(&mean, &var, per_channel)
+    }
+
+    fn forward_train_add_relu(&self, x: &Tensor, shortcut: &Tensor) -> Result<Tensor> {
+        let (weight, bias, per_channel) = self.training_input(x)?;
+        let stats = Arc::new(OnceLock::new());
+        // One parameter tensor: a custom op takes at most three inputs.
+        let weight_bias = Tensor::cat(&[weight, bias], 0)?;
+        let y = x.contiguous()?.apply_op3(
+            &shortcut.contiguous()?,
+            &weight_bias.contiguous()?,
+            BnAddReluTrain {
+                eps: self.inner.eps() as f32,
+                stats: stats.clone(),
+            },
+        )?;
+        self.update_from(&stats, per_channel, x)?;
+        Ok(y)
+    }
+
+    fn forward_train_fused(&self, x: &Tensor, relu: bool) -> Result<Tensor> {
+        let (weight, bias, per_channel) = self.training_input(x)?;
         #[cfg(feature = "cuda")]
         if x.device().is_cuda() {
             return self.forward_train_cuda(x, weight, bias, relu, per_channel);
@@ -114,10 +163,7 @@ impl BatchNorm {
                 stats: stats.clone(),
             },
         )?;
-        let stats: &BnStats = stats.get().expect("set by the forward");
-        let mean = Tensor::from_slice(&stats.mean, channels, x.device())?;
-        let var = Tensor::from_slice(&stats.var, channels, x.device())?;
-        self.update_running_stats(&mean, &var, per_channel)?;
+        self.update_from(&stats, per_channel, x)?;
         Ok(y)
     }
 
@@ -209,6 +255,58 @@ struct BnStats {
 }
 
 impl BnStats {
+    /// The batch statistics of `x` (`(n, c, s)` as [`dims`] gives them) and
+    /// the affine map they make with `weight` and `bias`.
+    fn of(x: &[f32], (n, c, s): (usize, usize, usize), w: &[f32], b: &[f32], eps: f32) -> Self {
+        let count = (n * s) as f64;
+        let sums = channel_sums((n, c, s), |_, at| (x[at..at + s].iter().sum(), 0.0));
+        let mean: Vec<f32> = sums.iter().map(|(a, _)| (a / count) as f32).collect();
+        // Two passes: the centred sum of squares does not cancel.
+        let sq = channel_sums((n, c, s), |ch, at| {
+            let m = mean[ch];
+            let v = x[at..at + s].iter().map(|v| (v - m) * (v - m)).sum();
+            (v, 0.0)
+        });
+        let var: Vec<f32> = sq.iter().map(|(a, _)| (a / count) as f32).collect();
+        let inv_std: Vec<f32> = var.iter().map(|v| 1.0 / (v + eps).sqrt()).collect();
+        let scale: Vec<f32> = (0..c).map(|ch| w[ch] * inv_std[ch]).collect();
+        let shift: Vec<f32> = (0..c).map(|ch| b[ch] - mean[ch] * scale[ch]).collect();
+        Self {
+            mean,
+            var,
+            inv_std,
+            scale,
+            shift,
+        }
+    }
+
+    /// `x * scale + shift` per channel, then the `tail`, one image per task.
+    fn normalise(&self, x: &[f32], (_, c, s): (usize, usize, usize), tail: Tail<'_>) -> Vec<f32> {
+        // SAFETY: each image's chunk is c * s long and every channel's s
+        // values are written.
+        unsafe {
+            par_filled(x.len(), c * s, |img, y| {
+                let at = img * c * s;
+                let x = &x[at..][..c * s];
+                for ch in 0..c {
+                    let (k, d) = self.affine(ch);
+                    let run = ch * s..(ch + 1) * s;
+                    let pairs = y[run.clone()].iter_mut().zip(&x[run.clone()]);
+                    // Each arm its own loop, so each compiles to straight
+                    // vector code. `(x * k + d) + r` rounds as the unfused
+                    // batch norm followed by an add does.
+                    match tail {
+                        Tail::Plain => pairs.for_each(|(y, x)| _ = y.write(x * k + d)),
+                        Tail::Relu => pairs.for_each(|(y, x)| _ = y.write((x * k + d).max(0.0))),
+                        Tail::AddRelu(r) => pairs
+                            .zip(&r[at..][..c * s][run])
+                            .for_each(|((y, x), r)| _ = y.write((x * k + d + r).max(0.0))),
+                    }
+                }
+            })
+        }
+    }
+
     /// Channel `ch`'s forward affine map `(scale, shift)`.
     fn affine(&self, ch: usize) -> (f32, f32) {
         (self.scale[ch], self.shift[ch])
@@ -279,44 +377,11 @@ impl CustomOp3 for BnTrain {
     ) -> Result<(CpuStorage, Shape)> {
         let x = f32_slice(xs, xl, OP)?;
         let (w, b) = (f32_slice(ws, wl, OP)?, f32_slice(bs, bl, OP)?);
-        let (n, c, s) = dims(xl.dims());
-        let count = (n * s) as f64;
-        let sums = channel_sums((n, c, s), |_, at| (x[at..at + s].iter().sum(), 0.0));
-        let mean: Vec<f32> = sums.iter().map(|(a, _)| (a / count) as f32).collect();
-        // Two passes: the centred sum of squares does not cancel.
-        let sq = channel_sums((n, c, s), |ch, at| {
-            let m = mean[ch];
-            let v = x[at..at + s].iter().map(|v| (v - m) * (v - m)).sum();
-            (v, 0.0)
-        });
-        let var: Vec<f32> = sq.iter().map(|(a, _)| (a / count) as f32).collect();
-        let inv_std: Vec<f32> = var.iter().map(|v| 1.0 / (v + self.eps).sqrt()).collect();
-        let scale: Vec<f32> = (0..c).map(|ch| w[ch] * inv_std[ch]).collect();
-        let shift: Vec<f32> = (0..c).map(|ch| b[ch] - mean[ch] * scale[ch]).collect();
-        // SAFETY: each image's chunk is c * s long and every channel's s
-        // values are written.
-        let y = unsafe {
-            par_filled(x.len(), c * s, |img, y| {
-                let x = &x[img * c * s..][..c * s];
-                for ch in 0..c {
-                    let (k, d) = (scale[ch], shift[ch]);
-                    let pairs = y[ch * s..][..s].iter_mut().zip(&x[ch * s..][..s]);
-                    if self.relu {
-                        pairs.for_each(|(y, x)| _ = y.write((x * k + d).max(0.0)));
-                    } else {
-                        pairs.for_each(|(y, x)| _ = y.write(x * k + d));
-                    }
-                }
-            })
-        };
+        let stats = BnStats::of(x, dims(xl.dims()), w, b, self.eps);
+        let tail = if self.relu { Tail::Relu } else { Tail::Plain };
+        let y = stats.normalise(x, dims(xl.dims()), tail);
         // A forward runs once per op value; a second set would be a bug.
-        let _ = self.stats.set(BnStats {
-            mean,
-            var,
-            inv_std,
-            scale,
-            shift,
-        });
+        let _ = self.stats.set(stats);
         Ok((CpuStorage::F32(y), xl.shape().clone()))
     }
 
@@ -329,28 +394,151 @@ impl CustomOp3 for BnTrain {
         dy: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
         get_stats(&self.stats)?;
-        let dy = dy.contiguous()?;
-        // [2, C]: d weight = sum(dy * x_hat), d bias = sum(dy).
-        let stats = self.stats.clone();
-        let params = x.apply_op2_no_bwd(
-            &dy,
-            &BnParamGrads {
-                stats: stats.clone(),
-                relu: self.relu,
-            },
-        )?;
-        let sums = params.to_vec2::<f32>()?;
-        let dx = x.apply_op2_no_bwd(
-            &dy,
-            &BnInputGrad {
-                stats,
-                relu: self.relu,
-                d_weight: sums[0].clone(),
-                d_bias: sums[1].clone(),
-            },
-        )?;
+        let (dx, params) = backward_passes(x, &dy.contiguous()?, &self.stats, self.relu)?;
         Ok((Some(dx), Some(params.get(0)?), Some(params.get(1)?)))
     }
+}
+
+/// What follows the normalisation in a fused training forward.
+#[derive(Clone, Copy)]
+enum Tail<'a> {
+    Plain,
+    Relu,
+    /// `max(y + r, 0)`: a residual add and its ReLU, `r` shaped as `x`.
+    AddRelu(&'a [f32]),
+}
+
+/// Training forward of a residual block's tail:
+/// `(x, shortcut, [weight; bias]) -> max(bn(x) + shortcut, 0)`; leaves its
+/// statistics in `stats` as [`BnTrain`] does.
+struct BnAddReluTrain {
+    eps: f32,
+    stats: Arc<OnceLock<BnStats>>,
+}
+
+impl CustomOp3 for BnAddReluTrain {
+    fn name(&self) -> &'static str {
+        "rpg-batch-norm-add-relu"
+    }
+
+    fn cpu_fwd(
+        &self,
+        xs: &CpuStorage,
+        xl: &Layout,
+        rs: &CpuStorage,
+        rl: &Layout,
+        ps: &CpuStorage,
+        pl: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let (x, r) = (f32_slice(xs, xl, OP)?, f32_slice(rs, rl, OP)?);
+        let params = f32_slice(ps, pl, OP)?;
+        let (w, b) = params.split_at(params.len() / 2);
+        let shape = dims(xl.dims());
+        let stats = BnStats::of(x, shape, w, b, self.eps);
+        let y = stats.normalise(x, shape, Tail::AddRelu(r));
+        // A forward runs once per op value; a second set would be a bug.
+        let _ = self.stats.set(stats);
+        Ok((CpuStorage::F32(y), xl.shape().clone()))
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        shortcut: &Tensor,
+        _params: &Tensor,
+        _y: &Tensor,
+        dy: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        get_stats(&self.stats)?;
+        // The gradient behind the ReLU is the shortcut's, and the batch
+        // norm's output gradient: the plain (ungated) backward takes it.
+        let gated = x.apply_op3_no_bwd(
+            shortcut,
+            &dy.contiguous()?,
+            &ResidualGate {
+                stats: self.stats.clone(),
+            },
+        )?;
+        let (dx, params) = backward_passes(x, &gated, &self.stats, false)?;
+        Ok((Some(dx), Some(gated), Some(params.flatten_all()?)))
+    }
+}
+
+/// `(x, shortcut, dy) -> dy` where `bn(x) + shortcut >= 0`, else 0: the
+/// gradient through the fused ReLU, as Candle's (1 at exactly 0).
+struct ResidualGate {
+    stats: Arc<OnceLock<BnStats>>,
+}
+
+impl CustomOp3 for ResidualGate {
+    fn name(&self) -> &'static str {
+        "rpg-batch-norm-add-relu-gate"
+    }
+
+    fn cpu_fwd(
+        &self,
+        xs: &CpuStorage,
+        xl: &Layout,
+        rs: &CpuStorage,
+        rl: &Layout,
+        ds: &CpuStorage,
+        dl: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let stats = get_stats(&self.stats)?;
+        let (x, r, dy) = (
+            f32_slice(xs, xl, OP)?,
+            f32_slice(rs, rl, OP)?,
+            f32_slice(ds, dl, OP)?,
+        );
+        let (_, c, s) = dims(xl.dims());
+        // SAFETY: each image's chunk is c * s long and every channel's s
+        // values are written.
+        let g = unsafe {
+            par_filled(x.len(), c * s, |img, g| {
+                let at = img * c * s;
+                for ch in 0..c {
+                    let (k, d) = stats.affine(ch);
+                    let run = at + ch * s..at + (ch + 1) * s;
+                    let out = g[ch * s..][..s].iter_mut();
+                    let ins = x[run.clone()].iter().zip(&r[run.clone()]).zip(&dy[run]);
+                    for (g, ((&x, &r), &dy)) in out.zip(ins) {
+                        g.write(if x * k + d + r >= 0.0 { dy } else { 0.0 });
+                    }
+                }
+            })
+        };
+        Ok((CpuStorage::F32(g), xl.shape().clone()))
+    }
+}
+
+/// The input gradient and `[[d weight], [d bias]]` of a batch norm from
+/// its output gradient `dy` (gated by the fused ReLU with `relu`): the
+/// parameter sums, then the input gradient that needs them.
+fn backward_passes(
+    x: &Tensor,
+    dy: &Tensor,
+    stats: &Arc<OnceLock<BnStats>>,
+    relu: bool,
+) -> Result<(Tensor, Tensor)> {
+    // [2, C]: d weight = sum(dy * x_hat), d bias = sum(dy).
+    let params = x.apply_op2_no_bwd(
+        dy,
+        &BnParamGrads {
+            stats: stats.clone(),
+            relu,
+        },
+    )?;
+    let sums = params.to_vec2::<f32>()?;
+    let dx = x.apply_op2_no_bwd(
+        dy,
+        &BnInputGrad {
+            stats: stats.clone(),
+            relu,
+            d_weight: sums[0].clone(),
+            d_bias: sums[1].clone(),
+        },
+    )?;
+    Ok((dx, params))
 }
 
 fn get_stats(stats: &OnceLock<BnStats>) -> Result<&BnStats> {
@@ -544,6 +732,79 @@ mod tests {
             check(&[16, 5], relu);
             check(&[3, 4, 2, 2, 3], relu);
         }
+    }
+
+    /// The fused residual tail against the batch norm, then `add_relu`:
+    /// the same bits in the output, all four gradients and the running
+    /// statistics, with a shortcut that puts some sums below, at and above 0.
+    #[test]
+    fn the_fused_residual_tail_matches_its_three_ops_bit_for_bit() {
+        let dev = Device::Cpu;
+        for shape in [[4, 3, 5, 5], [2, 8, 3, 7], [3, 2, 1, 2]] {
+            let c = shape[1];
+            let make = || {
+                let map = VarMap::new();
+                let vb = VarBuilder::from_varmap(&map, DType::F32, &dev);
+                let bn = batch_norm(c, 1e-5, vb).unwrap();
+                let (w, b) = bn.inner().weight_and_bias().unwrap();
+                let (w, b) = (Var::from_tensor(w).unwrap(), Var::from_tensor(b).unwrap());
+                w.set(&Tensor::arange(1f32, 1.0 + c as f32, &dev).unwrap())
+                    .unwrap();
+                b.set(&(Tensor::arange(0f32, c as f32, &dev).unwrap() * -0.1).unwrap())
+                    .unwrap();
+                (bn, w, b)
+            };
+            let (fused, fw, fb) = make();
+            let (split, sw, sb) = make();
+            // Its training output is the batch norm's, bit for bit: a
+            // shortcut of minus it gives sums of exactly 0.
+            let (oracle, _, _) = make();
+            for _ in 0..2 {
+                let x = Var::randn(0.5f32, 2.0, &shape, &dev).unwrap();
+                let y = oracle.forward_t(&x, true).unwrap().detach();
+                let noise = Tensor::randn(0f32, 1.0, &shape, &dev).unwrap();
+                let at_zero = noise.ge(0.8).unwrap();
+                let r = Var::from_tensor(&at_zero.where_cond(&y.neg().unwrap(), &noise).unwrap())
+                    .unwrap();
+                let probe = Tensor::randn(0f32, 1.0, &shape, &dev).unwrap();
+                let a = fused.forward_add_relu_t(&x, &r, true).unwrap();
+                let b = split.forward_t(&x, true).unwrap();
+                let b = crate::activation::add_relu(&b, &r).unwrap();
+                assert_eq!(bits(&a), bits(&b), "{shape:?} value");
+                let ga = (&a * &probe)
+                    .unwrap()
+                    .sum_all()
+                    .unwrap()
+                    .backward()
+                    .unwrap();
+                let gb = (&b * &probe)
+                    .unwrap()
+                    .sum_all()
+                    .unwrap()
+                    .backward()
+                    .unwrap();
+                for (name, p, q) in [
+                    ("x", &x, &x),
+                    ("shortcut", &r, &r),
+                    ("weight", &fw, &sw),
+                    ("bias", &fb, &sb),
+                ] {
+                    let (p, q) = (ga.get(p).unwrap(), gb.get(q).unwrap());
+                    assert_eq!(bits(p), bits(q), "{shape:?} d{name}");
+                }
+            }
+            for (p, q) in [
+                (fused.inner().running_mean(), split.inner().running_mean()),
+                (fused.inner().running_var(), split.inner().running_var()),
+            ] {
+                assert_eq!(bits(p), bits(q), "{shape:?} running statistics");
+            }
+        }
+    }
+
+    fn bits(t: &Tensor) -> Vec<u32> {
+        let v = t.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        v.iter().map(|x| x.to_bits()).collect()
     }
 
     #[test]

@@ -7,7 +7,6 @@
 
 use candle_core::{Module, ModuleT, Result, Tensor};
 use candle_nn::{Conv2dConfig, VarBuilder};
-use rpg_kernels::ops::add_relu;
 use rpg_kernels::{BatchNorm, Conv2d, batch_norm, conv2d_no_bias};
 use rpg_kernels::{Linear, linear};
 
@@ -86,12 +85,12 @@ impl BasicBlock {
 
     fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
         let y = self.bn1.forward_relu_t(&self.conv1.forward(x)?, train)?;
-        let y = self.bn2.forward_t(&self.conv2.forward(&y)?, train)?;
         let shortcut = match &self.downsample {
             Some(d) => d.forward_t(x, train)?,
             None => x.clone(),
         };
-        add_relu(&y, &shortcut)
+        self.bn2
+            .forward_add_relu_t(&self.conv2.forward(&y)?, &shortcut, train)
     }
 }
 
@@ -131,12 +130,12 @@ impl Bottleneck {
     fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
         let y = self.bn1.forward_relu_t(&self.conv1.forward(x)?, train)?;
         let y = self.bn2.forward_relu_t(&self.conv2.forward(&y)?, train)?;
-        let y = self.bn3.forward_t(&self.conv3.forward(&y)?, train)?;
         let shortcut = match &self.downsample {
             Some(d) => d.forward_t(x, train)?,
             None => x.clone(),
         };
-        add_relu(&y, &shortcut)
+        self.bn3
+            .forward_add_relu_t(&self.conv3.forward(&y)?, &shortcut, train)
     }
 }
 
