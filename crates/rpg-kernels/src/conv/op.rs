@@ -435,6 +435,16 @@ mod tests {
         check([1, 64, 41, 41], 4, (3, 3), cfg(2, 1, 1, 1));
     }
 
+    /// The direct 3x3 loop (AVX2 CPUs): both vector layouts (a row of 16,
+    /// rows of 8 in pairs, an odd last row), and the input gradient through
+    /// it on a map too small for gemm's transposed forward.
+    #[test]
+    fn direct_three_by_three_paths_match_candle() {
+        check([2, 8, 8, 8], 12, (3, 3), cfg(1, 1, 1, 1));
+        check([3, 4, 5, 8], 8, (3, 3), cfg(1, 1, 1, 1));
+        check([2, 16, 6, 24], 16, (3, 3), cfg(1, 1, 1, 1));
+    }
+
     /// The weight gradient's product shapes: several images per product with
     /// a shorter last one (9 images, 6 per product), the `[out][rows]`
     /// accumulator beyond 128 output channels per group, with and without

@@ -6,6 +6,7 @@ pub(crate) mod channels;
 pub(crate) mod conv;
 mod conv_gemm;
 mod depthwise;
+mod direct;
 pub(crate) mod gemm;
 pub(crate) mod geometry;
 pub(crate) mod linear;
