@@ -21,7 +21,7 @@ use std::sync::{Arc, OnceLock};
 use candle_core::{CpuStorage, CustomOp2, CustomOp3, Layout, ModuleT, Result, Shape, Tensor, Var};
 use candle_nn::{BatchNormConfig, VarBuilder};
 
-use crate::cpu::channels::{channel_sums, dims};
+use crate::cpu::channels::{channel_sums, dims, lane_sums};
 use crate::cpu::storage::{f32_slice, par_filled};
 
 const OP: &str = "batch-norm";
@@ -259,13 +259,15 @@ impl BnStats {
     /// the affine map they make with `weight` and `bias`.
     fn of(x: &[f32], (n, c, s): (usize, usize, usize), w: &[f32], b: &[f32], eps: f32) -> Self {
         let count = (n * s) as f64;
-        let sums = channel_sums((n, c, s), |_, at| (x[at..at + s].iter().sum(), 0.0));
+        let sums = channel_sums((n, c, s), |_, at| {
+            let run = &x[at..at + s];
+            (lane_sums(run, run, |x, _| [x])[0], 0.0)
+        });
         let mean: Vec<f32> = sums.iter().map(|(a, _)| (a / count) as f32).collect();
         // Two passes: the centred sum of squares does not cancel.
         let sq = channel_sums((n, c, s), |ch, at| {
-            let m = mean[ch];
-            let v = x[at..at + s].iter().map(|v| (v - m) * (v - m)).sum();
-            (v, 0.0)
+            let (m, run) = (mean[ch], &x[at..at + s]);
+            (lane_sums(run, run, |v, _| [(v - m) * (v - m)])[0], 0.0)
         });
         let var: Vec<f32> = sq.iter().map(|(a, _)| (a / count) as f32).collect();
         let inv_std: Vec<f32> = var.iter().map(|v| 1.0 / (v + eps).sqrt()).collect();
@@ -329,12 +331,10 @@ fn dot_and_sum<const RELU: bool>(
     mean: f32,
     affine: (f32, f32),
 ) -> (f32, f32) {
-    let (mut dot, mut sum) = (0f32, 0f32);
-    for (&x, &d) in x.iter().zip(dy) {
+    let [dot, sum] = lane_sums(x, dy, |x, d| {
         let g = gate::<RELU>(x, affine, d);
-        dot += (x - mean) * g;
-        sum += g;
-    }
+        [(x - mean) * g, g]
+    });
     (dot, sum)
 }
 
