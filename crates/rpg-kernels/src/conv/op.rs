@@ -436,10 +436,12 @@ mod tests {
     }
 
     /// The direct 3x3 loop (AVX2 CPUs): both vector layouts (a row of 16,
-    /// rows of 8 in pairs, an odd last row), and the input gradient through
-    /// it on a map too small for gemm's transposed forward.
+    /// rows of 8 in pairs, an odd last row), the input gradient through it
+    /// on a map too small for gemm's transposed forward, and its weight
+    /// gradient (256 pixels or more).
     #[test]
     fn direct_three_by_three_paths_match_candle() {
+        check([2, 8, 16, 16], 8, (3, 3), cfg(1, 1, 1, 1));
         check([2, 8, 8, 8], 12, (3, 3), cfg(1, 1, 1, 1));
         check([3, 4, 5, 8], 8, (3, 3), cfg(1, 1, 1, 1));
         check([2, 16, 6, 24], 16, (3, 3), cfg(1, 1, 1, 1));

@@ -394,6 +394,9 @@ fn input_grad_col2im(g: &ConvGeometry, dy: &[f32], w: &[f32]) -> Vec<f32> {
 /// [`MIN_DEPTH`] deep (gemm's own depth block). When that leaves fewer
 /// tasks than threads, the product itself is threaded.
 pub(crate) fn weight_grad(g: &ConvGeometry, x: &[f32], dy: &[f32]) -> Vec<f32> {
+    if super::direct::weight_grad_applies(g) {
+        return super::direct::weight_grad(g, x, dy);
+    }
     let (pixels, rows, og) = (g.pixels(), g.col_rows(), g.out_per_group());
     let w_len = g.out_channels * rows;
     let threads = rayon::current_num_threads().max(1);
