@@ -34,12 +34,7 @@ const CHANNEL_BLOCK: usize = 4;
 /// padding 1, no dilation, one group, output channels in blocks of 4, rows a
 /// whole number of 8-float vectors, and AVX2 with FMA.
 pub(crate) fn applies(g: &ConvGeometry) -> bool {
-    g.kernel_h == 3
-        && g.kernel_w == 3
-        && g.stride == 1
-        && g.padding == 1
-        && g.dilation == 1
-        && g.groups == 1
+    g.is_same_3x3()
         && g.out_channels.is_multiple_of(CHANNEL_BLOCK)
         && g.width.is_multiple_of(8)
         && cpu_has_avx2_fma()
@@ -281,7 +276,8 @@ unsafe fn image_avx2(
 ) {
     let (h, wd) = (g.height, g.width);
     for block in (0..g.out_channels).step_by(CHANNEL_BLOCK) {
-        let kernels = &w[block * g.in_channels * 9..][..CHANNEL_BLOCK * g.in_channels * 9];
+        let (cin, pad) = (g.in_channels, padded);
+        let kernels = &w[block * cin * 9..][..CHANNEL_BLOCK * cin * 9];
         let out = &mut y[block * h * wd..][..CHANNEL_BLOCK * h * wd];
         let mut oh = 0;
         while oh < h {
@@ -290,35 +286,18 @@ unsafe fn image_avx2(
             if wd == 8 && oh + 1 < h {
                 // Rows of one vector: two rows per tile, so each broadcast
                 // weight still feeds two multiply-adds.
-                unsafe {
-                    tile(
-                        g.in_channels,
-                        padded,
-                        xp,
-                        kernels,
-                        out,
-                        [(oh, 0), (oh + 1, 0)],
-                    )
-                };
+                unsafe { tile(cin, pad, xp, kernels, out, [(oh, 0), (oh + 1, 0)]) };
                 oh += 2;
                 continue;
             }
             let mut col = 0;
             while col < wd {
                 if col + 16 <= wd {
-                    unsafe {
-                        tile(
-                            g.in_channels,
-                            padded,
-                            xp,
-                            kernels,
-                            out,
-                            [(oh, col), (oh, col + 8)],
-                        )
-                    };
+                    let at = [(oh, col), (oh, col + 8)];
+                    unsafe { tile(cin, pad, xp, kernels, out, at) };
                     col += 16;
                 } else {
-                    unsafe { tile(g.in_channels, padded, xp, kernels, out, [(oh, col)]) };
+                    unsafe { tile(cin, pad, xp, kernels, out, [(oh, col)]) };
                     col += 8;
                 }
             }
@@ -384,7 +363,7 @@ unsafe fn tile<const VECTORS: usize>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::test_util::values;
+    use crate::test_util::{same_3x3, same_3x3_reference, values};
 
     /// [`weight_grad`] against an f64 direct sum, with `dy` the forward's
     /// output (any values do).
@@ -429,19 +408,7 @@ mod tests {
             (3, 5, 12, 3, 24),
             (2, 7, 4, 4, 8),
         ] {
-            let g = ConvGeometry {
-                batch,
-                in_channels: cin,
-                height: h,
-                width: w,
-                out_channels: cout,
-                kernel_h: 3,
-                kernel_w: 3,
-                stride: 1,
-                padding: 1,
-                dilation: 1,
-                groups: 1,
-            };
+            let g = same_3x3(batch, cin, (h, w), cout);
             if !applies(&g) {
                 eprintln!("no AVX2/FMA here: the direct conv is not taken");
                 return;
@@ -449,32 +416,11 @@ mod tests {
             let x = values(g.batch * g.image_len(), 1);
             let k = values(cout * cin * 9, 2);
             let y = forward(&g, &x, &k);
-            let mut largest = 0f64;
-            let mut worst = 0f64;
-            for b in 0..batch {
-                for o in 0..cout {
-                    for r in 0..h {
-                        for s in 0..w {
-                            let mut sum = 0f64;
-                            for c in 0..cin {
-                                for i in 0..3 {
-                                    for j in 0..3 {
-                                        let (ir, is) = (r + i, s + j);
-                                        if ir < 1 || is < 1 || ir > h || is > w {
-                                            continue;
-                                        }
-                                        let xv = x[((b * cin + c) * h + ir - 1) * w + is - 1];
-                                        sum +=
-                                            xv as f64 * k[((o * cin + c) * 3 + i) * 3 + j] as f64;
-                                    }
-                                }
-                            }
-                            let got = y[((b * cout + o) * h + r) * w + s] as f64;
-                            largest = largest.max(sum.abs());
-                            worst = worst.max((got - sum).abs());
-                        }
-                    }
-                }
+            let want = same_3x3_reference(&g, &x, &k);
+            let (mut largest, mut worst) = (0f64, 0f64);
+            for (&got, &want) in y.iter().zip(&want) {
+                largest = largest.max(want.abs());
+                worst = worst.max((got as f64 - want).abs());
             }
             assert!(
                 worst <= 1e-5 * largest.max(1.0),

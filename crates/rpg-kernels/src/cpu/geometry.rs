@@ -50,6 +50,17 @@ impl ConvGeometry {
     pub(crate) fn is_pointwise(&self) -> bool {
         self.kernel_h == 1 && self.kernel_w == 1 && self.stride == 1 && self.padding == 0
     }
+    /// A 3x3 kernel at stride 1 with padding 1, no dilation and one group:
+    /// output maps the size of the input, the shape Winograd's and the
+    /// direct kernels compute.
+    pub(crate) fn is_same_3x3(&self) -> bool {
+        self.kernel_h == 3
+            && self.kernel_w == 3
+            && self.stride == 1
+            && self.padding == 1
+            && self.dilation == 1
+            && self.groups == 1
+    }
     /// Distance between rows of the column matrix, in elements: the pixel
     /// count rounded up to whole cache lines, plus one line when that is an
     /// even number of lines. The products walk this matrix down its rows, and

@@ -37,12 +37,7 @@ const TILE: usize = 16;
 /// Whether `g` is a conv this module computes: 3x3, stride 1, padding 1,
 /// no dilation, one group, wide enough and on a large enough map.
 pub(crate) fn applies(g: &ConvGeometry) -> bool {
-    g.kernel_h == 3
-        && g.kernel_w == 3
-        && g.stride == 1
-        && g.padding == 1
-        && g.dilation == 1
-        && g.groups == 1
+    g.is_same_3x3()
         && g.in_channels >= MIN_CHANNELS
         && g.out_channels >= MIN_CHANNELS
         && g.height * g.width >= MIN_PIXELS
@@ -218,58 +213,17 @@ fn output_transform(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::test_util::values;
-
-    /// The direct sum in f64, the reference.
-    fn direct(g: &ConvGeometry, x: &[f32], w: &[f32]) -> Vec<f64> {
-        let (c, k, h, wd) = (g.in_channels, g.out_channels, g.height, g.width);
-        let mut y = vec![0f64; g.batch * k * h * wd];
-        for b in 0..g.batch {
-            for o in 0..k {
-                for r in 0..h {
-                    for col in 0..wd {
-                        let mut sum = 0f64;
-                        for ch in 0..c {
-                            for i in 0..3 {
-                                for j in 0..3 {
-                                    let (ir, ic) = (r + i, col + j);
-                                    if ir < 1 || ic < 1 || ir > h || ic > wd {
-                                        continue;
-                                    }
-                                    let xv = x[((b * c + ch) * h + ir - 1) * wd + ic - 1];
-                                    sum += xv as f64 * w[((o * c + ch) * 3 + i) * 3 + j] as f64;
-                                }
-                            }
-                        }
-                        y[((b * k + o) * h + r) * wd + col] = sum;
-                    }
-                }
-            }
-        }
-        y
-    }
+    use crate::test_util::{same_3x3, same_3x3_reference, values};
 
     #[test]
     fn matches_the_direct_sum_on_even_and_odd_maps() {
         for (batch, c, k, h, w) in [(2, 64, 65, 16, 16), (1, 65, 64, 17, 17), (2, 64, 64, 9, 29)] {
-            let g = ConvGeometry {
-                batch,
-                in_channels: c,
-                height: h,
-                width: w,
-                out_channels: k,
-                kernel_h: 3,
-                kernel_w: 3,
-                stride: 1,
-                padding: 1,
-                dilation: 1,
-                groups: 1,
-            };
+            let g = same_3x3(batch, c, (h, w), k);
             assert!(applies(&g));
             let x = values(batch * c * h * w, 1);
             let wt = values(k * c * 9, 2);
             let ours = forward(&g, &x, &wt);
-            let want = direct(&g, &x, &wt);
+            let want = same_3x3_reference(&g, &x, &wt);
             let scale = want.iter().fold(0f64, |m, v| m.max(v.abs()));
             let err = ours
                 .iter()
@@ -281,19 +235,7 @@ mod tests {
 
     #[test]
     fn narrow_or_strided_convs_are_left_to_im2col() {
-        let g = ConvGeometry {
-            batch: 1,
-            in_channels: 16,
-            height: 16,
-            width: 16,
-            out_channels: 64,
-            kernel_h: 3,
-            kernel_w: 3,
-            stride: 1,
-            padding: 1,
-            dilation: 1,
-            groups: 1,
-        };
+        let g = same_3x3(1, 16, (16, 16), 64);
         assert!(!applies(&g));
         assert!(!applies(&ConvGeometry {
             in_channels: 64,
