@@ -460,6 +460,20 @@ mod tests {
     }
 
     #[test]
+    fn zero_channels_give_empty_or_zero_results() {
+        let dev = Device::Cpu;
+        for (x, w) in [([2, 0, 8, 8], [4, 0, 3, 3]), ([2, 4, 8, 8], [0, 4, 3, 3])] {
+            let x = Var::zeros(&x, DType::F32, &dev).unwrap();
+            let w = Var::zeros(&w, DType::F32, &dev).unwrap();
+            let y = conv2d(&x, &w, &cfg(1, 1, 1, 1)).unwrap();
+            assert_eq!(y.dims(), [2, w.dim(0).unwrap(), 8, 8]);
+            let grads = y.sum_all().unwrap().backward().unwrap();
+            assert_eq!(grads.get(&w).unwrap().dims(), w.dims());
+            assert_eq!(grads.get(&x).unwrap().dims(), x.dims());
+        }
+    }
+
+    #[test]
     fn bad_shapes_are_errors_not_panics() {
         let x = Tensor::zeros((1, 3, 8, 8), DType::F32, &Device::Cpu).unwrap();
         let w = Tensor::zeros((4, 2, 3, 3), DType::F32, &Device::Cpu).unwrap();

@@ -234,6 +234,9 @@ fn columns<'a>(
 
 /// `y = conv(x, w)`, no bias.
 pub(crate) fn forward(g: &ConvGeometry, x: &[f32], w: &[f32]) -> Vec<f32> {
+    if g.is_empty() {
+        return vec![0.0; g.batch * g.out_image_len()];
+    }
     if super::winograd::applies(g) {
         return super::winograd::forward(g, x, w);
     }
@@ -278,6 +281,9 @@ pub(crate) fn forward(g: &ConvGeometry, x: &[f32], w: &[f32]) -> Vec<f32> {
 /// (`direct.rs`; 64 channels at 8x8: 154-177 against 114-118 GFLOP/s).
 /// Otherwise per group `col = w^T dy`, then col2im.
 pub(crate) fn input_grad(g: &ConvGeometry, dy: &[f32], w: &[f32]) -> Vec<f32> {
+    if g.is_empty() {
+        return vec![0.0; g.batch * g.image_len()];
+    }
     if let Some((transposed, flipped)) = as_transposed_forward(g, w) {
         return forward(&transposed, dy, &flipped);
     }
@@ -394,6 +400,9 @@ fn input_grad_col2im(g: &ConvGeometry, dy: &[f32], w: &[f32]) -> Vec<f32> {
 /// [`MIN_DEPTH`] deep (gemm's own depth block). When that leaves fewer
 /// tasks than threads, the product itself is threaded.
 pub(crate) fn weight_grad(g: &ConvGeometry, x: &[f32], dy: &[f32]) -> Vec<f32> {
+    if g.is_empty() {
+        return vec![0.0; g.out_channels * g.col_rows()];
+    }
     if super::direct::weight_grad_applies(g) {
         return super::direct::weight_grad(g, x, dy);
     }

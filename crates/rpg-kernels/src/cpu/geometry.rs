@@ -50,6 +50,11 @@ impl ConvGeometry {
     pub(crate) fn is_pointwise(&self) -> bool {
         self.kernel_h == 1 && self.kernel_w == 1 && self.stride == 1 && self.padding == 0
     }
+    /// No images, or no values in an input or output image (zero channels):
+    /// every sum is empty, so the kernels' chunked loops are skipped.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.batch == 0 || self.image_len() == 0 || self.out_image_len() == 0
+    }
     /// A 3x3 kernel at stride 1 with padding 1, no dilation and one group:
     /// output maps the size of the input, the shape Winograd's and the
     /// direct kernels compute.
