@@ -243,6 +243,12 @@ pub(crate) fn forward(g: &ConvGeometry, x: &[f32], w: &[f32]) -> Vec<f32> {
     if super::direct::applies(g) {
         return super::direct::forward(g, x, w);
     }
+    forward_im2col(g, x, w)
+}
+
+/// The forward as one product per image (and group) over its column
+/// matrix: any geometry, and the path of CPUs without AVX2.
+fn forward_im2col(g: &ConvGeometry, x: &[f32], w: &[f32]) -> Vec<f32> {
     let (pixels, rows, og) = (g.pixels(), g.col_rows(), g.out_per_group());
     let par = inner_parallelism(g);
     let fill = |img: usize, y_img: &mut [MaybeUninit<f32>]| {
@@ -406,6 +412,11 @@ pub(crate) fn weight_grad(g: &ConvGeometry, x: &[f32], dy: &[f32]) -> Vec<f32> {
     if super::direct::weight_grad_applies(g) {
         return super::direct::weight_grad(g, x, dy);
     }
+    weight_grad_im2col(g, x, dy)
+}
+
+/// The weight gradient through column matrices (any geometry).
+fn weight_grad_im2col(g: &ConvGeometry, x: &[f32], dy: &[f32]) -> Vec<f32> {
     let (pixels, rows, og) = (g.pixels(), g.col_rows(), g.out_per_group());
     let w_len = g.out_channels * rows;
     let threads = rayon::current_num_threads().max(1);
@@ -550,5 +561,52 @@ impl WeightGradLayout {
             }
         }
         dw
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::test_util::{same_3x3, values};
+
+    fn assert_close(ours: &[f32], want: &[f32], what: &str) {
+        assert_eq!(ours.len(), want.len(), "{what}");
+        let scale = want.iter().fold(0f32, |m, v| m.max(v.abs())).max(1.0);
+        let worst = ours
+            .iter()
+            .zip(want)
+            .fold(0f32, |m, (a, b)| m.max((a - b).abs()));
+        assert!(worst <= 1e-5 * scale, "{what}: {worst} of {scale}");
+    }
+
+    /// Where the direct kernels run, the im2col paths (those of CPUs
+    /// without AVX2) give the same values: all three passes.
+    #[test]
+    fn the_direct_kernels_and_im2col_agree_on_their_shapes() {
+        for (batch, cin, size, cout) in [
+            (2, 16, (32, 32), 16),
+            (2, 8, (8, 8), 12),
+            (1, 5, (16, 24), 4),
+        ] {
+            let g = same_3x3(batch, cin, size, cout);
+            if !super::super::direct::applies(&g) {
+                eprintln!("no AVX2/FMA here: the direct conv is not taken");
+                return;
+            }
+            let x = values(batch * g.image_len(), 1);
+            let w = values(cout * g.col_rows(), 2);
+            let dy = values(batch * g.out_image_len(), 3);
+            assert_close(&forward(&g, &x, &w), &forward_im2col(&g, &x, &w), "forward");
+            assert_close(
+                &input_grad(&g, &dy, &w),
+                &input_grad_col2im(&g, &dy, &w),
+                "input gradient",
+            );
+            assert_close(
+                &super::super::direct::weight_grad(&g, &x, &dy),
+                &weight_grad_im2col(&g, &x, &dy),
+                "weight gradient",
+            );
+        }
     }
 }
