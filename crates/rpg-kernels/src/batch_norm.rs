@@ -377,11 +377,8 @@ impl CustomOp3 for BnTrain {
     ) -> Result<(CpuStorage, Shape)> {
         let x = f32_slice(xs, xl, OP)?;
         let (w, b) = (f32_slice(ws, wl, OP)?, f32_slice(bs, bl, OP)?);
-        let stats = BnStats::of(x, dims(xl.dims()), w, b, self.eps);
         let tail = if self.relu { Tail::Relu } else { Tail::Plain };
-        let y = stats.normalise(x, dims(xl.dims()), tail);
-        // A forward runs once per op value; a second set would be a bug.
-        let _ = self.stats.set(stats);
+        let y = train_forward(&self.stats, x, xl, (w, b), self.eps, tail);
         Ok((CpuStorage::F32(y), xl.shape().clone()))
     }
 
@@ -408,6 +405,25 @@ enum Tail<'a> {
     AddRelu(&'a [f32]),
 }
 
+/// A training forward on the CPU: the batch statistics of `x`, left in
+/// `stats` for the running averages and the backward, and the normalised
+/// output with its `tail`.
+fn train_forward(
+    stats: &OnceLock<BnStats>,
+    x: &[f32],
+    layout: &Layout,
+    (weight, bias): (&[f32], &[f32]),
+    eps: f32,
+    tail: Tail<'_>,
+) -> Vec<f32> {
+    let shape = dims(layout.dims());
+    let batch = BnStats::of(x, shape, weight, bias, eps);
+    let y = batch.normalise(x, shape, tail);
+    // A forward runs once per op value; a second set would be a bug.
+    let _ = stats.set(batch);
+    y
+}
+
 /// Training forward of a residual block's tail:
 /// `(x, shortcut, [weight; bias]) -> max(bn(x) + shortcut, 0)`; leaves its
 /// statistics in `stats` as [`BnTrain`] does.
@@ -432,12 +448,8 @@ impl CustomOp3 for BnAddReluTrain {
     ) -> Result<(CpuStorage, Shape)> {
         let (x, r) = (f32_slice(xs, xl, OP)?, f32_slice(rs, rl, OP)?);
         let params = f32_slice(ps, pl, OP)?;
-        let (w, b) = params.split_at(params.len() / 2);
-        let shape = dims(xl.dims());
-        let stats = BnStats::of(x, shape, w, b, self.eps);
-        let y = stats.normalise(x, shape, Tail::AddRelu(r));
-        // A forward runs once per op value; a second set would be a bug.
-        let _ = self.stats.set(stats);
+        let params = params.split_at(params.len() / 2);
+        let y = train_forward(&self.stats, x, xl, params, self.eps, Tail::AddRelu(r));
         Ok((CpuStorage::F32(y), xl.shape().clone()))
     }
 
