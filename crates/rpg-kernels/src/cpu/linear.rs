@@ -9,10 +9,10 @@
 use rayon::prelude::*;
 
 use super::gemm::{matmul_overwrite, product_parallelism};
+use super::storage::overwritten;
 
 /// Each product runs alone, on the whole pool.
 const ALONE: usize = 1;
-use super::storage::overwritten;
 
 /// Outputs at which the bias pass is spread over the pool: below it, handing
 /// the work to another thread costs more than the adds.
