@@ -12,7 +12,6 @@
 //!
 //! All buffers are dense NCHW (`x`, `dy`, `y`) and OIHW (`w`), f32.
 
-use std::cell::RefCell;
 use std::mem::MaybeUninit;
 
 use gemm::Parallelism;
@@ -20,32 +19,12 @@ use rayon::prelude::*;
 
 use super::gemm::{matmul, matmul_overwrite, product_parallelism};
 use super::geometry::{ConvGeometry, spread_pitch, valid_range};
-use super::storage::par_filled;
+use super::storage::{par_filled, sum_in_order, with_scratch};
 
 /// Gemm parallelism for one product: the batch is already spread over the
 /// pool when it has enough images; a lone image uses every thread itself.
 fn inner_parallelism(g: &ConvGeometry) -> Parallelism {
     product_parallelism(g.batch)
-}
-
-/// Runs `f` on this thread's scratch buffer of at least `len` floats
-/// (contents unspecified), kept between calls: a column matrix per image
-/// would otherwise be allocated and zeroed for every rayon job. A thread that
-/// re-enters while its buffer is lent (work stealing inside a threaded
-/// gemm) gets a fresh one.
-fn with_scratch<R>(len: usize, f: impl FnOnce(&mut [f32]) -> R) -> R {
-    thread_local! {
-        static SCRATCH: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
-    }
-    SCRATCH.with(|cell| match cell.try_borrow_mut() {
-        Ok(mut buf) => {
-            if buf.len() < len {
-                buf.resize(len, 0.0);
-            }
-            f(&mut buf[..len])
-        }
-        Err(_) => f(&mut vec![0f32; len]),
-    })
 }
 
 /// Writes group `group`'s column matrix of one or several images side by
@@ -478,17 +457,8 @@ fn weight_grad_im2col(g: &ConvGeometry, x: &[f32], dy: &[f32]) -> Vec<f32> {
             }
             dw
         })
-        // Summed in task order, not rayon's reduction tree (whose shape
-        // depends on work stealing): training stays bit-reproducible.
-        .collect::<Vec<_>>()
-        .into_iter()
-        .reduce(|mut a, b| {
-            for (a, b) in a.iter_mut().zip(&b) {
-                *a += b;
-            }
-            a
-        })
-        .unwrap_or_else(|| vec![0f32; w_len]);
+        .collect::<Vec<_>>();
+    let partials = sum_in_order(partials, w_len);
     layout.into_oihw(partials, og, rows)
 }
 
@@ -567,6 +537,7 @@ impl WeightGradLayout {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::cpu::direct;
     use crate::test_util::{same_3x3, values};
 
     fn assert_close(ours: &[f32], want: &[f32], what: &str) {
@@ -589,7 +560,7 @@ mod tests {
             (1, 5, (16, 24), 4),
         ] {
             let g = same_3x3(batch, cin, size, cout);
-            if !super::super::direct::applies(&g) {
+            if !direct::applies(&g) {
                 eprintln!("no AVX2/FMA here: the direct conv is not taken");
                 return;
             }
@@ -603,7 +574,7 @@ mod tests {
                 "input gradient",
             );
             assert_close(
-                &super::super::direct::weight_grad(&g, &x, &dy),
+                &direct::weight_grad(&g, &x, &dy),
                 &weight_grad_im2col(&g, &x, &dy),
                 "weight gradient",
             );

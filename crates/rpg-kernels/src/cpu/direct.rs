@@ -25,7 +25,7 @@ use std::mem::MaybeUninit;
 use rayon::prelude::*;
 
 use super::geometry::ConvGeometry;
-use super::storage::par_filled;
+use super::storage::{par_filled, sum_in_order, with_scratch};
 
 /// Output channels per register block.
 const CHANNEL_BLOCK: usize = 4;
@@ -118,14 +118,7 @@ pub(crate) fn weight_grad(g: &ConvGeometry, x: &[f32], dy: &[f32]) -> Vec<f32> {
             dw
         })
         .collect();
-    let mut parts = partials.into_iter();
-    let mut dw = parts.next().unwrap_or_else(|| vec![0f32; w_len]);
-    for part in parts {
-        for (d, p) in dw.iter_mut().zip(&part) {
-            *d += p;
-        }
-    }
-    dw
+    sum_in_order(partials, w_len)
 }
 
 /// Adds one image's weight gradient into `dw`.
@@ -215,15 +208,12 @@ impl Padded {
         (self.height + 2) * self.row()
     }
 
-    /// Runs `f` on this thread's padded copy of `image` (kept between calls;
-    /// the border is rewritten each time, so any earlier contents do).
+    /// Runs `f` on a padded copy of `image` in this thread's scratch buffer
+    /// (the border is rewritten each time, so earlier contents do not
+    /// matter).
     fn with_copy<R>(&self, image: &[f32], f: impl FnOnce(&[f32]) -> R) -> R {
-        thread_local! {
-            static BUFFER: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
-        }
-        let len = self.channels * self.plane();
-        let copy = |buf: &mut [f32]| {
-            let (h, w, row) = (self.height, self.width, self.row());
+        let (h, w, row) = (self.height, self.width, self.row());
+        with_scratch(self.channels * self.plane(), |buf| {
             for (plane, src) in buf
                 .chunks_exact_mut(self.plane())
                 .zip(image.chunks_exact(h * w))
@@ -239,20 +229,7 @@ impl Padded {
                     dst[w + 1] = 0.0;
                 }
             }
-        };
-        BUFFER.with(|cell| match cell.try_borrow_mut() {
-            Ok(mut buf) => {
-                if buf.len() < len {
-                    buf.resize(len, 0.0);
-                }
-                copy(&mut buf[..len]);
-                f(&buf[..len])
-            }
-            Err(_) => {
-                let mut buf = vec![0f32; len];
-                copy(&mut buf);
-                f(&buf)
-            }
+            f(buf)
         })
     }
 }
@@ -274,9 +251,8 @@ unsafe fn image_avx2(
     w: &[f32],
     y: &mut [MaybeUninit<f32>],
 ) {
-    let (h, wd) = (g.height, g.width);
+    let (h, wd, cin, pad) = (g.height, g.width, g.in_channels, padded);
     for block in (0..g.out_channels).step_by(CHANNEL_BLOCK) {
-        let (cin, pad) = (g.in_channels, padded);
         let kernels = &w[block * cin * 9..][..CHANNEL_BLOCK * cin * 9];
         let out = &mut y[block * h * wd..][..CHANNEL_BLOCK * h * wd];
         let mut oh = 0;

@@ -1,5 +1,5 @@
-//! Access to CPU tensor storage for the native custom ops, and output
-//! buffers filled in parallel.
+//! Access to CPU tensor storage for the native custom ops, output buffers
+//! filled in parallel, per-thread scratch, and per-task partial sums.
 
 /// The contiguous f32 data of a CPU storage, for the native custom ops
 /// (`op` names the op in the error).
@@ -55,4 +55,40 @@ pub(crate) unsafe fn overwritten(
     // SAFETY: the caller's `fill` initialised every element of `..len`.
     unsafe { out.set_len(len) };
     out
+}
+
+/// Runs `f` on this thread's scratch buffer of at least `len` floats
+/// (contents unspecified), kept between calls: a column matrix or padded
+/// image per image would otherwise be allocated and zeroed for every rayon
+/// job. A thread that re-enters while its buffer is lent (work stealing
+/// inside a threaded gemm) gets a fresh one.
+pub(crate) fn with_scratch<R>(len: usize, f: impl FnOnce(&mut [f32]) -> R) -> R {
+    thread_local! {
+        static SCRATCH: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
+    }
+    SCRATCH.with(|cell| match cell.try_borrow_mut() {
+        Ok(mut buf) => {
+            if buf.len() < len {
+                buf.resize(len, 0.0);
+            }
+            f(&mut buf[..len])
+        }
+        Err(_) => f(&mut vec![0f32; len]),
+    })
+}
+
+/// The elementwise sum of per-task partial results, added in task order
+/// rather than by rayon's reduction tree (whose shape depends on work
+/// stealing), so training stays bit-reproducible; `len` zeros when there
+/// are none.
+pub(crate) fn sum_in_order(partials: Vec<Vec<f32>>, len: usize) -> Vec<f32> {
+    partials
+        .into_iter()
+        .reduce(|mut a, b| {
+            for (a, b) in a.iter_mut().zip(&b) {
+                *a += b;
+            }
+            a
+        })
+        .unwrap_or_else(|| vec![0f32; len])
 }
