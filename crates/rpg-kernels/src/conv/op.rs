@@ -435,6 +435,16 @@ mod tests {
         check([1, 64, 41, 41], 4, (3, 3), cfg(2, 1, 1, 1));
     }
 
+    /// Small maps under kernels large enough that several images share one
+    /// forward product (`conv_gemm::forward_images_per_product`): the last
+    /// product shorter than the others, stride 2, and the stride-1 input
+    /// gradient through that same batched forward.
+    #[test]
+    fn small_maps_under_large_kernels_match_candle() {
+        check([11, 128, 4, 4], 64, (3, 3), cfg(1, 1, 1, 1));
+        check([5, 64, 8, 8], 128, (3, 3), cfg(2, 1, 1, 1));
+    }
+
     /// The direct 3x3 loop (AVX2 CPUs): both vector layouts (a row of 16,
     /// rows of 8 in pairs, an odd last row), the input gradient through it
     /// on a map too small for gemm's transposed forward, and its weight

@@ -225,9 +225,37 @@ pub(crate) fn forward(g: &ConvGeometry, x: &[f32], w: &[f32]) -> Vec<f32> {
     forward_im2col(g, x, w)
 }
 
+/// Output columns a forward product should have at least where its kernel
+/// is large: gemm packs the kernel for every product, and on small maps
+/// (ResNet-18's 512 channels at 4x4: a 9.4 MB kernel, 16 pixels) one image
+/// per product spends more on that packing than on the multiply-adds.
+const MIN_FORWARD_COLUMNS: usize = 128;
+
+/// Kernel size, in floats, from which several images share one forward
+/// product (256 KiB: half of L2). Below it the packing is cheap, and the
+/// products of small layers (LeNet-5's) stay as they are.
+const SHARED_KERNEL_FLOATS: usize = 64 << 10;
+
+/// Images per forward product: one, or on small maps under a large kernel
+/// enough for [`MIN_FORWARD_COLUMNS`] (one group only).
+fn forward_images_per_product(g: &ConvGeometry) -> usize {
+    let kernel = g.out_per_group() * g.col_rows();
+    if g.groups != 1 || g.is_pointwise() || kernel < SHARED_KERNEL_FLOATS {
+        return 1;
+    }
+    MIN_FORWARD_COLUMNS
+        .div_ceil(g.pixels().max(1))
+        .clamp(1, g.batch.max(1))
+}
+
 /// The forward as one product per image (and group) over its column
-/// matrix: any geometry, and the path of CPUs without AVX2.
+/// matrix, or per several images ([`forward_images_per_product`]): any
+/// geometry, and the path of CPUs without AVX2.
 fn forward_im2col(g: &ConvGeometry, x: &[f32], w: &[f32]) -> Vec<f32> {
+    let per_product = forward_images_per_product(g);
+    if per_product > 1 {
+        return forward_im2col_batched(g, x, w, per_product);
+    }
     let (pixels, rows, og) = (g.pixels(), g.col_rows(), g.out_per_group());
     let par = inner_parallelism(g);
     let fill = |img: usize, y_img: &mut [MaybeUninit<f32>]| {
@@ -251,6 +279,46 @@ fn forward_im2col(g: &ConvGeometry, x: &[f32], w: &[f32]) -> Vec<f32> {
     // SAFETY: each image's groups together cover its `out_image_len`
     // outputs, and every product overwrites its whole block.
     unsafe { par_filled(g.batch * g.out_image_len(), g.out_image_len(), fill) }
+}
+
+/// [`forward_im2col`] with `per_product` images side by side in each column
+/// matrix (one group): the product writes `[out][images x pixels]`, which
+/// is then copied out image by image.
+fn forward_im2col_batched(g: &ConvGeometry, x: &[f32], w: &[f32], per_product: usize) -> Vec<f32> {
+    let (pixels, rows, out) = (g.pixels(), g.col_rows(), g.out_channels);
+    let out_len = g.out_image_len();
+    let par = product_parallelism(g.batch.div_ceil(per_product));
+    let fill = |task: usize, y_imgs: &mut [MaybeUninit<f32>]| {
+        let images = y_imgs.len() / out_len;
+        let x_imgs = &x[task * per_product * g.image_len()..][..images * g.image_len()];
+        let n = images * pixels;
+        let pitch = spread_pitch(n);
+        with_scratch(rows * pitch + out * n, |buf| {
+            let (col, product) = buf.split_at_mut(rows * pitch);
+            im2col(g, x_imgs, 0, col, pitch, false);
+            matmul(
+                (out, n, rows),
+                product,
+                (1, n as isize),
+                false,
+                w,
+                (1, rows as isize),
+                col,
+                (1, pitch as isize),
+                par,
+            );
+            for (b, y_img) in y_imgs.chunks_exact_mut(out_len).enumerate() {
+                for (o, y_plane) in y_img.chunks_exact_mut(pixels).enumerate() {
+                    let src = &product[o * n + b * pixels..][..pixels];
+                    for (d, s) in y_plane.iter_mut().zip(src) {
+                        d.write(*s);
+                    }
+                }
+            }
+        })
+    };
+    // SAFETY: every image's planes are copied whole from the product.
+    unsafe { par_filled(g.batch * out_len, per_product * out_len, fill) }
 }
 
 /// `dL/dx` from `dL/dy`. For stride 1 and no dilation it is the forward
@@ -299,23 +367,38 @@ fn as_transposed_forward(g: &ConvGeometry, w: &[f32]) -> Option<(ConvGeometry, V
     // The direct loop has no column matrix to amortise, so it pays on any
     // map; gemm's forward needs depth and width.
     let direct = super::direct::applies(&transposed);
-    if !direct && (g.in_per_group() < 16 || g.pixels() < 256) {
+    let batched = forward_images_per_product(&transposed) > 1;
+    if !direct && (g.in_per_group() < 16 || (g.pixels() < 256 && !batched)) {
         return None;
     }
-    let (og, cg, taps) = (g.out_per_group(), g.in_per_group(), k * k);
+    Some((transposed, flip_kernel(g, w)))
+}
+
+/// `w` with each kernel reversed and its channel axes swapped per group:
+/// `[group][in][out][taps]` from `[group][out][in][taps]`. Walked in blocks
+/// of channel pairs: a plain walk writes each pair a whole output row away
+/// from the last, a different page every time on wide layers (512 channels:
+/// 18 KiB apart), and spent longer in TLB misses than in copying.
+fn flip_kernel(g: &ConvGeometry, w: &[f32]) -> Vec<f32> {
+    const BLOCK: usize = 16;
+    let (og, cg, taps) = (g.out_per_group(), g.in_per_group(), g.kernel_h * g.kernel_w);
     let mut flipped = vec![0f32; w.len()];
     for group in 0..g.groups {
-        for o in 0..og {
-            for c in 0..cg {
-                let src = &w[((group * og + o) * cg + c) * taps..][..taps];
-                let dst = &mut flipped[((group * cg + c) * og + o) * taps..][..taps];
-                for (d, s) in dst.iter_mut().zip(src.iter().rev()) {
-                    *d = *s;
+        for o0 in (0..og).step_by(BLOCK) {
+            for c0 in (0..cg).step_by(BLOCK) {
+                for o in o0..(o0 + BLOCK).min(og) {
+                    for c in c0..(c0 + BLOCK).min(cg) {
+                        let src = &w[((group * og + o) * cg + c) * taps..][..taps];
+                        let dst = &mut flipped[((group * cg + c) * og + o) * taps..][..taps];
+                        for (d, s) in dst.iter_mut().zip(src.iter().rev()) {
+                            *d = *s;
+                        }
+                    }
                 }
             }
         }
     }
-    Some((transposed, flipped))
+    flipped
 }
 
 /// The input gradient through `w^T dy` and col2im (any stride/dilation).
