@@ -49,7 +49,7 @@ pub(crate) fn weight_grad_applies(g: &ConvGeometry) -> bool {
     applies(g) && g.height * g.width >= 256 && g.in_channels <= 32
 }
 
-fn cpu_has_avx2_fma() -> bool {
+pub(crate) fn cpu_has_avx2_fma() -> bool {
     #[cfg(target_arch = "x86_64")]
     {
         std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")

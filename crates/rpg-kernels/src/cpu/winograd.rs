@@ -1,18 +1,25 @@
 //! 3x3, stride-1, "same" convolutions by Winograd's minimal filtering
-//! F(2x2, 3x3) (Lavin and Gray, 2016): each 2x2 block of outputs from a 4x4
-//! block of inputs with 16 multiplications per channel pair instead of 36.
+//! F(4x4, 3x3) (Lavin and Gray, 2016): each 4x4 block of outputs from a 6x6
+//! block of inputs with 36 multiplications per channel pair instead of 144.
 //!
 //! Why: on wide layers the conv is its matrix products, and im2col's product
-//! is `out x 9*in x pixels`; here it is 16 products `out x in x pixels/4`,
-//! 2.25 times fewer multiply-adds, and the transformed input is 4 times the
-//! image where im2col's column matrix is 9 times. The input gradient of the
-//! same layers runs through the forward (flipped kernel), so it gains too.
-//! Narrow layers and small maps keep im2col ([`MIN_CHANNELS`],
-//! [`MIN_PIXELS`]), and so does the weight gradient.
+//! is `out x 9*in x pixels`; here it is 36 products `tiles x in x out` with
+//! a sixteenth of the pixels as tiles, four times fewer multiply-adds, and
+//! the transformed input is 2.25 times the image where im2col's column
+//! matrix is 9 times. The input gradient of the same layers runs through
+//! the forward (flipped kernel), so it gains too. Narrow layers and small
+//! maps keep the other paths ([`MIN_CHANNELS`], [`MIN_PIXELS`]), and so
+//! does the weight gradient.
 //!
-//! Rounding differs from the direct sum (the transforms add and subtract
-//! before multiplying): relative errors stay around 1e-6 for these
-//! transforms, whose coefficients are 0, +-1 and +-1/2.
+//! The transforms work on eight channels at once (one per vector lane), so
+//! they vectorise on any map size; the transformed data is laid out
+//! `[36][tile][channel]` for that.
+//!
+//! Rounding differs from the direct sum (the transforms add, subtract and
+//! scale before multiplying): errors stay within 3e-5 of the largest output
+//! in the tests, a few times F(2x2, 3x3)'s, as its coefficients reach 8 and
+//! 1/24. This module computed F(2x2, 3x3) until 2026-12-01; the larger tile
+//! measured 10-15% faster on ResNet-18's 64-channel stage.
 
 use std::mem::MaybeUninit;
 
@@ -21,146 +28,290 @@ use super::geometry::ConvGeometry;
 use super::storage::{overwritten, par_filled};
 
 /// The fewest input and output channels for which the transform pays: on
-/// narrower layers the 16 products are too shallow for gemm (ResNet-20's
+/// narrower layers the products are too shallow for gemm (ResNet-20's
 /// 32-channel stage measured level with im2col).
 pub(crate) const MIN_CHANNELS: usize = 64;
 
-/// The fewest pixels per map for which the transform pays: on small maps
-/// tiles overlap more, each image has few of them, and with few images per
-/// task the transforms run on fewer threads than the products (ResNet-18's
-/// 8x8 and 4x4 stages measured at 0.7x and 0.4x im2col's input gradient).
+/// The fewest pixels per map for which the transform pays. The transformed
+/// kernel is four times the kernel and is rebuilt every call, so it has to
+/// be spread over many tiles: ResNet-18's 8x8 and 4x4 stages (256 and 512
+/// channels, batch 32) ran at 0.6-0.8x and 0.25x of the direct loop and
+/// im2col.
 pub(crate) const MIN_PIXELS: usize = 256;
 
-/// Positions of the 4x4 transformed tile.
-const TILE: usize = 16;
+/// Outputs per tile side, and inputs per tile side (`OUT + 2`).
+const OUT: usize = 4;
+const SIDE: usize = OUT + 2;
+/// Positions of the 6x6 transformed tile: one product each.
+const TILE: usize = SIDE * SIDE;
+/// Channels the transforms handle at once, one per vector lane.
+const LANES: usize = 8;
 
 /// Whether `g` is a conv this module computes: 3x3, stride 1, padding 1,
-/// no dilation, one group, wide enough and on a large enough map.
+/// no dilation, one group, channels in whole vectors, wide enough and on a
+/// large enough map.
 pub(crate) fn applies(g: &ConvGeometry) -> bool {
     g.is_same_3x3()
         && g.in_channels >= MIN_CHANNELS
         && g.out_channels >= MIN_CHANNELS
+        && g.in_channels.is_multiple_of(LANES)
+        && g.out_channels.is_multiple_of(LANES)
         && g.height * g.width >= MIN_PIXELS
 }
 
-/// Columns (tiles) each product should have at least: small maps put
-/// several images into one product, so the transformed kernel is read once
-/// for all of them rather than streamed per image.
-const MIN_PRODUCT_COLUMNS: usize = 256;
+/// Rows (tiles) each product should have at least: small maps put several
+/// images into one product, so the transformed kernel is read once for all
+/// of them rather than streamed per image.
+const MIN_PRODUCT_ROWS: usize = 64;
 
 /// `y = conv(x, w)` for a geometry [`applies`] accepts (NCHW, OIHW, no bias).
 pub(crate) fn forward(g: &ConvGeometry, x: &[f32], w: &[f32]) -> Vec<f32> {
+    forward_with(g, x, w, super::direct::cpu_has_avx2_fma())
+}
+
+/// [`forward`], its transforms compiled for AVX2 and FMA when `vector`.
+fn forward_with(g: &ConvGeometry, x: &[f32], w: &[f32], vector: bool) -> Vec<f32> {
     let (c, k, h, wd) = (g.in_channels, g.out_channels, g.height, g.width);
-    let grid = (h.div_ceil(2), wd.div_ceil(2));
+    let grid = (h.div_ceil(OUT), wd.div_ceil(OUT));
     let tiles = grid.0 * grid.1;
     let u = filter_transform(w, k, c);
-    let per_task = MIN_PRODUCT_COLUMNS.div_ceil(tiles).clamp(1, g.batch.max(1));
+    let per_task = MIN_PRODUCT_ROWS.div_ceil(tiles).clamp(1, g.batch.max(1));
     let par = product_parallelism(g.batch.div_ceil(per_task));
     let (in_len, out_len) = (c * h * wd, k * h * wd);
     let fill = |task: usize, y_imgs: &mut [MaybeUninit<f32>]| {
         let images = y_imgs.len() / out_len;
         let x_imgs = &x[task * per_task * in_len..][..images * in_len];
         let n = images * tiles;
-        // SAFETY: the images' transforms write every column of every row.
+        // SAFETY: the images' transforms write every tile of every position.
         let v = unsafe {
-            overwritten(TILE * c * n, |v| {
+            overwritten(TILE * n * c, |v| {
                 for (img, x_img) in x_imgs.chunks_exact(in_len).enumerate() {
-                    input_transform(x_img, (c, h, wd), grid, (n, img * tiles), v);
+                    let at = Tiles {
+                        n,
+                        first: img * tiles,
+                        grid,
+                    };
+                    input_transform(x_img, (c, h, wd), at, v, vector);
                 }
             })
         };
-        // SAFETY: the 16 products overwrite their blocks, which tile `m`.
+        // SAFETY: the products overwrite their blocks, which tile `m`.
         let m = unsafe {
-            overwritten(TILE * k * n, |m| {
-                for (xi, m_xi) in m.chunks_exact_mut(k * n).enumerate() {
+            overwritten(TILE * n * k, |m| {
+                for (xi, m_xi) in m.chunks_exact_mut(n * k).enumerate() {
                     matmul_overwrite(
-                        (k, n, c),
+                        (n, k, c),
                         m_xi,
-                        (1, n as isize),
-                        &u[xi * k * c..][..k * c],
+                        (1, k as isize),
+                        &v[xi * n * c..][..n * c],
                         (1, c as isize),
-                        &v[xi * c * n..][..c * n],
-                        (1, n as isize),
+                        &u[xi * k * c..][..k * c],
+                        (c as isize, 1),
                         par,
                     );
                 }
             })
         };
         for (img, y_img) in y_imgs.chunks_exact_mut(out_len).enumerate() {
-            output_transform(&m, (k, h, wd), grid, (n, img * tiles), y_img);
+            let at = Tiles {
+                n,
+                first: img * tiles,
+                grid,
+            };
+            output_transform(&m, (k, h, wd), at, y_img, vector);
         }
     };
     // SAFETY: `output_transform` writes every output of each image.
     unsafe { par_filled(g.batch * out_len, per_task * out_len, fill) }
 }
 
-/// `U = G g G^T` for every (out, in) pair, laid out `[16][out][in]`.
+/// Where one image's tiles sit among a product's `n` rows: rows
+/// `first..first + tiles`, row-major over the `grid` of tiles.
+#[derive(Clone, Copy)]
+struct Tiles {
+    n: usize,
+    first: usize,
+    grid: (usize, usize),
+}
+
+/// Eight channels' values at one position, one per lane: the transforms
+/// are the same adds and scalings on every lane, which LLVM turns into
+/// vector instructions.
+#[derive(Clone, Copy, Default)]
+struct Lanes([f32; LANES]);
+
+impl std::ops::Add for Lanes {
+    type Output = Self;
+    #[inline(always)]
+    fn add(self, o: Self) -> Self {
+        Self(std::array::from_fn(|l| self.0[l] + o.0[l]))
+    }
+}
+
+impl std::ops::Sub for Lanes {
+    type Output = Self;
+    #[inline(always)]
+    fn sub(self, o: Self) -> Self {
+        Self(std::array::from_fn(|l| self.0[l] - o.0[l]))
+    }
+}
+
+impl std::ops::Mul<f32> for Lanes {
+    type Output = Self;
+    #[inline(always)]
+    fn mul(self, s: f32) -> Self {
+        Self(self.0.map(|v| v * s))
+    }
+}
+
+/// What the transforms need of a value: `f32` for the kernel, [`Lanes`]
+/// for the data.
+trait Value:
+    Copy
+    + std::ops::Add<Output = Self>
+    + std::ops::Sub<Output = Self>
+    + std::ops::Mul<f32, Output = Self>
+{
+}
+impl Value for f32 {}
+impl Value for Lanes {}
+
+/// `G` applied to three kernel values: the six transformed values.
+#[inline(always)]
+fn g_times<T: Value>(p: T, q: T, r: T) -> [T; SIDE] {
+    let (a, b) = (p + r, q);
+    [
+        p * 0.25,
+        (a + b) * (-1.0 / 6.0),
+        (a - b) * (-1.0 / 6.0),
+        p * (1.0 / 24.0) + q * (1.0 / 12.0) + r * (1.0 / 6.0),
+        p * (1.0 / 24.0) - q * (1.0 / 12.0) + r * (1.0 / 6.0),
+        r,
+    ]
+}
+
+/// `B^T` applied to six values (a column or row of an input tile).
+#[inline(always)]
+fn b_t<T: Value>(d: [T; SIDE]) -> [T; SIDE] {
+    [
+        d[0] * 4.0 - d[2] * 5.0 + d[4],
+        d[3] + d[4] - (d[1] + d[2]) * 4.0,
+        d[4] - d[3] + (d[1] - d[2]) * 4.0,
+        d[4] - d[2] + (d[3] - d[1]) * 2.0,
+        d[4] - d[2] + (d[1] - d[3]) * 2.0,
+        d[1] * 4.0 - d[3] * 5.0 + d[5],
+    ]
+}
+
+/// `A^T` applied to six values (a column or row of a product tile): the
+/// four outputs.
+#[inline(always)]
+fn a_t<T: Value>(m: [T; SIDE]) -> [T; OUT] {
+    let (s12, d12) = (m[1] + m[2], m[1] - m[2]);
+    let (s34, d34) = (m[3] + m[4], m[3] - m[4]);
+    [
+        m[0] + s12 + s34,
+        d12 + d34 * 2.0,
+        s12 + s34 * 4.0,
+        d12 + d34 * 8.0 + m[5],
+    ]
+}
+
+/// `U = G g G^T` for every (out, in) pair, laid out `[36][out][in]`: the
+/// kernel's own order of pairs, so each of the 36 planes is written in
+/// sequence (the products read it transposed through their strides).
 fn filter_transform(w: &[f32], k: usize, c: usize) -> Vec<f32> {
-    // G applied to three values: a kernel column, then a row of the result.
-    let g_times = |p: f32, q: f32, r: f32| [p, 0.5 * (p + q + r), 0.5 * (p - q + r), r];
     let mut u = vec![0f32; TILE * k * c];
     for (pair, g) in w.chunks_exact(9).enumerate() {
-        // s = G g, kept as its 3 columns of 4.
-        let s: [[f32; 4]; 3] = std::array::from_fn(|j| g_times(g[j], g[3 + j], g[6 + j]));
-        for i in 0..4 {
+        // s = G g, kept as its 3 columns of 6.
+        let s: [[f32; SIDE]; 3] = std::array::from_fn(|j| g_times(g[j], g[3 + j], g[6 + j]));
+        for i in 0..SIDE {
             // Row i of U = row i of s, times G^T.
             for (j, t) in g_times(s[0][i], s[1][i], s[2][i]).into_iter().enumerate() {
-                u[(4 * i + j) * k * c + pair] = t;
+                u[(SIDE * i + j) * k * c + pair] = t;
             }
         }
     }
     u
 }
 
-/// `V = B^T d B` for every 4x4 input tile `d` (origin one pixel up and left
-/// of its 2x2 outputs, zero outside the image) of every channel of one
-/// image, into `v` laid out `[16][channel][n]` at columns `first..`.
-/// Rows of tiles at a time, so every write is a contiguous run.
+/// `V = B^T d B` for every 6x6 input tile `d` (origin one pixel up and left
+/// of its 4x4 outputs, zero outside the image) of one image, into `v` laid
+/// out `[36][n][channel]`. Eight channels at a time: their planes are
+/// interleaved into a zero-bordered copy whose pixels are [`Lanes`], so the
+/// transform is vector arithmetic whatever the map size.
 fn input_transform(
     x: &[f32],
-    (c, h, w): (usize, usize, usize),
-    (tiles_h, tiles_w): (usize, usize),
-    (n, first): (usize, usize),
+    dims: (usize, usize, usize),
+    at: Tiles,
+    v: &mut [MaybeUninit<f32>],
+    vector: bool,
+) {
+    #[cfg(target_arch = "x86_64")]
+    if vector {
+        // SAFETY: `vector` is set only where AVX2 and FMA were detected.
+        return unsafe { input_transform_avx2(x, dims, at, v) };
+    }
+    let _ = vector;
+    input_transform_lanes(x, dims, at, v)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn input_transform_avx2(
+    x: &[f32],
+    dims: (usize, usize, usize),
+    at: Tiles,
     v: &mut [MaybeUninit<f32>],
 ) {
-    // The plane with a zero border: one row/column before, enough after
-    // for the last tile (two more, one more when the size is odd).
-    let (ph, pw) = (2 * tiles_h + 2, 2 * tiles_w + 2);
-    let mut padded = vec![0f32; ph * pw];
-    let mut t = [
-        vec![0f32; pw],
-        vec![0f32; pw],
-        vec![0f32; pw],
-        vec![0f32; pw],
-    ];
-    for ch in 0..c {
-        let plane = &x[ch * h * w..][..h * w];
+    input_transform_lanes(x, dims, at, v)
+}
+
+#[inline(always)]
+fn input_transform_lanes(
+    x: &[f32],
+    (c, h, w): (usize, usize, usize),
+    Tiles { n, first, grid }: Tiles,
+    v: &mut [MaybeUninit<f32>],
+) {
+    let (ph, pw) = (OUT * grid.0 + 2, OUT * grid.1 + 2);
+    let blocks = c / LANES;
+    // The whole image, zero-bordered, `[block][row][col]` of 8-channel
+    // pixels; the border is never written, so stays zero.
+    let mut padded = vec![Lanes::default(); blocks * ph * pw];
+    for (ch, plane) in x.chunks_exact(h * w).enumerate() {
+        let (block, lane) = (ch / LANES, ch % LANES);
+        let block_plane = &mut padded[block * ph * pw..][..ph * pw];
         for (r, src) in plane.chunks_exact(w).enumerate() {
-            padded[(r + 1) * pw + 1..][..w].copy_from_slice(src);
-        }
-        for ty in 0..tiles_h {
-            let row = |r: usize| &padded[(2 * ty + r) * pw..][..pw];
-            let (d0, d1, d2, d3) = (row(0), row(1), row(2), row(3));
-            // t = B^T d, a whole row of tiles at once.
-            for x in 0..pw {
-                t[0][x] = d0[x] - d2[x];
-                t[1][x] = d1[x] + d2[x];
-                t[2][x] = d2[x] - d1[x];
-                t[3][x] = d1[x] - d3[x];
+            let dst = &mut block_plane[(r + 1) * pw + 1..][..w];
+            for (d, s) in dst.iter_mut().zip(src) {
+                d.0[lane] = *s;
             }
-            let col = first + ty * tiles_w;
-            for (i, t) in t.iter().enumerate() {
-                // V = t B: the four columns of each tile's quad of `t`.
-                let combine: [fn(&[f32]) -> f32; 4] = [
-                    |q| q[0] - q[2],
-                    |q| q[1] + q[2],
-                    |q| q[2] - q[1],
-                    |q| q[1] - q[3],
-                ];
-                for (j, f) in combine.iter().enumerate() {
-                    let out = &mut v[((4 * i + j) * c + ch) * n + col..][..tiles_w];
-                    for (o, q) in out.iter_mut().zip(t.windows(4).step_by(2)) {
-                        o.write(f(q));
+        }
+    }
+    // Tile by tile, every channel block: each of the 36 rows of `v` gets
+    // the tile's channels as one contiguous run.
+    for ty in 0..grid.0 {
+        for tx in 0..grid.1 {
+            let tile = first + ty * grid.1 + tx;
+            for block in 0..blocks {
+                let origin = (block * ph + OUT * ty) * pw + OUT * tx;
+                // t = B^T d, column by column.
+                let mut t = [[Lanes::default(); SIDE]; SIDE];
+                for col in 0..SIDE {
+                    let d = std::array::from_fn(|r| padded[origin + r * pw + col]);
+                    for (i, value) in b_t(d).into_iter().enumerate() {
+                        t[i][col] = value;
+                    }
+                }
+                // V = t B, row by row.
+                for (i, t_row) in t.into_iter().enumerate() {
+                    for (j, value) in b_t(t_row).into_iter().enumerate() {
+                        let dst =
+                            &mut v[((SIDE * i + j) * n + tile) * c + block * LANES..][..LANES];
+                        for (o, s) in dst.iter_mut().zip(value.0) {
+                            o.write(s);
+                        }
                     }
                 }
             }
@@ -168,41 +319,67 @@ fn input_transform(
     }
 }
 
-/// `Y = A^T m A` for every transformed product tile of one image (columns
-/// `first..` of `m`, laid out `[16][out][n]`), written into the image `y`
-/// (`[out][h][w]`), clipping the last row/column of tiles on odd sizes.
+/// `Y = A^T m A` for every product tile of one image (`m` laid out
+/// `[36][n][out]`), written into the image `y` (`[out][h][w]`), clipping the
+/// last row/column of tiles where the size is not a multiple of 4. Eight
+/// output channels at a time, as in [`input_transform`].
 fn output_transform(
     m: &[f32],
-    (k, h, w): (usize, usize, usize),
-    (tiles_h, tiles_w): (usize, usize),
-    (n, first): (usize, usize),
+    dims: (usize, usize, usize),
+    at: Tiles,
+    y: &mut [MaybeUninit<f32>],
+    vector: bool,
+) {
+    #[cfg(target_arch = "x86_64")]
+    if vector {
+        // SAFETY: `vector` is set only where AVX2 and FMA were detected.
+        return unsafe { output_transform_avx2(m, dims, at, y) };
+    }
+    let _ = vector;
+    output_transform_lanes(m, dims, at, y)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn output_transform_avx2(
+    m: &[f32],
+    dims: (usize, usize, usize),
+    at: Tiles,
     y: &mut [MaybeUninit<f32>],
 ) {
-    let mut a = [[0f32; 4]; 2].map(|_| [(); 4].map(|_| vec![0f32; tiles_w]));
-    for ch in 0..k {
-        let plane = &mut y[ch * h * w..][..h * w];
-        for ty in 0..tiles_h {
-            let col = first + ty * tiles_w;
-            let mrow = |i: usize, j: usize| &m[((4 * i + j) * k + ch) * n + col..][..tiles_w];
-            // a = A^T m, for the whole row of tiles.
-            let [a0, a1] = &mut a;
-            for (j, (a0, a1)) in a0.iter_mut().zip(a1.iter_mut()).enumerate() {
-                let (m0, m1, m2, m3) = (mrow(0, j), mrow(1, j), mrow(2, j), mrow(3, j));
-                for x in 0..tiles_w {
-                    a0[x] = m0[x] + m1[x] + m2[x];
-                    a1[x] = m1[x] - m2[x] - m3[x];
-                }
-            }
-            for (dy, a) in a.iter().enumerate() {
-                let r = 2 * ty + dy;
-                if r >= h {
-                    continue;
-                }
-                let out = &mut plane[r * w..][..w];
-                for (x, pair) in out.chunks_mut(2).enumerate() {
-                    pair[0].write(a[0][x] + a[1][x] + a[2][x]);
-                    if let Some(second) = pair.get_mut(1) {
-                        second.write(a[1][x] - a[2][x] - a[3][x]);
+    output_transform_lanes(m, dims, at, y)
+}
+
+#[inline(always)]
+fn output_transform_lanes(
+    m: &[f32],
+    (k, h, w): (usize, usize, usize),
+    Tiles { n, first, grid }: Tiles,
+    y: &mut [MaybeUninit<f32>],
+) {
+    // Tile by tile, every channel block: the tile's 36 rows of `m` are read
+    // as contiguous runs.
+    for ty in 0..grid.0 {
+        for tx in 0..grid.1 {
+            let tile = first + ty * grid.1 + tx;
+            let rows = (h - OUT * ty).min(OUT);
+            let cols = (w - OUT * tx).min(OUT);
+            for block in 0..k / LANES {
+                let at = |xi: usize| {
+                    let run = &m[(xi * n + tile) * k + block * LANES..][..LANES];
+                    Lanes(std::array::from_fn(|l| run[l]))
+                };
+                // a = A^T m, column by column.
+                let columns: [[Lanes; OUT]; SIDE] =
+                    std::array::from_fn(|j| a_t(std::array::from_fn(|i| at(SIDE * i + j))));
+                let a: [[Lanes; SIDE]; OUT] = std::array::from_fn(|r| columns.map(|col| col[r]));
+                // Y = a A, row by row, each lane to its channel's plane.
+                for (r, a_row) in a.into_iter().take(rows).enumerate() {
+                    let pixel = (OUT * ty + r) * w + OUT * tx;
+                    for (cc, value) in a_t(a_row).into_iter().take(cols).enumerate() {
+                        for (lane, s) in value.0.into_iter().enumerate() {
+                            y[(block * LANES + lane) * h * w + pixel + cc].write(s);
+                        }
                     }
                 }
             }
@@ -215,42 +392,56 @@ mod tests {
     use super::*;
     use crate::test_util::{same_3x3, same_3x3_reference, values};
 
+    /// Against an f64 direct sum: maps whose sides are and are not
+    /// multiples of the 4x4 tile, down to a lone tile, several images per
+    /// product, and the transforms both as compiled for AVX2 and plain.
     #[test]
     fn matches_the_direct_sum_on_even_and_odd_maps() {
-        for (batch, c, k, h, w) in [(2, 64, 65, 16, 16), (1, 65, 64, 17, 17), (2, 64, 64, 9, 29)] {
+        for (batch, c, k, h, w) in [
+            (2, 64, 72, 16, 16),
+            (1, 72, 64, 17, 17),
+            (2, 64, 64, 9, 29),
+            (3, 64, 64, 8, 8),
+            (5, 64, 128, 4, 4),
+        ] {
+            // The 8x8 and 4x4 maps are below `MIN_PIXELS` (slow, not
+            // wrong): computed here all the same, for a lone tile per image.
             let g = same_3x3(batch, c, (h, w), k);
-            assert!(applies(&g));
             let x = values(batch * c * h * w, 1);
             let wt = values(k * c * 9, 2);
-            let ours = forward(&g, &x, &wt);
             let want = same_3x3_reference(&g, &x, &wt);
             let scale = want.iter().fold(0f64, |m, v| m.max(v.abs()));
-            let err = ours
-                .iter()
-                .zip(&want)
-                .fold(0f64, |m, (a, b)| m.max((*a as f64 - b).abs()));
-            assert!(err <= 1e-5 * scale, "{g:?}: error {err} at scale {scale}");
+            for vector in [false, super::super::direct::cpu_has_avx2_fma()] {
+                let ours = forward_with(&g, &x, &wt, vector);
+                let err = ours
+                    .iter()
+                    .zip(&want)
+                    .fold(0f64, |m, (a, b)| m.max((*a as f64 - b).abs()));
+                // F(4x4, 3x3)'s transforms scale by up to 8 and 1/24, so
+                // rounding is a few times F(2x2)'s.
+                assert!(err <= 3e-5 * scale, "{g:?}: error {err} at scale {scale}");
+            }
         }
     }
 
     #[test]
-    fn narrow_or_strided_convs_are_left_to_im2col() {
+    fn narrow_strided_or_ragged_convs_are_left_to_other_paths() {
         let g = same_3x3(1, 16, (16, 16), 64);
         assert!(!applies(&g));
-        assert!(!applies(&ConvGeometry {
+        let wide = ConvGeometry {
             in_channels: 64,
-            stride: 2,
             ..g
+        };
+        assert!(applies(&wide));
+        assert!(!applies(&ConvGeometry { stride: 2, ..wide }));
+        assert!(!applies(&ConvGeometry {
+            in_channels: 68,
+            ..wide
         }));
         assert!(!applies(&ConvGeometry {
-            in_channels: 64,
             height: 8,
             width: 8,
-            ..g
-        }));
-        assert!(applies(&ConvGeometry {
-            in_channels: 64,
-            ..g
+            ..wide
         }));
     }
 }
