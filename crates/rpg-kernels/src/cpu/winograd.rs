@@ -23,9 +23,11 @@
 
 use std::mem::MaybeUninit;
 
-use super::gemm::{matmul_overwrite, product_parallelism};
+use rayon::prelude::*;
+
+use super::gemm::{matmul, product_parallelism};
 use super::geometry::ConvGeometry;
-use super::storage::{overwritten, par_filled};
+use super::storage::{par_filled, with_scratch};
 
 /// The fewest input and output channels for which the transform pays: on
 /// narrower layers the products are too shallow for gemm (ResNet-20's
@@ -34,10 +36,11 @@ pub(crate) const MIN_CHANNELS: usize = 64;
 
 /// The fewest pixels per map for which the transform pays. The transformed
 /// kernel is four times the kernel and is rebuilt every call, so it has to
-/// be spread over many tiles: ResNet-18's 8x8 and 4x4 stages (256 and 512
-/// channels, batch 32) ran at 0.6-0.8x and 0.25x of the direct loop and
-/// im2col.
-pub(crate) const MIN_PIXELS: usize = 256;
+/// be spread over enough tiles: on 4x4 maps (ResNet-18's 512-channel stage,
+/// batch 32: 38 MB of it for 32 tiles) writing and reading it took as long
+/// as im2col's whole product; from 8x8 up it pays (ResNet-18's 256-channel
+/// 8x8 stage: 11.3-12.5 ms against the direct loop's 14.5-19 ms).
+pub(crate) const MIN_PIXELS: usize = 64;
 
 /// Outputs per tile side, and inputs per tile side (`OUT + 2`).
 const OUT: usize = 4;
@@ -74,35 +77,32 @@ fn forward_with(g: &ConvGeometry, x: &[f32], w: &[f32], vector: bool) -> Vec<f32
     let (c, k, h, wd) = (g.in_channels, g.out_channels, g.height, g.width);
     let grid = (h.div_ceil(OUT), wd.div_ceil(OUT));
     let tiles = grid.0 * grid.1;
-    let u = filter_transform(w, k, c);
     let per_task = MIN_PRODUCT_ROWS.div_ceil(tiles).clamp(1, g.batch.max(1));
     let par = product_parallelism(g.batch.div_ceil(per_task));
     let (in_len, out_len) = (c * h * wd, k * h * wd);
-    let fill = |task: usize, y_imgs: &mut [MaybeUninit<f32>]| {
-        let images = y_imgs.len() / out_len;
-        let x_imgs = &x[task * per_task * in_len..][..images * in_len];
-        let n = images * tiles;
-        // SAFETY: the images' transforms write every tile of every position.
-        let v = unsafe {
-            overwritten(TILE * n * c, |v| {
+    with_transformed_kernel(w, (k, c), vector, |u| {
+        let fill = |task: usize, y_imgs: &mut [MaybeUninit<f32>]| {
+            let images = y_imgs.len() / out_len;
+            let x_imgs = &x[task * per_task * in_len..][..images * in_len];
+            let n = images * tiles;
+            let tiles_of = |img: usize| Tiles {
+                n,
+                first: img * tiles,
+                grid,
+            };
+            // The transforms write every tile of every position of `v`, and
+            // the products every element of `m`.
+            with_scratch(TILE * n * (c + k), |buf| {
+                let (v, m) = buf.split_at_mut(TILE * n * c);
                 for (img, x_img) in x_imgs.chunks_exact(in_len).enumerate() {
-                    let at = Tiles {
-                        n,
-                        first: img * tiles,
-                        grid,
-                    };
-                    input_transform(x_img, (c, h, wd), at, v, vector);
+                    input_transform(x_img, (c, h, wd), tiles_of(img), v, vector);
                 }
-            })
-        };
-        // SAFETY: the products overwrite their blocks, which tile `m`.
-        let m = unsafe {
-            overwritten(TILE * n * k, |m| {
                 for (xi, m_xi) in m.chunks_exact_mut(n * k).enumerate() {
-                    matmul_overwrite(
+                    matmul(
                         (n, k, c),
                         m_xi,
                         (1, k as isize),
+                        false,
                         &v[xi * n * c..][..n * c],
                         (1, c as isize),
                         &u[xi * k * c..][..k * c],
@@ -110,19 +110,14 @@ fn forward_with(g: &ConvGeometry, x: &[f32], w: &[f32], vector: bool) -> Vec<f32
                         par,
                     );
                 }
+                for (img, y_img) in y_imgs.chunks_exact_mut(out_len).enumerate() {
+                    output_transform(m, (k, h, wd), tiles_of(img), y_img, vector);
+                }
             })
         };
-        for (img, y_img) in y_imgs.chunks_exact_mut(out_len).enumerate() {
-            let at = Tiles {
-                n,
-                first: img * tiles,
-                grid,
-            };
-            output_transform(&m, (k, h, wd), at, y_img, vector);
-        }
-    };
-    // SAFETY: `output_transform` writes every output of each image.
-    unsafe { par_filled(g.batch * out_len, per_task * out_len, fill) }
+        // SAFETY: `output_transform` writes every output of each image.
+        unsafe { par_filled(g.batch * out_len, per_task * out_len, fill) }
+    })
 }
 
 /// Where one image's tiles sit among a product's `n` rows: rows
@@ -217,22 +212,127 @@ fn a_t<T: Value>(m: [T; SIDE]) -> [T; OUT] {
     ]
 }
 
-/// `U = G g G^T` for every (out, in) pair, laid out `[36][out][in]`: the
-/// kernel's own order of pairs, so each of the 36 planes is written in
-/// sequence (the products read it transposed through their strides).
-fn filter_transform(w: &[f32], k: usize, c: usize) -> Vec<f32> {
-    let mut u = vec![0f32; TILE * k * c];
-    for (pair, g) in w.chunks_exact(9).enumerate() {
-        // s = G g, kept as its 3 columns of 6.
-        let s: [[f32; SIDE]; 3] = std::array::from_fn(|j| g_times(g[j], g[3 + j], g[6 + j]));
-        for i in 0..SIDE {
-            // Row i of U = row i of s, times G^T.
-            for (j, t) in g_times(s[0][i], s[1][i], s[2][i]).into_iter().enumerate() {
-                u[(SIDE * i + j) * k * c + pair] = t;
+/// Runs `f` on `U = G g G^T` for every (out, in) pair of `w`, laid out
+/// `[36][out][in]` (the products read it transposed through their strides).
+///
+/// `U` is four times the kernel (38 MB for 512 channels) and rebuilt every
+/// call, so it is built in a buffer kept per thread (a fresh one is a page
+/// fault per 4 KiB, every call) and in parallel over ranges of output
+/// channels. A thread that re-enters while its buffer is lent gets a fresh
+/// one.
+fn with_transformed_kernel<R>(
+    w: &[f32],
+    (k, c): (usize, usize),
+    vector: bool,
+    f: impl FnOnce(&[f32]) -> R,
+) -> R {
+    thread_local! {
+        static KERNEL: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
+    }
+    let len = TILE * k * c;
+    KERNEL.with(|cell| match cell.try_borrow_mut() {
+        Ok(mut buf) => {
+            if buf.len() < len {
+                buf.resize(len, 0.0);
             }
+            filter_transform(w, k, c, &mut buf[..len], vector);
+            f(&buf[..len])
+        }
+        Err(_) => {
+            let mut u = vec![0f32; len];
+            filter_transform(w, k, c, &mut u, vector);
+            f(&u)
+        }
+    })
+}
+
+/// Kernel pairs transformed per stage in [`filter_transform`].
+const PAIR_BLOCK: usize = 16;
+
+/// Fills `u` (`[36][out][in]`) from `w` (OIHW). Pairs are transformed 16 at
+/// a time into a small stage, eight per vector, then written to each of the
+/// 36 planes as whole runs: writing the 36 values of one pair at a time
+/// sends 36 scattered single-float stores per pair, one to each plane.
+fn filter_transform(w: &[f32], k: usize, c: usize, u: &mut [f32], vector: bool) {
+    let outs_per_task = k.div_ceil(2 * rayon::current_num_threads().max(1)).max(1);
+    let span = outs_per_task * c;
+    // Task t gets pairs `t*span..` of every plane.
+    let mut planes: Vec<_> = u
+        .chunks_mut(k * c)
+        .map(|plane| plane.chunks_mut(span))
+        .collect();
+    let tasks: Vec<Vec<&mut [f32]>> = (0..k.div_ceil(outs_per_task))
+        .map(|_| planes.iter_mut().filter_map(Iterator::next).collect())
+        .collect();
+    tasks
+        .into_par_iter()
+        .enumerate()
+        .for_each(|(task, mut runs)| {
+            let pairs = runs[0].len();
+            let kernels = &w[task * span * 9..][..pairs * 9];
+            let mut stage = [[0f32; PAIR_BLOCK]; TILE];
+            for (block, gs) in kernels.chunks(9 * PAIR_BLOCK).enumerate() {
+                transform_pairs(gs, &mut stage, vector);
+                let at = block * PAIR_BLOCK;
+                if gs.len() == 9 * PAIR_BLOCK {
+                    for (run, staged) in runs.iter_mut().zip(&stage) {
+                        run[at..at + PAIR_BLOCK].copy_from_slice(staged);
+                    }
+                } else {
+                    let len = gs.len() / 9;
+                    for (run, staged) in runs.iter_mut().zip(&stage) {
+                        run[at..at + len].copy_from_slice(&staged[..len]);
+                    }
+                }
+            }
+        });
+}
+
+/// `U` of up to [`PAIR_BLOCK`] kernels `gs` (9 values each) into
+/// `stage[position][pair]`.
+fn transform_pairs(gs: &[f32], stage: &mut [[f32; PAIR_BLOCK]; TILE], vector: bool) {
+    #[cfg(target_arch = "x86_64")]
+    if vector {
+        // SAFETY: `vector` is set only where AVX2 and FMA were detected.
+        return unsafe { transform_pairs_avx2(gs, stage) };
+    }
+    let _ = vector;
+    transform_pairs_lanes(gs, stage)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn transform_pairs_avx2(gs: &[f32], stage: &mut [[f32; PAIR_BLOCK]; TILE]) {
+    transform_pairs_lanes(gs, stage)
+}
+
+#[inline(always)]
+fn transform_pairs_lanes(gs: &[f32], stage: &mut [[f32; PAIR_BLOCK]; TILE]) {
+    let pairs = gs.len() / 9;
+    let whole = pairs / LANES * LANES;
+    for p in (0..whole).step_by(LANES) {
+        let g: [Lanes; 9] =
+            std::array::from_fn(|e| Lanes(std::array::from_fn(|l| gs[(p + l) * 9 + e])));
+        for (position, value) in kernel_tile(g).into_iter().enumerate() {
+            stage[position][p..p + LANES].copy_from_slice(&value.0);
         }
     }
-    u
+    for p in whole..pairs {
+        let g: [f32; 9] = std::array::from_fn(|e| gs[p * 9 + e]);
+        for (position, value) in kernel_tile(g).into_iter().enumerate() {
+            stage[position][p] = value;
+        }
+    }
+}
+
+/// `G g G^T` of one 3x3 kernel `g` (row-major): the 36 positions.
+#[inline(always)]
+fn kernel_tile<T: Value>(g: [T; 9]) -> [T; TILE] {
+    // s = G g, kept as its 3 columns of 6.
+    let s: [[T; SIDE]; 3] = std::array::from_fn(|j| g_times(g[j], g[3 + j], g[6 + j]));
+    // Row i of U = row i of s, times G^T.
+    let rows: [[T; SIDE]; SIDE] = std::array::from_fn(|i| g_times(s[0][i], s[1][i], s[2][i]));
+    std::array::from_fn(|position| rows[position / SIDE][position % SIDE])
 }
 
 /// `V = B^T d B` for every 6x6 input tile `d` (origin one pixel up and left
@@ -240,13 +340,7 @@ fn filter_transform(w: &[f32], k: usize, c: usize) -> Vec<f32> {
 /// out `[36][n][channel]`. Eight channels at a time: their planes are
 /// interleaved into a zero-bordered copy whose pixels are [`Lanes`], so the
 /// transform is vector arithmetic whatever the map size.
-fn input_transform(
-    x: &[f32],
-    dims: (usize, usize, usize),
-    at: Tiles,
-    v: &mut [MaybeUninit<f32>],
-    vector: bool,
-) {
+fn input_transform(x: &[f32], dims: (usize, usize, usize), at: Tiles, v: &mut [f32], vector: bool) {
     #[cfg(target_arch = "x86_64")]
     if vector {
         // SAFETY: `vector` is set only where AVX2 and FMA were detected.
@@ -258,12 +352,7 @@ fn input_transform(
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
-unsafe fn input_transform_avx2(
-    x: &[f32],
-    dims: (usize, usize, usize),
-    at: Tiles,
-    v: &mut [MaybeUninit<f32>],
-) {
+unsafe fn input_transform_avx2(x: &[f32], dims: (usize, usize, usize), at: Tiles, v: &mut [f32]) {
     input_transform_lanes(x, dims, at, v)
 }
 
@@ -272,7 +361,7 @@ fn input_transform_lanes(
     x: &[f32],
     (c, h, w): (usize, usize, usize),
     Tiles { n, first, grid }: Tiles,
-    v: &mut [MaybeUninit<f32>],
+    v: &mut [f32],
 ) {
     let (ph, pw) = (OUT * grid.0 + 2, OUT * grid.1 + 2);
     let blocks = c / LANES;
@@ -307,11 +396,8 @@ fn input_transform_lanes(
                 // V = t B, row by row.
                 for (i, t_row) in t.into_iter().enumerate() {
                     for (j, value) in b_t(t_row).into_iter().enumerate() {
-                        let dst =
-                            &mut v[((SIDE * i + j) * n + tile) * c + block * LANES..][..LANES];
-                        for (o, s) in dst.iter_mut().zip(value.0) {
-                            o.write(s);
-                        }
+                        v[((SIDE * i + j) * n + tile) * c + block * LANES..][..LANES]
+                            .copy_from_slice(&value.0);
                     }
                 }
             }
@@ -404,8 +490,8 @@ mod tests {
             (3, 64, 64, 8, 8),
             (5, 64, 128, 4, 4),
         ] {
-            // The 8x8 and 4x4 maps are below `MIN_PIXELS` (slow, not
-            // wrong): computed here all the same, for a lone tile per image.
+            // 4x4 maps are below `MIN_PIXELS` (slow, not wrong): computed
+            // here all the same, for a lone tile per image.
             let g = same_3x3(batch, c, (h, w), k);
             let x = values(batch * c * h * w, 1);
             let wt = values(k * c * 9, 2);
@@ -420,6 +506,25 @@ mod tests {
                 // F(4x4, 3x3)'s transforms scale by up to 8 and 1/24, so
                 // rounding is a few times F(2x2)'s.
                 assert!(err <= 3e-5 * scale, "{g:?}: error {err} at scale {scale}");
+            }
+        }
+    }
+
+    /// The kernel transform in stages and vectors, whole and partial,
+    /// gives each pair's `G g G^T` at its place in every plane.
+    #[test]
+    fn the_kernel_transform_places_every_pair() {
+        for (k, c) in [(3, 5), (3, 24), (7, 40)] {
+            let w = values(k * c * 9, 4);
+            for vector in [false, super::super::direct::cpu_has_avx2_fma()] {
+                with_transformed_kernel(&w, (k, c), vector, |u| {
+                    for (pair, g) in w.chunks_exact(9).enumerate() {
+                        let want = kernel_tile::<f32>(std::array::from_fn(|e| g[e]));
+                        for (position, value) in want.into_iter().enumerate() {
+                            assert_eq!(u[position * k * c + pair], value, "{k}x{c} pair {pair}");
+                        }
+                    }
+                });
             }
         }
     }
@@ -439,8 +544,8 @@ mod tests {
             ..wide
         }));
         assert!(!applies(&ConvGeometry {
-            height: 8,
-            width: 8,
+            height: 4,
+            width: 4,
             ..wide
         }));
     }
