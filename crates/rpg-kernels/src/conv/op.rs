@@ -435,6 +435,14 @@ mod tests {
         check([1, 64, 41, 41], 4, (3, 3), cfg(2, 1, 1, 1));
     }
 
+    /// Wide 3x3 layers, where all three passes take Winograd's F(4x4, 3x3)
+    /// (a map that is not a multiple of the tile, and one that is).
+    #[test]
+    fn winograd_layers_match_candle() {
+        check([2, 64, 8, 8], 64, (3, 3), cfg(1, 1, 1, 1));
+        check([3, 64, 10, 9], 72, (3, 3), cfg(1, 1, 1, 1));
+    }
+
     /// Small maps under kernels large enough that several images share one
     /// forward product (`conv_gemm::forward_images_per_product`): the last
     /// product shorter than the others, stride 2, and the stride-1 input
