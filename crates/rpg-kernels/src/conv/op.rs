@@ -449,7 +449,8 @@ mod tests {
     /// gradient through that same batched forward.
     #[test]
     fn small_maps_under_large_kernels_match_candle() {
-        check([11, 128, 4, 4], 64, (3, 3), cfg(1, 1, 1, 1));
+        // Channels off the multiples of 8 that Winograd takes.
+        check([11, 124, 4, 4], 60, (3, 3), cfg(1, 1, 1, 1));
         check([5, 64, 8, 8], 128, (3, 3), cfg(2, 1, 1, 1));
     }
 

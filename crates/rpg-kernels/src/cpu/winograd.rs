@@ -1,25 +1,27 @@
 //! 3x3, stride-1, "same" convolutions by Winograd's minimal filtering
-//! F(4x4, 3x3) (Lavin and Gray, 2016): each 4x4 block of outputs from a 6x6
-//! block of inputs with 36 multiplications per channel pair instead of 144.
+//! (Lavin and Gray, 2016): F(4x4, 3x3) computes each 4x4 block of outputs
+//! from a 6x6 block of inputs with 36 multiplications per channel pair
+//! instead of 144; F(2x2, 3x3), for maps under 8x8, each 2x2 block from a
+//! 4x4 block with 16 instead of 36.
 //!
 //! Why: on wide layers the conv is its matrix products, and im2col's product
-//! is `out x 9*in x pixels`; here it is 36 products `tiles x in x out` with
-//! a sixteenth of the pixels as tiles, four times fewer multiply-adds, and
-//! the transformed input is 2.25 times the image where im2col's column
-//! matrix is 9 times. The input gradient of the same layers runs through
-//! the forward (flipped kernel), so it gains too. Narrow layers and small
-//! maps keep the other paths ([`MIN_CHANNELS`], [`MIN_PIXELS`]), and so
-//! does the weight gradient.
+//! is `out x 9*in x pixels`; here it is 36 (16) products `tiles x in x out`,
+//! four (2.25) times fewer multiply-adds, and the transformed input is 2.25
+//! (4) times the image where im2col's column matrix is 9 times. The input
+//! gradient runs through the forward (flipped kernel); the weight gradient
+//! is the same products summed over tiles ([`weight_grad`]). Narrow layers
+//! keep the other paths ([`MIN_CHANNELS`]).
 //!
 //! The transforms work on eight channels at once (one per vector lane), so
 //! they vectorise on any map size; the transformed data is laid out
-//! `[36][tile][channel]` for that.
+//! `[position][tile][channel]` for that. Both filterings share that code
+//! through [`Minimal`], which holds their transform matrices.
 //!
 //! Rounding differs from the direct sum (the transforms add, subtract and
 //! scale before multiplying): errors stay within 3e-5 of the largest output
-//! in the tests, a few times F(2x2, 3x3)'s, as its coefficients reach 8 and
-//! 1/24. This module computed F(2x2, 3x3) until 2026-12-01; the larger tile
-//! measured 10-15% faster on ResNet-18's 64-channel stage.
+//! in the tests, F(4x4)'s a few times F(2x2)'s, as its coefficients reach 8
+//! and 1/24. Until 2026-12-01 this module computed F(2x2, 3x3) forwards on
+//! maps of 256 or more pixels only, with scalar transforms.
 
 use std::mem::MaybeUninit;
 
@@ -34,19 +36,129 @@ use super::storage::{par_filled, with_scratch};
 /// 32-channel stage measured level with im2col).
 pub(crate) const MIN_CHANNELS: usize = 64;
 
-/// The fewest pixels per map for which the transform pays. The transformed
-/// kernel is four times the kernel and is rebuilt every call, so it has to
-/// be spread over enough tiles: on 4x4 maps (ResNet-18's 512-channel stage,
-/// batch 32: 38 MB of it for 32 tiles) writing and reading it took as long
-/// as im2col's whole product; from 8x8 up it pays (ResNet-18's 256-channel
-/// 8x8 stage: 11.3-12.5 ms against the direct loop's 14.5-19 ms).
-pub(crate) const MIN_PIXELS: usize = 64;
+/// The fewest pixels per map for F(4x4, 3x3). Its transformed kernel is
+/// four times the kernel and is rebuilt every call, so it has to be spread
+/// over enough tiles: on 4x4 maps (ResNet-18's 512-channel stage, batch 32:
+/// 38 MB of it for 32 tiles) writing and reading it took as long as
+/// im2col's whole product; from 8x8 up it pays (ResNet-18's 256-channel
+/// 8x8 stage: 11.3-12.5 ms against the direct loop's 14.5-19 ms). Smaller
+/// maps take F(2x2, 3x3).
+pub(crate) const MIN_PIXELS_4X4: usize = 64;
 
-/// Outputs per tile side, and inputs per tile side (`OUT + 2`).
-const OUT: usize = 4;
-const SIDE: usize = OUT + 2;
-/// Positions of the 6x6 transformed tile: one product each.
-const TILE: usize = SIDE * SIDE;
+/// The fewest pixels per map for either filtering.
+pub(crate) const MIN_PIXELS: usize = 16;
+
+/// One of Winograd's minimal filterings F(O x O, 3x3): `O` outputs per
+/// tile side from `S = O + 2` inputs, and its three transform matrices
+/// applied to one column or row of a tile.
+trait Minimal<const O: usize, const S: usize> {
+    /// `B^T d`: input values to transformed ones.
+    fn b_t<T: Value>(d: [T; S]) -> [T; S];
+    /// `A^T m`: transformed products to outputs.
+    fn a_t<T: Value>(m: [T; S]) -> [T; O];
+    /// `G g`: three kernel values to transformed ones.
+    fn g_times<T: Value>(p: T, q: T, r: T) -> [T; S];
+    /// `A d`: output gradients to transformed ones (the adjoint of `a_t`).
+    fn a_times<T: Value>(d: [T; O]) -> [T; S];
+    /// `G^T u`: transformed kernel gradients to kernel ones (the adjoint of
+    /// `g_times`).
+    fn g_t<T: Value>(u: [T; S]) -> [T; 3];
+}
+
+/// F(4x4, 3x3): 36 products per 16 outputs; maps of [`MIN_PIXELS_4X4`]
+/// or more.
+struct F4x4;
+
+impl Minimal<4, 6> for F4x4 {
+    #[inline(always)]
+    fn b_t<T: Value>(d: [T; 6]) -> [T; 6] {
+        [
+            d[0] * 4.0 - d[2] * 5.0 + d[4],
+            d[3] + d[4] - (d[1] + d[2]) * 4.0,
+            d[4] - d[3] + (d[1] - d[2]) * 4.0,
+            d[4] - d[2] + (d[3] - d[1]) * 2.0,
+            d[4] - d[2] + (d[1] - d[3]) * 2.0,
+            d[1] * 4.0 - d[3] * 5.0 + d[5],
+        ]
+    }
+
+    #[inline(always)]
+    fn a_t<T: Value>(m: [T; 6]) -> [T; 4] {
+        let (s12, d12) = (m[1] + m[2], m[1] - m[2]);
+        let (s34, d34) = (m[3] + m[4], m[3] - m[4]);
+        [
+            m[0] + s12 + s34,
+            d12 + d34 * 2.0,
+            s12 + s34 * 4.0,
+            d12 + d34 * 8.0 + m[5],
+        ]
+    }
+
+    #[inline(always)]
+    fn g_times<T: Value>(p: T, q: T, r: T) -> [T; 6] {
+        let (a, b) = (p + r, q);
+        [
+            p * 0.25,
+            (a + b) * (-1.0 / 6.0),
+            (a - b) * (-1.0 / 6.0),
+            p * (1.0 / 24.0) + q * (1.0 / 12.0) + r * (1.0 / 6.0),
+            p * (1.0 / 24.0) - q * (1.0 / 12.0) + r * (1.0 / 6.0),
+            r,
+        ]
+    }
+
+    #[inline(always)]
+    fn a_times<T: Value>(d: [T; 4]) -> [T; 6] {
+        let (s02, s13) = (d[0] + d[2], d[1] + d[3]);
+        let (q02, q13) = (d[0] + d[2] * 4.0, d[1] * 2.0 + d[3] * 8.0);
+        [d[0], s02 + s13, s02 - s13, q02 + q13, q02 - q13, d[3]]
+    }
+
+    #[inline(always)]
+    fn g_t<T: Value>(u: [T; 6]) -> [T; 3] {
+        let (s12, d12) = (u[1] + u[2], u[2] - u[1]);
+        let (s34, d34) = (u[3] + u[4], u[3] - u[4]);
+        [
+            u[0] * 0.25 - s12 * (1.0 / 6.0) + s34 * (1.0 / 24.0),
+            d12 * (1.0 / 6.0) + d34 * (1.0 / 12.0),
+            u[5] + (s34 - s12) * (1.0 / 6.0),
+        ]
+    }
+}
+
+/// F(2x2, 3x3): 16 products per 4 outputs; its transformed kernel is 16/9
+/// of the kernel where F(4x4)'s is 4 times, which is what decides small
+/// maps.
+struct F2x2;
+
+impl Minimal<2, 4> for F2x2 {
+    #[inline(always)]
+    fn b_t<T: Value>(d: [T; 4]) -> [T; 4] {
+        [d[0] - d[2], d[1] + d[2], d[2] - d[1], d[1] - d[3]]
+    }
+
+    #[inline(always)]
+    fn a_t<T: Value>(m: [T; 4]) -> [T; 2] {
+        [m[0] + m[1] + m[2], m[1] - m[2] - m[3]]
+    }
+
+    #[inline(always)]
+    fn g_times<T: Value>(p: T, q: T, r: T) -> [T; 4] {
+        [p, (p + q + r) * 0.5, (p - q + r) * 0.5, r]
+    }
+
+    #[inline(always)]
+    fn a_times<T: Value>(d: [T; 2]) -> [T; 4] {
+        [d[0], d[0] + d[1], d[0] - d[1], d[1] * -1.0]
+    }
+
+    #[inline(always)]
+    fn g_t<T: Value>(u: [T; 4]) -> [T; 3] {
+        let s12 = (u[1] + u[2]) * 0.5;
+        [u[0] + s12, (u[1] - u[2]) * 0.5, s12 + u[3]]
+    }
+}
+
 /// Channels the transforms handle at once, one per vector lane.
 const LANES: usize = 8;
 
@@ -69,18 +181,28 @@ const MIN_PRODUCT_ROWS: usize = 64;
 
 /// `y = conv(x, w)` for a geometry [`applies`] accepts (NCHW, OIHW, no bias).
 pub(crate) fn forward(g: &ConvGeometry, x: &[f32], w: &[f32]) -> Vec<f32> {
-    forward_with(g, x, w, super::direct::cpu_has_avx2_fma())
+    let vector = super::direct::cpu_has_avx2_fma();
+    if g.height * g.width >= MIN_PIXELS_4X4 {
+        forward_with::<F4x4, 4, 6>(g, x, w, vector)
+    } else {
+        forward_with::<F2x2, 2, 4>(g, x, w, vector)
+    }
 }
 
 /// [`forward`], its transforms compiled for AVX2 and FMA when `vector`.
-fn forward_with(g: &ConvGeometry, x: &[f32], w: &[f32], vector: bool) -> Vec<f32> {
+fn forward_with<M: Minimal<O, S>, const O: usize, const S: usize>(
+    g: &ConvGeometry,
+    x: &[f32],
+    w: &[f32],
+    vector: bool,
+) -> Vec<f32> {
     let (c, k, h, wd) = (g.in_channels, g.out_channels, g.height, g.width);
-    let grid = (h.div_ceil(OUT), wd.div_ceil(OUT));
+    let grid = (h.div_ceil(O), wd.div_ceil(O));
     let tiles = grid.0 * grid.1;
     let per_task = MIN_PRODUCT_ROWS.div_ceil(tiles).clamp(1, g.batch.max(1));
     let par = product_parallelism(g.batch.div_ceil(per_task));
     let (in_len, out_len) = (c * h * wd, k * h * wd);
-    with_transformed_kernel(w, (k, c), vector, |u| {
+    with_transformed_kernel::<M, _, O, S>(w, (k, c), vector, |u| {
         let fill = |task: usize, y_imgs: &mut [MaybeUninit<f32>]| {
             let images = y_imgs.len() / out_len;
             let x_imgs = &x[task * per_task * in_len..][..images * in_len];
@@ -92,10 +214,10 @@ fn forward_with(g: &ConvGeometry, x: &[f32], w: &[f32], vector: bool) -> Vec<f32
             };
             // The transforms write every tile of every position of `v`, and
             // the products every element of `m`.
-            with_scratch(TILE * n * (c + k), |buf| {
-                let (v, m) = buf.split_at_mut(TILE * n * c);
+            with_scratch((S * S) * n * (c + k), |buf| {
+                let (v, m) = buf.split_at_mut((S * S) * n * c);
                 for (img, x_img) in x_imgs.chunks_exact(in_len).enumerate() {
-                    input_transform(x_img, (c, h, wd), tiles_of(img), v, vector);
+                    input_transform::<M, O, S>(x_img, (c, h, wd), tiles_of(img), v, vector);
                 }
                 for (xi, m_xi) in m.chunks_exact_mut(n * k).enumerate() {
                     matmul(
@@ -111,7 +233,7 @@ fn forward_with(g: &ConvGeometry, x: &[f32], w: &[f32], vector: bool) -> Vec<f32
                     );
                 }
                 for (img, y_img) in y_imgs.chunks_exact_mut(out_len).enumerate() {
-                    output_transform(m, (k, h, wd), tiles_of(img), y_img, vector);
+                    output_transform::<M, O, S>(m, (k, h, wd), tiles_of(img), y_img, vector);
                 }
             })
         };
@@ -128,17 +250,27 @@ const MIN_GRADIENT_DEPTH: usize = 256;
 ///
 /// The forward is `Y = A^T (U . V) A` per tile with `U = G w G^T`, so
 /// `dL/dU = sum over tiles of (A dY A^T) . V` and `dL/dw = G^T (dL/dU) G`:
-/// 36 products `out x in` summed over tiles, four times fewer multiply-adds
-/// than im2col's product summed over pixels. Images are split over tasks
+/// 36 (F(2x2): 16) products `out x in` summed over tiles, four (2.25) times
+/// fewer multiply-adds than im2col's product summed over pixels. Images are split over tasks
 /// that each sum into a private `dL/dU`, added in task order.
 pub(crate) fn weight_grad(g: &ConvGeometry, x: &[f32], dy: &[f32]) -> Vec<f32> {
-    weight_grad_with(g, x, dy, super::direct::cpu_has_avx2_fma())
+    let vector = super::direct::cpu_has_avx2_fma();
+    if g.height * g.width >= MIN_PIXELS_4X4 {
+        weight_grad_with::<F4x4, 4, 6>(g, x, dy, vector)
+    } else {
+        weight_grad_with::<F2x2, 2, 4>(g, x, dy, vector)
+    }
 }
 
 /// [`weight_grad`], its transforms compiled for AVX2 and FMA when `vector`.
-fn weight_grad_with(g: &ConvGeometry, x: &[f32], dy: &[f32], vector: bool) -> Vec<f32> {
+fn weight_grad_with<M: Minimal<O, S>, const O: usize, const S: usize>(
+    g: &ConvGeometry,
+    x: &[f32],
+    dy: &[f32],
+    vector: bool,
+) -> Vec<f32> {
     let (c, k, h, wd) = (g.in_channels, g.out_channels, g.height, g.width);
-    let grid = (h.div_ceil(OUT), wd.div_ceil(OUT));
+    let grid = (h.div_ceil(O), wd.div_ceil(O));
     let tiles = grid.0 * grid.1;
     let batch = g.batch.max(1);
     let per_product = MIN_GRADIENT_DEPTH.div_ceil(tiles).clamp(1, batch);
@@ -146,7 +278,7 @@ fn weight_grad_with(g: &ConvGeometry, x: &[f32], dy: &[f32], vector: bool) -> Ve
         .div_ceil(rayon::current_num_threads().max(1))
         .next_multiple_of(per_product);
     let par = product_parallelism(batch.div_ceil(per_task));
-    let (in_len, out_len, u_len) = (c * h * wd, k * h * wd, TILE * k * c);
+    let (in_len, out_len, u_len) = (c * h * wd, k * h * wd, (S * S) * k * c);
     let mut partials: Vec<Vec<f32>> = x
         .par_chunks(per_task * in_len)
         .zip(dy.par_chunks(per_task * out_len))
@@ -162,13 +294,13 @@ fn weight_grad_with(g: &ConvGeometry, x: &[f32], dy: &[f32], vector: bool) -> Ve
                     first: img * tiles,
                     grid,
                 };
-                with_scratch(TILE * n * (c + k), |buf| {
-                    let (v, t) = buf.split_at_mut(TILE * n * c);
+                with_scratch((S * S) * n * (c + k), |buf| {
+                    let (v, t) = buf.split_at_mut((S * S) * n * c);
                     for (img, x_img) in x_imgs.chunks_exact(in_len).enumerate() {
-                        input_transform(x_img, (c, h, wd), tiles_of(img), v, vector);
+                        input_transform::<M, O, S>(x_img, (c, h, wd), tiles_of(img), v, vector);
                     }
                     for (img, dy_img) in dy_imgs.chunks_exact(out_len).enumerate() {
-                        gradient_transform(dy_img, (k, h, wd), tiles_of(img), t, vector);
+                        gradient_transform::<M, O, S>(dy_img, (k, h, wd), tiles_of(img), t, vector);
                     }
                     // The first product of a task overwrites, so the
                     // reused buffer needs no clearing.
@@ -196,7 +328,7 @@ fn weight_grad_with(g: &ConvGeometry, x: &[f32], dy: &[f32], vector: bool) -> Ve
             *a += b;
         }
     }
-    let dw = kernel_gradient(total, k, c, vector);
+    let dw = kernel_gradient::<M, O, S>(total, k, c, vector);
     for buffer in partials {
         GRADIENT_BUFFERS.give_back(buffer);
     }
@@ -238,9 +370,14 @@ impl BufferPool {
 }
 
 /// `dL/dw = G^T (dL/dU) G` for every (out, in) pair: `du` laid out
-/// `[36][out][in]` as `U` is, the result OIHW. Eight pairs per vector,
+/// `[S*S][out][in]` as `U` is, the result OIHW. Eight pairs per vector,
 /// in parallel over blocks of pairs.
-fn kernel_gradient(du: &[f32], k: usize, c: usize, vector: bool) -> Vec<f32> {
+fn kernel_gradient<M: Minimal<O, S>, const O: usize, const S: usize>(
+    du: &[f32],
+    k: usize,
+    c: usize,
+    vector: bool,
+) -> Vec<f32> {
     let pairs = k * c;
     let mut dw = vec![0f32; pairs * 9];
     dw.par_chunks_mut(9 * PAIR_BLOCK * 64)
@@ -249,87 +386,89 @@ fn kernel_gradient(du: &[f32], k: usize, c: usize, vector: bool) -> Vec<f32> {
             let first = chunk * PAIR_BLOCK * 64;
             for (block, out) in out.chunks_mut(9 * PAIR_BLOCK).enumerate() {
                 let at = first + block * PAIR_BLOCK;
-                pairs_gradient(du, pairs, at, out, vector);
+                pairs_gradient::<M, O, S>(du, pairs, at, out, vector);
             }
         });
     dw
 }
 
 /// [`kernel_gradient`] of pairs `at..at + out.len() / 9` into `out`.
-fn pairs_gradient(du: &[f32], pairs: usize, at: usize, out: &mut [f32], vector: bool) {
+fn pairs_gradient<M: Minimal<O, S>, const O: usize, const S: usize>(
+    du: &[f32],
+    pairs: usize,
+    at: usize,
+    out: &mut [f32],
+    vector: bool,
+) {
     #[cfg(target_arch = "x86_64")]
     if vector {
         // SAFETY: `vector` is set only where AVX2 and FMA were detected.
-        return unsafe { pairs_gradient_avx2(du, pairs, at, out) };
+        return unsafe { pairs_gradient_avx2::<M, O, S>(du, pairs, at, out) };
     }
     let _ = vector;
-    pairs_gradient_lanes(du, pairs, at, out)
+    pairs_gradient_lanes::<M, O, S>(du, pairs, at, out)
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
-unsafe fn pairs_gradient_avx2(du: &[f32], pairs: usize, at: usize, out: &mut [f32]) {
-    pairs_gradient_lanes(du, pairs, at, out)
+unsafe fn pairs_gradient_avx2<M: Minimal<O, S>, const O: usize, const S: usize>(
+    du: &[f32],
+    pairs: usize,
+    at: usize,
+    out: &mut [f32],
+) {
+    pairs_gradient_lanes::<M, O, S>(du, pairs, at, out)
 }
 
 #[inline(always)]
-fn pairs_gradient_lanes(du: &[f32], pairs: usize, at: usize, out: &mut [f32]) {
+fn pairs_gradient_lanes<M: Minimal<O, S>, const O: usize, const S: usize>(
+    du: &[f32],
+    pairs: usize,
+    at: usize,
+    out: &mut [f32],
+) {
     let count = out.len() / 9;
     let whole = count / LANES * LANES;
     for p in (0..whole).step_by(LANES) {
-        let tile: [Lanes; TILE] = std::array::from_fn(|position| {
-            let run = &du[position * pairs + at + p..][..LANES];
-            Lanes(std::array::from_fn(|l| run[l]))
+        let tile: [[Lanes; S]; S] = std::array::from_fn(|i| {
+            std::array::from_fn(|j| {
+                let run = &du[(S * i + j) * pairs + at + p..][..LANES];
+                Lanes(std::array::from_fn(|l| run[l]))
+            })
         });
-        for (e, value) in kernel_tile_gradient(tile).into_iter().enumerate() {
+        for (e, value) in kernel_tile_gradient::<M, _, O, S>(tile)
+            .into_iter()
+            .enumerate()
+        {
             for (l, v) in value.0.into_iter().enumerate() {
                 out[(p + l) * 9 + e] = v;
             }
         }
     }
     for p in whole..count {
-        let tile: [f32; TILE] = std::array::from_fn(|position| du[position * pairs + at + p]);
-        out[p * 9..][..9].copy_from_slice(&kernel_tile_gradient(tile));
+        let tile: [[f32; S]; S] =
+            std::array::from_fn(|i| std::array::from_fn(|j| du[(S * i + j) * pairs + at + p]));
+        out[p * 9..][..9].copy_from_slice(&kernel_tile_gradient::<M, _, O, S>(tile));
     }
 }
 
-/// `G^T` applied to six values: the three kernel values they came from.
-#[inline(always)]
-fn g_t<T: Value>(u: [T; SIDE]) -> [T; 3] {
-    let (s12, d12) = (u[1] + u[2], u[2] - u[1]);
-    let (s34, d34) = (u[3] + u[4], u[3] - u[4]);
-    [
-        u[0] * 0.25 - s12 * (1.0 / 6.0) + s34 * (1.0 / 24.0),
-        d12 * (1.0 / 6.0) + d34 * (1.0 / 12.0),
-        u[5] + (s34 - s12) * (1.0 / 6.0),
-    ]
-}
-
-/// `G^T du G` of one pair's 36 positions: its 3x3 kernel gradient,
+/// `G^T du G` of one pair's `S*S` positions: its 3x3 kernel gradient,
 /// row-major.
 #[inline(always)]
-fn kernel_tile_gradient<T: Value>(du: [T; TILE]) -> [T; 9] {
+fn kernel_tile_gradient<M: Minimal<O, S>, T: Value, const O: usize, const S: usize>(
+    du: [[T; S]; S],
+) -> [T; 9] {
     // s = G^T du: 3 rows of 6, column by column.
-    let columns: [[T; 3]; SIDE] =
-        std::array::from_fn(|j| g_t(std::array::from_fn(|i| du[SIDE * i + j])));
+    let columns: [[T; 3]; S] = std::array::from_fn(|j| M::g_t(std::array::from_fn(|i| du[i][j])));
     // Row a of the result = row a of s, times G.
-    let rows: [[T; 3]; 3] = std::array::from_fn(|a| g_t(columns.map(|col| col[a])));
+    let rows: [[T; 3]; 3] = std::array::from_fn(|a| M::g_t(columns.map(|col| col[a])));
     std::array::from_fn(|e| rows[e / 3][e % 3])
 }
 
-/// `A` applied to four values (a column or row of an output-gradient
-/// tile): six transformed values.
-#[inline(always)]
-fn a_times<T: Value>(d: [T; OUT]) -> [T; SIDE] {
-    let (s02, s13) = (d[0] + d[2], d[1] + d[3]);
-    let (q02, q13) = (d[0] + d[2] * 4.0, d[1] * 2.0 + d[3] * 8.0);
-    [d[0], s02 + s13, s02 - s13, q02 + q13, q02 - q13, d[3]]
-}
-
-/// `A dY A^T` for every 4x4 output-gradient tile of one image (zero beyond
-/// the map's edge), into `t` laid out `[36][n][channel]` as the input
+/// `A dY A^T` for every `O x O` output-gradient tile of one image (zero beyond
+/// the map's edge), into `t` laid out `[S*S][n][channel]` as the input
 /// transform lays out `V`; eight channels at a time.
-fn gradient_transform(
+fn gradient_transform<M: Minimal<O, S>, const O: usize, const S: usize>(
     dy: &[f32],
     dims: (usize, usize, usize),
     at: Tiles,
@@ -339,31 +478,31 @@ fn gradient_transform(
     #[cfg(target_arch = "x86_64")]
     if vector {
         // SAFETY: `vector` is set only where AVX2 and FMA were detected.
-        return unsafe { gradient_transform_avx2(dy, dims, at, t) };
+        return unsafe { gradient_transform_avx2::<M, O, S>(dy, dims, at, t) };
     }
     let _ = vector;
-    gradient_transform_lanes(dy, dims, at, t)
+    gradient_transform_lanes::<M, O, S>(dy, dims, at, t)
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
-unsafe fn gradient_transform_avx2(
+unsafe fn gradient_transform_avx2<M: Minimal<O, S>, const O: usize, const S: usize>(
     dy: &[f32],
     dims: (usize, usize, usize),
     at: Tiles,
     t: &mut [f32],
 ) {
-    gradient_transform_lanes(dy, dims, at, t)
+    gradient_transform_lanes::<M, O, S>(dy, dims, at, t)
 }
 
 #[inline(always)]
-fn gradient_transform_lanes(
+fn gradient_transform_lanes<M: Minimal<O, S>, const O: usize, const S: usize>(
     dy: &[f32],
     (k, h, w): (usize, usize, usize),
     Tiles { n, first, grid }: Tiles,
     t: &mut [f32],
 ) {
-    let (ph, pw) = (OUT * grid.0, OUT * grid.1);
+    let (ph, pw) = (O * grid.0, O * grid.1);
     let blocks = k / LANES;
     // The whole gradient as `[block][row][col]` of 8-channel pixels, zero
     // beyond the map where the last tiles overhang it.
@@ -381,16 +520,16 @@ fn gradient_transform_lanes(
         for tx in 0..grid.1 {
             let tile = first + ty * grid.1 + tx;
             for block in 0..blocks {
-                let origin = (block * ph + OUT * ty) * pw + OUT * tx;
+                let origin = (block * ph + O * ty) * pw + O * tx;
                 // A d, column by column: six rows of four.
-                let columns: [[Lanes; SIDE]; OUT] = std::array::from_fn(|col| {
-                    a_times(std::array::from_fn(|r| planes[origin + r * pw + col]))
+                let columns: [[Lanes; S]; O] = std::array::from_fn(|col| {
+                    M::a_times(std::array::from_fn(|r| planes[origin + r * pw + col]))
                 });
                 // Then times A^T, row by row.
-                for i in 0..SIDE {
-                    let row = a_times(columns.map(|col| col[i]));
+                for i in 0..S {
+                    let row = M::a_times(columns.map(|col| col[i]));
                     for (j, value) in row.into_iter().enumerate() {
-                        t[((SIDE * i + j) * n + tile) * k + block * LANES..][..LANES]
+                        t[((S * i + j) * n + tile) * k + block * LANES..][..LANES]
                             .copy_from_slice(&value.0);
                     }
                 }
@@ -450,56 +589,15 @@ trait Value:
 impl Value for f32 {}
 impl Value for Lanes {}
 
-/// `G` applied to three kernel values: the six transformed values.
-#[inline(always)]
-fn g_times<T: Value>(p: T, q: T, r: T) -> [T; SIDE] {
-    let (a, b) = (p + r, q);
-    [
-        p * 0.25,
-        (a + b) * (-1.0 / 6.0),
-        (a - b) * (-1.0 / 6.0),
-        p * (1.0 / 24.0) + q * (1.0 / 12.0) + r * (1.0 / 6.0),
-        p * (1.0 / 24.0) - q * (1.0 / 12.0) + r * (1.0 / 6.0),
-        r,
-    ]
-}
-
-/// `B^T` applied to six values (a column or row of an input tile).
-#[inline(always)]
-fn b_t<T: Value>(d: [T; SIDE]) -> [T; SIDE] {
-    [
-        d[0] * 4.0 - d[2] * 5.0 + d[4],
-        d[3] + d[4] - (d[1] + d[2]) * 4.0,
-        d[4] - d[3] + (d[1] - d[2]) * 4.0,
-        d[4] - d[2] + (d[3] - d[1]) * 2.0,
-        d[4] - d[2] + (d[1] - d[3]) * 2.0,
-        d[1] * 4.0 - d[3] * 5.0 + d[5],
-    ]
-}
-
-/// `A^T` applied to six values (a column or row of a product tile): the
-/// four outputs.
-#[inline(always)]
-fn a_t<T: Value>(m: [T; SIDE]) -> [T; OUT] {
-    let (s12, d12) = (m[1] + m[2], m[1] - m[2]);
-    let (s34, d34) = (m[3] + m[4], m[3] - m[4]);
-    [
-        m[0] + s12 + s34,
-        d12 + d34 * 2.0,
-        s12 + s34 * 4.0,
-        d12 + d34 * 8.0 + m[5],
-    ]
-}
-
 /// Runs `f` on `U = G g G^T` for every (out, in) pair of `w`, laid out
-/// `[36][out][in]` (the products read it transposed through their strides).
+/// `[S*S][out][in]` (the products read it transposed through their strides).
 ///
 /// `U` is four times the kernel (38 MB for 512 channels) and rebuilt every
 /// call, so it is built in a buffer kept per thread (a fresh one is a page
 /// fault per 4 KiB, every call) and in parallel over ranges of output
 /// channels. A thread that re-enters while its buffer is lent gets a fresh
 /// one.
-fn with_transformed_kernel<R>(
+fn with_transformed_kernel<M: Minimal<O, S>, R, const O: usize, const S: usize>(
     w: &[f32],
     (k, c): (usize, usize),
     vector: bool,
@@ -508,18 +606,18 @@ fn with_transformed_kernel<R>(
     thread_local! {
         static KERNEL: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
     }
-    let len = TILE * k * c;
+    let len = (S * S) * k * c;
     KERNEL.with(|cell| match cell.try_borrow_mut() {
         Ok(mut buf) => {
             if buf.len() < len {
                 buf.resize(len, 0.0);
             }
-            filter_transform(w, k, c, &mut buf[..len], vector);
+            filter_transform::<M, O, S>(w, k, c, &mut buf[..len], vector);
             f(&buf[..len])
         }
         Err(_) => {
             let mut u = vec![0f32; len];
-            filter_transform(w, k, c, &mut u, vector);
+            filter_transform::<M, O, S>(w, k, c, &mut u, vector);
             f(&u)
         }
     })
@@ -528,11 +626,17 @@ fn with_transformed_kernel<R>(
 /// Kernel pairs transformed per stage in [`filter_transform`].
 const PAIR_BLOCK: usize = 16;
 
-/// Fills `u` (`[36][out][in]`) from `w` (OIHW). Pairs are transformed 16 at
+/// Fills `u` (`[S*S][out][in]`) from `w` (OIHW). Pairs are transformed 16 at
 /// a time into a small stage, eight per vector, then written to each of the
-/// 36 planes as whole runs: writing the 36 values of one pair at a time
-/// sends 36 scattered single-float stores per pair, one to each plane.
-fn filter_transform(w: &[f32], k: usize, c: usize, u: &mut [f32], vector: bool) {
+/// `S*S` planes as whole runs: writing the values of one pair at a time
+/// sends a scattered single-float store per plane.
+fn filter_transform<M: Minimal<O, S>, const O: usize, const S: usize>(
+    w: &[f32],
+    k: usize,
+    c: usize,
+    u: &mut [f32],
+    vector: bool,
+) {
     let outs_per_task = k.div_ceil(2 * rayon::current_num_threads().max(1)).max(1);
     let span = outs_per_task * c;
     // Task t gets pairs `t*span..` of every plane.
@@ -549,17 +653,17 @@ fn filter_transform(w: &[f32], k: usize, c: usize, u: &mut [f32], vector: bool) 
         .for_each(|(task, mut runs)| {
             let pairs = runs[0].len();
             let kernels = &w[task * span * 9..][..pairs * 9];
-            let mut stage = [[0f32; PAIR_BLOCK]; TILE];
+            let mut stage = [[[0f32; PAIR_BLOCK]; S]; S];
             for (block, gs) in kernels.chunks(9 * PAIR_BLOCK).enumerate() {
-                transform_pairs(gs, &mut stage, vector);
+                transform_pairs::<M, O, S>(gs, &mut stage, vector);
                 let at = block * PAIR_BLOCK;
                 if gs.len() == 9 * PAIR_BLOCK {
-                    for (run, staged) in runs.iter_mut().zip(&stage) {
+                    for (run, staged) in runs.iter_mut().zip(stage.iter().flatten()) {
                         run[at..at + PAIR_BLOCK].copy_from_slice(staged);
                     }
                 } else {
                     let len = gs.len() / 9;
-                    for (run, staged) in runs.iter_mut().zip(&stage) {
+                    for (run, staged) in runs.iter_mut().zip(stage.iter().flatten()) {
                         run[at..at + len].copy_from_slice(&staged[..len]);
                     }
                 }
@@ -569,80 +673,105 @@ fn filter_transform(w: &[f32], k: usize, c: usize, u: &mut [f32], vector: bool) 
 
 /// `U` of up to [`PAIR_BLOCK`] kernels `gs` (9 values each) into
 /// `stage[position][pair]`.
-fn transform_pairs(gs: &[f32], stage: &mut [[f32; PAIR_BLOCK]; TILE], vector: bool) {
+fn transform_pairs<M: Minimal<O, S>, const O: usize, const S: usize>(
+    gs: &[f32],
+    stage: &mut [[[f32; PAIR_BLOCK]; S]; S],
+    vector: bool,
+) {
     #[cfg(target_arch = "x86_64")]
     if vector {
         // SAFETY: `vector` is set only where AVX2 and FMA were detected.
-        return unsafe { transform_pairs_avx2(gs, stage) };
+        return unsafe { transform_pairs_avx2::<M, O, S>(gs, stage) };
     }
     let _ = vector;
-    transform_pairs_lanes(gs, stage)
+    transform_pairs_lanes::<M, O, S>(gs, stage)
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
-unsafe fn transform_pairs_avx2(gs: &[f32], stage: &mut [[f32; PAIR_BLOCK]; TILE]) {
-    transform_pairs_lanes(gs, stage)
+unsafe fn transform_pairs_avx2<M: Minimal<O, S>, const O: usize, const S: usize>(
+    gs: &[f32],
+    stage: &mut [[[f32; PAIR_BLOCK]; S]; S],
+) {
+    transform_pairs_lanes::<M, O, S>(gs, stage)
 }
 
 #[inline(always)]
-fn transform_pairs_lanes(gs: &[f32], stage: &mut [[f32; PAIR_BLOCK]; TILE]) {
+fn transform_pairs_lanes<M: Minimal<O, S>, const O: usize, const S: usize>(
+    gs: &[f32],
+    stage: &mut [[[f32; PAIR_BLOCK]; S]; S],
+) {
     let pairs = gs.len() / 9;
     let whole = pairs / LANES * LANES;
     for p in (0..whole).step_by(LANES) {
         let g: [Lanes; 9] =
             std::array::from_fn(|e| Lanes(std::array::from_fn(|l| gs[(p + l) * 9 + e])));
-        for (position, value) in kernel_tile(g).into_iter().enumerate() {
-            stage[position][p..p + LANES].copy_from_slice(&value.0);
+        let tile = kernel_tile::<M, _, O, S>(g);
+        for (staged, value) in stage.iter_mut().flatten().zip(tile.iter().flatten()) {
+            staged[p..p + LANES].copy_from_slice(&value.0);
         }
     }
     for p in whole..pairs {
         let g: [f32; 9] = std::array::from_fn(|e| gs[p * 9 + e]);
-        for (position, value) in kernel_tile(g).into_iter().enumerate() {
-            stage[position][p] = value;
+        let tile = kernel_tile::<M, _, O, S>(g);
+        for (staged, value) in stage.iter_mut().flatten().zip(tile.iter().flatten()) {
+            staged[p] = *value;
         }
     }
 }
 
-/// `G g G^T` of one 3x3 kernel `g` (row-major): the 36 positions.
+/// `G g G^T` of one 3x3 kernel `g` (row-major): its `S x S` positions.
 #[inline(always)]
-fn kernel_tile<T: Value>(g: [T; 9]) -> [T; TILE] {
+fn kernel_tile<M: Minimal<O, S>, T: Value, const O: usize, const S: usize>(
+    g: [T; 9],
+) -> [[T; S]; S] {
     // s = G g, kept as its 3 columns of 6.
-    let s: [[T; SIDE]; 3] = std::array::from_fn(|j| g_times(g[j], g[3 + j], g[6 + j]));
+    let s: [[T; S]; 3] = std::array::from_fn(|j| M::g_times(g[j], g[3 + j], g[6 + j]));
     // Row i of U = row i of s, times G^T.
-    let rows: [[T; SIDE]; SIDE] = std::array::from_fn(|i| g_times(s[0][i], s[1][i], s[2][i]));
-    std::array::from_fn(|position| rows[position / SIDE][position % SIDE])
+    let rows: [[T; S]; S] = std::array::from_fn(|i| M::g_times(s[0][i], s[1][i], s[2][i]));
+    rows
 }
 
-/// `V = B^T d B` for every 6x6 input tile `d` (origin one pixel up and left
-/// of its 4x4 outputs, zero outside the image) of one image, into `v` laid
-/// out `[36][n][channel]`. Eight channels at a time: their planes are
+/// `V = B^T d B` for every `S x S` input tile `d` (origin one pixel up and left
+/// of its `O x O` outputs, zero outside the image) of one image, into `v` laid
+/// out `[S*S][n][channel]`. Eight channels at a time: their planes are
 /// interleaved into a zero-bordered copy whose pixels are [`Lanes`], so the
 /// transform is vector arithmetic whatever the map size.
-fn input_transform(x: &[f32], dims: (usize, usize, usize), at: Tiles, v: &mut [f32], vector: bool) {
+fn input_transform<M: Minimal<O, S>, const O: usize, const S: usize>(
+    x: &[f32],
+    dims: (usize, usize, usize),
+    at: Tiles,
+    v: &mut [f32],
+    vector: bool,
+) {
     #[cfg(target_arch = "x86_64")]
     if vector {
         // SAFETY: `vector` is set only where AVX2 and FMA were detected.
-        return unsafe { input_transform_avx2(x, dims, at, v) };
+        return unsafe { input_transform_avx2::<M, O, S>(x, dims, at, v) };
     }
     let _ = vector;
-    input_transform_lanes(x, dims, at, v)
+    input_transform_lanes::<M, O, S>(x, dims, at, v)
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
-unsafe fn input_transform_avx2(x: &[f32], dims: (usize, usize, usize), at: Tiles, v: &mut [f32]) {
-    input_transform_lanes(x, dims, at, v)
+unsafe fn input_transform_avx2<M: Minimal<O, S>, const O: usize, const S: usize>(
+    x: &[f32],
+    dims: (usize, usize, usize),
+    at: Tiles,
+    v: &mut [f32],
+) {
+    input_transform_lanes::<M, O, S>(x, dims, at, v)
 }
 
 #[inline(always)]
-fn input_transform_lanes(
+fn input_transform_lanes<M: Minimal<O, S>, const O: usize, const S: usize>(
     x: &[f32],
     (c, h, w): (usize, usize, usize),
     Tiles { n, first, grid }: Tiles,
     v: &mut [f32],
 ) {
-    let (ph, pw) = (OUT * grid.0 + 2, OUT * grid.1 + 2);
+    let (ph, pw) = (O * grid.0 + 2, O * grid.1 + 2);
     let blocks = c / LANES;
     // The whole image, zero-bordered, `[block][row][col]` of 8-channel
     // pixels; the border is never written, so stays zero.
@@ -657,25 +786,25 @@ fn input_transform_lanes(
             }
         }
     }
-    // Tile by tile, every channel block: each of the 36 rows of `v` gets
+    // Tile by tile, every channel block: each of the `S*S` rows of `v` gets
     // the tile's channels as one contiguous run.
     for ty in 0..grid.0 {
         for tx in 0..grid.1 {
             let tile = first + ty * grid.1 + tx;
             for block in 0..blocks {
-                let origin = (block * ph + OUT * ty) * pw + OUT * tx;
+                let origin = (block * ph + O * ty) * pw + O * tx;
                 // t = B^T d, column by column.
-                let mut t = [[Lanes::default(); SIDE]; SIDE];
-                for col in 0..SIDE {
+                let mut t = [[Lanes::default(); S]; S];
+                for col in 0..S {
                     let d = std::array::from_fn(|r| padded[origin + r * pw + col]);
-                    for (i, value) in b_t(d).into_iter().enumerate() {
+                    for (i, value) in M::b_t(d).into_iter().enumerate() {
                         t[i][col] = value;
                     }
                 }
                 // V = t B, row by row.
                 for (i, t_row) in t.into_iter().enumerate() {
-                    for (j, value) in b_t(t_row).into_iter().enumerate() {
-                        v[((SIDE * i + j) * n + tile) * c + block * LANES..][..LANES]
+                    for (j, value) in M::b_t(t_row).into_iter().enumerate() {
+                        v[((S * i + j) * n + tile) * c + block * LANES..][..LANES]
                             .copy_from_slice(&value.0);
                     }
                 }
@@ -685,10 +814,10 @@ fn input_transform_lanes(
 }
 
 /// `Y = A^T m A` for every product tile of one image (`m` laid out
-/// `[36][n][out]`), written into the image `y` (`[out][h][w]`), clipping the
+/// `[S*S][n][out]`), written into the image `y` (`[out][h][w]`), clipping the
 /// last row/column of tiles where the size is not a multiple of 4. Eight
 /// output channels at a time, as in [`input_transform`].
-fn output_transform(
+fn output_transform<M: Minimal<O, S>, const O: usize, const S: usize>(
     m: &[f32],
     dims: (usize, usize, usize),
     at: Tiles,
@@ -698,50 +827,50 @@ fn output_transform(
     #[cfg(target_arch = "x86_64")]
     if vector {
         // SAFETY: `vector` is set only where AVX2 and FMA were detected.
-        return unsafe { output_transform_avx2(m, dims, at, y) };
+        return unsafe { output_transform_avx2::<M, O, S>(m, dims, at, y) };
     }
     let _ = vector;
-    output_transform_lanes(m, dims, at, y)
+    output_transform_lanes::<M, O, S>(m, dims, at, y)
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
-unsafe fn output_transform_avx2(
+unsafe fn output_transform_avx2<M: Minimal<O, S>, const O: usize, const S: usize>(
     m: &[f32],
     dims: (usize, usize, usize),
     at: Tiles,
     y: &mut [MaybeUninit<f32>],
 ) {
-    output_transform_lanes(m, dims, at, y)
+    output_transform_lanes::<M, O, S>(m, dims, at, y)
 }
 
 #[inline(always)]
-fn output_transform_lanes(
+fn output_transform_lanes<M: Minimal<O, S>, const O: usize, const S: usize>(
     m: &[f32],
     (k, h, w): (usize, usize, usize),
     Tiles { n, first, grid }: Tiles,
     y: &mut [MaybeUninit<f32>],
 ) {
-    // Tile by tile, every channel block: the tile's 36 rows of `m` are read
+    // Tile by tile, every channel block: the tile's `S*S` rows of `m` are read
     // as contiguous runs.
     for ty in 0..grid.0 {
         for tx in 0..grid.1 {
             let tile = first + ty * grid.1 + tx;
-            let rows = (h - OUT * ty).min(OUT);
-            let cols = (w - OUT * tx).min(OUT);
+            let rows = (h - O * ty).min(O);
+            let cols = (w - O * tx).min(O);
             for block in 0..k / LANES {
                 let at = |xi: usize| {
                     let run = &m[(xi * n + tile) * k + block * LANES..][..LANES];
                     Lanes(std::array::from_fn(|l| run[l]))
                 };
                 // a = A^T m, column by column.
-                let columns: [[Lanes; OUT]; SIDE] =
-                    std::array::from_fn(|j| a_t(std::array::from_fn(|i| at(SIDE * i + j))));
-                let a: [[Lanes; SIDE]; OUT] = std::array::from_fn(|r| columns.map(|col| col[r]));
+                let columns: [[Lanes; O]; S] =
+                    std::array::from_fn(|j| M::a_t(std::array::from_fn(|i| at(S * i + j))));
+                let a: [[Lanes; S]; O] = std::array::from_fn(|r| columns.map(|col| col[r]));
                 // Y = a A, row by row, each lane to its channel's plane.
                 for (r, a_row) in a.into_iter().take(rows).enumerate() {
-                    let pixel = (OUT * ty + r) * w + OUT * tx;
-                    for (cc, value) in a_t(a_row).into_iter().take(cols).enumerate() {
+                    let pixel = (O * ty + r) * w + O * tx;
+                    for (cc, value) in M::a_t(a_row).into_iter().take(cols).enumerate() {
                         for (lane, s) in value.0.into_iter().enumerate() {
                             y[(block * LANES + lane) * h * w + pixel + cc].write(s);
                         }
@@ -757,9 +886,26 @@ mod tests {
     use super::*;
     use crate::test_util::{same_3x3, same_3x3_reference, values};
 
+    /// Both filterings' forwards, plain and as compiled for AVX2.
+    fn forwards(g: &ConvGeometry, x: &[f32], w: &[f32]) -> Vec<Vec<f32>> {
+        let mut all = Vec::new();
+        for vector in [false, super::super::direct::cpu_has_avx2_fma()] {
+            all.push(forward_with::<F4x4, 4, 6>(g, x, w, vector));
+            all.push(forward_with::<F2x2, 2, 4>(g, x, w, vector));
+        }
+        all
+    }
+
+    /// The largest difference from `want`.
+    fn error(ours: &[f32], want: &[f64]) -> f64 {
+        ours.iter()
+            .zip(want)
+            .fold(0f64, |m, (a, b)| m.max((*a as f64 - b).abs()))
+    }
+
     /// Against an f64 direct sum: maps whose sides are and are not
-    /// multiples of the 4x4 tile, down to a lone tile, several images per
-    /// product, and the transforms both as compiled for AVX2 and plain.
+    /// multiples of either tile, down to a lone tile, several images per
+    /// product, both filterings whichever the map size would pick.
     #[test]
     fn matches_the_direct_sum_on_even_and_odd_maps() {
         for (batch, c, k, h, w) in [
@@ -768,22 +914,17 @@ mod tests {
             (2, 64, 64, 9, 29),
             (3, 64, 64, 8, 8),
             (5, 64, 128, 4, 4),
+            (3, 64, 64, 5, 3),
         ] {
-            // 4x4 maps are below `MIN_PIXELS` (slow, not wrong): computed
-            // here all the same, for a lone tile per image.
             let g = same_3x3(batch, c, (h, w), k);
             let x = values(batch * c * h * w, 1);
             let wt = values(k * c * 9, 2);
             let want = same_3x3_reference(&g, &x, &wt);
             let scale = want.iter().fold(0f64, |m, v| m.max(v.abs()));
-            for vector in [false, super::super::direct::cpu_has_avx2_fma()] {
-                let ours = forward_with(&g, &x, &wt, vector);
-                let err = ours
-                    .iter()
-                    .zip(&want)
-                    .fold(0f64, |m, (a, b)| m.max((*a as f64 - b).abs()));
+            for ours in forwards(&g, &x, &wt) {
+                let err = error(&ours, &want);
                 // F(4x4, 3x3)'s transforms scale by up to 8 and 1/24, so
-                // rounding is a few times F(2x2)'s.
+                // its rounding is a few times F(2x2)'s.
                 assert!(err <= 3e-5 * scale, "{g:?}: error {err} at scale {scale}");
             }
         }
@@ -791,10 +932,11 @@ mod tests {
 
     /// The weight gradient against an f64 sum over pixels: partial tiles,
     /// several products per task (the first overwriting the reused
-    /// buffer), several tasks, plain and AVX2 transforms.
+    /// buffer), several tasks, both filterings, plain and AVX2 transforms.
     #[test]
     fn the_weight_gradient_matches_the_direct_sum() {
-        // 32x32 at batch 9: 4 images per product, tasks of 8 and 1.
+        // 32x32 at batch 9 with F(4x4): 4 images per product, tasks of 8
+        // and 1.
         for (batch, c, k, h, w) in [(9, 64, 72, 8, 8), (3, 72, 64, 10, 13), (9, 64, 64, 32, 32)] {
             let g = same_3x3(batch, c, (h, w), k);
             let x = values(batch * c * h * w, 5);
@@ -821,33 +963,39 @@ mod tests {
             }
             let scale = want.iter().fold(0f64, |m, v| m.max(v.abs()));
             for vector in [false, super::super::direct::cpu_has_avx2_fma()] {
-                let ours = weight_grad_with(&g, &x, &dy, vector);
-                let err = ours
-                    .iter()
-                    .zip(&want)
-                    .fold(0f64, |m, (a, b)| m.max((*a as f64 - b).abs()));
-                assert!(err <= 3e-5 * scale, "{g:?}: error {err} at scale {scale}");
+                for ours in [
+                    weight_grad_with::<F4x4, 4, 6>(&g, &x, &dy, vector),
+                    weight_grad_with::<F2x2, 2, 4>(&g, &x, &dy, vector),
+                ] {
+                    let err = error(&ours, &want);
+                    assert!(err <= 3e-5 * scale, "{g:?}: error {err} at scale {scale}");
+                }
             }
         }
     }
 
     /// The kernel transform in stages and vectors, whole and partial,
     /// gives each pair's `G g G^T` at its place in every plane.
-    #[test]
-    fn the_kernel_transform_places_every_pair() {
+    fn check_kernel_transform<M: Minimal<O, S>, const O: usize, const S: usize>() {
         for (k, c) in [(3, 5), (3, 24), (7, 40)] {
             let w = values(k * c * 9, 4);
             for vector in [false, super::super::direct::cpu_has_avx2_fma()] {
-                with_transformed_kernel(&w, (k, c), vector, |u| {
+                with_transformed_kernel::<M, _, O, S>(&w, (k, c), vector, |u| {
                     for (pair, g) in w.chunks_exact(9).enumerate() {
-                        let want = kernel_tile::<f32>(std::array::from_fn(|e| g[e]));
-                        for (position, value) in want.into_iter().enumerate() {
-                            assert_eq!(u[position * k * c + pair], value, "{k}x{c} pair {pair}");
+                        let want = kernel_tile::<M, f32, O, S>(std::array::from_fn(|e| g[e]));
+                        for (position, value) in want.iter().flatten().enumerate() {
+                            assert_eq!(u[position * k * c + pair], *value, "{k}x{c} pair {pair}");
                         }
                     }
                 });
             }
         }
+    }
+
+    #[test]
+    fn the_kernel_transform_places_every_pair() {
+        check_kernel_transform::<F4x4, 4, 6>();
+        check_kernel_transform::<F2x2, 2, 4>();
     }
 
     #[test]
@@ -865,8 +1013,8 @@ mod tests {
             ..wide
         }));
         assert!(!applies(&ConvGeometry {
-            height: 4,
-            width: 4,
+            height: 3,
+            width: 3,
             ..wide
         }));
     }
