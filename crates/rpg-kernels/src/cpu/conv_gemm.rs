@@ -471,7 +471,7 @@ pub(crate) fn weight_grad(g: &ConvGeometry, x: &[f32], dy: &[f32]) -> Vec<f32> {
     if g.is_empty() {
         return vec![0.0; g.out_channels * g.col_rows()];
     }
-    if super::winograd::applies(g) {
+    if super::winograd::weight_grad_applies(g) {
         return super::winograd::weight_grad(g, x, dy);
     }
     if super::direct::weight_grad_applies(g) {
