@@ -448,12 +448,12 @@ fn pairs_gradient_lanes<M: Minimal<O, S>, const O: usize, const S: usize>(
     let count = out.len() / 9;
     let whole = count / LANES * LANES;
     for p in (0..whole).step_by(LANES) {
-        let tile: [[Lanes; S]; S] = std::array::from_fn(|i| {
-            std::array::from_fn(|j| {
-                let run = &du[(S * i + j) * pairs + at + p..][..LANES];
-                Lanes(std::array::from_fn(|l| run[l]))
-            })
-        });
+        let mut tile = [[Lanes::default(); S]; S];
+        for (i, row) in tile.iter_mut().enumerate() {
+            for (j, value) in row.iter_mut().enumerate() {
+                *value = Lanes::load(&du[(S * i + j) * pairs + at + p..]);
+            }
+        }
         for (e, value) in kernel_tile_gradient::<M, _, O, S>(tile)
             .into_iter()
             .enumerate()
@@ -464,8 +464,12 @@ fn pairs_gradient_lanes<M: Minimal<O, S>, const O: usize, const S: usize>(
         }
     }
     for p in whole..count {
-        let tile: [[f32; S]; S] =
-            std::array::from_fn(|i| std::array::from_fn(|j| du[(S * i + j) * pairs + at + p]));
+        let mut tile = [[0f32; S]; S];
+        for (i, row) in tile.iter_mut().enumerate() {
+            for (j, value) in row.iter_mut().enumerate() {
+                *value = du[(S * i + j) * pairs + at + p];
+            }
+        }
         out[p * 9..][..9].copy_from_slice(&kernel_tile_gradient::<M, _, O, S>(tile));
     }
 }
@@ -477,10 +481,16 @@ fn kernel_tile_gradient<M: Minimal<O, S>, T: Value, const O: usize, const S: usi
     du: [[T; S]; S],
 ) -> [T; 9] {
     // s = G^T du: 3 rows of 6, column by column.
-    let columns: [[T; 3]; S] = std::array::from_fn(|j| M::g_t(std::array::from_fn(|i| du[i][j])));
+    let mut columns = [[du[0][0]; 3]; S];
+    for (j, c) in columns.iter_mut().enumerate() {
+        *c = M::g_t(column(&du, j));
+    }
     // Row a of the result = row a of s, times G.
-    let rows: [[T; 3]; 3] = std::array::from_fn(|a| M::g_t(columns.map(|col| col[a])));
-    std::array::from_fn(|e| rows[e / 3][e % 3])
+    let mut gradient = [du[0][0]; 9];
+    for (a, row) in gradient.chunks_exact_mut(3).enumerate() {
+        row.copy_from_slice(&M::g_t(column(&columns, a)));
+    }
+    gradient
 }
 
 /// `A dY A^T` for every `O x O` output-gradient tile of one image (zero beyond
@@ -540,12 +550,17 @@ fn gradient_transform_lanes<M: Minimal<O, S>, const O: usize, const S: usize>(
             for block in 0..blocks {
                 let origin = (block * ph + O * ty) * pw + O * tx;
                 // A d, column by column: six rows of four.
-                let columns: [[Lanes; S]; O] = std::array::from_fn(|col| {
-                    M::a_times(std::array::from_fn(|r| planes[origin + r * pw + col]))
-                });
+                let mut columns = [[Lanes::default(); S]; O];
+                for (col, c) in columns.iter_mut().enumerate() {
+                    let mut d = [Lanes::default(); O];
+                    for (r, value) in d.iter_mut().enumerate() {
+                        *value = planes[origin + r * pw + col];
+                    }
+                    *c = M::a_times(d);
+                }
                 // Then times A^T, row by row.
                 for i in 0..S {
-                    let row = M::a_times(columns.map(|col| col[i]));
+                    let row = M::a_times(column(&columns, i));
                     for (j, value) in row.into_iter().enumerate() {
                         t[((S * i + j) * n + tile) * k + block * LANES..][..LANES]
                             .copy_from_slice(&value.0);
@@ -575,7 +590,11 @@ impl std::ops::Add for Lanes {
     type Output = Self;
     #[inline(always)]
     fn add(self, o: Self) -> Self {
-        Self(std::array::from_fn(|l| self.0[l] + o.0[l]))
+        let mut sum = self;
+        for (a, b) in sum.0.iter_mut().zip(o.0) {
+            *a += b;
+        }
+        sum
     }
 }
 
@@ -583,7 +602,11 @@ impl std::ops::Sub for Lanes {
     type Output = Self;
     #[inline(always)]
     fn sub(self, o: Self) -> Self {
-        Self(std::array::from_fn(|l| self.0[l] - o.0[l]))
+        let mut difference = self;
+        for (a, b) in difference.0.iter_mut().zip(o.0) {
+            *a -= b;
+        }
+        difference
     }
 }
 
@@ -591,8 +614,34 @@ impl std::ops::Mul<f32> for Lanes {
     type Output = Self;
     #[inline(always)]
     fn mul(self, s: f32) -> Self {
-        Self(self.0.map(|v| v * s))
+        let mut product = self;
+        for v in product.0.iter_mut() {
+            *v *= s;
+        }
+        product
     }
+}
+
+impl Lanes {
+    /// The first [`LANES`] values of `run`.
+    #[inline(always)]
+    fn load(run: &[f32]) -> Self {
+        let mut lanes = Self::default();
+        lanes.0.copy_from_slice(&run[..LANES]);
+        lanes
+    }
+}
+
+/// Column `j` of a small row-major matrix. A loop rather than
+/// `std::array::from_fn`, whose closures are not always inlined into the
+/// AVX2 callers and then run without AVX2.
+#[inline(always)]
+fn column<T: Copy, const R: usize, const C: usize>(rows: &[[T; C]; R], j: usize) -> [T; R] {
+    let mut out = [rows[0][j]; R];
+    for (o, row) in out.iter_mut().zip(rows) {
+        *o = row[j];
+    }
+    out
 }
 
 /// What the transforms need of a value: `f32` for the kernel, [`Lanes`]
@@ -722,15 +771,21 @@ fn transform_pairs_lanes<M: Minimal<O, S>, const O: usize, const S: usize>(
     let pairs = gs.len() / 9;
     let whole = pairs / LANES * LANES;
     for p in (0..whole).step_by(LANES) {
-        let g: [Lanes; 9] =
-            std::array::from_fn(|e| Lanes(std::array::from_fn(|l| gs[(p + l) * 9 + e])));
+        // Eight kernels' values side by side: a transpose of 8 x 9.
+        let mut g = [Lanes::default(); 9];
+        for (l, kernel) in gs[p * 9..][..LANES * 9].chunks_exact(9).enumerate() {
+            for (value, lanes) in kernel.iter().zip(g.iter_mut()) {
+                lanes.0[l] = *value;
+            }
+        }
         let tile = kernel_tile::<M, _, O, S>(g);
         for (staged, value) in stage.iter_mut().flatten().zip(tile.iter().flatten()) {
             staged[p..p + LANES].copy_from_slice(&value.0);
         }
     }
     for p in whole..pairs {
-        let g: [f32; 9] = std::array::from_fn(|e| gs[p * 9 + e]);
+        let mut g = [0f32; 9];
+        g.copy_from_slice(&gs[p * 9..][..9]);
         let tile = kernel_tile::<M, _, O, S>(g);
         for (staged, value) in stage.iter_mut().flatten().zip(tile.iter().flatten()) {
             staged[p] = *value;
@@ -743,10 +798,17 @@ fn transform_pairs_lanes<M: Minimal<O, S>, const O: usize, const S: usize>(
 fn kernel_tile<M: Minimal<O, S>, T: Value, const O: usize, const S: usize>(
     g: [T; 9],
 ) -> [[T; S]; S] {
-    // s = G g, kept as its 3 columns of 6.
-    let s: [[T; S]; 3] = std::array::from_fn(|j| M::g_times(g[j], g[3 + j], g[6 + j]));
+    // s = G g, kept as its 3 columns of S.
+    let s = [
+        M::g_times(g[0], g[3], g[6]),
+        M::g_times(g[1], g[4], g[7]),
+        M::g_times(g[2], g[5], g[8]),
+    ];
     // Row i of U = row i of s, times G^T.
-    let rows: [[T; S]; S] = std::array::from_fn(|i| M::g_times(s[0][i], s[1][i], s[2][i]));
+    let mut rows = [[g[0]; S]; S];
+    for (i, row) in rows.iter_mut().enumerate() {
+        *row = M::g_times(s[0][i], s[1][i], s[2][i]);
+    }
     rows
 }
 
@@ -814,7 +876,10 @@ fn input_transform_lanes<M: Minimal<O, S>, const O: usize, const S: usize>(
                 // t = B^T d, column by column.
                 let mut t = [[Lanes::default(); S]; S];
                 for col in 0..S {
-                    let d = std::array::from_fn(|r| padded[origin + r * pw + col]);
+                    let mut d = [Lanes::default(); S];
+                    for (r, value) in d.iter_mut().enumerate() {
+                        *value = padded[origin + r * pw + col];
+                    }
                     for (i, value) in M::b_t(d).into_iter().enumerate() {
                         t[i][col] = value;
                     }
@@ -877,14 +942,20 @@ fn output_transform_lanes<M: Minimal<O, S>, const O: usize, const S: usize>(
             let rows = (h - O * ty).min(O);
             let cols = (w - O * tx).min(O);
             for block in 0..k / LANES {
-                let at = |xi: usize| {
-                    let run = &m[(xi * n + tile) * k + block * LANES..][..LANES];
-                    Lanes(std::array::from_fn(|l| run[l]))
-                };
+                let at = |xi: usize| Lanes::load(&m[(xi * n + tile) * k + block * LANES..]);
                 // a = A^T m, column by column.
-                let columns: [[Lanes; O]; S] =
-                    std::array::from_fn(|j| M::a_t(std::array::from_fn(|i| at(S * i + j))));
-                let a: [[Lanes; S]; O] = std::array::from_fn(|r| columns.map(|col| col[r]));
+                let mut columns = [[Lanes::default(); O]; S];
+                for (j, c) in columns.iter_mut().enumerate() {
+                    let mut m_col = [Lanes::default(); S];
+                    for (i, value) in m_col.iter_mut().enumerate() {
+                        *value = at(S * i + j);
+                    }
+                    *c = M::a_t(m_col);
+                }
+                let mut a = [[Lanes::default(); S]; O];
+                for (r, a_row) in a.iter_mut().enumerate() {
+                    *a_row = column(&columns, r);
+                }
                 // Y = a A, row by row, each lane to its channel's plane.
                 for (r, a_row) in a.into_iter().take(rows).enumerate() {
                     let pixel = (O * ty + r) * w + O * tx;
