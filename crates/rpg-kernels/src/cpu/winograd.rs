@@ -509,7 +509,7 @@ fn gradient_transform<M: Minimal<O, S>, const O: usize, const S: usize>(
         return unsafe { gradient_transform_avx2::<M, O, S>(dy, dims, at, t) };
     }
     let _ = vector;
-    gradient_transform_lanes::<M, O, S>(dy, dims, at, t)
+    gradient_transform_lanes::<M, PlainTranspose, O, S>(dy, dims, at, t)
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -520,11 +520,11 @@ unsafe fn gradient_transform_avx2<M: Minimal<O, S>, const O: usize, const S: usi
     at: Tiles,
     t: &mut [f32],
 ) {
-    gradient_transform_lanes::<M, O, S>(dy, dims, at, t)
+    gradient_transform_lanes::<M, Avx2Transpose, O, S>(dy, dims, at, t)
 }
 
 #[inline(always)]
-fn gradient_transform_lanes<M: Minimal<O, S>, const O: usize, const S: usize>(
+fn gradient_transform_lanes<M: Minimal<O, S>, X: Transpose, const O: usize, const S: usize>(
     dy: &[f32],
     (k, h, w): (usize, usize, usize),
     Tiles { n, first, grid }: Tiles,
@@ -535,14 +535,11 @@ fn gradient_transform_lanes<M: Minimal<O, S>, const O: usize, const S: usize>(
     // The whole gradient as `[block][row][col]` of 8-channel pixels, zero
     // beyond the map where the last tiles overhang it.
     let mut planes = vec![Lanes::default(); blocks * ph * pw];
-    for (ch, plane) in dy.chunks_exact(h * w).enumerate() {
-        let (block, lane) = (ch / LANES, ch % LANES);
-        let block_plane = &mut planes[block * ph * pw..][..ph * pw];
-        for (r, src) in plane.chunks_exact(w).enumerate() {
-            for (d, s) in block_plane[r * pw..][..w].iter_mut().zip(src) {
-                d.0[lane] = *s;
-            }
-        }
+    for (channels, block_plane) in dy
+        .chunks_exact(LANES * h * w)
+        .zip(planes.chunks_exact_mut(ph * pw))
+    {
+        interleave::<X>(channels, (h, w), block_plane, pw);
     }
     for ty in 0..grid.0 {
         for tx in 0..grid.1 {
@@ -830,7 +827,7 @@ fn input_transform<M: Minimal<O, S>, const O: usize, const S: usize>(
         return unsafe { input_transform_avx2::<M, O, S>(x, dims, at, v) };
     }
     let _ = vector;
-    input_transform_lanes::<M, O, S>(x, dims, at, v)
+    input_transform_lanes::<M, PlainTranspose, O, S>(x, dims, at, v)
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -841,11 +838,11 @@ unsafe fn input_transform_avx2<M: Minimal<O, S>, const O: usize, const S: usize>
     at: Tiles,
     v: &mut [f32],
 ) {
-    input_transform_lanes::<M, O, S>(x, dims, at, v)
+    input_transform_lanes::<M, Avx2Transpose, O, S>(x, dims, at, v)
 }
 
 #[inline(always)]
-fn input_transform_lanes<M: Minimal<O, S>, const O: usize, const S: usize>(
+fn input_transform_lanes<M: Minimal<O, S>, X: Transpose, const O: usize, const S: usize>(
     x: &[f32],
     (c, h, w): (usize, usize, usize),
     Tiles { n, first, grid }: Tiles,
@@ -856,15 +853,11 @@ fn input_transform_lanes<M: Minimal<O, S>, const O: usize, const S: usize>(
     // The whole image, zero-bordered, `[block][row][col]` of 8-channel
     // pixels; the border is never written, so stays zero.
     let mut padded = vec![Lanes::default(); blocks * ph * pw];
-    for (ch, plane) in x.chunks_exact(h * w).enumerate() {
-        let (block, lane) = (ch / LANES, ch % LANES);
-        let block_plane = &mut padded[block * ph * pw..][..ph * pw];
-        for (r, src) in plane.chunks_exact(w).enumerate() {
-            let dst = &mut block_plane[(r + 1) * pw + 1..][..w];
-            for (d, s) in dst.iter_mut().zip(src) {
-                d.0[lane] = *s;
-            }
-        }
+    for (planes, block_plane) in x
+        .chunks_exact(LANES * h * w)
+        .zip(padded.chunks_exact_mut(ph * pw))
+    {
+        interleave::<X>(planes, (h, w), &mut block_plane[pw + 1..], pw);
     }
     // Tile by tile, every channel block: each of the `S*S` rows of `v` gets
     // the tile's channels as one contiguous run.
@@ -913,7 +906,7 @@ fn output_transform<M: Minimal<O, S>, const O: usize, const S: usize>(
         return unsafe { output_transform_avx2::<M, O, S>(m, dims, at, y) };
     }
     let _ = vector;
-    output_transform_lanes::<M, O, S>(m, dims, at, y)
+    output_transform_lanes::<M, PlainTranspose, O, S>(m, dims, at, y)
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -924,16 +917,19 @@ unsafe fn output_transform_avx2<M: Minimal<O, S>, const O: usize, const S: usize
     at: Tiles,
     y: &mut [MaybeUninit<f32>],
 ) {
-    output_transform_lanes::<M, O, S>(m, dims, at, y)
+    output_transform_lanes::<M, Avx2Transpose, O, S>(m, dims, at, y)
 }
 
 #[inline(always)]
-fn output_transform_lanes<M: Minimal<O, S>, const O: usize, const S: usize>(
+fn output_transform_lanes<M: Minimal<O, S>, X: Transpose, const O: usize, const S: usize>(
     m: &[f32],
     (k, h, w): (usize, usize, usize),
     Tiles { n, first, grid }: Tiles,
     y: &mut [MaybeUninit<f32>],
 ) {
+    // The image as `[block][row][col]` of 8-channel pixels, written tile by
+    // tile, then split into channel planes.
+    let mut staged = vec![Lanes::default(); k * h * w / LANES];
     // Tile by tile, every channel block: the tile's `S*S` rows of `m` are read
     // as contiguous runs.
     for ty in 0..grid.0 {
@@ -956,17 +952,167 @@ fn output_transform_lanes<M: Minimal<O, S>, const O: usize, const S: usize>(
                 for (r, a_row) in a.iter_mut().enumerate() {
                     *a_row = column(&columns, r);
                 }
-                // Y = a A, row by row, each lane to its channel's plane.
+                // Y = a A, row by row.
                 for (r, a_row) in a.into_iter().take(rows).enumerate() {
-                    let pixel = (O * ty + r) * w + O * tx;
-                    for (cc, value) in M::a_t(a_row).into_iter().take(cols).enumerate() {
-                        for (lane, s) in value.0.into_iter().enumerate() {
-                            y[(block * LANES + lane) * h * w + pixel + cc].write(s);
-                        }
-                    }
+                    let pixel = (block * h + O * ty + r) * w + O * tx;
+                    let out = M::a_t(a_row);
+                    staged[pixel..pixel + cols].copy_from_slice(&out[..cols]);
                 }
             }
         }
+    }
+    for (block_plane, planes) in staged
+        .chunks_exact(h * w)
+        .zip(y.chunks_exact_mut(LANES * h * w))
+    {
+        deinterleave::<X>(block_plane, (h, w), planes);
+    }
+}
+
+/// Copies eight channel planes (`planes`, `8 x h x w`) into `dst` as
+/// 8-channel pixels, row `r` at `dst[r * pitch..][..w]`: eight pixels at a
+/// time through an 8x8 transpose, taken along the planes as one run so
+/// that maps narrower than eight (4x4) transpose too.
+#[inline(always)]
+fn interleave<X: Transpose>(
+    planes: &[f32],
+    (h, w): (usize, usize),
+    dst: &mut [Lanes],
+    pitch: usize,
+) {
+    let total = h * w;
+    let whole = total / LANES * LANES;
+    // The pixel's place in `dst`, advanced pixel by pixel.
+    let (mut r, mut x) = (0, 0);
+    let place = |r: &mut usize, x: &mut usize| {
+        let at = *r * pitch + *x;
+        *x += 1;
+        if *x == w {
+            (*r, *x) = (*r + 1, 0);
+        }
+        at
+    };
+    for p in (0..whole).step_by(LANES) {
+        let mut block = [[0f32; LANES]; LANES];
+        for (l, lane_run) in block.iter_mut().enumerate() {
+            lane_run.copy_from_slice(&planes[l * total + p..][..LANES]);
+        }
+        for values in X::transpose(block) {
+            dst[place(&mut r, &mut x)].0 = values;
+        }
+    }
+    for p in whole..total {
+        let pixel = &mut dst[place(&mut r, &mut x)];
+        for (l, value) in pixel.0.iter_mut().enumerate() {
+            *value = planes[l * total + p];
+        }
+    }
+}
+
+/// The inverse of [`interleave`] without a pitch: 8-channel pixels `src`
+/// (`h * w` of them) into eight channel planes.
+#[inline(always)]
+fn deinterleave<X: Transpose>(
+    src: &[Lanes],
+    (h, w): (usize, usize),
+    planes: &mut [MaybeUninit<f32>],
+) {
+    let total = h * w;
+    let whole = total / LANES * LANES;
+    for p in (0..whole).step_by(LANES) {
+        let mut block = [[0f32; LANES]; LANES];
+        for (values, pixel) in block.iter_mut().zip(&src[p..p + LANES]) {
+            *values = pixel.0;
+        }
+        for (l, values) in X::transpose(block).into_iter().enumerate() {
+            for (o, v) in planes[l * total + p..][..LANES].iter_mut().zip(values) {
+                o.write(v);
+            }
+        }
+    }
+    for (p, pixel) in src[..total].iter().enumerate().skip(whole) {
+        for (l, v) in pixel.0.into_iter().enumerate() {
+            planes[l * total + p].write(v);
+        }
+    }
+}
+
+/// An 8x8 transpose, `out[i][j] = m[j][i]`: how eight channels' runs of
+/// eight pixels become eight pixels of eight channels and back.
+trait Transpose {
+    fn transpose(m: [[f32; LANES]; LANES]) -> [[f32; LANES]; LANES];
+}
+
+/// [`Transpose`] element by element.
+struct PlainTranspose;
+
+impl Transpose for PlainTranspose {
+    #[inline(always)]
+    fn transpose(m: [[f32; LANES]; LANES]) -> [[f32; LANES]; LANES] {
+        let mut out = m;
+        for (i, row) in out.iter_mut().enumerate() {
+            for (j, value) in row.iter_mut().enumerate() {
+                *value = m[j][i];
+            }
+        }
+        out
+    }
+}
+
+/// [`Transpose`] in AVX registers: 24 shuffles for 64 values. Only used
+/// inside the AVX2-compiled transforms, which run where AVX2 was detected.
+#[cfg(target_arch = "x86_64")]
+struct Avx2Transpose;
+
+#[cfg(target_arch = "x86_64")]
+impl Transpose for Avx2Transpose {
+    #[inline(always)]
+    fn transpose(m: [[f32; LANES]; LANES]) -> [[f32; LANES]; LANES] {
+        // SAFETY: this impl is only instantiated by the `*_avx2` transforms,
+        // which are called only where AVX2 was detected.
+        unsafe { transpose_avx2(m) }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+#[inline]
+unsafe fn transpose_avx2(m: [[f32; LANES]; LANES]) -> [[f32; LANES]; LANES] {
+    use std::arch::x86_64::*;
+    // SAFETY: each row is 8 floats, the width of one unaligned load/store.
+    unsafe {
+        let r: [__m256; LANES] = std::array::from_fn(|i| _mm256_loadu_ps(m[i].as_ptr()));
+        let t0 = _mm256_unpacklo_ps(r[0], r[1]);
+        let t1 = _mm256_unpackhi_ps(r[0], r[1]);
+        let t2 = _mm256_unpacklo_ps(r[2], r[3]);
+        let t3 = _mm256_unpackhi_ps(r[2], r[3]);
+        let t4 = _mm256_unpacklo_ps(r[4], r[5]);
+        let t5 = _mm256_unpackhi_ps(r[4], r[5]);
+        let t6 = _mm256_unpacklo_ps(r[6], r[7]);
+        let t7 = _mm256_unpackhi_ps(r[6], r[7]);
+        let s0 = _mm256_shuffle_ps::<0x44>(t0, t2);
+        let s1 = _mm256_shuffle_ps::<0xEE>(t0, t2);
+        let s2 = _mm256_shuffle_ps::<0x44>(t1, t3);
+        let s3 = _mm256_shuffle_ps::<0xEE>(t1, t3);
+        let s4 = _mm256_shuffle_ps::<0x44>(t4, t6);
+        let s5 = _mm256_shuffle_ps::<0xEE>(t4, t6);
+        let s6 = _mm256_shuffle_ps::<0x44>(t5, t7);
+        let s7 = _mm256_shuffle_ps::<0xEE>(t5, t7);
+        let rows = [
+            _mm256_permute2f128_ps::<0x20>(s0, s4),
+            _mm256_permute2f128_ps::<0x20>(s1, s5),
+            _mm256_permute2f128_ps::<0x20>(s2, s6),
+            _mm256_permute2f128_ps::<0x20>(s3, s7),
+            _mm256_permute2f128_ps::<0x31>(s0, s4),
+            _mm256_permute2f128_ps::<0x31>(s1, s5),
+            _mm256_permute2f128_ps::<0x31>(s2, s6),
+            _mm256_permute2f128_ps::<0x31>(s3, s7),
+        ];
+        let mut out = [[0f32; LANES]; LANES];
+        for (o, row) in out.iter_mut().zip(rows) {
+            _mm256_storeu_ps(o.as_mut_ptr(), row);
+        }
+        out
     }
 }
 
@@ -1090,6 +1236,18 @@ mod tests {
     fn the_kernel_transform_places_every_pair() {
         check_kernel_transform::<F4x4, 4, 6>();
         check_kernel_transform::<F2x2, 2, 4>();
+    }
+
+    #[test]
+    fn both_transposes_transpose() {
+        let m: [[f32; LANES]; LANES] =
+            std::array::from_fn(|i| std::array::from_fn(|j| (i * LANES + j) as f32));
+        let want: [[f32; LANES]; LANES] = std::array::from_fn(|i| std::array::from_fn(|j| m[j][i]));
+        assert_eq!(PlainTranspose::transpose(m), want);
+        #[cfg(target_arch = "x86_64")]
+        if super::super::direct::cpu_has_avx2_fma() {
+            assert_eq!(Avx2Transpose::transpose(m), want);
+        }
     }
 
     #[test]
