@@ -70,3 +70,30 @@ pub(crate) fn same_3x3_reference(g: &ConvGeometry, x: &[f32], w: &[f32]) -> Vec<
     }
     y
 }
+
+/// The weight gradient of a 3x3 stride-1 "same" conv (one group) as a
+/// direct sum over pixels in f64, OIHW: the reference for the fast kernels.
+pub(crate) fn same_3x3_weight_grad_reference(g: &ConvGeometry, x: &[f32], dy: &[f32]) -> Vec<f64> {
+    let (cin, cout, h, w) = (g.in_channels, g.out_channels, g.height, g.width);
+    let mut dw = vec![0f64; cout * cin * 9];
+    for o in 0..cout {
+        for c in 0..cin {
+            for (tap, sum) in dw[(o * cin + c) * 9..][..9].iter_mut().enumerate() {
+                let (i, j) = (tap / 3, tap % 3);
+                for b in 0..g.batch {
+                    for r in 0..h {
+                        for s in 0..w {
+                            let (ir, is) = (r + i, s + j);
+                            if ir < 1 || is < 1 || ir > h || is > w {
+                                continue;
+                            }
+                            let xv = x[((b * cin + c) * h + ir - 1) * w + is - 1] as f64;
+                            *sum += xv * dy[((b * cout + o) * h + r) * w + s] as f64;
+                        }
+                    }
+                }
+            }
+        }
+    }
+    dw
+}

@@ -339,36 +339,18 @@ unsafe fn tile<const VECTORS: usize>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::test_util::{same_3x3, same_3x3_reference, values};
+    use crate::test_util::{same_3x3, same_3x3_reference, same_3x3_weight_grad_reference, values};
 
     /// [`weight_grad`] against an f64 direct sum, with `dy` the forward's
     /// output (any values do).
     fn check_weight_grad(g: &ConvGeometry, x: &[f32], dy: &[f32]) {
-        let (cin, cout, h, w) = (g.in_channels, g.out_channels, g.height, g.width);
         let dw = weight_grad(g, x, dy);
-        let (mut largest, mut worst) = (0f64, 0f64);
-        for o in 0..cout {
-            for c in 0..cin {
-                for (i, j) in (0..3).flat_map(|i| (0..3).map(move |j| (i, j))) {
-                    let mut sum = 0f64;
-                    for b in 0..g.batch {
-                        for r in 0..h {
-                            for s in 0..w {
-                                let (ir, is) = (r + i, s + j);
-                                if ir < 1 || is < 1 || ir > h || is > w {
-                                    continue;
-                                }
-                                let xv = x[((b * cin + c) * h + ir - 1) * w + is - 1] as f64;
-                                sum += xv * dy[((b * cout + o) * h + r) * w + s] as f64;
-                            }
-                        }
-                    }
-                    let got = dw[((o * cin + c) * 3 + i) * 3 + j] as f64;
-                    largest = largest.max(sum.abs());
-                    worst = worst.max((got - sum).abs());
-                }
-            }
-        }
+        let want = same_3x3_weight_grad_reference(g, x, dy);
+        let largest = want.iter().fold(0f64, |m, v| m.max(v.abs()));
+        let worst = dw
+            .iter()
+            .zip(&want)
+            .fold(0f64, |m, (a, b)| m.max((*a as f64 - b).abs()));
         assert!(
             worst <= 1e-5 * largest.max(1.0),
             "{g:?} dw: {worst} of {largest}"

@@ -1119,7 +1119,7 @@ unsafe fn transpose_avx2(m: [[f32; LANES]; LANES]) -> [[f32; LANES]; LANES] {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::test_util::{same_3x3, same_3x3_reference, values};
+    use crate::test_util::{same_3x3, same_3x3_reference, same_3x3_weight_grad_reference, values};
 
     /// Both filterings' forwards, plain and as compiled for AVX2.
     fn forwards(g: &ConvGeometry, x: &[f32], w: &[f32]) -> Vec<Vec<f32>> {
@@ -1181,26 +1181,7 @@ mod tests {
             let g = same_3x3(batch, c, (h, w), k);
             let x = values(batch * c * h * w, 5);
             let dy = values(batch * k * h * w, 6);
-            let mut want = vec![0f64; k * c * 9];
-            for b in 0..batch {
-                for o in 0..k {
-                    for ch in 0..c {
-                        for (e, sum) in want[(o * c + ch) * 9..][..9].iter_mut().enumerate() {
-                            let (a, bb) = (e / 3, e % 3);
-                            for r in 0..h {
-                                for col in 0..w {
-                                    let (ir, ic) = (r + a, col + bb);
-                                    if ir < 1 || ic < 1 || ir > h || ic > w {
-                                        continue;
-                                    }
-                                    *sum += dy[((b * k + o) * h + r) * w + col] as f64
-                                        * x[((b * c + ch) * h + ir - 1) * w + ic - 1] as f64;
-                                }
-                            }
-                        }
-                    }
-                }
-            }
+            let want = same_3x3_weight_grad_reference(&g, &x, &dy);
             let scale = want.iter().fold(0f64, |m, v| m.max(v.abs()));
             for vector in [false, super::super::direct::cpu_has_avx2_fma()] {
                 for ours in [
