@@ -37,7 +37,7 @@ pub(crate) fn applies(g: &ConvGeometry) -> bool {
     g.is_same_3x3()
         && g.out_channels.is_multiple_of(CHANNEL_BLOCK)
         && g.width.is_multiple_of(8)
-        && cpu_has_avx2_fma()
+        && super::has_avx2_fma()
 }
 
 /// Whether [`weight_grad`] takes `g`: as [`applies`], on maps of 256 or more
@@ -47,17 +47,6 @@ pub(crate) fn applies(g: &ConvGeometry) -> bool {
 /// measured level.
 pub(crate) fn weight_grad_applies(g: &ConvGeometry) -> bool {
     applies(g) && g.height * g.width >= 256 && g.in_channels <= 32
-}
-
-pub(crate) fn cpu_has_avx2_fma() -> bool {
-    #[cfg(target_arch = "x86_64")]
-    {
-        std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    {
-        false
-    }
 }
 
 /// `y = conv(x, w)` for a geometry [`applies`] accepts (NCHW, OIHW, no bias).

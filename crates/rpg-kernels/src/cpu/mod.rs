@@ -12,3 +12,17 @@ pub(crate) mod geometry;
 pub(crate) mod linear;
 pub(crate) mod storage;
 mod winograd;
+
+/// Whether this CPU runs AVX2 and FMA, which the direct 3x3 loop needs and
+/// Winograd's transforms are compiled for (checked at run time; the result
+/// is cached by std).
+pub(crate) fn has_avx2_fma() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}

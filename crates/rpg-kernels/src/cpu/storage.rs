@@ -57,38 +57,61 @@ pub(crate) unsafe fn overwritten(
     out
 }
 
-/// Runs `f` on this thread's scratch buffer of at least `len` floats
-/// (contents unspecified), kept between calls: a column matrix or padded
-/// image per image would otherwise be allocated and zeroed for every rayon
-/// job. A thread that re-enters while its buffer is lent (work stealing
+/// A float buffer kept by one thread between calls and lent out for the
+/// length of a closure: column matrices, padded images and transformed
+/// kernels would otherwise be allocated (and page-faulted in) for every
+/// call. A thread that re-enters while its buffer is lent (work stealing
 /// inside a threaded gemm) gets a fresh one.
-pub(crate) fn with_scratch<R>(len: usize, f: impl FnOnce(&mut [f32]) -> R) -> R {
-    thread_local! {
-        static SCRATCH: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
+pub(crate) struct ThreadBuffer(std::cell::RefCell<Vec<f32>>);
+
+impl ThreadBuffer {
+    pub(crate) const fn new() -> Self {
+        Self(std::cell::RefCell::new(Vec::new()))
     }
-    SCRATCH.with(|cell| match cell.try_borrow_mut() {
-        Ok(mut buf) => {
-            if buf.len() < len {
-                buf.resize(len, 0.0);
+
+    /// Runs `f` on at least `len` floats of the buffer (contents
+    /// unspecified).
+    pub(crate) fn lend<R>(&self, len: usize, f: impl FnOnce(&mut [f32]) -> R) -> R {
+        match self.0.try_borrow_mut() {
+            Ok(mut buf) => {
+                if buf.len() < len {
+                    buf.resize(len, 0.0);
+                }
+                f(&mut buf[..len])
             }
-            f(&mut buf[..len])
+            Err(_) => f(&mut vec![0f32; len]),
         }
-        Err(_) => f(&mut vec![0f32; len]),
-    })
+    }
 }
 
-/// The elementwise sum of per-task partial results, added in task order
+/// Runs `f` on this thread's scratch [`ThreadBuffer`] of `len` floats
+/// (contents unspecified).
+pub(crate) fn with_scratch<R>(len: usize, f: impl FnOnce(&mut [f32]) -> R) -> R {
+    thread_local! {
+        static SCRATCH: ThreadBuffer = const { ThreadBuffer::new() };
+    }
+    SCRATCH.with(|buffer| buffer.lend(len, f))
+}
+
+/// Adds every later per-task partial result into the first, in task order
 /// rather than by rayon's reduction tree (whose shape depends on work
-/// stealing), so training stays bit-reproducible; `len` zeros when there
-/// are none.
-pub(crate) fn sum_in_order(partials: Vec<Vec<f32>>, len: usize) -> Vec<f32> {
-    partials
-        .into_iter()
-        .reduce(|mut a, b| {
-            for (a, b) in a.iter_mut().zip(&b) {
+/// stealing), so training stays bit-reproducible.
+pub(crate) fn add_into_first(partials: &mut [Vec<f32>]) {
+    if let Some((total, rest)) = partials.split_first_mut() {
+        for partial in rest.iter() {
+            for (a, b) in total.iter_mut().zip(partial) {
                 *a += b;
             }
-            a
-        })
+        }
+    }
+}
+
+/// The elementwise sum of per-task partial results by [`add_into_first`];
+/// `len` zeros when there are none.
+pub(crate) fn sum_in_order(mut partials: Vec<Vec<f32>>, len: usize) -> Vec<f32> {
+    add_into_first(&mut partials);
+    partials
+        .into_iter()
+        .next()
         .unwrap_or_else(|| vec![0f32; len])
 }

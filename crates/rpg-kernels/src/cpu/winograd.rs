@@ -29,7 +29,7 @@ use rayon::prelude::*;
 
 use super::gemm::{matmul, product_parallelism};
 use super::geometry::ConvGeometry;
-use super::storage::{par_filled, with_scratch};
+use super::storage::{ThreadBuffer, add_into_first, par_filled, with_scratch};
 
 /// The fewest input and output channels for which the transform pays: on
 /// narrower layers the products are too shallow for gemm (ResNet-20's
@@ -44,6 +44,11 @@ pub(crate) const MIN_CHANNELS: usize = 64;
 /// 8x8 stage: 11.3-12.5 ms against the direct loop's 14.5-19 ms). Smaller
 /// maps take F(2x2, 3x3).
 pub(crate) const MIN_PIXELS_4X4: usize = 64;
+
+/// Whether `g` takes F(4x4, 3x3) rather than F(2x2, 3x3).
+fn large_tiles(g: &ConvGeometry) -> bool {
+    g.height * g.width >= MIN_PIXELS_4X4
+}
 
 /// The fewest pixels per map for either filtering.
 pub(crate) const MIN_PIXELS: usize = 16;
@@ -166,9 +171,15 @@ const LANES: usize = 8;
 /// no dilation, one group, channels in whole vectors, wide enough and on a
 /// large enough map.
 pub(crate) fn applies(g: &ConvGeometry) -> bool {
+    takes(g, MIN_CHANNELS)
+}
+
+/// A same 3x3 conv with at least `min_channels` input and output channels,
+/// both in whole vectors, on a map of [`MIN_PIXELS`] or more.
+fn takes(g: &ConvGeometry, min_channels: usize) -> bool {
     g.is_same_3x3()
-        && g.in_channels >= MIN_CHANNELS
-        && g.out_channels >= MIN_CHANNELS
+        && g.in_channels >= min_channels
+        && g.out_channels >= min_channels
         && g.in_channels.is_multiple_of(LANES)
         && g.out_channels.is_multiple_of(LANES)
         && g.height * g.width >= MIN_PIXELS
@@ -184,12 +195,7 @@ pub(crate) const MIN_GRADIENT_CHANNELS: usize = 32;
 /// Whether [`weight_grad`] takes `g`: as [`applies`], down to
 /// [`MIN_GRADIENT_CHANNELS`].
 pub(crate) fn weight_grad_applies(g: &ConvGeometry) -> bool {
-    g.is_same_3x3()
-        && g.in_channels >= MIN_GRADIENT_CHANNELS
-        && g.out_channels >= MIN_GRADIENT_CHANNELS
-        && g.in_channels.is_multiple_of(LANES)
-        && g.out_channels.is_multiple_of(LANES)
-        && g.height * g.width >= MIN_PIXELS
+    takes(g, MIN_GRADIENT_CHANNELS)
 }
 
 /// Rows (tiles) each product should have at least: small maps put several
@@ -199,8 +205,8 @@ const MIN_PRODUCT_ROWS: usize = 64;
 
 /// `y = conv(x, w)` for a geometry [`applies`] accepts (NCHW, OIHW, no bias).
 pub(crate) fn forward(g: &ConvGeometry, x: &[f32], w: &[f32]) -> Vec<f32> {
-    let vector = super::direct::cpu_has_avx2_fma();
-    if g.height * g.width >= MIN_PIXELS_4X4 {
+    let vector = super::has_avx2_fma();
+    if large_tiles(g) {
         forward_with::<F4x4, 4, 6>(g, x, w, vector)
     } else {
         forward_with::<F2x2, 2, 4>(g, x, w, vector)
@@ -272,8 +278,8 @@ const MIN_GRADIENT_DEPTH: usize = 256;
 /// fewer multiply-adds than im2col's product summed over pixels. Images are split over tasks
 /// that each sum into a private `dL/dU`, added in task order.
 pub(crate) fn weight_grad(g: &ConvGeometry, x: &[f32], dy: &[f32]) -> Vec<f32> {
-    let vector = super::direct::cpu_has_avx2_fma();
-    if g.height * g.width >= MIN_PIXELS_4X4 {
+    let vector = super::has_avx2_fma();
+    if large_tiles(g) {
         weight_grad_with::<F4x4, 4, 6>(g, x, dy, vector)
     } else {
         weight_grad_with::<F2x2, 2, 4>(g, x, dy, vector)
@@ -340,12 +346,8 @@ fn weight_grad_with<M: Minimal<O, S>, const O: usize, const S: usize>(
             du
         })
         .collect();
-    let (total, rest) = partials.split_first_mut().expect("a batch has an image");
-    for partial in rest.iter() {
-        for (a, b) in total.iter_mut().zip(partial) {
-            *a += b;
-        }
-    }
+    add_into_first(&mut partials);
+    let total = partials.first().expect("a batch has an image");
     let dw = kernel_gradient::<M, O, S>(total, k, c, vector);
     for buffer in partials {
         GRADIENT_BUFFERS.give_back(buffer);
@@ -657,10 +659,9 @@ impl Value for Lanes {}
 /// `[S*S][out][in]` (the products read it transposed through their strides).
 ///
 /// `U` is four times the kernel (38 MB for 512 channels) and rebuilt every
-/// call, so it is built in a buffer kept per thread (a fresh one is a page
-/// fault per 4 KiB, every call) and in parallel over ranges of output
-/// channels. A thread that re-enters while its buffer is lent gets a fresh
-/// one.
+/// call, so it is built in a [`ThreadBuffer`] of its own (a fresh one is a
+/// page fault per 4 KiB, every call) and in parallel over ranges of output
+/// channels.
 fn with_transformed_kernel<M: Minimal<O, S>, R, const O: usize, const S: usize>(
     w: &[f32],
     (k, c): (usize, usize),
@@ -668,22 +669,13 @@ fn with_transformed_kernel<M: Minimal<O, S>, R, const O: usize, const S: usize>(
     f: impl FnOnce(&[f32]) -> R,
 ) -> R {
     thread_local! {
-        static KERNEL: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
+        static KERNEL: ThreadBuffer = const { ThreadBuffer::new() };
     }
-    let len = (S * S) * k * c;
-    KERNEL.with(|cell| match cell.try_borrow_mut() {
-        Ok(mut buf) => {
-            if buf.len() < len {
-                buf.resize(len, 0.0);
-            }
-            filter_transform::<M, O, S>(w, k, c, &mut buf[..len], vector);
-            f(&buf[..len])
-        }
-        Err(_) => {
-            let mut u = vec![0f32; len];
-            filter_transform::<M, O, S>(w, k, c, &mut u, vector);
-            f(&u)
-        }
+    KERNEL.with(|buffer| {
+        buffer.lend((S * S) * k * c, |u| {
+            filter_transform::<M, O, S>(w, k, c, u, vector);
+            f(u)
+        })
     })
 }
 
@@ -982,13 +974,13 @@ fn interleave<X: Transpose>(
 ) {
     let total = h * w;
     let whole = total / LANES * LANES;
-    // The pixel's place in `dst`, advanced pixel by pixel.
+    // The next pixel's place in `dst`, row by row.
     let (mut r, mut x) = (0, 0);
-    let place = |r: &mut usize, x: &mut usize| {
-        let at = *r * pitch + *x;
-        *x += 1;
-        if *x == w {
-            (*r, *x) = (*r + 1, 0);
+    let mut place = || {
+        let at = r * pitch + x;
+        x += 1;
+        if x == w {
+            (r, x) = (r + 1, 0);
         }
         at
     };
@@ -998,11 +990,11 @@ fn interleave<X: Transpose>(
             lane_run.copy_from_slice(&planes[l * total + p..][..LANES]);
         }
         for values in X::transpose(block) {
-            dst[place(&mut r, &mut x)].0 = values;
+            dst[place()].0 = values;
         }
     }
     for p in whole..total {
-        let pixel = &mut dst[place(&mut r, &mut x)];
+        let pixel = &mut dst[place()];
         for (l, value) in pixel.0.iter_mut().enumerate() {
             *value = planes[l * total + p];
         }
@@ -1124,7 +1116,7 @@ mod tests {
     /// Both filterings' forwards, plain and as compiled for AVX2.
     fn forwards(g: &ConvGeometry, x: &[f32], w: &[f32]) -> Vec<Vec<f32>> {
         let mut all = Vec::new();
-        for vector in [false, super::super::direct::cpu_has_avx2_fma()] {
+        for vector in [false, crate::cpu::has_avx2_fma()] {
             all.push(forward_with::<F4x4, 4, 6>(g, x, w, vector));
             all.push(forward_with::<F2x2, 2, 4>(g, x, w, vector));
         }
@@ -1183,7 +1175,7 @@ mod tests {
             let dy = values(batch * k * h * w, 6);
             let want = same_3x3_weight_grad_reference(&g, &x, &dy);
             let scale = want.iter().fold(0f64, |m, v| m.max(v.abs()));
-            for vector in [false, super::super::direct::cpu_has_avx2_fma()] {
+            for vector in [false, crate::cpu::has_avx2_fma()] {
                 for ours in [
                     weight_grad_with::<F4x4, 4, 6>(&g, &x, &dy, vector),
                     weight_grad_with::<F2x2, 2, 4>(&g, &x, &dy, vector),
@@ -1200,7 +1192,7 @@ mod tests {
     fn check_kernel_transform<M: Minimal<O, S>, const O: usize, const S: usize>() {
         for (k, c) in [(3, 5), (3, 24), (7, 40)] {
             let w = values(k * c * 9, 4);
-            for vector in [false, super::super::direct::cpu_has_avx2_fma()] {
+            for vector in [false, crate::cpu::has_avx2_fma()] {
                 with_transformed_kernel::<M, _, O, S>(&w, (k, c), vector, |u| {
                     for (pair, g) in w.chunks_exact(9).enumerate() {
                         let want = kernel_tile::<M, f32, O, S>(std::array::from_fn(|e| g[e]));
@@ -1226,7 +1218,7 @@ mod tests {
         let want: [[f32; LANES]; LANES] = std::array::from_fn(|i| std::array::from_fn(|j| m[j][i]));
         assert_eq!(PlainTranspose::transpose(m), want);
         #[cfg(target_arch = "x86_64")]
-        if super::super::direct::cpu_has_avx2_fma() {
+        if crate::cpu::has_avx2_fma() {
             assert_eq!(Avx2Transpose::transpose(m), want);
         }
     }
