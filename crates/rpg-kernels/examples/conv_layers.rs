@@ -67,10 +67,14 @@ fn main() -> Result<()> {
     if filter == "gemm" {
         return products(&dev);
     }
-    let batch: usize = std::env::var("BATCH")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(32);
+    let batch: usize = match std::env::var("BATCH") {
+        Err(_) => 32,
+        Ok(v) => v.parse().ok().filter(|&b| b > 0).ok_or_else(|| {
+            candle_core::Error::Msg(format!(
+                "BATCH={v:?} is not a batch size: set it to a whole number above 0, or unset it for 32"
+            ))
+        })?,
+    };
     let mut total = [0f64; 3];
     for &(name, count, cin, cout, size, k, stride) in LAYERS {
         if !name.contains(&filter) {
