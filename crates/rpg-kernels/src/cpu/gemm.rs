@@ -11,12 +11,18 @@ use gemm::{Parallelism, gemm};
 /// product that runs alone, `tasks == 1`, uses the whole pool, as Candle's
 /// matmul does).
 pub(crate) fn product_parallelism(tasks: usize) -> Parallelism {
-    let threads = rayon::current_num_threads();
-    if tasks >= 2 * threads || threads == 1 {
-        Parallelism::None
+    if leaves_threads_idle(tasks) {
+        Parallelism::Rayon(rayon::current_num_threads())
     } else {
-        Parallelism::Rayon(threads)
+        Parallelism::None
     }
+}
+
+/// Whether `tasks` tasks on the pool would leave a thread idle for long:
+/// fewer than two per thread, on a pool of more than one.
+pub(crate) fn leaves_threads_idle(tasks: usize) -> bool {
+    let threads = rayon::current_num_threads();
+    threads > 1 && tasks < 2 * threads
 }
 
 /// `dst[m x n] (+)= lhs[m x k] * rhs[k x n]`, each given by (column stride,

@@ -2,6 +2,7 @@
 //! slices (NCHW activations, OIHW weights), threaded on the rayon pool. A
 //! `cuda` module with the same entry points is meant to sit beside this one.
 
+mod broadcast_product;
 pub(crate) mod channels;
 pub(crate) mod conv;
 mod conv_gemm;

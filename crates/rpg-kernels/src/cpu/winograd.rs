@@ -27,7 +27,8 @@ use std::mem::MaybeUninit;
 
 use rayon::prelude::*;
 
-use super::gemm::{matmul, product_parallelism};
+use super::broadcast_product::{PANEL, Panels, Strided, product};
+use super::gemm::{leaves_threads_idle, matmul, product_parallelism};
 use super::geometry::ConvGeometry;
 use super::storage::{ThreadBuffer, add_into_first, par_filled, with_scratch};
 
@@ -224,7 +225,9 @@ fn forward_with<M: Minimal<O, S>, const O: usize, const S: usize>(
     let grid = (h.div_ceil(O), wd.div_ceil(O));
     let tiles = grid.0 * grid.1;
     let per_task = MIN_PRODUCT_ROWS.div_ceil(tiles).clamp(1, g.batch.max(1));
-    let par = product_parallelism(g.batch.div_ceil(per_task));
+    // Few tasks leave threads idle: then each task's products run in
+    // parallel, one position each.
+    let spread_positions = leaves_threads_idle(g.batch.div_ceil(per_task));
     let (in_len, out_len) = (c * h * wd, k * h * wd);
     with_transformed_kernel::<M, _, O, S>(w, (k, c), vector, |u| {
         let fill = |task: usize, y_imgs: &mut [MaybeUninit<f32>]| {
@@ -243,18 +246,21 @@ fn forward_with<M: Minimal<O, S>, const O: usize, const S: usize>(
                 for (img, x_img) in x_imgs.chunks_exact(in_len).enumerate() {
                     input_transform::<M, O, S>(x_img, (c, h, wd), tiles_of(img), v, vector);
                 }
-                for (xi, m_xi) in m.chunks_exact_mut(n * k).enumerate() {
-                    matmul(
-                        (n, k, c),
-                        m_xi,
-                        (1, k as isize),
-                        false,
-                        &v[xi * n * c..][..n * c],
-                        (1, c as isize),
-                        &u[xi * k * c..][..k * c],
-                        (c as isize, 1),
-                        par,
-                    );
+                let position = |(xi, m_xi): (usize, &mut [f32])| {
+                    let a = Strided {
+                        data: &v[xi * n * c..][..n * c],
+                        row_stride: c,
+                        depth_stride: 1,
+                    };
+                    let u_xi = Panels {
+                        data: &u[xi * k * c..][..k * c],
+                    };
+                    product((n, k, c), (m_xi, k), false, a, u_xi, vector);
+                };
+                if spread_positions {
+                    m.par_chunks_exact_mut(n * k).enumerate().for_each(position);
+                } else {
+                    m.chunks_exact_mut(n * k).enumerate().for_each(position);
                 }
                 for (img, y_img) in y_imgs.chunks_exact_mut(out_len).enumerate() {
                     output_transform::<M, O, S>(m, (k, h, wd), tiles_of(img), y_img, vector);
@@ -390,7 +396,7 @@ impl BufferPool {
 }
 
 /// `dL/dw = G^T (dL/dU) G` for every (out, in) pair: `du` laid out
-/// `[S*S][out][in]` as `U` is, the result OIHW. Eight pairs per vector,
+/// `[S*S][out][in]`, the result OIHW. Eight pairs per vector,
 /// in parallel over blocks of pairs.
 fn kernel_gradient<M: Minimal<O, S>, const O: usize, const S: usize>(
     du: &[f32],
@@ -656,7 +662,8 @@ impl Value for f32 {}
 impl Value for Lanes {}
 
 /// Runs `f` on `U = G g G^T` for every (out, in) pair of `w`, laid out
-/// `[S*S][out][in]` (the products read it transposed through their strides).
+/// `[S*S]` planes of `in x out` [`Panels`]: the right operand of the
+/// forward's products.
 ///
 /// `U` is four times the kernel (38 MB for 512 channels) and rebuilt every
 /// call, so it is built in a [`ThreadBuffer`] of its own (a fresh one is a
@@ -679,13 +686,15 @@ fn with_transformed_kernel<M: Minimal<O, S>, R, const O: usize, const S: usize>(
     })
 }
 
-/// Kernel pairs transformed per stage in [`filter_transform`].
-const PAIR_BLOCK: usize = 16;
+/// Kernel pairs transformed per stage in [`filter_transform`]: one panel's
+/// outputs.
+const PAIR_BLOCK: usize = PANEL;
 
-/// Fills `u` (`[S*S][out][in]`) from `w` (OIHW). Pairs are transformed 16 at
-/// a time into a small stage, eight per vector, then written to each of the
-/// `S*S` planes as whole runs: writing the values of one pair at a time
-/// sends a scattered single-float store per plane.
+/// Fills `u` (`[S*S]` planes of `in x out` [`Panels`]) from `w` (OIHW).
+/// The kernels of one panel's outputs for one input are gathered and
+/// transformed at a time into a small stage, eight per vector, then written
+/// to each of the `S*S` planes as whole runs: writing the values of one
+/// pair at a time sends a scattered single-float store per plane.
 fn filter_transform<M: Minimal<O, S>, const O: usize, const S: usize>(
     w: &[f32],
     k: usize,
@@ -693,34 +702,38 @@ fn filter_transform<M: Minimal<O, S>, const O: usize, const S: usize>(
     u: &mut [f32],
     vector: bool,
 ) {
-    let outs_per_task = k.div_ceil(2 * rayon::current_num_threads().max(1)).max(1);
-    let span = outs_per_task * c;
-    // Task t gets pairs `t*span..` of every plane.
+    let panels = k.div_ceil(PANEL);
+    let panels_per_task = panels
+        .div_ceil(2 * rayon::current_num_threads().max(1))
+        .max(1);
+    let span = panels_per_task * PANEL * c;
+    // Task t gets panels `t*panels_per_task..` of every plane.
     let mut planes: Vec<_> = u
         .chunks_mut(k * c)
         .map(|plane| plane.chunks_mut(span))
         .collect();
-    let tasks: Vec<Vec<&mut [f32]>> = (0..k.div_ceil(outs_per_task))
+    let tasks: Vec<Vec<&mut [f32]>> = (0..panels.div_ceil(panels_per_task))
         .map(|_| planes.iter_mut().filter_map(Iterator::next).collect())
         .collect();
     tasks
         .into_par_iter()
         .enumerate()
         .for_each(|(task, mut runs)| {
-            let pairs = runs[0].len();
-            let kernels = &w[task * span * 9..][..pairs * 9];
+            let mut gathered = [0f32; 9 * PAIR_BLOCK];
             let mut stage = [[[0f32; PAIR_BLOCK]; S]; S];
-            for (block, gs) in kernels.chunks(9 * PAIR_BLOCK).enumerate() {
-                transform_pairs::<M, O, S>(gs, &mut stage, vector);
-                let at = block * PAIR_BLOCK;
-                if gs.len() == 9 * PAIR_BLOCK {
-                    for (run, staged) in runs.iter_mut().zip(stage.iter().flatten()) {
-                        run[at..at + PAIR_BLOCK].copy_from_slice(staged);
+            let first_out = task * panels_per_task * PANEL;
+            let outs = runs[0].len() / c;
+            for panel in (0..outs).step_by(PANEL) {
+                let width = PANEL.min(outs - panel);
+                for input in 0..c {
+                    for (o, g) in gathered.chunks_exact_mut(9).take(width).enumerate() {
+                        let out = first_out + panel + o;
+                        g.copy_from_slice(&w[(out * c + input) * 9..][..9]);
                     }
-                } else {
-                    let len = gs.len() / 9;
+                    transform_pairs::<M, O, S>(&gathered[..9 * width], &mut stage, vector);
+                    let at = panel * c + input * width;
                     for (run, staged) in runs.iter_mut().zip(stage.iter().flatten()) {
-                        run[at..at + len].copy_from_slice(&staged[..len]);
+                        run[at..at + width].copy_from_slice(&staged[..width]);
                     }
                 }
             }
@@ -1111,6 +1124,7 @@ unsafe fn transpose_avx2(m: [[f32; LANES]; LANES]) -> [[f32; LANES]; LANES] {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::cpu::broadcast_product::panel_index;
     use crate::test_util::{same_3x3, same_3x3_reference, same_3x3_weight_grad_reference, values};
 
     /// Both filterings' forwards, plain and as compiled for AVX2.
@@ -1196,8 +1210,10 @@ mod tests {
                 with_transformed_kernel::<M, _, O, S>(&w, (k, c), vector, |u| {
                     for (pair, g) in w.chunks_exact(9).enumerate() {
                         let want = kernel_tile::<M, f32, O, S>(std::array::from_fn(|e| g[e]));
+                        let (out, input) = (pair / c, pair % c);
                         for (position, value) in want.iter().flatten().enumerate() {
-                            assert_eq!(u[position * k * c + pair], *value, "{k}x{c} pair {pair}");
+                            let at = position * k * c + panel_index(input, out, (c, k));
+                            assert_eq!(u[at], *value, "{k}x{c} pair {pair}");
                         }
                     }
                 });
