@@ -14,7 +14,7 @@
 //! Measured on this project's 2-core machine (2026-12-01,
 //! `cargo run --release -p rpg-kernels --example conv_layers`, alternated
 //! with the `gemm` build): ResNet-18's 64-channel 32x32 forward 10.7-12.0
-//! ms against 11.8-13.9, its 256-channel 8x8 forward 12.0-12.8 against
+//! ms against 10.8-13.9, its 256-channel 8x8 forward 12.0-12.8 against
 //! 12.7-14.3, the 512-channel 4x4 level within the machine's spread.
 //! CPUs without AVX2 and FMA, and column counts that are not whole vectors,
 //! go to `gemm`.
