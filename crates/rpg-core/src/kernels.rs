@@ -168,6 +168,29 @@ unsafe fn gather_portable(ring: &[f32], entries: &[u32], scale: f32, out: &mut [
     }
 }
 
+/// How many positions ahead the scatter-add asks for the ring-gradient
+/// entry it will need. A ResNet-18 ring is 4.4 MB, so each add is a trip
+/// to L3, and its store holds up the store queue until the line arrives:
+/// 11M adds took 32-84 ms without, 25-41 with (2 threads, 2026-12-01).
+/// Generation's random loads do not wait on stores and gained nothing.
+const PREFETCH_AHEAD: usize = 32;
+
+/// Asks the CPU to bring `ring[index(entry)]` into L1; no effect on values,
+/// and nothing on targets without a prefetch instruction.
+#[inline(always)]
+fn prefetch(ring: &[f32], entry: u32) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use std::arch::x86_64::{_MM_HINT_T0, _mm_prefetch};
+        let at = ring.as_ptr().wrapping_add((entry & INDEX_MASK) as usize);
+        // SAFETY: a prefetch reads nothing architecturally and never
+        // faults, whatever the address.
+        unsafe { _mm_prefetch::<_MM_HINT_T0>(at.cast()) };
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = (ring, entry);
+}
+
 /// Fused scatter-add over segments; callers guarantee lengths and indices.
 /// `grads[i]` is segment `i`'s weight gradient (its own slice, as long as the
 /// segment), `None` where it has none.
@@ -241,7 +264,15 @@ fn accumulate_range(
         let ring_grad = &mut *ring_grads[segment.group];
         let scale = segment.scale;
         let start = segment.range.start;
-        for (&e, &g) in entries[lo..hi].iter().zip(&grad[lo - start..hi - start]) {
+        let entries = &entries[lo..hi];
+        for (k, (&e, &g)) in entries
+            .iter()
+            .zip(&grad[lo - start..hi - start])
+            .enumerate()
+        {
+            if let Some(&ahead) = entries.get(k + PREFETCH_AHEAD) {
+                prefetch(ring_grad, ahead);
+            }
             ring_grad[(e & INDEX_MASK) as usize] += scale * signed(g, e);
         }
     }
