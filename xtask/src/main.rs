@@ -30,7 +30,8 @@ TASKS forwarded to `rpg` (a release build of crates/rpg-train; `cargo xtask <TAS
     export      write the dense model as safetensors (torchvision/timm names) or ONNX (--format onnx)
     bench       training/inference images/s dense vs RPG, generation share, peak memory (--json);
                 --against-pytorch [--runs N]: PyTorch's same benchmark alternately in the same run
-                (installed from PyPI into .venv-pytorch/ on first use), ratios per row
+                (installed from PyPI into .venv-pytorch/ on first use), ratios per row;
+                timed steps: --steps, else 200 for the MNIST models and 10 for the ResNets
     sweep       train one architecture at a list of DoF ratios: sweep.csv, fit.json, sweep.png
     selftest    one training step of every zoo model on a device against the CPU reference
 
@@ -197,11 +198,7 @@ fn against_pytorch(args: &[String], features: Option<&str>) -> Result<()> {
             }
         }
     }
-    if !bench_args.iter().any(|a| a == "--steps") {
-        for a in [&mut bench_args, &mut torch_args] {
-            a.extend(["--steps".to_string(), "10".to_string()]);
-        }
-    }
+    let steps_given = bench_args.iter().any(|a| a == "--steps");
     let python = python_venv(
         &root.join(".venv-pytorch"),
         &["torch", "numpy"],
@@ -225,13 +222,16 @@ fn against_pytorch(args: &[String], features: Option<&str>) -> Result<()> {
         for (index, model) in models.iter().enumerate() {
             let ours = out.join(format!("rpg-{run}-{model}.json"));
             let theirs = out.join(format!("pytorch-{run}-{model}.json"));
+            let steps = (!steps_given).then(|| ["--steps", default_steps(model)]);
             let mut ours_command = Command::new(&rpg);
             ours_command.args(["bench", "--json", "--model", model]);
-            ours_command.args(&bench_args);
+            ours_command.args(&bench_args).args(steps.iter().flatten());
             let mut theirs_command = Command::new(&python);
             theirs_command.arg(root.join("benches/pytorch/train_step.py"));
             theirs_command.args(["--threads", &threads.to_string(), "--model", model]);
-            theirs_command.args(&torch_args);
+            theirs_command
+                .args(&torch_args)
+                .args(steps.iter().flatten());
             let mut sides = [
                 (ours_command, &ours, "rpg bench".to_string()),
                 (
@@ -262,6 +262,17 @@ fn against_pytorch(args: &[String], features: Option<&str>) -> Result<()> {
     }
     println!("(raw results in {})", out.display());
     Ok(())
+}
+
+/// Timed steps per case, both sides, unless `--steps` is given: enough for
+/// about a second of steps. The MLP's step is 3 ms, so a median of 10
+/// swung between 0.90 and 1.18 of PyTorch's in two sets of one day; with
+/// 200, 1.42 and 1.71 (2026-12-01). The ResNets' steps are 0.3-1 s.
+fn default_steps(model: &str) -> &'static str {
+    match model {
+        "mlp" | "lenet5" => "200",
+        _ => "10",
+    }
 }
 
 /// Runs `command` and writes its standard output to `path`; `what` names
