@@ -264,8 +264,8 @@ fn against_pytorch(args: &[String], features: Option<&str>) -> Result<()> {
     Ok(())
 }
 
-/// Timed steps per case, both sides, unless `--steps` is given: enough for
-/// about a second of steps. The MLP's step is 3 ms, so a median of 10
+/// Timed steps per case, both sides, unless `--steps` is given: half a
+/// second of steps or more. The MLP's step is 3 ms, so a median of 10
 /// swung between 0.90 and 1.18 of PyTorch's in two sets of one day; with
 /// 200, 1.42 and 1.71 (2026-12-01). The ResNets' steps are 0.3-1 s.
 fn default_steps(model: &str) -> &'static str {

@@ -44,8 +44,9 @@ pub(crate) struct Panels<'a> {
     pub data: &'a [f32],
 }
 
-/// Where element `(d, col)` of a `depth x cols` [`Panels`] operand is.
-#[cfg(test)]
+/// Where element `(d, col)` of a `depth x cols` [`Panels`] operand is: the
+/// one statement of the layout, for the product and the kernel transform
+/// that writes it.
 pub(crate) fn panel_index(d: usize, col: usize, (depth, cols): (usize, usize)) -> usize {
     let j = col / PANEL * PANEL;
     j * depth + d * PANEL.min(cols - j) + col - j
@@ -134,7 +135,7 @@ unsafe fn product_avx2(
                         a: a_data.add(r * a.row_stride + d0 * a.depth_stride),
                         a_row: a.row_stride,
                         a_depth: a.depth_stride,
-                        b: b.add(j * depth + d0 * width),
+                        b: b.add(panel_index(d0, j, (depth, cols))),
                         b_stride: width,
                         depth: span,
                         add,

@@ -27,7 +27,7 @@ use std::mem::MaybeUninit;
 
 use rayon::prelude::*;
 
-use super::broadcast_product::{PANEL, Panels, Strided, product};
+use super::broadcast_product::{PANEL, Panels, Strided, panel_index, product};
 use super::gemm::{leaves_threads_idle, matmul, product_parallelism};
 use super::geometry::ConvGeometry;
 use super::storage::{ThreadBuffer, add_into_first, par_filled, with_scratch};
@@ -731,7 +731,7 @@ fn filter_transform<M: Minimal<O, S>, const O: usize, const S: usize>(
                         g.copy_from_slice(&w[(out * c + input) * 9..][..9]);
                     }
                     transform_pairs::<M, O, S>(&gathered[..9 * width], &mut stage, vector);
-                    let at = panel * c + input * width;
+                    let at = panel_index(input, panel, (c, outs));
                     for (run, staged) in runs.iter_mut().zip(stage.iter().flatten()) {
                         run[at..at + width].copy_from_slice(&staged[..width]);
                     }
@@ -1124,7 +1124,6 @@ unsafe fn transpose_avx2(m: [[f32; LANES]; LANES]) -> [[f32; LANES]; LANES] {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cpu::broadcast_product::panel_index;
     use crate::test_util::{same_3x3, same_3x3_reference, same_3x3_weight_grad_reference, values};
 
     /// Both filterings' forwards, plain and as compiled for AVX2.
