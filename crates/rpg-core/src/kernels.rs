@@ -171,8 +171,9 @@ unsafe fn gather_portable(ring: &[f32], entries: &[u32], scale: f32, out: &mut [
 /// How many positions ahead the scatter-add asks for the ring-gradient
 /// entry it will need. A ResNet-18 ring is 4.4 MB, so each add is a trip
 /// to L3, and its store holds up the store queue until the line arrives:
-/// 11M adds took 32-84 ms without, 25-41 with (2 threads, 2026-12-01).
-/// Generation's random loads do not wait on stores and gained nothing.
+/// `cargo xtask bench-core`'s ResNet-18 accumulate took 83-146 ms without,
+/// 52-71 with (2 threads, builds alternated, 2026-12-01). Generation's
+/// random loads do not wait on stores and gained nothing.
 const PREFETCH_AHEAD: usize = 32;
 
 /// Asks the CPU to bring `ring[index(entry)]` into L1; no effect on values,
