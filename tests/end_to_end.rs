@@ -5,16 +5,20 @@ use std::path::Path;
 
 use anyhow::Result;
 use candle_core::Device;
+use rpg_data::DataConfig;
 use rpg_train::TrainConfig;
 use rpg_train::evaluate::{evaluate, load_data};
 use rpg_train::setup::build_from_file;
 
 fn tiny(out: &Path) -> TrainConfig {
     TrainConfig {
-        data_dir: Some(rpg_integration::mnist_dir()),
+        data: DataConfig {
+            data_dir: Some(rpg_integration::mnist_dir()),
+            train_limit: Some(512),
+            test_limit: Some(512),
+            ..DataConfig::default()
+        },
         out: Some(out.to_path_buf()),
-        train_limit: Some(512),
-        test_limit: Some(512),
         epochs: 1,
         batch_size: 64,
         log_every: 2,
@@ -42,7 +46,7 @@ fn train_writes_a_complete_run_and_eval_reproduces_its_accuracy() -> Result<()> 
         epochs: 2,
         ..tiny(dir.path())
     };
-    let summary = rpg_train::train(cfg.clone(), None)?;
+    let summary = rpg_train::train(cfg.clone(), None, &mut rpg_train::Silent)?;
 
     let json: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(dir.path().join("summary.json"))?)?;
@@ -101,9 +105,9 @@ fn a_resumed_run_ends_with_exactly_the_same_ring() -> Result<()> {
     let straight = tempfile::tempdir()?;
     let mut cfg = tiny(straight.path());
     cfg.epochs = 2;
-    cfg.train_limit = Some(256);
-    cfg.test_limit = Some(64);
-    rpg_train::train(cfg.clone(), None)?;
+    cfg.data.train_limit = Some(256);
+    cfg.data.test_limit = Some(64);
+    rpg_train::train(cfg.clone(), None, &mut rpg_train::Silent)?;
 
     let interrupted = tempfile::tempdir()?;
     let same = TrainConfig {
@@ -111,15 +115,15 @@ fn a_resumed_run_ends_with_exactly_the_same_ring() -> Result<()> {
         ..cfg.clone()
     };
     // Interrupted after epoch 1 of 2.
-    rpg_train::train_until(same.clone(), None, Some(1))?;
+    rpg_train::train_until(same.clone(), None, Some(1), &mut rpg_train::Silent)?;
     // Starting again without --resume must refuse to overwrite the run.
-    let refused = rpg_train::train(same.clone(), None).unwrap_err();
+    let refused = rpg_train::train(same.clone(), None, &mut rpg_train::Silent).unwrap_err();
     assert!(
         matches!(refused, rpg_train::Error::RunExists { .. }),
         "{refused}"
     );
     assert!(refused.to_string().contains("--resume"));
-    rpg_train::train(same, Some(interrupted.path()))?;
+    rpg_train::train(same, Some(interrupted.path()), &mut rpg_train::Silent)?;
 
     // Compare bit patterns (and keep a failure message short).
     let (a, b) = (ring_of(straight.path())?, ring_of(interrupted.path())?);
@@ -144,12 +148,12 @@ fn a_resumed_run_ends_with_exactly_the_same_ring() -> Result<()> {
 fn lenet5_trains_without_divergence_at_one_and_hundred_percent_dof() -> Result<()> {
     for dof in [0.01, 1.0] {
         let dir = tempfile::tempdir()?;
-        let cfg = TrainConfig {
+        let mut cfg = TrainConfig {
             dof: Some(dof),
-            train_limit: Some(6144),
             ..tiny(dir.path())
         };
-        let summary = rpg_train::train(cfg, None)?;
+        cfg.data.train_limit = Some(6144);
+        let summary = rpg_train::train(cfg, None, &mut rpg_train::Silent)?;
         println!(
             "dof {dof}: test accuracy {} loss {}",
             summary.test_accuracy, summary.test_loss
@@ -171,11 +175,9 @@ fn lenet5_trains_without_divergence_at_one_and_hundred_percent_dof() -> Result<(
 fn projecting_a_dense_export_recovers_the_ring() -> Result<()> {
     let dir = tempfile::tempdir()?;
     let first = dir.path().join("first");
-    let cfg = TrainConfig {
-        test_limit: Some(256),
-        ..tiny(&first)
-    };
-    let trained = rpg_train::train(cfg.clone(), None)?;
+    let mut cfg = tiny(&first);
+    cfg.data.test_limit = Some(256);
+    let trained = rpg_train::train(cfg.clone(), None, &mut rpg_train::Silent)?;
     let dense = dir.path().join("dense.safetensors");
     rpg_train::export::export(&first, &dense, rpg_train::export::ExportFormat::Safetensors)?;
     let warm = TrainConfig {
@@ -183,7 +185,7 @@ fn projecting_a_dense_export_recovers_the_ring() -> Result<()> {
         init_from: Some(dense),
         ..cfg
     };
-    let summary = rpg_train::train(warm, None)?;
+    let summary = rpg_train::train(warm, None, &mut rpg_train::Silent)?;
     assert!(summary.projection_error.unwrap() < 1e-6, "{summary:?}");
     assert_eq!(summary.projected_accuracy, Some(trained.test_accuracy));
     Ok(())

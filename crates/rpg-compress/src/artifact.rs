@@ -400,27 +400,13 @@ impl Artifact {
             meta.insert("rpg.shared".into(), self.shared.clone());
             meta.insert("rpg.ring_len".into(), ring.len.to_string());
         }
-        let tmp = path.with_extension("tmp");
         let bytes = safetensors::serialize(tensors, Some(meta))
             .map_err(|e| CompressError::Corrupt(format!("serialising {}: {e}", path.display())))?;
         let io = |path: &Path| {
             let path = path.display().to_string();
             move |source| CompressError::Io { path, source }
         };
-        // Written with the process's umask (readable by others as usual),
-        // not serialize_to_file's private 0600.
-        std::fs::write(&tmp, bytes).map_err(io(&tmp))?;
-        // Synced before and after the rename: a crash leaves the old file
-        // or the whole new one.
-        std::fs::File::open(&tmp)
-            .and_then(|f| f.sync_all())
-            .map_err(io(&tmp))?;
-        std::fs::rename(&tmp, path).map_err(io(path))?;
-        if let Some(dir) = path.parent().filter(|d| cfg!(unix) && d.is_dir()) {
-            std::fs::File::open(dir)
-                .and_then(|f| f.sync_all())
-                .map_err(io(dir))?;
-        }
+        rpg_nn::durable::write_atomic(path, bytes).map_err(io(path))?;
         std::fs::metadata(path)
             .map(|m| m.len())
             .map_err(|source| CompressError::Io {

@@ -51,9 +51,11 @@ mod dof;
 mod entry;
 mod error;
 pub mod kernels;
+pub mod names;
 mod placement;
 mod registry;
 pub mod rng;
+mod setting;
 mod spec;
 
 pub use dof::{DofReport, ring_lengths_for_ratio, split_ring_budget};
@@ -61,4 +63,5 @@ pub use entry::{INDEX_MASK, SIGN_BIT};
 pub use error::{Error, Result};
 pub use placement::{LayerPlacement, Notice, Placement};
 pub use registry::{LayerInfo, LayerRegistry};
+pub use setting::{ConflictingSettings, InvalidSetting};
 pub use spec::{MAX_RING_LENGTH, PlacementKind, PlacementVersion, RingSpec, ScaleRule};

@@ -10,10 +10,10 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result};
 use candle_core::{Device, Tensor, Var};
 use rpg_compress::{Artifact, Bits, CompressSettings};
+use rpg_data::{CifarKind, ImageSet, decode_image, decode_maybe_gz, parse_batch, parse_idx};
 use rpg_nn::{ModelFile, ParamGroup};
 use rpg_train::TrainConfig;
 use rpg_train::config::RingSize;
-use rpg_train::data::{CifarKind, ImageSet, decode_image, decode_maybe_gz, parse_batch, parse_idx};
 use rpg_train::optim::{Optimizer, OptimizerConfig, Update};
 use rpg_train::setup::{build_for_training, build_from_artifact, build_from_file, model_config};
 

@@ -1,6 +1,6 @@
 //! The model file: ring(s) + unshared tensors + seed + spec, in one
 //! safetensors file whose header metadata says what model it belongs to.
-//! `docs/format.md` lists the keys. Writes are atomic (temp file + rename).
+//! `docs/format.md` lists the keys. Writes are atomic and durable (`durable::write_atomic`).
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
@@ -124,20 +124,10 @@ pub fn save_model_file(
     }
     let sum = checksum(&meta, tensors.iter().map(|(n, t)| (n.as_str(), t)));
     meta.insert(CHECKSUM_KEY.into(), sum);
-    let tmp = path.with_extension("safetensors.tmp");
     let bytes = safetensors::serialize(tensors, Some(meta))
         .map_err(|e| msg(format!("serialising {}: {e}", path.display())))?;
-    // Written with the process's umask (readable by others as usual), not
-    // serialize_to_file's private 0600: runs are shared with colleagues.
-    std::fs::write(&tmp, bytes).map_err(|e| msg(format!("writing {}: {e}", tmp.display())))?;
-    std::fs::rename(&tmp, path).map_err(|e| {
-        msg(format!(
-            "renaming {} to {}: {e}",
-            tmp.display(),
-            path.display()
-        ))
-    })?;
-    Ok(())
+    crate::durable::write_atomic(path, bytes)
+        .map_err(|e| msg(format!("writing {}: {e}", path.display())))
 }
 
 fn read_bytes(path: &Path) -> Result<Vec<u8>> {

@@ -36,6 +36,7 @@
 mod checkpoint;
 mod device;
 mod device_placement;
+pub mod durable;
 mod grad;
 mod init;
 mod policy;

@@ -1,17 +1,17 @@
-//! `rpg bench`: training and inference speed, dense vs RPG, on synthetic
-//! input of each model's shape. Every (model, mode) case runs in a child
-//! process of its own, so its peak memory is its own.
+//! `rpg bench`'s work: training and inference speed, dense vs RPG, on
+//! synthetic input of each model's shape, one case at a time. (The binary
+//! runs every case in a child process of its own, so that its peak memory
+//! is its own.)
 
-use std::process::Command;
 use std::time::Instant;
 
 use candle_core::{DType, Device, Tensor};
-use rpg_kernels::{KernelBackend, kernel_backend};
+use rpg_kernels::kernel_backend;
 use serde::{Deserialize, Serialize};
 
-use crate::compress::median;
 use crate::config::{DEFAULT_DOF, RingSize, TrainConfig};
 use crate::error::{Error, Result};
+use crate::metrics::median;
 use crate::optim::{Optimizer, OptimizerConfig};
 use crate::setup::{build_for_training, model_config};
 use crate::step::{StepOutcome, StepSettings, TrainStep};
@@ -145,59 +145,6 @@ pub fn run_case(
         peak_rss_bytes: peak_rss(),
         steps,
     })
-}
-
-/// Runs the cases, each in a child process (`rpg bench --one ...`), once per
-/// kernel set in `kernels`.
-pub fn run_all(
-    models: &[(String, usize)],
-    steps: usize,
-    device: &str,
-    precision: rpg_kernels::Precision,
-    kernels: &[KernelBackend],
-) -> Result<Vec<BenchResult>> {
-    let exe = std::env::current_exe().map_err(Error::io("the rpg binary"))?;
-    let mut results = Vec::new();
-    let cases = models.iter().flat_map(|(model, batch)| {
-        kernels
-            .iter()
-            .flat_map(move |k| ["dense", "rpg"].map(move |mode| (model, *batch, k.name(), mode)))
-    });
-    for (model, batch, kernel, mode) in cases {
-        let output = Command::new(&exe)
-            .args([
-                "bench",
-                "--one",
-                mode,
-                "--model",
-                model,
-                "--batch-size",
-                &batch.to_string(),
-            ])
-            .args(["--steps", &steps.to_string(), "--device", device])
-            .args(["--kernels", kernel, "--precision", precision.name()])
-            .output()
-            .map_err(Error::io(&exe))?;
-        let case = || format!("{model} {mode}");
-        if !output.status.success() {
-            return Err(Error::BenchCase {
-                case: case(),
-                message: String::from_utf8_lossy(&output.stderr).trim().to_string(),
-            });
-        }
-        let line = String::from_utf8_lossy(&output.stdout);
-        let result: BenchResult =
-            serde_json::from_str(line.trim()).map_err(|e| Error::BenchCase {
-                case: case(),
-                message: format!("bad output {line} ({e})"),
-            })?;
-        eprintln!(
-            "{model:>16} {mode:>5} b{batch} {kernel}: {:.1} train img/s, {:.1} infer img/s",
-            result.train_images_per_second, result.infer_images_per_second
-        );
-        results.push(result);
-    }
-    Ok(results)
 }
 
 /// The table `rpg bench` prints.

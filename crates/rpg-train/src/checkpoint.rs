@@ -10,9 +10,9 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::config::{ConfigError, TrainConfig};
-use crate::data::TestSetId;
 use crate::optim::{Optimizer, OptimizerError};
 use crate::setup::Built;
+use rpg_data::TestSetId;
 
 /// A checkpoint could not be written or read.
 #[derive(Debug, thiserror::Error)]
@@ -50,7 +50,7 @@ type Result<T> = std::result::Result<T, CheckpointError>;
 
 /// Flushes a file or a directory's entries to the disk.
 fn sync(path: &Path) -> Result<()> {
-    crate::output::sync_path(path).map_err(io(path))
+    rpg_nn::durable::sync_path(path).map_err(io(path))
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> CheckpointError + '_ {
@@ -211,4 +211,12 @@ pub fn run_config(model: &Path) -> std::result::Result<Option<TrainConfig>, Conf
     run_config_path(model)
         .map(|p| TrainConfig::from_toml_file(&p))
         .transpose()
+}
+
+/// The model file at `path` (a model file, artifact, checkpoint directory
+/// or run directory).
+pub fn model_file(path: &Path) -> crate::Result<PathBuf> {
+    find_model_file(path).ok_or_else(|| crate::Error::NoModelFile {
+        path: path.to_path_buf(),
+    })
 }

@@ -11,73 +11,17 @@ use rpg_compress::{Artifact, CompressSettings, PruneScope, prune_weights};
 use rpg_nn::ModelFile;
 use serde::Serialize;
 
-use crate::checkpoint::{find_model_file, run_config, run_config_path};
+use crate::checkpoint::{model_file, run_config_path};
 use crate::config::TrainConfig;
-use crate::data::Dataset;
 use crate::error::{Error, Result};
+use crate::evaluate::{TestData, check_fits, test_config};
 use crate::evaluate::{evaluate, load_test_data_for};
+use crate::events::Events;
 use crate::export::write_dense;
+use crate::metrics::median;
 use crate::output::{NewOutputs, refuse_overwrite, write_json};
 use crate::setup::{Built, build_from_file, load_any};
-
-/// Which test data a stored model is evaluated on; unset fields come from
-/// the run's config.toml, else the defaults.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct TestData {
-    /// Data set.
-    pub dataset: Option<String>,
-    /// Data directory.
-    pub data_dir: Option<PathBuf>,
-    /// Use only the first N test images.
-    pub test_limit: Option<usize>,
-}
-
-/// The model file at `path` (a model file, artifact, checkpoint directory
-/// or run directory).
-pub fn model_file(path: &Path) -> Result<PathBuf> {
-    find_model_file(path).ok_or_else(|| Error::NoModelFile {
-        path: path.to_path_buf(),
-    })
-}
-
-/// The data configuration for testing the model at `model`: the run's
-/// config.toml (when the model sits in a run directory), then `data`.
-pub fn test_config(model: &Path, data: &TestData) -> Result<TrainConfig> {
-    let mut cfg = run_config(model)?.unwrap_or_default();
-    if let Some(d) = &data.dataset {
-        if *d != cfg.dataset {
-            cfg.data_dir = None;
-        }
-        cfg.dataset = d.clone();
-    }
-    if data.data_dir.is_some() {
-        cfg.data_dir = data.data_dir.clone();
-    }
-    if data.test_limit.is_some() {
-        cfg.test_limit = data.test_limit;
-    }
-    Ok(cfg)
-}
-
-/// Fails when a model cannot read a data set (classes, channels or image
-/// size differ).
-pub fn check_fits(path: &Path, built: &Built, data: &Dataset) -> Result<()> {
-    let c = &built.config;
-    let model = (c.num_classes, c.in_channels, c.image_size);
-    let images = (data.num_classes, data.channels, data.image_size);
-    if model != images {
-        let show = |(classes, channels, size): (usize, usize, usize)| {
-            format!("{classes} classes, {channels}x{size}x{size} images")
-        };
-        return Err(Error::ModelDoesNotFitData {
-            path: path.to_path_buf(),
-            model: show(model),
-            dataset: data.name.clone(),
-            data: show(images),
-        });
-    }
-    Ok(())
-}
+use rpg_data::Dataset;
 
 /// Median seconds of eval-mode forward passes at `batch` for two models,
 /// timed alternately (so machine noise hits both alike) after a warm-up.
@@ -108,12 +52,6 @@ fn latencies(a: &Built, b: &Built, batch: usize, runs: usize) -> Result<(f64, f6
         tb.push(time(b, &xb)?);
     }
     Ok((median(ta), median(tb)))
-}
-
-/// The median of a non-empty list.
-pub fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
 }
 
 /// Accuracy after one compression step.
@@ -228,7 +166,7 @@ impl CompressPlan {
 /// the number of folded BatchNorms.
 /// Compresses as planned; writes the artifact, the dense export and
 /// `compress_report.json` into the plan's output directory.
-pub fn compress(plan: &CompressPlan) -> Result<CompressReport> {
+pub fn compress(plan: &CompressPlan, events: &mut dyn Events) -> Result<CompressReport> {
     plan.validate()?;
     let path = model_file(&plan.checkpoint)?;
     let device = Device::Cpu;
@@ -260,7 +198,15 @@ pub fn compress(plan: &CompressPlan) -> Result<CompressReport> {
     let artifact_path = outputs.file(ARTIFACT_FILE);
     let (steps, artifact_bytes, reloaded) = if plan.prunes_weights() {
         let finetune = outputs.file(FINETUNE_DIR);
-        materialized_path(plan, &original, &cfg, &test, &artifact_path, &finetune)?
+        materialized_path(
+            plan,
+            &original,
+            &cfg,
+            &test,
+            &artifact_path,
+            &finetune,
+            events,
+        )?
     } else {
         ring_path(plan, &file, &original, &test, &artifact_path)?
     };
@@ -376,6 +322,7 @@ fn materialized_path(
     test: &Arc<Dataset>,
     artifact_path: &Path,
     finetune_dir: &Path,
+    events: &mut dyn Events,
 ) -> Result<PathResult> {
     let pruning = &plan.pruning;
     let device = Device::Cpu;
@@ -426,15 +373,18 @@ fn materialized_path(
             ring: None,
             epochs: pruning.finetune_epochs,
             lr: pruning.finetune_lr,
-            normalize: original
-                .config
-                .normalize
-                .as_ref()
-                .map(|n| [n.mean.clone(), n.std.clone()].concat()),
+            data: rpg_data::DataConfig {
+                normalize: original
+                    .config
+                    .normalize
+                    .as_ref()
+                    .map(|n| [n.mean.clone(), n.std.clone()].concat()),
+                ..run.data.clone()
+            },
             out: Some(finetune_dir.to_path_buf()),
             ..run.clone()
         };
-        crate::trainer::finetune(ft, &pruned)?;
+        crate::trainer::finetune(ft, &pruned, events)?;
         if pruning.fraction > 0.0 {
             // Fine-tuning refills pruned weights: prune again to keep the sparsity.
             let mut t = pruned.store.materialize()?;

@@ -7,7 +7,8 @@
 
 use std::path::{Path, PathBuf};
 
-use rpg_core::{PlacementKind, ScaleRule};
+use rpg_core::{ConflictingSettings, InvalidSetting, PlacementKind, ScaleRule};
+use rpg_data::DataConfig;
 use rpg_kernels::Precision;
 use serde::{Deserialize, Serialize};
 
@@ -47,14 +48,13 @@ pub enum ConfigError {
         source: std::io::Error,
     },
     /// The file is not a valid config (syntax, unknown key, wrong type).
-    #[error("config {path}, line {line}, column {column}: {message}")]
+    #[error("config {path}{}: {message}", at.map(|(line, column)| format!(", line {line}, column {column}")).unwrap_or_default())]
     Parse {
         /// The file.
         path: PathBuf,
-        /// Where (1-based).
-        line: usize,
-        /// See `line`.
-        column: usize,
+        /// Line and column (1-based), where the parser could point to one
+        /// (an unknown key is found only after the whole table is read).
+        at: Option<(usize, usize)>,
         /// What is wrong (unknown key, wrong type, ...), on one line.
         message: String,
     },
@@ -67,24 +67,18 @@ pub enum ConfigError {
     /// The model is not in the zoo.
     #[error("{0}")]
     UnknownModel(candle_core::Error),
-    /// The data set is not one this build reads.
-    #[error("unknown dataset `{name}`: choose one of {known}")]
-    UnknownDataset {
-        /// The name given.
-        name: String,
-        /// The known names.
-        known: String,
-    },
-    /// A value is out of range, or values contradict each other.
-    #[error("{0}")]
-    Invalid(String),
+    /// The data settings are invalid.
+    #[error(transparent)]
+    Data(#[from] rpg_data::DataError),
+    /// A value is out of range.
+    #[error(transparent)]
+    Setting(#[from] InvalidSetting),
+    /// Two values contradict each other.
+    #[error(transparent)]
+    Conflict(#[from] ConflictingSettings),
 }
 
 type Result<T> = std::result::Result<T, ConfigError>;
-
-macro_rules! invalid {
-    ($($arg:tt)*) => { return Err(ConfigError::Invalid(format!($($arg)*))) };
-}
 
 /// (De)serialises a value through its `Display` / `FromStr` spelling, so
 /// config files say `placement = "paper"` and `ring_scale = "4608"`.
@@ -116,10 +110,10 @@ mod as_text {
 pub struct TrainConfig {
     /// Zoo model name.
     pub model: String,
-    /// Data set name.
-    pub dataset: String,
-    /// Data directory (default `datasets/<dataset>`).
-    pub data_dir: Option<PathBuf>,
+    /// The data: `dataset`, `data_dir`, `image_size`, `normalize`,
+    /// `train_limit`, `test_limit` (keys of this config, as before).
+    #[serde(flatten)]
+    pub data: DataConfig,
     /// DoF ratio (total DoF / dense parameters); default 0.1 in RPG mode.
     pub dof: Option<f64>,
     /// Ring length (instead of a ratio).
@@ -140,11 +134,6 @@ pub struct TrainConfig {
     pub unshare: Vec<String>,
     /// Channel multiplier of the architecture.
     pub width: f64,
-    /// Input side for image folders.
-    pub image_size: Option<usize>,
-    /// Input normalisation `[mean, std]` for every channel, or all channels'
-    /// means then all stds; default: the data set's own.
-    pub normalize: Option<Vec<f32>>,
     /// Epochs.
     pub epochs: usize,
     /// Training batch size.
@@ -190,10 +179,6 @@ pub struct TrainConfig {
     /// Warm start: a dense model of the same architecture (`rpg export`)
     /// whose weights the ring is fitted to by least squares before training.
     pub init_from: Option<PathBuf>,
-    /// Use only the first N training images.
-    pub train_limit: Option<usize>,
-    /// Use only the first N test images.
-    pub test_limit: Option<usize>,
     /// Data loader threads.
     pub workers: usize,
     /// Evaluation batch size.
@@ -206,8 +191,7 @@ impl Default for TrainConfig {
     fn default() -> Self {
         Self {
             model: "lenet5".into(),
-            dataset: "mnist".into(),
-            data_dir: None,
+            data: DataConfig::default(),
             dof: None,
             ring: None,
             placement: PlacementKind::Paper,
@@ -217,8 +201,6 @@ impl Default for TrainConfig {
             share: Vec::new(),
             unshare: Vec::new(),
             width: 1.0,
-            image_size: None,
-            normalize: None,
             epochs: 12,
             batch_size: 128,
             lr: 0.05,
@@ -240,8 +222,6 @@ impl Default for TrainConfig {
             precision: Precision::Tf32,
             out: None,
             init_from: None,
-            train_limit: None,
-            test_limit: None,
             workers: 2,
             eval_batch_size: 1000,
             log_every: 50,
@@ -266,12 +246,21 @@ impl TrainConfig {
             source,
         })?;
         toml::from_str(&text).map_err(|e| {
-            let at = e.span().map_or(0, |s| s.start).min(text.len());
-            let before = &text[..at];
+            // A span of the whole document points nowhere in particular.
+            let at = e
+                .span()
+                .filter(|s| !(s.start == 0 && (s.end == 0 || s.end >= text.trim_end().len())))
+                .map(|s| {
+                    let before = &text[..s.start.min(text.len())];
+                    let line = before.matches('\n').count() + 1;
+                    (
+                        line,
+                        before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1,
+                    )
+                });
             ConfigError::Parse {
                 path: path.to_path_buf(),
-                line: before.matches('\n').count() + 1,
-                column: before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1,
+                at,
                 message: e.message().replace('\n', " "),
             }
         })
@@ -294,109 +283,90 @@ impl TrainConfig {
     /// Checks values and combinations; returns the ring size (None = dense).
     pub fn validate(&self) -> Result<Option<RingSize>> {
         rpg_models::model_entry(&self.model).map_err(ConfigError::UnknownModel)?;
-        if !crate::data::DATASETS.contains(&self.dataset.as_str()) {
-            return Err(ConfigError::UnknownDataset {
-                name: self.dataset.clone(),
-                known: crate::data::DATASETS.join(", "),
-            });
-        }
+        self.data.validate()?;
+        let refuse = |key, value: &dyn std::fmt::Display, reason: &str| -> ConfigError {
+            InvalidSetting::new(key, value, reason).into()
+        };
         let positive = [
             ("epochs", self.epochs as f64),
-            ("batch-size", self.batch_size as f64),
-            ("eval-batch-size", self.eval_batch_size as f64),
+            ("batch_size", self.batch_size as f64),
+            ("eval_batch_size", self.eval_batch_size as f64),
             ("width", self.width),
             ("workers", self.workers as f64),
-            ("log-every", self.log_every as f64),
+            ("log_every", self.log_every as f64),
+            ("step_epochs", self.step_epochs),
+            ("exp_decay_epochs", self.exp_decay_epochs),
+            ("step_gamma", self.step_gamma),
         ];
-        for (name, value) in positive {
-            if value.is_nan() || value <= 0.0 {
-                invalid!("--{name} must be positive, got {value}");
+        for (key, value) in positive {
+            if !(value > 0.0 && value.is_finite()) {
+                return Err(refuse(key, &value, "must be a positive number"));
             }
         }
         if !(self.lr > 0.0 && self.lr.is_finite()) {
-            invalid!("--lr must be a positive number, got {}", self.lr);
+            return Err(refuse("lr", &self.lr, "must be a positive number"));
         }
         if !(0.0..1.0).contains(&self.label_smoothing) {
-            invalid!(
-                "--label-smoothing must be in [0, 1), got {}",
-                self.label_smoothing
-            );
+            return Err(refuse(
+                "label_smoothing",
+                &self.label_smoothing,
+                "must be in [0, 1)",
+            ));
         }
         if !(self.wd >= 0.0 && self.wd.is_finite()) {
-            invalid!("--wd must be a non-negative number, got {}", self.wd);
+            return Err(refuse("wd", &self.wd, "must be a non-negative number"));
         }
         if !(0.0..1.0).contains(&self.momentum) {
-            invalid!(
-                "--momentum must be in [0, 1), got {} (0.9 is usual)",
-                self.momentum
-            );
+            return Err(refuse(
+                "momentum",
+                &self.momentum,
+                "must be in [0, 1) (0.9 is usual)",
+            ));
         }
         if !(self.warmup_epochs >= 0.0 && self.warmup_epochs.is_finite()) {
-            invalid!(
-                "--warmup-epochs must be 0 or more, got {}",
-                self.warmup_epochs
-            );
-        }
-        for (key, value) in [
-            ("step_epochs", self.step_epochs),
-            ("exp_decay_epochs", self.exp_decay_epochs),
-        ] {
-            if !(value > 0.0 && value.is_finite()) {
-                invalid!("`{key}` must be positive, got {value}");
-            }
-        }
-        if !(self.step_gamma > 0.0 && self.step_gamma.is_finite()) {
-            invalid!("`step_gamma` must be positive, got {}", self.step_gamma);
-        }
-        if let Some(values) = &self.normalize {
-            if values.is_empty() || values.len() % 2 != 0 {
-                invalid!(
-                    "--normalize takes MEAN,STD (or every channel's means, then their stds), got {} values",
-                    values.len()
-                );
-            }
-            let stds = &values[values.len() / 2..];
-            if values.iter().any(|v| !v.is_finite()) || stds.iter().any(|s| *s <= 0.0) {
-                invalid!("--normalize {values:?}: values must be finite and every std positive");
-            }
-        }
-        match (self.image_size, self.dataset.as_str()) {
-            (Some(0), _) => invalid!("--image-size must be positive, got 0"),
-            (Some(size), dataset) if dataset != "folder" => invalid!(
-                "--image-size {size} applies to --dataset folder only; {dataset} images keep their own size"
-            ),
-            _ => {}
+            return Err(refuse(
+                "warmup_epochs",
+                &self.warmup_epochs,
+                "must be 0 or more",
+            ));
         }
         if let Some(c) = self.clip_grad
             && (c.is_nan() || c <= 0.0)
         {
-            invalid!("--clip-grad must be positive, got {c}");
+            return Err(refuse("clip_grad", &c, "must be positive"));
         }
-        if self.dense {
-            if self.dof.is_some() || self.ring.is_some() {
-                invalid!("--dense trains the dense model: it takes no --dof or --ring");
+        let conflict = |first, second, reason: &str| -> ConfigError {
+            ConflictingSettings {
+                first,
+                second,
+                reason: reason.into(),
             }
-            return Ok(None);
+            .into()
+        };
+        if self.dense {
+            let other = match (self.dof, self.ring) {
+                (Some(_), _) => "dof",
+                (_, Some(_)) => "ring",
+                (None, None) => return Ok(None),
+            };
+            return Err(conflict(
+                "dense",
+                other,
+                "the dense model has no ring: drop one of them",
+            ));
         }
         match (self.dof, self.ring) {
-            (Some(_), Some(_)) => invalid!("give either --dof or --ring, not both"),
-            (Some(r), None) if !(r > 0.0 && r <= 1.0) => {
-                invalid!(
-                    "--dof {r} is outside (0, 1]: it is the ratio of trainable DoF to dense parameters, e.g. 0.1"
-                )
-            }
+            (Some(_), Some(_)) => Err(conflict("dof", "ring", "give one ring size")),
+            (Some(r), None) if !(r > 0.0 && r <= 1.0) => Err(refuse(
+                "dof",
+                &r,
+                "is outside (0, 1]: it is the ratio of trainable DoF to dense parameters, e.g. 0.1",
+            )),
             (Some(r), None) => Ok(Some(RingSize::Ratio(r))),
-            (None, Some(0)) => invalid!("--ring 0: a ring needs at least one entry"),
+            (None, Some(0)) => Err(refuse("ring", &0, "a ring needs at least one entry")),
             (None, Some(n)) => Ok(Some(RingSize::Length(n))),
             (None, None) => Ok(Some(RingSize::Ratio(DEFAULT_DOF))),
         }
-    }
-
-    /// The data directory.
-    pub fn data_dir(&self) -> PathBuf {
-        self.data_dir
-            .clone()
-            .unwrap_or_else(|| PathBuf::from("datasets").join(&self.dataset))
     }
 
     /// The output directory.
@@ -407,7 +377,7 @@ impl TrainConfig {
             } else {
                 format!("rpg-{}", self.placement)
             };
-            PathBuf::from("runs").join(format!("{}-{}-{mode}", self.model, self.dataset))
+            PathBuf::from("runs").join(format!("{}-{}-{mode}", self.model, self.data.dataset))
         })
     }
 }
@@ -420,93 +390,120 @@ mod tests {
     fn defaults_are_the_main_job() {
         let c = TrainConfig::default();
         assert_eq!(c.validate().unwrap(), Some(RingSize::Ratio(0.1)));
-        assert_eq!(c.data_dir(), PathBuf::from("datasets/mnist"));
+        assert_eq!(c.data.dir(), PathBuf::from("datasets/mnist"));
+    }
+
+    /// The key a refused config names (a value or the first of a pair).
+    fn refused_key(c: TrainConfig) -> &'static str {
+        match c.validate() {
+            Err(ConfigError::Setting(InvalidSetting { key, .. })) => key,
+            Err(ConfigError::Conflict(ConflictingSettings { first, second, .. })) => {
+                if first == "dense" { second } else { first }
+            }
+            Err(ConfigError::Data(rpg_data::DataError::Setting(InvalidSetting {
+                key, ..
+            }))) => key,
+            other => panic!("expected a keyed error, got {other:?}"),
+        }
     }
 
     #[test]
-    fn bad_values_and_combinations_are_errors() {
-        let err = |c: TrainConfig| c.validate().unwrap_err().to_string();
+    fn bad_values_and_combinations_name_their_keys() {
         let d = TrainConfig::default;
-        assert!(
-            err(TrainConfig {
-                dof: Some(0.0),
-                ..d()
-            })
-            .contains("outside (0, 1]")
-        );
-        assert!(
-            err(TrainConfig {
-                dof: Some(0.1),
-                dense: true,
-                ..d()
-            })
-            .contains("takes no --dof")
-        );
-        assert!(
-            err(TrainConfig {
+        let cases: [(TrainConfig, &str); 10] = [
+            (
+                TrainConfig {
+                    dof: Some(0.0),
+                    ..d()
+                },
+                "dof",
+            ),
+            (
+                TrainConfig {
+                    dof: Some(0.1),
+                    dense: true,
+                    ..d()
+                },
+                "dof",
+            ),
+            (
+                TrainConfig {
+                    ring: Some(0),
+                    ..d()
+                },
+                "ring",
+            ),
+            (
+                TrainConfig {
+                    dof: Some(0.1),
+                    ring: Some(5),
+                    ..d()
+                },
+                "dof",
+            ),
+            (
+                TrainConfig {
+                    lr: f64::NAN,
+                    ..d()
+                },
+                "lr",
+            ),
+            (
+                TrainConfig {
+                    momentum: 5.0,
+                    ..d()
+                },
+                "momentum",
+            ),
+            (
+                TrainConfig {
+                    warmup_epochs: -1.0,
+                    ..d()
+                },
+                "warmup_epochs",
+            ),
+            (
+                TrainConfig {
+                    batch_size: 0,
+                    ..d()
+                },
+                "batch_size",
+            ),
+            (
+                TrainConfig {
+                    data: DataConfig {
+                        image_size: Some(64),
+                        ..DataConfig::default()
+                    },
+                    ..d()
+                },
+                "image_size",
+            ),
+            (
+                TrainConfig {
+                    data: DataConfig {
+                        dataset: rpg_data::DatasetKind::Folder,
+                        image_size: Some(0),
+                        ..DataConfig::default()
+                    },
+                    ..d()
+                },
+                "image_size",
+            ),
+        ];
+        for (config, key) in cases {
+            assert_eq!(refused_key(config), key);
+        }
+        assert!(matches!(
+            TrainConfig {
                 model: "resnet9000".into(),
                 ..d()
-            })
-            .contains("choose one of mlp, lenet5")
-        );
-        assert!(
-            err(TrainConfig {
-                dataset: "svhn".into(),
-                ..d()
-            })
-            .contains("unknown dataset")
-        );
-        assert!(
-            err(TrainConfig {
-                ring: Some(0),
-                ..d()
-            })
-            .contains("at least one entry")
-        );
-        assert!(
-            err(TrainConfig {
-                dof: Some(0.1),
-                ring: Some(5),
-                ..d()
-            })
-            .contains("not both")
-        );
-        assert!(
-            err(TrainConfig {
-                lr: f64::NAN,
-                ..d()
-            })
-            .contains("--lr")
-        );
-        assert!(
-            err(TrainConfig {
-                momentum: 5.0,
-                ..d()
-            })
-            .contains("--momentum must be in [0, 1), got 5")
-        );
-        assert!(
-            err(TrainConfig {
-                warmup_epochs: -1.0,
-                ..d()
-            })
-            .contains("--warmup-epochs")
-        );
-        assert!(
-            err(TrainConfig {
-                image_size: Some(64),
-                ..d()
-            })
-            .contains("--dataset folder only")
-        );
-        assert!(
-            err(TrainConfig {
-                dataset: "folder".into(),
-                image_size: Some(0),
-                ..d()
-            })
-            .contains("--image-size must be positive")
-        );
+            }
+            .validate(),
+            Err(ConfigError::UnknownModel(_))
+        ));
+        let svhn = toml::from_str::<TrainConfig>("dataset = \"svhn\"").unwrap_err();
+        assert!(svhn.message().contains("unknown dataset `svhn`"), "{svhn}");
     }
 
     /// Names are checked where they are read: a config file (or a flag)
@@ -543,10 +540,7 @@ mod tests {
         let path = dir.path().join("c.toml");
         std::fs::write(&path, "epochs = 3\nepochz = 3\n").unwrap();
         let err = TrainConfig::from_toml_file(&path).unwrap_err().to_string();
-        assert!(
-            err.contains("line 2, column 1: unknown field `epochz`"),
-            "{err}"
-        );
+        assert!(err.contains("unknown field `epochz`"), "{err}");
         std::fs::write(&path, "lr = \"fast\"\n").unwrap();
         let err = TrainConfig::from_toml_file(&path).unwrap_err().to_string();
         assert!(

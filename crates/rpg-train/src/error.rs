@@ -6,12 +6,14 @@
 
 use std::path::PathBuf;
 
+use rpg_core::{ConflictingSettings, InvalidSetting};
+
 use crate::checkpoint::CheckpointError;
 use crate::config::ConfigError;
-use crate::data::DataError;
 use crate::optim::OptimizerError;
 use crate::plot::PlotError;
 use crate::step::StepError;
+use rpg_data::DataError;
 
 /// Something went wrong in `rpg-train`'s library.
 #[derive(Debug, thiserror::Error)]
@@ -182,6 +184,9 @@ pub enum Error {
     /// A setting of a command is out of range or unsupported.
     #[error("{0}")]
     Invalid(String),
+    /// A setting of a command is refused, by its key.
+    #[error(transparent)]
+    Setting(#[from] InvalidSetting),
     /// A benchmark case (a child process) failed.
     #[error("benchmark case {case}: {message}")]
     BenchCase {
@@ -201,7 +206,40 @@ impl From<StepError> for Error {
     }
 }
 
+/// An error about one setting (or a pair), by its config key: the binary
+/// names it as the user gave it (a flag or a config key).
+#[derive(Debug, Clone, Copy)]
+pub enum SettingError<'a> {
+    /// A value is refused.
+    Invalid(&'a InvalidSetting),
+    /// Two values contradict each other.
+    Conflict(&'a ConflictingSettings),
+}
+
+impl ConfigError {
+    /// The setting this error is about, if it is about one.
+    pub fn setting(&self) -> Option<SettingError<'_>> {
+        match self {
+            ConfigError::Setting(s) => Some(SettingError::Invalid(s)),
+            ConfigError::Conflict(c) => Some(SettingError::Conflict(c)),
+            ConfigError::Data(DataError::Setting(s)) => Some(SettingError::Invalid(s)),
+            _ => None,
+        }
+    }
+}
+
 impl Error {
+    /// The setting this error is about, if it is about one.
+    pub fn setting(&self) -> Option<SettingError<'_>> {
+        match self {
+            Error::Config(e) => e.setting(),
+            Error::Data(DataError::Setting(s)) | Error::Setting(s) => {
+                Some(SettingError::Invalid(s))
+            }
+            _ => None,
+        }
+    }
+
     /// An I/O error on `path`.
     pub fn io(path: impl Into<PathBuf>) -> impl FnOnce(std::io::Error) -> Self {
         let path = path.into();

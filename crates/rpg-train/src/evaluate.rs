@@ -1,5 +1,7 @@
-//! Test-set evaluation, and the data a run is trained and tested on.
+//! Test-set evaluation, the data a run is trained and tested on, and which
+//! data a stored model is tested on (shared by eval, compress and resume).
 
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use candle_core::{Device, Tensor};
@@ -7,8 +9,10 @@ use serde::{Deserialize, Serialize};
 
 use rpg_models::ModelConfig;
 
+use rpg_data::{Batch, BatchLoader, Dataset, DatasetKind, LoaderOptions, Split};
+
+use crate::checkpoint::run_config;
 use crate::config::TrainConfig;
-use crate::data::{Batch, BatchLoader, Dataset, LoaderOptions, Split};
 use crate::error::{Error, Result};
 use crate::loss::{correct_counts, cross_entropy};
 use crate::setup::Built;
@@ -87,24 +91,7 @@ pub fn evaluate(
 /// One split of `cfg`'s data set with the config's limit; the other split
 /// is not read.
 pub fn load_split(cfg: &TrainConfig, split: Split) -> Result<Arc<Dataset>> {
-    let dir = cfg.data_dir();
-    let mut data =
-        crate::data::load_split(&cfg.dataset, &dir, cfg.image_size.unwrap_or(224), split)?;
-    if let Some(values) = &cfg.normalize {
-        data.set_normalize(values)
-            .map_err(|e| Error::Invalid(format!("--normalize: {e}")))?;
-    }
-    let limit = match split {
-        Split::Train => cfg.train_limit,
-        Split::Test => cfg.test_limit,
-    };
-    if let Some(n) = limit {
-        data.truncate(n);
-    }
-    if data.is_empty() {
-        return Err(Error::EmptySplit { dir });
-    }
-    Ok(Arc::new(data))
+    Ok(Arc::new(cfg.data.load_split(split)?))
 }
 
 /// The test split of `cfg`'s data set (the training split is not read).
@@ -126,19 +113,65 @@ pub fn load_test_data_for(cfg: &TrainConfig, model: &ModelConfig) -> Result<Arc<
 /// Both splits of `cfg`'s data set, with the config's limits; their images
 /// must have one shape.
 pub fn load_data(cfg: &TrainConfig) -> Result<(Arc<Dataset>, Arc<Dataset>)> {
-    let (train, test) = (
-        load_split(cfg, Split::Train)?,
-        load_split(cfg, Split::Test)?,
-    );
-    let shape = |d: &Dataset| (d.channels, d.image_size);
-    if shape(&train) != shape(&test) {
-        let show = |(c, s): (usize, usize)| format!("{c}x{s}x{s}");
-        return Err(Error::Invalid(format!(
-            "{}: the training images are {} but the test images are {}: both splits must have one image size",
-            cfg.data_dir().display(),
-            show(shape(&train)),
-            show(shape(&test))
-        )));
+    let (train, test) = cfg.data.load()?;
+    Ok((Arc::new(train), Arc::new(test)))
+}
+
+/// The normalisation of `data`, as a model records it.
+pub fn normalization(data: &Dataset) -> rpg_models::Normalize {
+    rpg_models::Normalize {
+        mean: data.mean.clone(),
+        std: data.std.clone(),
     }
-    Ok((train, test))
+}
+
+/// Which test data a stored model is evaluated on; unset fields come from
+/// the run's config.toml, else the defaults.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct TestData {
+    /// Data set.
+    pub dataset: Option<DatasetKind>,
+    /// Data directory.
+    pub data_dir: Option<PathBuf>,
+    /// Use only the first N test images.
+    pub test_limit: Option<usize>,
+}
+
+/// The data configuration for testing the model at `model`: the run's
+/// config.toml (when the model sits in a run directory), then `data`.
+pub fn test_config(model: &Path, data: &TestData) -> Result<TrainConfig> {
+    let mut cfg = run_config(model)?.unwrap_or_default();
+    if let Some(d) = data.dataset {
+        if d != cfg.data.dataset {
+            cfg.data.data_dir = None;
+        }
+        cfg.data.dataset = d;
+    }
+    if data.data_dir.is_some() {
+        cfg.data.data_dir = data.data_dir.clone();
+    }
+    if data.test_limit.is_some() {
+        cfg.data.test_limit = data.test_limit;
+    }
+    Ok(cfg)
+}
+
+/// Fails when a model cannot read a data set (classes, channels or image
+/// size differ).
+pub fn check_fits(path: &Path, built: &Built, data: &Dataset) -> Result<()> {
+    let c = &built.config;
+    let model = (c.num_classes, c.in_channels, c.image_size);
+    let images = (data.num_classes, data.channels, data.image_size);
+    if model != images {
+        let show = |(classes, channels, size): (usize, usize, usize)| {
+            format!("{classes} classes, {channels}x{size}x{size} images")
+        };
+        return Err(Error::ModelDoesNotFitData {
+            path: path.to_path_buf(),
+            model: show(model),
+            dataset: data.name.clone(),
+            data: show(images),
+        });
+    }
+    Ok(())
 }

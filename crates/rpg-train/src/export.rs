@@ -7,7 +7,7 @@ use std::path::Path;
 
 use candle_core::{DType, Device, Tensor};
 
-use crate::compress::model_file;
+use crate::checkpoint::model_file;
 use crate::error::{Error, Result};
 use crate::output::{check_file_path, refuse_overwrite, write_atomic};
 use crate::setup::{

@@ -112,3 +112,8 @@ impl MetricsLog {
             .collect())
     }
 }
+/// The median of a non-empty list.
+pub fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}

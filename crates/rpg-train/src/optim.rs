@@ -10,7 +10,7 @@ use rayon::prelude::*;
 use rpg_kernels::f32_slice;
 use rpg_nn::{ParamGrad, ParamGroup};
 
-use crate::names::{self, Named};
+use rpg_core::names::Named;
 
 /// Saving or restoring optimizer state failed.
 #[derive(Debug, thiserror::Error)]
@@ -87,7 +87,7 @@ impl Named for OptimizerKind {
     }
 }
 
-names::text_impls!(OptimizerKind);
+rpg_core::named_text_impls!(OptimizerKind);
 
 /// Hyper-parameters other than the learning rate.
 #[derive(Debug, Clone, PartialEq)]
@@ -275,8 +275,7 @@ impl Optimizer {
                 source,
             }
         })?;
-        // With the process's umask, not serialize_to_file's private 0600.
-        std::fs::write(path, bytes).map_err(|source| OptimizerError::Write {
+        rpg_nn::durable::write_atomic(path, bytes).map_err(|source| OptimizerError::Write {
             path: path.to_path_buf(),
             source,
         })

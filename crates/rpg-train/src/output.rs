@@ -1,47 +1,13 @@
-//! Output files, written so that nothing is lost or half-written: every
-//! file is written whole into a temporary name, synced, renamed into place
-//! and its directory synced; a command never writes over one of its
-//! inputs; what a failed command started is removed again.
+//! Output files, written so that nothing is lost or half-written (through
+//! `rpg_nn::durable`: whole, synced, renamed into place, the directory
+//! synced); a command never writes over one of its inputs; what a failed
+//! command started is removed again.
 
 use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
 use crate::error::{Error, Result};
-
-/// Flushes a file's contents, or a directory's entries (a rename into
-/// it), to the disk.
-pub fn sync_path(path: &Path) -> std::io::Result<()> {
-    let path = if path.as_os_str().is_empty() {
-        Path::new(".")
-    } else {
-        path
-    };
-    // Opening a directory for reading and syncing it is how POSIX makes
-    // its entries durable; other systems have no such handle, so skip.
-    if path.is_dir() && !cfg!(unix) {
-        return Ok(());
-    }
-    std::fs::File::open(path).and_then(|f| f.sync_all())
-}
-
-fn sync(path: &Path) -> Result<()> {
-    sync_path(path).map_err(Error::io(path))
-}
-
-/// `path` with `.tmp` appended: where a file is written before the rename.
-pub fn temporary(path: &Path) -> PathBuf {
-    let mut tmp = path.as_os_str().to_owned();
-    tmp.push(".tmp");
-    PathBuf::from(tmp)
-}
-
-/// Moves a written and synced `tmp` over `path` and syncs the directory.
-pub fn install(tmp: &Path, path: &Path) -> Result<()> {
-    sync(tmp)?;
-    std::fs::rename(tmp, path).map_err(Error::io(path))?;
-    sync(path.parent().unwrap_or(Path::new(".")))
-}
 
 /// Refuses an output path that names a directory (its temporary file would
 /// land inside it, and the rename would fail).
@@ -55,12 +21,11 @@ pub fn check_file_path(path: &Path) -> Result<()> {
     Ok(())
 }
 
-/// Writes `bytes` to `path` atomically and durably.
+/// Writes `bytes` to `path` atomically and durably
+/// (`rpg_nn::durable::write_atomic`).
 pub fn write_atomic(path: &Path, bytes: impl AsRef<[u8]>) -> Result<()> {
     check_file_path(path)?;
-    let tmp = temporary(path);
-    std::fs::write(&tmp, bytes).map_err(Error::io(&tmp))?;
-    install(&tmp, path)
+    rpg_nn::durable::write_atomic(path, bytes).map_err(Error::io(path))
 }
 
 /// Writes `value` as pretty JSON to `path`, atomically and durably.
@@ -144,7 +109,6 @@ impl Drop for NewOutputs {
                 } else {
                     std::fs::remove_file(f)
                 };
-                let _ = std::fs::remove_file(temporary(f));
             }
         }
     }

@@ -14,12 +14,12 @@ use std::sync::Arc;
 use candle_core::D;
 use serde::Serialize;
 
-use crate::data::{
-    Augment, BatchLoader, Dataset, FolderSet, ImageSet, LoaderOptions, Samples, is_image, read_idx,
-};
 use crate::error::{Error, Result};
 use crate::evaluate::to_tensors;
 use crate::setup::Built;
+use rpg_data::{
+    Augment, BatchLoader, Dataset, FolderSet, ImageSet, LoaderOptions, Samples, is_image, read_idx,
+};
 
 /// One class of a prediction.
 #[derive(Debug, Clone, PartialEq, Serialize)]

@@ -1,7 +1,7 @@
 //! Learning-rate schedules, as functions of the (fractional) epoch, so a
 //! resumed run needs no schedule state beyond its step counter.
 
-use crate::names::{self, Named};
+use rpg_core::names::Named;
 
 /// Shape of the schedule after warm-up.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -30,7 +30,7 @@ impl Named for ScheduleKind {
     }
 }
 
-names::text_impls!(ScheduleKind);
+rpg_core::named_text_impls!(ScheduleKind);
 
 /// A schedule with linear warm-up.
 #[derive(Debug, Clone, PartialEq)]

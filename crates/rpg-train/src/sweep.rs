@@ -12,6 +12,7 @@ use rpg_core::PlacementKind;
 
 use crate::config::TrainConfig;
 use crate::error::{Error, Result};
+use crate::events::{Event, Events, Notice};
 use crate::output::write_json;
 use crate::trainer::Summary;
 
@@ -139,7 +140,7 @@ fn run_dir(out: &Path, label: &str, ratio: f64, seed: u64) -> PathBuf {
 }
 
 /// Trains (or reuses) one run; `None` when the ratio is infeasible.
-fn run_one(cfg: TrainConfig, dir: &Path) -> Result<Option<Summary>> {
+fn run_one(cfg: TrainConfig, dir: &Path, events: &mut dyn Events) -> Result<Option<Summary>> {
     let summary = dir.join("summary.json");
     let cfg = TrainConfig {
         out: Some(dir.to_path_buf()),
@@ -167,7 +168,7 @@ fn run_one(cfg: TrainConfig, dir: &Path) -> Result<Option<Summary>> {
         out: Some(dir.to_path_buf()),
         ..cfg
     };
-    match crate::trainer::train(cfg, resume.as_deref()) {
+    match crate::trainer::train(cfg, resume.as_deref(), events) {
         Ok(s) => Ok(Some(s)),
         Err(
             e @ Error::DofRatio {
@@ -175,7 +176,7 @@ fn run_one(cfg: TrainConfig, dir: &Path) -> Result<Option<Summary>> {
                 ..
             },
         ) => {
-            eprintln!("skipping {}: {e}", dir.display());
+            events.event(Event::Notice(Notice::SweepSkipped { dir, reason: &e }));
             Ok(None)
         }
         Err(e) => Err(e),
@@ -183,7 +184,7 @@ fn run_one(cfg: TrainConfig, dir: &Path) -> Result<Option<Summary>> {
 }
 
 /// Runs the plan and writes the outputs; returns the rows.
-pub fn sweep(plan: &SweepPlan) -> Result<Vec<SweepRow>> {
+pub fn sweep(plan: &SweepPlan, events: &mut dyn Events) -> Result<Vec<SweepRow>> {
     std::fs::create_dir_all(&plan.out).map_err(Error::io(&plan.out))?;
     let mut rows = Vec::new();
     let row = |label: &str, ratio: f64, seed: u64, s: &Summary| SweepRow {
@@ -203,7 +204,7 @@ pub fn sweep(plan: &SweepPlan) -> Result<Vec<SweepRow>> {
             seed,
             ..plan.base.clone()
         };
-        if let Some(s) = run_one(dense_cfg, &run_dir(&plan.out, "dense", 1.0, seed))? {
+        if let Some(s) = run_one(dense_cfg, &run_dir(&plan.out, "dense", 1.0, seed), events)? {
             rows.push(row("dense", 1.0, seed, &s));
         }
         for placement in &plan.placements {
@@ -217,7 +218,7 @@ pub fn sweep(plan: &SweepPlan) -> Result<Vec<SweepRow>> {
                     ..plan.base.clone()
                 };
                 let label = placement.name();
-                if let Some(s) = run_one(cfg, &run_dir(&plan.out, label, ratio, seed))? {
+                if let Some(s) = run_one(cfg, &run_dir(&plan.out, label, ratio, seed), events)? {
                     rows.push(row(label, ratio, seed, &s));
                 }
             }
@@ -229,10 +230,9 @@ pub fn sweep(plan: &SweepPlan) -> Result<Vec<SweepRow>> {
                 .map(|r| r.total_dof)
                 .unwrap_or(0);
             // Only the data set's shape is needed: one test image.
-            let test = crate::evaluate::load_test_data(&TrainConfig {
-                test_limit: Some(1),
-                ..plan.base.clone()
-            })?;
+            let mut one_image = plan.base.clone();
+            one_image.data.test_limit = Some(1);
+            let test = crate::evaluate::load_test_data(&one_image)?;
             for &ratio in plan.ratios.iter().filter(|&&r| r < 1.0) {
                 let target = (ratio * dense as f64).round() as u64;
                 let width = width_for_params(
@@ -250,7 +250,11 @@ pub fn sweep(plan: &SweepPlan) -> Result<Vec<SweepRow>> {
                     seed,
                     ..plan.base.clone()
                 };
-                if let Some(s) = run_one(cfg, &run_dir(&plan.out, "dense-same-dof", ratio, seed))? {
+                if let Some(s) = run_one(
+                    cfg,
+                    &run_dir(&plan.out, "dense-same-dof", ratio, seed),
+                    events,
+                )? {
                     rows.push(row("dense-same-dof", ratio, seed, &s));
                 }
             }
@@ -294,7 +298,7 @@ fn write_outputs(plan: &SweepPlan, rows: &[SweepRow]) -> Result<()> {
     write_json(&plan.out.join("fit.json"), &fits)?;
     plot(
         &plan.out.join("sweep.png"),
-        &format!("{} on {}", plan.base.model, plan.base.dataset),
+        &format!("{} on {}", plan.base.model, plan.base.data.dataset),
         rows,
         &fits,
     )

@@ -2,29 +2,27 @@
 //! checkpoint, or over a model built elsewhere), then trained epoch by
 //! epoch; every epoch ends with an evaluation, checkpoints and the plot.
 
-use std::io::IsTerminal;
 use std::ops::Deref;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use candle_core::{DType, Device, Tensor};
-use indicatif::{ProgressBar, ProgressStyle};
 use serde::{Deserialize, Serialize};
 
 use crate::checkpoint::{self, TrainerState};
-use crate::compress::check_fits;
 use crate::config::TrainConfig;
-use crate::data::{BatchLoader, Dataset, LoaderOptions, TestSetId};
 use crate::error::{Error, Result};
-use crate::evaluate::{EvalResult, evaluate, load_data, to_tensors};
+use crate::evaluate::{EvalResult, check_fits, evaluate, load_data, normalization, to_tensors};
+use crate::events::{Event, Events, Notice, RunStarted, Running};
 use crate::lock::RunLock;
 use crate::loss::correct_count;
 use crate::metrics::{EpochRecord, MetricsLog, StepRecord};
 use crate::optim::{Optimizer, OptimizerConfig, OptimizerKind};
-use crate::output::{install, write_atomic, write_json};
+use crate::output::{write_atomic, write_json};
 use crate::schedule::Schedule;
 use crate::setup::{Built, build_for_training, build_from_file, model_config};
 use crate::step::{StepOutcome, StepSettings, TrainStep};
+use rpg_data::{BatchLoader, Dataset, LoaderOptions, TestSetId};
 
 /// What `summary.json` holds.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -80,24 +78,10 @@ pub struct Summary {
     pub projected_accuracy: Option<f64>,
 }
 
-fn progress_bar(steps: usize, epoch: usize, epochs: usize) -> ProgressBar {
-    if !std::io::stderr().is_terminal() {
-        return ProgressBar::hidden();
-    }
-    let bar = ProgressBar::new(steps as u64);
-    bar.set_style(
-        ProgressStyle::with_template("epoch {prefix} [{bar:28}] {pos}/{len} {msg} eta {eta}")
-            .expect("valid template")
-            .progress_chars("=> "),
-    );
-    bar.set_prefix(format!("{epoch}/{epochs}"));
-    bar
-}
-
 /// Trains as configured (or resumes `resume`), writing everything into the
-/// output directory, and returns the summary.
-pub fn train(cfg: TrainConfig, resume: Option<&Path>) -> Result<Summary> {
-    train_until(cfg, resume, None)
+/// output directory and reporting to `events`, and returns the summary.
+pub fn train(cfg: TrainConfig, resume: Option<&Path>, events: &mut dyn Events) -> Result<Summary> {
+    train_until(cfg, resume, None, events)
 }
 
 /// [`train`], stopping (with a checkpoint, as if interrupted) once
@@ -107,15 +91,16 @@ pub fn train_until(
     cfg: TrainConfig,
     resume: Option<&Path>,
     stop_after_epochs: Option<usize>,
+    events: &mut dyn Events,
 ) -> Result<Summary> {
-    Run::prepare(cfg, resume, None)?.train(stop_after_epochs)
+    Run::prepare(cfg, resume, None, events)?.train(stop_after_epochs)
 }
 
 /// Trains an already built (dense) model further with `cfg`'s recipe and
 /// data, e.g. after structured pruning; the model's parameters are updated
 /// in place.
-pub fn finetune(cfg: TrainConfig, built: &Built) -> Result<Summary> {
-    Run::prepare(cfg, None, Some(built))?.train(None)
+pub fn finetune(cfg: TrainConfig, built: &Built, events: &mut dyn Events) -> Result<Summary> {
+    Run::prepare(cfg, None, Some(built), events)?.train(None)
 }
 
 /// The model a run trains: built by the run, or lent to it.
@@ -209,6 +194,8 @@ struct Run<'a> {
     warm_start: Option<WarmStart>,
     /// Held for the run's whole life.
     _lock: RunLock,
+    /// Where the run reports.
+    events: &'a mut dyn Events,
 }
 
 /// The outcome of a warm start (`--init-from`).
@@ -227,6 +214,7 @@ fn warm_start_from(
     built: &Built,
     test_data: &Arc<Dataset>,
     cfg: &TrainConfig,
+    events: &mut dyn Events,
 ) -> Result<WarmStart> {
     // Read only by a fresh run: a resumed one never needs the file again.
     let bytes = std::fs::read(file).map_err(|e| {
@@ -242,11 +230,11 @@ fn warm_start_from(
         .project_dense(&tensors.into_iter().collect())
         .map_err(|e| Error::Invalid(format!("--init-from {}: {e}", file.display())))?;
     let accuracy = evaluate(built, test_data, cfg.eval_batch_size, cfg.workers)?.accuracy;
-    println!(
-        "warm start from {}: ring fitted by least squares (relative error {error:.4}), test accuracy before training {:.2}%",
-        file.display(),
-        100.0 * accuracy
-    );
+    events.event(Event::WarmStarted {
+        file,
+        projection_error: error,
+        accuracy,
+    });
     Ok(WarmStart {
         projection_error: error,
         projected_accuracy: accuracy,
@@ -260,6 +248,7 @@ impl<'a> Run<'a> {
         mut cfg: TrainConfig,
         resume: Option<&Path>,
         prebuilt: Option<&'a Built>,
+        events: &'a mut dyn Events,
     ) -> Result<Self> {
         let resume_state = match resume {
             Some(dir) => {
@@ -295,11 +284,11 @@ impl<'a> Run<'a> {
                     train_data.image_size,
                 )?;
                 // Recorded in the model file: evaluation normalises alike.
-                mc.normalize = Some(train_data.normalization());
+                mc.normalize = Some(normalization(&train_data));
                 mc.class_names.clone_from(&train_data.class_names);
                 let built = build_for_training(&cfg, ring_size, mc, &device)?;
                 if let Some(file) = &cfg.init_from {
-                    warm_start = Some(warm_start_from(file, &built, &test_data, &cfg)?);
+                    warm_start = Some(warm_start_from(file, &built, &test_data, &cfg, events)?);
                 }
                 RunModel::Owned(Box::new(built))
             }
@@ -313,7 +302,7 @@ impl<'a> Run<'a> {
         };
         if let Some(p) = built.store.placement() {
             for notice in p.notices() {
-                eprintln!("note: {notice}");
+                events.event(Event::Notice(Notice::Placement(notice)));
             }
         }
         let ring_lr_scale = match (built.store.placement(), cfg.ring_lr_scaling, cfg.optimizer) {
@@ -362,19 +351,25 @@ impl<'a> Run<'a> {
                     epochs: cfg.epochs,
                 });
             }
-            println!("resuming {} after epoch {}", out.display(), state.epoch);
-        }
-        let test_set = test_data.id();
-        if let Some(best) = state.best_test_set.as_ref().filter(|b| **b != test_set) {
-            eprintln!(
-                "note: checkpoints/best/ was chosen on another test set ({best}); this run tests on {test_set}, so its accuracies are not compared with it and best/ stays as it is"
-            );
         }
         std::fs::create_dir_all(&out).map_err(Error::io(&out))?;
         let lock = RunLock::acquire(&out)?;
         // Checked again under the lock: another run may have finished here.
         if resume.is_none() && checkpoint::find_last(&out).is_some() {
             return Err(Error::RunExists { out });
+        }
+        if resume.is_some() {
+            events.event(Event::Resumed {
+                out: &out,
+                epoch: state.epoch,
+            });
+        }
+        let test_set = test_data.id();
+        if let Some(best) = state.best_test_set.as_ref().filter(|b| **b != test_set) {
+            events.event(Event::Notice(Notice::BestOnOtherTestSet {
+                best,
+                this: &test_set,
+            }));
         }
         write_atomic(&out.join("config.toml"), config_toml)?;
         let log = MetricsLog::open(&out, resume_state.as_ref().map(|(_, s)| s.epoch))?;
@@ -408,6 +403,7 @@ impl<'a> Run<'a> {
             test_set,
             warm_start,
             _lock: lock,
+            events,
         })
     }
 
@@ -424,25 +420,17 @@ impl<'a> Run<'a> {
         self.finish()
     }
 
-    fn announce(&self) {
-        let dof = self.built.store.dof();
-        println!(
-            "{} {} on {} ({}), {} params dense{}",
-            self.built.store.mode().name(),
-            self.cfg.model,
-            self.cfg.dataset,
-            rpg_nn::device_name(&self.device),
-            self.built.dense_params,
-            dof.map(|d| format!(
-                ", ring {} + unshared {} = {} DoF ({:.2}% of dense), ring lr x{:.4}",
-                d.ring_dof,
-                d.unshared_params,
-                d.total_dof,
-                100.0 * d.dof_ratio,
-                self.settings.ring_lr_scale
-            ))
-            .unwrap_or_default()
-        );
+    fn announce(&mut self) {
+        let started = RunStarted {
+            mode: self.built.store.mode().name(),
+            model: self.cfg.model.clone(),
+            dataset: self.cfg.data.dataset.to_string(),
+            device: rpg_nn::device_name(&self.device),
+            dense_params: self.built.dense_params,
+            dof: self.built.store.dof(),
+            ring_lr_scale: self.settings.ring_lr_scale,
+        };
+        self.events.event(Event::Started(&started));
     }
 
     /// One pass over the training data.
@@ -461,7 +449,12 @@ impl<'a> Run<'a> {
             },
         );
         let steps_per_epoch = self.train_data.len().div_ceil(cfg.batch_size);
-        let bar = progress_bar(loader.len(), epoch, cfg.epochs);
+        let events = &mut *self.events;
+        events.event(Event::EpochStarted {
+            epoch,
+            epochs: cfg.epochs,
+            steps: loader.len(),
+        });
         let mut totals = EpochTotals {
             lr: self.schedule.lr((epoch - 1) as f64),
             ..EpochTotals::default()
@@ -487,7 +480,7 @@ impl<'a> Run<'a> {
             let output = match step.run(&x, &y, lr, logs)? {
                 StepOutcome::Taken(output) => output,
                 StepOutcome::Diverged { loss } => {
-                    bar.abandon();
+                    events.event(Event::EpochAbandoned);
                     return Err(stop(loss, self.state.step + 1));
                 }
             };
@@ -495,21 +488,27 @@ impl<'a> Run<'a> {
             self.state.step += 1;
             let correct = correct_count(&output.logits, &y)?;
             totals.add(&output.loss, &correct, batch.size)?;
+            let mut running = None;
             if logs || self.state.step.is_multiple_of(read_every) {
                 totals.read()?;
                 if !totals.loss_sum.is_finite() {
-                    bar.abandon();
+                    events.event(Event::EpochAbandoned);
                     return Err(stop(totals.loss_sum, self.state.step));
                 }
-                let ips = totals.seen as f64 / totals.seconds.max(1e-9);
-                bar.set_message(format!(
-                    "loss {:.4} acc {:.3} lr {lr:.4} {ips:.0} img/s",
-                    totals.loss_sum / totals.seen as f64,
-                    totals.correct as f64 / totals.seen as f64
-                ));
+                running = Some(Running {
+                    epoch,
+                    epochs: cfg.epochs,
+                    step: self.state.step,
+                    loss: totals.loss_sum / totals.seen as f64,
+                    accuracy: totals.correct as f64 / totals.seen as f64,
+                    lr,
+                    images_per_second: totals.seen as f64 / totals.seconds.max(1e-9),
+                });
             }
-            bar.inc(1);
-            if logs {
+            events.event(Event::Step {
+                running: running.as_ref(),
+            });
+            if let (true, Some(running)) = (logs, &running) {
                 let loss = f64::from(output.loss.to_scalar::<f32>()?);
                 let top1 = correct.to_dtype(DType::F64)?.to_scalar::<f64>()?;
                 self.log.write(&StepRecord {
@@ -521,21 +520,14 @@ impl<'a> Run<'a> {
                     lr,
                     grad_norm: output.grad_norm.unwrap_or(f64::NAN),
                 })?;
-                if bar.is_hidden() {
-                    let ips = totals.seen as f64 / totals.seconds.max(1e-9);
-                    println!(
-                        "epoch {epoch}/{} step {} loss {loss:.4} lr {lr:.4} {ips:.0} img/s",
-                        cfg.epochs, self.state.step
-                    );
-                }
+                events.event(Event::StepLogged { running, loss });
             }
         }
         totals.read()?;
         if !totals.loss_sum.is_finite() {
-            bar.abandon();
+            events.event(Event::EpochAbandoned);
             return Err(stop(totals.loss_sum, self.state.step));
         }
-        bar.finish_and_clear();
         Ok(totals)
     }
 
@@ -583,20 +575,10 @@ impl<'a> Run<'a> {
             seconds: totals.seconds,
         };
         self.log.write(&record)?;
-        println!(
-            "epoch {epoch}/{}: train loss {:.4} acc {:.4} | test loss {:.4} acc {:.4}{} | {:.0} img/s, {:.1}s",
-            self.cfg.epochs,
-            record.train_loss,
-            record.train_accuracy,
-            record.test_loss,
-            record.test_accuracy,
-            record
-                .test_top5
-                .map(|t| format!(" top5 {t:.4}"))
-                .unwrap_or_default(),
-            record.images_per_second,
-            record.seconds
-        );
+        self.events.event(Event::EpochEnded {
+            record: &record,
+            epochs: self.cfg.epochs,
+        });
         checkpoint::save(&self.out, "last", &self.built, &self.optimizer, &self.state)?;
         if improved {
             checkpoint::save(&self.out, "best", &self.built, &self.optimizer, &self.state)?;
@@ -606,16 +588,19 @@ impl<'a> Run<'a> {
             "{} {} on {}",
             self.built.store.mode().name(),
             self.cfg.model,
-            self.cfg.dataset
+            self.cfg.data.dataset
         );
         // Drawn beside, then renamed: a failed plot never truncates the last
-        // good one (the image format follows the extension, so not `.tmp`).
-        let (curves, drawn) = (self.out.join("curves.png"), self.out.join("curves.tmp.png"));
-        let plotted = crate::plot::training_curves(&drawn, &title, &self.log.epochs()?)
-            .map_err(Error::from)
-            .and_then(|()| install(&drawn, &curves));
+        // good one.
+        let curves = self.out.join("curves.png");
+        let plotted = rpg_nn::durable::PendingFile::beside(&curves)
+            .map_err(Error::io(&curves))
+            .and_then(|drawn| {
+                crate::plot::training_curves(drawn.path(), &title, &self.log.epochs()?)?;
+                drawn.install().map_err(Error::io(&curves))
+            });
         if let Err(e) = plotted {
-            eprintln!("warning: {e}");
+            self.events.event(Event::Notice(Notice::PlotFailed(&e)));
         }
         Ok(())
     }
@@ -626,7 +611,7 @@ impl<'a> Run<'a> {
         let dof = built.store.dof();
         let summary = Summary {
             model: cfg.model.clone(),
-            dataset: cfg.dataset.clone(),
+            dataset: cfg.data.dataset.to_string(),
             mode: built.store.mode().name().into(),
             placement: if dof.is_some() {
                 cfg.placement.to_string()
@@ -654,14 +639,7 @@ impl<'a> Run<'a> {
             projected_accuracy: self.warm_start.map(|w| w.projected_accuracy),
         };
         write_json(&self.out.join("summary.json"), &summary)?;
-        println!(
-            "done: test accuracy {:.2}% (best {:.2}% at epoch {}), {:.0}s of training; results in {}",
-            100.0 * summary.test_accuracy,
-            100.0 * summary.best_test_accuracy,
-            summary.best_epoch,
-            summary.train_seconds,
-            self.out.display()
-        );
+        self.events.event(Event::Finished(&summary));
         Ok(summary)
     }
 }

@@ -5,6 +5,7 @@ use rpg_compress::{Bits, CompressSettings, PruneScope};
 use rpg_train::compress::{CompressPlan, WeightPruning, compress};
 
 use crate::cli::{CompressArgs, QuantChoice};
+use crate::console::Console;
 
 /// The library's plan for the flags.
 fn plan(args: &CompressArgs) -> CompressPlan {
@@ -46,7 +47,7 @@ fn plan(args: &CompressArgs) -> CompressPlan {
 
 /// Compresses and prints the report.
 pub fn run(args: &CompressArgs) -> Result<()> {
-    let report = compress(&plan(args))?;
+    let report = compress(&plan(args), &mut Console::new())?;
     println!(
         "{} -> {}",
         report.checkpoint.display(),

@@ -12,7 +12,10 @@ fn bad_flags_and_combinations_are_one_line_errors() {
         "choose one of mlp, lenet5",
     );
     fails_with(&["train", "--dof", "0"], "outside (0, 1]");
-    fails_with(&["train", "--dof", "0.1", "--dense"], "takes no --dof");
+    fails_with(
+        &["train", "--dof", "0.1", "--dense"],
+        "--dense and --dof cannot go together",
+    );
     device_is_refused_before_the_run_directory("tpu", "unknown device `tpu`");
     fails_with(&["train", "--epochz", "3"], "unexpected argument");
     fails_with(&["train", "--lr", "fast"], "invalid value");

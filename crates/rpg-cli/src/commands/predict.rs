@@ -3,7 +3,7 @@
 use std::io::Write;
 
 use anyhow::Result;
-use rpg_train::compress::model_file;
+use rpg_train::checkpoint::model_file;
 use rpg_train::predict::predict;
 use rpg_train::setup::load_any;
 

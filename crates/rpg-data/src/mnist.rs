@@ -8,9 +8,10 @@ use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256};
 
-use super::error::{DataError, Result};
-use super::idx::{self, IdxArray};
-use super::{Augment, Dataset, ImageSet, Samples, Split, hint};
+use crate::dataset::{Augment, Dataset, ImageSet, Samples, Split};
+use crate::error::{DataError, Result};
+use crate::idx::{self, IdxArray};
+use crate::kind::hint;
 
 /// File stems in split order (train images, train labels, test images,
 /// test labels) with the SHA-256 of the uncompressed canonical MNIST files.
@@ -81,7 +82,7 @@ pub(super) fn load(name: &str, dir: &Path, family: IdxFamily, split: Split) -> R
             dir: dir.to_path_buf(),
             missing: missing.join(", "),
             expected: MNIST_SHA256.map(|(s, _)| format!("{s}[.gz]")).join(", "),
-            hint: hint(name).into(),
+            hint: hint(name),
         });
     }
     let mut arrays = Vec::new();

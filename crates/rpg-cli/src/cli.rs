@@ -7,11 +7,12 @@ use std::path::PathBuf;
 
 use clap::builder::{PossibleValuesParser, TypedValueParser};
 use clap::{ArgAction, Args, CommandFactory, FromArgMatches, Parser, Subcommand};
+use rpg_core::names::{Named, parse_named};
 use rpg_core::{PlacementKind, ScaleRule};
+use rpg_data::DatasetKind;
 use rpg_kernels::{KernelBackend, Precision};
 use rpg_train::TrainConfig;
 use rpg_train::config::{DEFAULT_DOF, RUN_DEFINING_KEYS};
-use rpg_train::names::{Named, parse_named};
 use rpg_train::optim::OptimizerKind;
 use rpg_train::schedule::ScheduleKind;
 use serde::Serialize;
@@ -530,8 +531,8 @@ pub enum ExportFileFormat {
 #[derive(Debug, Args, Clone, Default)]
 pub struct TestDataArgs {
     /// Data set. [default: the run's]
-    #[arg(long)]
-    pub dataset: Option<String>,
+    #[arg(long, value_parser = named::<DatasetKind>())]
+    pub dataset: Option<DatasetKind>,
     /// Data directory. [default: the run's, else datasets/<dataset>]
     #[arg(long, value_name = "DIR")]
     pub data_dir: Option<PathBuf>,
@@ -562,9 +563,9 @@ pub struct EvalArgs {
 
 impl TestDataArgs {
     /// The library's form.
-    pub fn to_test_data(&self) -> rpg_train::compress::TestData {
-        rpg_train::compress::TestData {
-            dataset: self.dataset.clone(),
+    pub fn to_test_data(&self) -> rpg_train::evaluate::TestData {
+        rpg_train::evaluate::TestData {
+            dataset: self.dataset,
             data_dir: self.data_dir.clone(),
             test_limit: self.test_limit,
         }

@@ -12,8 +12,9 @@ use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 
 use rpg_core::rng::{Pcg32, SplitMix64, StreamPurpose};
 
-use super::error::Result;
-use super::{Augment, Dataset, ImageSet, Samples, folder};
+use crate::dataset::{Augment, Dataset, ImageSet, Samples};
+use crate::error::Result;
+use crate::folder;
 
 /// How to iterate over a data set for one epoch.
 #[derive(Debug, Clone)]

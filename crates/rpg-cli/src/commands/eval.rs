@@ -1,8 +1,9 @@
 //! `rpg eval`.
 
 use anyhow::{Result, bail};
+use rpg_train::checkpoint::model_file;
 use rpg_train::checkpoint::run_config_path;
-use rpg_train::compress::{check_fits, model_file, test_config};
+use rpg_train::evaluate::{check_fits, test_config};
 use rpg_train::evaluate::{evaluate, load_test_data_for};
 use rpg_train::output::{check_file_path, refuse_overwrite, write_json};
 use rpg_train::setup::load_any;
@@ -37,7 +38,7 @@ pub fn run(args: &EvalArgs) -> Result<()> {
         "{}: {} on {} ({} images): accuracy {:.4}, loss {:.4}{}",
         path.display(),
         built.config.name,
-        cfg.dataset,
+        cfg.data.dataset,
         result.samples,
         result.accuracy,
         result.loss,
@@ -50,7 +51,7 @@ pub fn run(args: &EvalArgs) -> Result<()> {
     let json = serde_json::json!({
         "checkpoint": path,
         "model": built.config.name,
-        "dataset": cfg.dataset,
+        "dataset": cfg.data.dataset.to_string(),
         "samples": result.samples,
         "test_accuracy": result.accuracy,
         "test_loss": result.loss,

@@ -1,9 +1,15 @@
 //! The `rpg` command line (`cargo xtask <task>` runs it in release mode).
-//! Arguments are in `cli`, each command's body in `commands`; the work is
-//! the `rpg_train` library's.
+//! Arguments are in `cli`, each command's body in `commands`, the console
+//! rendering of a run's events in `console`; the work is the `rpg_train`
+//! library's. The process-wide tuning (allocator, thread pools) is the
+//! binary's too: a library does not set another program's environment.
 
+mod allocator;
 mod cli;
 mod commands;
+mod console;
+mod errors;
+mod threads;
 
 use std::process::ExitCode;
 
@@ -24,9 +30,9 @@ fn die_quietly_on_closed_pipes() {
 
 fn main() -> ExitCode {
     die_quietly_on_closed_pipes();
-    rpg_train::allocator::retain_freed_memory();
-    rpg_train::threads::shorten_candle_worker_spin();
-    rpg_train::threads::pin_thread_counts();
+    allocator::retain_freed_memory();
+    threads::shorten_candle_worker_spin();
+    threads::pin_thread_counts();
     let cli = match Cli::try_parse_with_defaults() {
         Ok(cli) => cli,
         Err(e) if !e.use_stderr() => {
@@ -62,7 +68,7 @@ fn main() -> ExitCode {
             // backtrace on later lines when RUST_BACKTRACE is set).
             let mut message = String::new();
             for cause in e.chain() {
-                let text = cause.to_string();
+                let text = errors::as_user_gave_it(cause);
                 let line = text.lines().next().unwrap_or_default().trim();
                 // Typed errors often show their source already.
                 if line.is_empty() || message.ends_with(line) {

@@ -6,6 +6,7 @@ use rpg_train::TrainConfig;
 use rpg_train::sweep::{DEFAULT_RATIOS, SweepPlan, sweep};
 
 use crate::cli::SweepArgs;
+use crate::console::Console;
 
 /// Keys a sweep sets per run, with the sweep flag that chooses them.
 const PER_RUN_KEYS: [(&str, &str); 5] = [
@@ -51,7 +52,7 @@ pub fn run(args: &SweepArgs) -> Result<()> {
         out: args
             .out
             .clone()
-            .unwrap_or_else(|| format!("runs/sweep-{}-{}", base.model, base.dataset).into()),
+            .unwrap_or_else(|| format!("runs/sweep-{}-{}", base.model, base.data.dataset).into()),
         base,
         ratios,
         placements,
@@ -62,7 +63,7 @@ pub fn run(args: &SweepArgs) -> Result<()> {
         },
         dense_same_dof: args.dense_same_dof,
     };
-    let rows = sweep(&plan)?;
+    let rows = sweep(&plan, &mut Console::new())?;
     println!(
         "{:<16} {:>9} {:>10} {:>5} {:>9}",
         "placement", "ratio", "total DoF", "seed", "accuracy"

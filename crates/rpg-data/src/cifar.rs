@@ -2,8 +2,9 @@
 
 use std::path::{Path, PathBuf};
 
-use super::error::{DataError, Result};
-use super::{Augment, Dataset, ImageSet, Samples, Split, hint};
+use crate::dataset::{Augment, Dataset, ImageSet, Samples, Split};
+use crate::error::{DataError, Result};
+use crate::kind::hint;
 
 /// Which CIFAR.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -120,7 +121,7 @@ pub(super) fn load(name: &str, dir: &Path, kind: CifarKind, split: Split) -> Res
                 .cloned()
                 .collect::<Vec<_>>()
                 .join(", "),
-            hint: hint(name).into(),
+            hint: hint(name),
         });
     }
     let paths: Vec<PathBuf> = files.iter().map(|f| base.join(f)).collect();

@@ -4,6 +4,7 @@ use anyhow::{Result, bail};
 use rpg_train::TrainConfig;
 
 use crate::cli::TrainArgs;
+use crate::console::Console;
 
 /// The resolved configuration: defaults, then `--config` (or the resumed
 /// run's config.toml), then flags.
@@ -47,7 +48,12 @@ pub fn run(args: &TrainArgs) -> Result<()> {
         let written = cfg.out_dir().join("config.toml");
         rpg_train::output::refuse_overwrite("--out", &written, &[file])?;
     }
-    rpg_train::train_until(cfg, args.resume.as_deref(), args.stop_after_epochs)?;
+    rpg_train::train_until(
+        cfg,
+        args.resume.as_deref(),
+        args.stop_after_epochs,
+        &mut Console::new(),
+    )?;
     Ok(())
 }
 

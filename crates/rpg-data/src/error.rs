@@ -17,7 +17,7 @@ pub enum DataError {
         /// Every file expected.
         expected: String,
         /// Where to get them.
-        hint: String,
+        hint: &'static str,
     },
     /// A file exists but its content is wrong.
     #[error("{path}: {reason}")]
@@ -35,11 +35,30 @@ pub enum DataError {
         /// The error.
         source: std::io::Error,
     },
-    /// An unknown data set name.
+    /// A split holds no images after the limits.
+    #[error("{dir}: the {split} split is empty (after `train_limit` / `test_limit`)")]
+    EmptySplit {
+        /// The data directory.
+        dir: PathBuf,
+        /// Which split.
+        split: crate::Split,
+    },
+    /// The two splits' images differ in shape.
     #[error(
-        "unknown dataset `{0}`: choose one of mnist, fashion-mnist, kmnist, cifar10, cifar100, folder"
+        "{dir}: the training images are {}x{}x{} but the test images are {}x{}x{}: both splits must have one image size",
+        train.0, train.1, train.1, test.0, test.1, test.1
     )]
-    Unknown(String),
+    SplitShapes {
+        /// The data directory.
+        dir: PathBuf,
+        /// Channels and side of the training images.
+        train: (usize, usize),
+        /// Channels and side of the test images.
+        test: (usize, usize),
+    },
+    /// A data setting is refused.
+    #[error(transparent)]
+    Setting(#[from] rpg_core::InvalidSetting),
 }
 
 impl DataError {

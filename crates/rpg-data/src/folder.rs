@@ -3,8 +3,8 @@
 
 use std::path::{Path, PathBuf};
 
-use super::error::{DataError, Result};
-use super::{Augment, Dataset, Samples, Split};
+use crate::dataset::{Augment, Dataset, Samples, Split};
+use crate::error::{DataError, Result};
 
 /// File paths and labels of one split.
 #[derive(Debug, Clone)]
@@ -38,8 +38,7 @@ pub(super) fn load(dir: &Path, image_size: usize, split: Split) -> Result<Datase
             dir: dir.to_path_buf(),
             missing: "train/ or val/".into(),
             expected: "train/<class>/*.{png,jpg} and val/<class>/*.{png,jpg}".into(),
-            hint: "arrange images as ImageNet is (one folder per class); see datasets/README.md"
-                .into(),
+            hint: crate::DatasetKind::Folder.hint(),
         });
     }
     let (set, augment) = match split {

@@ -3,7 +3,7 @@
 use std::io::Read;
 use std::path::Path;
 
-use super::error::{DataError, Result};
+use crate::error::{DataError, Result};
 
 /// An unsigned-byte IDX array.
 #[derive(Debug, Clone, PartialEq)]

@@ -193,14 +193,21 @@ fn out_of_range_values_are_refused_not_ignored() {
         fails_with(&args, needle);
         assert!(!out.exists(), "{flags:?} left a run directory");
     };
-    train(&["--momentum", "5"], "--momentum must be in [0, 1)");
+    train(&["--momentum", "5"], "--momentum 5: must be in [0, 1)");
     train(&["--warmup-epochs=-1"], "--warmup-epochs");
     train(&["--stop-after-epochs", "0"], "--stop-after-epochs");
     train(&["--dof", "-1"], "outside (0, 1]");
-    train(&["--image-size", "64"], "--dataset folder only");
+    train(
+        &["--image-size", "64"],
+        "--image-size 64: applies to the folder dataset only",
+    );
     train(
         &["--dataset", "folder", "--image-size", "0"],
-        "--image-size must be positive",
+        "--image-size 0: must be positive",
+    );
+    train(
+        &["--dof", "0.1", "--dense"],
+        "--dense and --dof cannot go together",
     );
     train(&["--share", "nothing.*"], "matches no parameter");
     train(&["--share", "["], "only `*` is a wildcard");
@@ -285,7 +292,7 @@ fn messages_say_what_is_wrong_and_where() {
     std::fs::write(&config, "epochs = 2\nepochz = 3\n").unwrap();
     fails_with(
         &["train", "--config", config.to_str().unwrap()],
-        "line 2, column 1: unknown field `epochz`",
+        "c.toml: unknown field `epochz`",
     );
     let run = trained_run(dir.path(), "100");
     let optimizer = run.join("checkpoints/last/optimizer.safetensors");

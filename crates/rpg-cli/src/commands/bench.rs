@@ -1,0 +1,99 @@
+//! `rpg bench`.
+
+use std::process::Command;
+
+use anyhow::{Context, Result, bail};
+use rpg_kernels::{KernelBackend, Precision};
+use rpg_train::bench::{BenchResult, DEFAULT_CASES, run_case, table};
+
+use crate::cli::BenchArgs;
+
+/// Runs the cases (each in a child process) and prints the table or JSON;
+/// with `--one`, runs one case here and prints it as JSON.
+pub fn run(args: &BenchArgs, kernels: KernelBackend) -> Result<()> {
+    if args.steps == 0 || args.batch_size == Some(0) {
+        bail!("--steps and --batch-size must be positive");
+    }
+    let cases: Vec<(String, usize)> = match &args.model {
+        Some(m) => {
+            rpg_models::model_entry(m)?;
+            let default = DEFAULT_CASES
+                .iter()
+                .find(|(n, _)| n == m)
+                .map_or(32, |(_, b)| *b);
+            vec![(m.clone(), args.batch_size.unwrap_or(default))]
+        }
+        None => DEFAULT_CASES
+            .iter()
+            .map(|(m, b)| (m.to_string(), args.batch_size.unwrap_or(*b)))
+            .collect(),
+    };
+    if let Some(mode) = &args.one {
+        let device = rpg_nn::parse_device(&args.device)?;
+        rpg_kernels::set_precision(args.precision);
+        let (model, batch) = &cases[0];
+        let result = run_case(model, mode, *batch, args.steps, &device)?;
+        println!("{}", serde_json::to_string(&result)?);
+        return Ok(());
+    }
+    let kernels = if args.compare_kernels {
+        KernelBackend::ALL.to_vec()
+    } else {
+        vec![kernels]
+    };
+    let results = run_all(&cases, args.steps, &args.device, args.precision, &kernels)?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&results)?);
+    } else {
+        print!("{}", table(&results));
+    }
+    Ok(())
+}
+
+/// Runs the cases, each in a child process of this binary
+/// (`rpg bench --one ...`, so that each case's peak memory is its own),
+/// once per kernel set in `kernels`.
+fn run_all(
+    models: &[(String, usize)],
+    steps: usize,
+    device: &str,
+    precision: Precision,
+    kernels: &[KernelBackend],
+) -> Result<Vec<BenchResult>> {
+    let exe = std::env::current_exe().context("finding the rpg binary to run bench cases")?;
+    let mut results = Vec::new();
+    let cases = models.iter().flat_map(|(model, batch)| {
+        kernels
+            .iter()
+            .flat_map(move |k| ["dense", "rpg"].map(move |mode| (model, *batch, k.name(), mode)))
+    });
+    for (model, batch, kernel, mode) in cases {
+        let output = Command::new(&exe)
+            .args([
+                "bench",
+                "--one",
+                mode,
+                "--model",
+                model,
+                "--batch-size",
+                &batch.to_string(),
+            ])
+            .args(["--steps", &steps.to_string(), "--device", device])
+            .args(["--kernels", kernel, "--precision", precision.name()])
+            .output()
+            .with_context(|| format!("running {}", exe.display()))?;
+        let case = format!("benchmark case {model} {mode}");
+        if !output.status.success() {
+            bail!("{case}: {}", String::from_utf8_lossy(&output.stderr).trim());
+        }
+        let line = String::from_utf8_lossy(&output.stdout);
+        let result: BenchResult = serde_json::from_str(line.trim())
+            .with_context(|| format!("{case}: bad output {}", line.trim()))?;
+        eprintln!(
+            "{model:>16} {mode:>5} b{batch} {kernel}: {:.1} train img/s, {:.1} infer img/s",
+            result.train_images_per_second, result.infer_images_per_second
+        );
+        results.push(result);
+    }
+    Ok(results)
+}
