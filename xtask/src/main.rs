@@ -1,15 +1,16 @@
 //! `cargo xtask`: the project's task runner.
 //!
 //! Deliberately thin: it knows no Candle and no rpg crate. Model work
-//! (`train`, `eval`, `predict`, `models`, `compress`, `export`, `bench`, `sweep`, `selftest`) is forwarded to a release build of the `rpg` binary of `rpg-train`, so heavy
+//! (`train`, `eval`, `predict`, `models`, `compress`, `export`, `bench`, `sweep`, `selftest`) is forwarded to a release build of the `rpg` binary (crate `rpg-cli`), so heavy
 //! code always runs optimised and with the backend the user asked for:
 //!
 //! ```text
 //! cargo xtask train --epochs 3 --features cuda
-//!   => cargo run --release -p rpg-train --bin rpg --features cuda -- train --epochs 3
+//!   => cargo run --release -p rpg-cli --bin rpg --features cuda -- train --epochs 3
 //! ```
 
 mod cuda;
+mod vendor;
 
 use std::process::{Command, ExitCode};
 
@@ -21,7 +22,7 @@ cargo xtask: tasks of the rpg workspace
 USAGE:
     cargo xtask <TASK> [ARGS...] [--features F1,F2]
 
-TASKS forwarded to `rpg` (a release build of crates/rpg-train; `cargo xtask <TASK> --help` explains each):
+TASKS forwarded to `rpg` (a release build of crates/rpg-cli; `cargo xtask <TASK> --help` explains each):
     train       train an RPG (or dense) model; with no flags: LeNet-5 at 10% DoF on the bundled MNIST
     eval        evaluate a checkpoint on a dataset
     predict     top classes of your own images (PNG/JPEG files, folders, IDX files)
@@ -46,6 +47,8 @@ TASKS run here:
     fuzz        mutation-fuzz every file reader (IDX, gzip, CIFAR, images, model files, artifacts,
                 optimizer state): 1 million executions, no panic, no allocation over 1 GiB
                 (--iterations N, --seed S; panicking inputs land in target/fuzz-crashes/)
+    vendor-check  the vendored candle-core is the published 0.11.1 (its SHA-256 recorded in
+                vendor/candle-core/SHA256SUMS) plus backprop.diff, file for file
     ci          what CI runs: fmt check, clippy -D warnings, the test suite
     cuda-toolchain  install the pinned CUDA 13.0 compiler and libraries from PyPI into
                 .cuda-toolchain/ (project-local, 1.6 GB with cuDNN), plus a libcuda link stub; no GPU needed
@@ -132,6 +135,10 @@ fn run(args: Vec<String>) -> Result<ExitCode> {
         }
         "onnx-check" => {
             onnx_check(&rest)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        "vendor-check" => {
+            vendor::check(&project_root(), cargo)?;
             Ok(ExitCode::SUCCESS)
         }
         "fuzz" => {
@@ -468,7 +475,7 @@ fn is_cuda(features: &str) -> bool {
 /// switching features back and forth would otherwise rebuild Candle each time.
 fn rpg_cargo(verb: &str, features: Option<&str>) -> Result<Command> {
     let mut cmd = cargo();
-    cmd.args([verb, "--release", "-p", "rpg-train", "--bin", "rpg"]);
+    cmd.args([verb, "--release", "-p", "rpg-cli", "--bin", "rpg"]);
     if let Some(features) = features {
         cmd.args(["--features", features]);
         if is_cuda(features) {
