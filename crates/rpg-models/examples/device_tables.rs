@@ -1,6 +1,6 @@
 //! Device memory of RPG's device tables (`rpg_nn::DevicePlacement`) for the
 //! bench models at 10% DoF with the paper's sharing: the figures of
-//! docs/benchmarks.md.
+//! docs/dev/benchmarks.md.
 //!
 //! `cargo run --release -p rpg-models --example device_tables`
 

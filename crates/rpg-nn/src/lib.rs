@@ -56,3 +56,9 @@ pub use policy::{SharingPolicy, glob_match, is_buffer};
 pub use prunable::PrunableLayer;
 pub use record::record_parameters;
 pub use store::{GenerationPath, Mode, ParamStore, RING_NAME};
+
+/// `docs/guide/own-model.md`, compiled and run as a doctest so that the
+/// guide's code keeps working.
+#[doc = include_str!("../../../docs/guide/own-model.md")]
+#[cfg(doctest)]
+pub struct OwnModelGuide;

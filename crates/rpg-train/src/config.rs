@@ -587,4 +587,34 @@ mod tests {
         assert_eq!(back, c);
         assert!(toml::from_str::<TrainConfig>("epochz = 3").is_err());
     }
+
+    /// `docs/reference/config.md` is the default config, and its
+    /// commented-out keys are keys.
+    #[test]
+    fn the_reference_is_the_default() {
+        let doc = include_str!("../../../docs/reference/config.md");
+        let block = doc
+            .split("```toml\n")
+            .nth(1)
+            .and_then(|rest| rest.split("```").next())
+            .expect("a toml block");
+        let documented: TrainConfig = toml::from_str(block).unwrap();
+        assert_eq!(documented, TrainConfig::default());
+        let commented: String = block
+            .lines()
+            .filter_map(|l| l.strip_prefix("# "))
+            .filter(|l| l.contains(" = "))
+            .map(|l| format!("{}\n", l.split("  #").next().unwrap_or(l)))
+            .collect();
+        assert_eq!(commented.matches(" = ").count(), 10, "{commented}");
+        toml::from_str::<TrainConfig>(&commented).unwrap();
+        // Every key the default writes is in the block.
+        let keys = toml::Table::try_from(TrainConfig::default()).unwrap();
+        for key in keys.keys() {
+            assert!(
+                block.contains(&format!("\n{key} = ")),
+                "{key} is not documented"
+            );
+        }
+    }
 }
