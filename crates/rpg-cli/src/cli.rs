@@ -124,9 +124,10 @@ pub enum Command {
 /// `rpg predict`.
 #[derive(Debug, Args)]
 pub struct PredictArgs {
-    /// A model file, checkpoint or run directory, compressed artifact, or dense export.
-    #[arg(long, value_name = "PATH")]
-    pub model: PathBuf,
+    /// A model file, checkpoint or run directory, compressed artifact, or dense export
+    /// (`--model` is the old name of this flag).
+    #[arg(long, alias = "model", value_name = "PATH")]
+    pub checkpoint: PathBuf,
     /// Images: PNG/JPEG files, folders of them (searched recursively), or IDX image files.
     #[arg(required = true, value_name = "INPUT")]
     pub inputs: Vec<PathBuf>,

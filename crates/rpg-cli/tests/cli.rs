@@ -509,7 +509,7 @@ fn predict_agrees_with_eval_and_reads_png_files() {
     let images = mnist().join("t10k-images-idx3-ubyte.gz");
     let out = rpg_ok(&[
         "predict",
-        "--model",
+        "--checkpoint",
         run_s,
         images.to_str().unwrap(),
         "--top-k",

@@ -12,7 +12,7 @@ use crate::cli::PredictArgs;
 
 /// Prints the top classes of every input.
 pub fn run(args: &PredictArgs) -> Result<()> {
-    let path = model_file(&args.model)?;
+    let path = model_file(&args.checkpoint)?;
     let device = rpg_nn::parse_device(&args.device)?;
     let built = load_any(&path, &device)?;
     let predictions = predict(&built, &args.inputs, args.top_k)?;

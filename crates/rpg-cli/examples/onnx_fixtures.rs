@@ -5,7 +5,7 @@
 //! after reading the file back.
 //!
 //! ```text
-//! cargo run --release -p rpg-train --example onnx_fixtures -- DIR lenet5,resnet20
+//! cargo run --release -p rpg-cli --example onnx_fixtures -- DIR lenet5,resnet20
 //! ```
 //! writes `DIR/<model>/{model.safetensors, input.bin, logits.bin, shapes.json}`
 //! (`.bin`: little-endian f32, shapes in `shapes.json`).
