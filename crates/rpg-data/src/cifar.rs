@@ -4,7 +4,9 @@ use std::path::{Path, PathBuf};
 
 use crate::dataset::{Augment, Dataset, ImageSet, Samples, Split};
 use crate::error::{DataError, Result};
-use crate::kind::hint;
+use rpg_core::names::Named;
+
+use crate::kind::DatasetKind;
 
 /// Which CIFAR.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -83,7 +85,13 @@ pub const CIFAR10_CLASSES: [&str; 10] = [
 ];
 
 /// Loads one split: only its batch files are read.
-pub(super) fn load(name: &str, dir: &Path, kind: CifarKind, split: Split) -> Result<Dataset> {
+pub(super) fn load(
+    dataset: DatasetKind,
+    dir: &Path,
+    kind: CifarKind,
+    split: Split,
+) -> Result<Dataset> {
+    let name = dataset.name();
     let (train, test): (Vec<String>, Vec<String>) = match kind {
         CifarKind::Ten => (
             (1..=5).map(|i| format!("data_batch_{i}.bin")).collect(),
@@ -121,7 +129,7 @@ pub(super) fn load(name: &str, dir: &Path, kind: CifarKind, split: Split) -> Res
                 .cloned()
                 .collect::<Vec<_>>()
                 .join(", "),
-            hint: hint(name),
+            hint: dataset.hint(),
         });
     }
     let paths: Vec<PathBuf> = files.iter().map(|f| base.join(f)).collect();

@@ -15,7 +15,7 @@ use crate::kind::DatasetKind;
 pub const DEFAULT_IMAGE_SIZE: usize = 224;
 
 /// The data a run reads.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct DataConfig {
     /// Data set.
@@ -32,19 +32,6 @@ pub struct DataConfig {
     pub train_limit: Option<usize>,
     /// Use only the first N test images.
     pub test_limit: Option<usize>,
-}
-
-impl Default for DataConfig {
-    fn default() -> Self {
-        Self {
-            dataset: DatasetKind::Mnist,
-            data_dir: None,
-            image_size: None,
-            normalize: None,
-            train_limit: None,
-            test_limit: None,
-        }
-    }
 }
 
 impl DataConfig {

@@ -209,12 +209,3 @@ impl std::fmt::Display for Split {
         })
     }
 }
-
-/// Train and test splits.
-#[derive(Debug, Clone)]
-pub struct Splits {
-    /// Training split.
-    pub train: Dataset,
-    /// Test split.
-    pub test: Dataset,
-}

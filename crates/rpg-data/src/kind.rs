@@ -2,7 +2,7 @@
 
 use std::path::Path;
 
-use rpg_core::names::{Named, parse_named};
+use rpg_core::names::Named;
 
 use crate::cifar::{self, CifarKind};
 use crate::dataset::{Dataset, Split};
@@ -94,24 +94,18 @@ impl DatasetKind {
             std,
             verify_mnist,
         };
-        let name = self.name();
         match self {
             DatasetKind::Mnist => {
                 let pinned = mnist::is_bundled(dir);
-                mnist::load(name, dir, idx(10, 0.1307, 0.3081, pinned), split)
+                mnist::load(self, dir, idx(10, 0.1307, 0.3081, pinned), split)
             }
             DatasetKind::FashionMnist => {
-                mnist::load(name, dir, idx(10, 0.2860, 0.3530, false), split)
+                mnist::load(self, dir, idx(10, 0.2860, 0.3530, false), split)
             }
-            DatasetKind::Kmnist => mnist::load(name, dir, idx(10, 0.1918, 0.3483, false), split),
-            DatasetKind::Cifar10 => cifar::load(name, dir, CifarKind::Ten, split),
-            DatasetKind::Cifar100 => cifar::load(name, dir, CifarKind::Hundred, split),
+            DatasetKind::Kmnist => mnist::load(self, dir, idx(10, 0.1918, 0.3483, false), split),
+            DatasetKind::Cifar10 => cifar::load(self, dir, CifarKind::Ten, split),
+            DatasetKind::Cifar100 => cifar::load(self, dir, CifarKind::Hundred, split),
             DatasetKind::Folder => folder::load(dir, image_size, split),
         }
     }
-}
-
-/// Where to get the files of the data set called `name`.
-pub(crate) fn hint(name: &str) -> &'static str {
-    parse_named::<DatasetKind>(name).map_or("see datasets/README.md", DatasetKind::hint)
 }

@@ -19,7 +19,7 @@ mod mnist;
 
 pub use cifar::{CifarKind, parse_batch};
 pub use config::{DEFAULT_IMAGE_SIZE, DataConfig};
-pub use dataset::{Augment, Dataset, ImageSet, Samples, Split, Splits, TestSetId};
+pub use dataset::{Augment, Dataset, ImageSet, Samples, Split, TestSetId};
 pub use error::{DataError, Result};
 pub use folder::{FolderSet, decode_bytes as decode_image, is_image};
 pub use idx::{IdxArray, decode_maybe_gz, parse_idx, read_idx};
@@ -32,12 +32,14 @@ mod tests {
 
     use super::*;
 
-    fn load(name: &str, dir: &Path, image_size: usize) -> Result<Splits> {
-        let kind: DatasetKind = name.parse().expect("a dataset name");
-        Ok(Splits {
-            train: kind.load_split(dir, image_size, Split::Train)?,
-            test: kind.load_split(dir, image_size, Split::Test)?,
-        })
+    /// Both splits of `name` in `dir`, as a run reads them.
+    fn load(name: &str, dir: &Path) -> Result<(Dataset, Dataset)> {
+        DataConfig {
+            dataset: name.parse().expect("a dataset name"),
+            data_dir: Some(dir.to_path_buf()),
+            ..DataConfig::default()
+        }
+        .load()
     }
 
     fn write_idx_set(dir: &Path, n: u32, label: u8) {
@@ -65,12 +67,12 @@ mod tests {
     fn idx_sets_load_and_validate_labels_and_counts() {
         let dir = tempfile::tempdir().unwrap();
         write_idx_set(dir.path(), 3, 9);
-        let s = load("fashion-mnist", dir.path(), 0).unwrap();
-        assert_eq!(s.train.len(), 3);
-        assert_eq!(s.test.labels(), &[0, 1]);
+        let (train, test) = load("fashion-mnist", dir.path()).unwrap();
+        assert_eq!(train.len(), 3);
+        assert_eq!(test.labels(), &[0, 1]);
 
         write_idx_set(dir.path(), 3, 10);
-        let err = load("kmnist", dir.path(), 0).unwrap_err().to_string();
+        let err = load("kmnist", dir.path()).unwrap_err().to_string();
         assert!(err.contains("outside 0..10"), "{err}");
 
         std::fs::write(
@@ -78,19 +80,19 @@ mod tests {
             idx::encode_idx(&[2], &[0, 0]),
         )
         .unwrap();
-        let err = load("kmnist", dir.path(), 0).unwrap_err().to_string();
+        let err = load("kmnist", dir.path()).unwrap_err().to_string();
         assert!(err.contains("expected [3]"), "{err}");
     }
 
     #[test]
     fn missing_files_are_listed_with_a_hint() {
         let dir = tempfile::tempdir().unwrap();
-        let err = load("cifar10", dir.path(), 0).unwrap_err().to_string();
+        let err = load("cifar10", dir.path()).unwrap_err().to_string();
         assert!(
             err.contains("data_batch_1.bin") && err.contains("cifar-10-binary.tar.gz"),
             "{err}"
         );
-        let err = load("mnist", dir.path(), 0).unwrap_err().to_string();
+        let err = load("mnist", dir.path()).unwrap_err().to_string();
         assert!(err.contains("train-images-idx3-ubyte[.gz]"), "{err}");
         assert!("imagenet21k".parse::<DatasetKind>().is_err());
     }
@@ -107,15 +109,15 @@ mod tests {
             std: 0.3081,
             verify_mnist: true,
         };
-        let err = mnist::load("mnist", dir.path(), pinned, Split::Train)
+        let err = mnist::load(DatasetKind::Mnist, dir.path(), pinned, Split::Train)
             .unwrap_err()
             .to_string();
         assert!(err.contains("SHA-256"), "{err}");
         assert!(!mnist::is_bundled(dir.path()));
         let bundled = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../datasets/mnist");
         assert!(mnist::is_bundled(&bundled));
-        let variant = load("mnist", dir.path(), 0).unwrap();
-        assert_eq!(variant.train.len(), 3);
+        let (variant, _) = load("mnist", dir.path()).unwrap();
+        assert_eq!(variant.len(), 3);
     }
 
     #[test]
@@ -133,9 +135,9 @@ mod tests {
     #[test]
     fn bundled_mnist_is_canonical() {
         let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../datasets/mnist");
-        let s = load("mnist", &dir, 0).unwrap();
-        assert_eq!((s.train.len(), s.test.len()), (60_000, 10_000));
-        assert_eq!((s.train.labels()[0], s.test.labels()[0]), (5, 7));
-        assert_eq!(s.train.labels().iter().filter(|&&l| l == 1).count(), 6742);
+        let (train, test) = load("mnist", &dir).unwrap();
+        assert_eq!((train.len(), test.len()), (60_000, 10_000));
+        assert_eq!((train.labels()[0], test.labels()[0]), (5, 7));
+        assert_eq!(train.labels().iter().filter(|&&l| l == 1).count(), 6742);
     }
 }

@@ -11,7 +11,9 @@ use sha2::{Digest, Sha256};
 use crate::dataset::{Augment, Dataset, ImageSet, Samples, Split};
 use crate::error::{DataError, Result};
 use crate::idx::{self, IdxArray};
-use crate::kind::hint;
+use rpg_core::names::Named;
+
+use crate::kind::DatasetKind;
 
 /// File stems in split order (train images, train labels, test images,
 /// test labels) with the SHA-256 of the uncompressed canonical MNIST files.
@@ -64,7 +66,13 @@ fn find_idx(dir: &Path, stem: &str) -> Option<PathBuf> {
 }
 
 /// Loads one split: only its two files are read.
-pub(super) fn load(name: &str, dir: &Path, family: IdxFamily, split: Split) -> Result<Dataset> {
+pub(super) fn load(
+    dataset: DatasetKind,
+    dir: &Path,
+    family: IdxFamily,
+    split: Split,
+) -> Result<Dataset> {
+    let name = dataset.name();
     let files = match split {
         Split::Train => &MNIST_SHA256[..2],
         Split::Test => &MNIST_SHA256[2..],
@@ -82,7 +90,7 @@ pub(super) fn load(name: &str, dir: &Path, family: IdxFamily, split: Split) -> R
             dir: dir.to_path_buf(),
             missing: missing.join(", "),
             expected: MNIST_SHA256.map(|(s, _)| format!("{s}[.gz]")).join(", "),
-            hint: hint(name),
+            hint: dataset.hint(),
         });
     }
     let mut arrays = Vec::new();

@@ -246,7 +246,9 @@ impl TrainConfig {
             source,
         })?;
         toml::from_str(&text).map_err(|e| {
-            // A span of the whole document points nowhere in particular.
+            // An empty span at the start (what toml gives for a key of a
+            // flattened table, or an unknown key) or one over the whole
+            // document points nowhere in particular.
             let at = e
                 .span()
                 .filter(|s| !(s.start == 0 && (s.end == 0 || s.end >= text.trim_end().len())))

@@ -150,12 +150,6 @@ pub enum Error {
         /// The last checkpoint written, if any.
         last_good: Option<PathBuf>,
     },
-    /// A split holds no images after the limits.
-    #[error("{dir}: empty train or test split")]
-    EmptySplit {
-        /// The data directory.
-        dir: PathBuf,
-    },
     /// A model's outputs are NaN or infinite.
     #[error(
         "the model's outputs are not finite (NaN or infinity) on the test batch from image {first_image}: its parameters are corrupt or it diverged"
@@ -184,9 +178,6 @@ pub enum Error {
     /// A setting of a command is out of range or unsupported.
     #[error("{0}")]
     Invalid(String),
-    /// A setting of a command is refused, by its key.
-    #[error(transparent)]
-    Setting(#[from] InvalidSetting),
     /// A benchmark case (a child process) failed.
     #[error("benchmark case {case}: {message}")]
     BenchCase {
@@ -233,9 +224,7 @@ impl Error {
     pub fn setting(&self) -> Option<SettingError<'_>> {
         match self {
             Error::Config(e) => e.setting(),
-            Error::Data(DataError::Setting(s)) | Error::Setting(s) => {
-                Some(SettingError::Invalid(s))
-            }
+            Error::Data(DataError::Setting(s)) => Some(SettingError::Invalid(s)),
             _ => None,
         }
     }
