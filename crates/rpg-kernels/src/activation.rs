@@ -8,11 +8,11 @@
 //! of a ResNet-20 step. The gradients equal Candle's exactly, including its
 //! choice of 1 at exactly zero.
 
-use candle_core::{CpuStorage, CustomOp1, CustomOp2, Layout, Result, Shape, Tensor};
+use candle_core::{CpuStorage, CustomOp1, CustomOp2, CustomOp3, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
-use crate::backend::native_applies;
 use crate::cpu::storage::f32_slice;
+use crate::route::{Op, Route, route};
 
 /// Elements per parallel chunk: large enough to amortise a task, small
 /// enough to spread a ResNet activation over every thread.
@@ -21,10 +21,9 @@ const CHUNK: usize = 1 << 15;
 /// `max(x, 0)`, differentiable; the native pass for f32 on the CPU,
 /// Candle's `relu` elsewhere.
 pub fn relu(x: &Tensor) -> Result<Tensor> {
-    if native_applies(x) {
-        x.contiguous()?.apply_op1(Unary::Relu)
-    } else {
-        x.relu()
+    match route(Op::Relu, &[x]) {
+        Route::Cpu | Route::Cuda => x.contiguous()?.apply_op1(Unary::Relu),
+        Route::Candle => x.relu(),
     }
 }
 
@@ -32,20 +31,14 @@ pub fn relu(x: &Tensor) -> Result<Tensor> {
 /// CPU, one kernel each way for f32 on CUDA (`cuda` feature), Candle's
 /// `(a + b).relu()` elsewhere. Shapes must match.
 pub fn add_relu(a: &Tensor, b: &Tensor) -> Result<Tensor> {
-    let same = |check: fn(&Tensor) -> bool| check(a) && check(b);
-    if same(native_applies) || same(crate::backend::cuda_applies) {
-        if a.dims() != b.dims() {
-            candle_core::bail!("add_relu of shapes {:?} and {:?}", a.dims(), b.dims())
+    match route(Op::AddRelu, &[a, b]) {
+        Route::Cpu | Route::Cuda => {
+            if a.dims() != b.dims() {
+                candle_core::bail!("add_relu of shapes {:?} and {:?}", a.dims(), b.dims())
+            }
+            a.contiguous()?.apply_op2(&b.contiguous()?, AddRelu)
         }
-        #[cfg(feature = "cuda")]
-        if a.device().is_cuda() {
-            return a
-                .contiguous()?
-                .apply_op2(&b.contiguous()?, crate::cuda::activation::AddReluCuda);
-        }
-        a.contiguous()?.apply_op2(&b.contiguous()?, AddRelu)
-    } else {
-        (a + b)?.relu()
+        Route::Candle => (a + b)?.relu(),
     }
 }
 
@@ -55,10 +48,9 @@ pub fn add_relu(a: &Tensor, b: &Tensor) -> Result<Tensor> {
 /// divides: about twenty passes. The gradient is Candle's: 1 inside, 0
 /// outside and 1/2 at exactly 0 or 6 (where its maximum/minimum split a tie).
 pub fn relu6(x: &Tensor) -> Result<Tensor> {
-    if native_applies(x) {
-        x.contiguous()?.apply_op1(Unary::Relu6)
-    } else {
-        x.clamp(0f32, 6f32)
+    match route(Op::Relu6, &[x]) {
+        Route::Cpu | Route::Cuda => x.contiguous()?.apply_op1(Unary::Relu6),
+        Route::Candle => x.clamp(0f32, 6f32),
     }
 }
 
@@ -157,6 +149,8 @@ impl CustomOp2 for UnaryGrad {
     }
 }
 
+/// `(a, b) -> max(a + b, 0)`: `cpu_fwd` here, `cuda_fwd` in
+/// `cuda::activation`.
 struct AddRelu;
 
 impl CustomOp2 for AddRelu {
@@ -179,6 +173,18 @@ impl CustomOp2 for AddRelu {
         Ok((CpuStorage::F32(y), la.shape().clone()))
     }
 
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(
+        &self,
+        sa: &candle_core::CudaStorage,
+        la: &Layout,
+        sb: &candle_core::CudaStorage,
+        lb: &Layout,
+    ) -> Result<(candle_core::CudaStorage, Shape)> {
+        let y = crate::cuda::activation::add_relu(sa, la, sb, lb)?;
+        Ok((y, la.shape().clone()))
+    }
+
     fn bwd(
         &self,
         a: &Tensor,
@@ -186,12 +192,59 @@ impl CustomOp2 for AddRelu {
         _y: &Tensor,
         dy: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>)> {
-        // `a + b` again rather than the output: Candle passes the gradient
+        // From `a + b` rather than the output: Candle passes the gradient
         // where the ReLU's input is >= 0, and the output cannot tell 0 from
         // a negative input.
-        let sum = (a + b)?;
-        let d = sum.apply_op2_no_bwd(&dy.contiguous()?, &UnaryGrad(Unary::Relu))?;
+        let d = a.apply_op3_no_bwd(b, &dy.contiguous()?, &AddReluGrad)?;
         Ok((Some(d.clone()), Some(d)))
+    }
+}
+
+/// `(a, b, dy) -> dy where a + b >= 0, else 0`.
+struct AddReluGrad;
+
+impl CustomOp3 for AddReluGrad {
+    fn name(&self) -> &'static str {
+        "rpg-add-relu-grad"
+    }
+
+    fn cpu_fwd(
+        &self,
+        sa: &CpuStorage,
+        la: &Layout,
+        sb: &CpuStorage,
+        lb: &Layout,
+        sd: &CpuStorage,
+        ld: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        const OP: &str = "add_relu backward";
+        let (a, b, dy) = (
+            f32_slice(sa, la, OP)?,
+            f32_slice(sb, lb, OP)?,
+            f32_slice(sd, ld, OP)?,
+        );
+        let dx = a
+            .par_iter()
+            .zip(b)
+            .zip(dy)
+            .with_min_len(CHUNK)
+            .map(|((a, b), d)| if a + b >= 0.0 { *d } else { 0.0 })
+            .collect();
+        Ok((CpuStorage::F32(dx), la.shape().clone()))
+    }
+
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(
+        &self,
+        sa: &candle_core::CudaStorage,
+        la: &Layout,
+        sb: &candle_core::CudaStorage,
+        lb: &Layout,
+        sd: &candle_core::CudaStorage,
+        ld: &Layout,
+    ) -> Result<(candle_core::CudaStorage, Shape)> {
+        let dx = crate::cuda::activation::add_relu_grad((sa, la), (sb, lb), (sd, ld))?;
+        Ok((dx, la.shape().clone()))
     }
 }
 

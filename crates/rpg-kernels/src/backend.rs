@@ -88,30 +88,6 @@ pub fn kernel_backend() -> KernelBackend {
     CURRENT.get()
 }
 
-/// Whether the native kernels serve a tensor of this device and dtype.
-pub(crate) fn native_applies(t: &candle_core::Tensor) -> bool {
-    matches!(t.device(), candle_core::Device::Cpu)
-        && t.dtype() == candle_core::DType::F32
-        && kernel_backend() == KernelBackend::Native
-}
-
-/// Whether cuDNN serves the conv of a tensor of this device and dtype:
-/// f32 on CUDA in a build with the `cudnn` feature, unless a scope chose
-/// Candle's ops (whose backward is a naive transposed conv).
-pub(crate) fn cudnn_applies(t: &candle_core::Tensor) -> bool {
-    cfg!(feature = "cudnn") && cuda_applies(t)
-}
-
-/// Whether this crate's CUDA kernels serve a tensor of this device and
-/// dtype: f32 on CUDA in a build with the `cuda` feature, unless a scope
-/// chose Candle's ops.
-pub(crate) fn cuda_applies(t: &candle_core::Tensor) -> bool {
-    cfg!(feature = "cuda")
-        && t.device().is_cuda()
-        && t.dtype() == candle_core::DType::F32
-        && kernel_backend() == KernelBackend::Native
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

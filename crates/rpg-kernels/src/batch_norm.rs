@@ -23,6 +23,7 @@ use candle_nn::{BatchNormConfig, VarBuilder};
 
 use crate::cpu::channels::{channel_sums, dims, lane_sums};
 use crate::cpu::storage::{f32_slice, par_filled};
+use crate::route::{Op, Route, route};
 
 const OP: &str = "batch-norm";
 
@@ -81,10 +82,10 @@ impl BatchNorm {
     /// with one pass fewer each way, and neither the normalised tensor nor
     /// its gradient ever allocated.
     pub fn forward_add_relu_t(&self, x: &Tensor, shortcut: &Tensor, train: bool) -> Result<Tensor> {
-        let native = crate::backend::native_applies(x)
-            && crate::backend::native_applies(shortcut)
-            && x.dims() == shortcut.dims();
-        if train && native && self.fused_applies(x) {
+        let fused = route(Op::BatchNormAddRelu, &[x, shortcut]) == Route::Cpu
+            && x.dims() == shortcut.dims()
+            && self.fused_applies(x);
+        if train && fused {
             self.forward_train_add_relu(x, shortcut)
         } else {
             crate::activation::add_relu(&self.forward_t(x, train)?, shortcut)
@@ -92,7 +93,7 @@ impl BatchNorm {
     }
 
     fn fused_applies(&self, x: &Tensor) -> bool {
-        (crate::backend::native_applies(x) || crate::backend::cuda_applies(x))
+        route(Op::BatchNormTrain, &[x]) != Route::Candle
             && x.rank() >= 2
             && self.inner.weight_and_bias().is_some()
     }
@@ -149,54 +150,28 @@ impl BatchNorm {
 
     fn forward_train_fused(&self, x: &Tensor, relu: bool) -> Result<Tensor> {
         let (weight, bias, per_channel) = self.training_input(x)?;
-        #[cfg(feature = "cuda")]
-        if x.device().is_cuda() {
-            return self.forward_train_cuda(x, weight, bias, relu, per_channel);
-        }
         let stats = Arc::new(OnceLock::new());
+        let route = route(Op::BatchNormTrain, &[x]);
         let y = x.contiguous()?.apply_op3(
             &weight.contiguous()?,
             &bias.contiguous()?,
             BnTrain {
                 eps: self.inner.eps() as f32,
                 relu,
+                route,
                 stats: stats.clone(),
             },
         )?;
+        if route == Route::Cuda {
+            // The CUDA kernels pack `[y, mean, var]` into one tensor: the
+            // statistics stay on the GPU (no read back before the update).
+            let (total, c) = (x.elem_count(), x.dim(1)?);
+            let mean = y.narrow(0, total, c)?.detach();
+            let var = y.narrow(0, total + c, c)?.detach();
+            self.update_running_stats(&mean, &var, per_channel)?;
+            return y.narrow(0, 0, total)?.reshape(x.shape());
+        }
         self.update_from(&stats, per_channel, x)?;
-        Ok(y)
-    }
-
-    /// The training pass as CUDA kernels; the statistics stay on the GPU.
-    #[cfg(feature = "cuda")]
-    fn forward_train_cuda(
-        &self,
-        x: &Tensor,
-        weight: &Tensor,
-        bias: &Tensor,
-        relu: bool,
-        per_channel: usize,
-    ) -> Result<Tensor> {
-        let (n, c) = (x.dim(0)?, x.dim(1)?);
-        let shape = crate::cuda::batch_norm::BnShape {
-            n,
-            c,
-            hw: per_channel / n,
-        };
-        let packed = x.contiguous()?.apply_op3(
-            &weight.contiguous()?,
-            &bias.contiguous()?,
-            crate::cuda::batch_norm::BnTrainCuda {
-                shape,
-                eps: self.inner.eps() as f32,
-                relu,
-            },
-        )?;
-        let total = x.elem_count();
-        let y = packed.narrow(0, 0, total)?.reshape(x.shape())?;
-        let mean = packed.narrow(0, total, c)?.detach();
-        let var = packed.narrow(0, total + c, c)?.detach();
-        self.update_running_stats(&mean, &var, per_channel)?;
         Ok(y)
     }
 
@@ -351,13 +326,19 @@ fn input_grad_run<const RELU: bool>(
     }
 }
 
-/// Training forward: `(x, weight, bias) -> y`; leaves its statistics in
-/// `stats` for the running averages and the backward.
+/// Training forward: `(x, weight, bias) -> y`. On the CPU it leaves its
+/// statistics in `stats` for the running averages and the backward; on CUDA
+/// (`cuda::batch_norm`) it returns `[y, mean, var]` packed in one tensor,
+/// since a custom op has one output and the statistics should not leave the
+/// GPU.
 struct BnTrain {
     eps: f32,
     /// `max(y, 0)` instead of `y`: the ReLU that follows most batch norms,
     /// fused (one pass fewer each way, no intermediate tensor).
     relu: bool,
+    /// Where the forward ran, and so which backward applies.
+    #[cfg_attr(not(feature = "cuda"), allow(dead_code))]
+    route: Route,
     stats: Arc<OnceLock<BnStats>>,
 }
 
@@ -382,14 +363,40 @@ impl CustomOp3 for BnTrain {
         Ok((CpuStorage::F32(y), xl.shape().clone()))
     }
 
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(
+        &self,
+        xs: &candle_core::CudaStorage,
+        xl: &Layout,
+        ws: &candle_core::CudaStorage,
+        wl: &Layout,
+        bs: &candle_core::CudaStorage,
+        bl: &Layout,
+    ) -> Result<(candle_core::CudaStorage, Shape)> {
+        crate::cuda::batch_norm::train_forward((xs, xl), (ws, wl), (bs, bl), self.eps, self.relu)
+    }
+
     fn bwd(
         &self,
         x: &Tensor,
-        _weight: &Tensor,
-        _bias: &Tensor,
-        _y: &Tensor,
+        weight: &Tensor,
+        bias: &Tensor,
+        y: &Tensor,
         dy: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        #[cfg(feature = "cuda")]
+        if self.route == Route::Cuda {
+            let (dx, dgamma, dbeta) = crate::cuda::batch_norm::train_backward(
+                x,
+                (weight, bias),
+                y,
+                dy,
+                self.eps,
+                self.relu,
+            )?;
+            return Ok((Some(dx), Some(dgamma), Some(dbeta)));
+        }
+        let _ = (weight, bias, y);
         get_stats(&self.stats)?;
         let (dx, params) = backward_passes(x, &dy.contiguous()?, &self.stats, self.relu)?;
         Ok((Some(dx), Some(params.get(0)?), Some(params.get(1)?)))
@@ -744,6 +751,50 @@ mod tests {
             check(&[16, 5], relu);
             check(&[3, 4, 2, 2, 3], relu);
         }
+    }
+
+    /// At a normalised value of exactly 0 the fused ReLU passes the
+    /// gradient, as Candle's ReLU does (and the CUDA kernels, which
+    /// recompute the value rather than read the clamped output).
+    #[test]
+    fn the_fused_relu_passes_the_gradient_at_exactly_zero() {
+        let dev = Device::Cpu;
+        let map = VarMap::new();
+        let bn = batch_norm(1, 1e-5, VarBuilder::from_varmap(&map, DType::F32, &dev)).unwrap();
+        // Mean 0 and a zero shift: the middle value normalises to 0 exactly.
+        let x = Var::from_vec(vec![-1f32, 0.0, 1.0], (3, 1), &dev).unwrap();
+        let y = bn.forward_relu_t(&x, true).unwrap();
+        assert_eq!(y.to_vec2::<f32>().unwrap()[1], [0.0]);
+        let probe = Tensor::new(&[[1f32], [10.0], [100.0]], &dev).unwrap();
+        let grads = (&y * &probe)
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .backward()
+            .unwrap();
+        // The same through candle-nn's batch norm and Candle's ReLU.
+        let y2 = bn.inner().forward_t(&x, true).unwrap().relu().unwrap();
+        let grads2 = (&y2 * &probe)
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .backward()
+            .unwrap();
+        let (dx, dx2) = (grads.get(&x).unwrap(), grads2.get(&x).unwrap());
+        assert!(max_abs_diff(dx, dx2) < 1e-5, "{dx} vs {dx2}");
+        // The tie's share is visible: without it the gradient would differ.
+        let blocked = {
+            let y3 = bn.inner().forward_t(&x, true).unwrap();
+            let mask = y3.gt(0.0).unwrap().to_dtype(DType::F32).unwrap();
+            let g = ((&y3 * &mask).unwrap() * &probe)
+                .unwrap()
+                .sum_all()
+                .unwrap()
+                .backward()
+                .unwrap();
+            g.get(&x).unwrap().clone()
+        };
+        assert!(max_abs_diff(dx, &blocked) > 1e-3);
     }
 
     /// The fused residual tail against the batch norm, then `add_relu`:

@@ -8,9 +8,9 @@
 
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, Layout, Result, Shape, Tensor};
 
-use crate::backend::native_applies;
 use crate::cpu::channels::{channel_sums, dims};
 use crate::cpu::storage::{f32_slice, par_filled};
+use crate::route::{Op, Route, route};
 
 /// `x + bias` broadcast over dimension 1 of `x` (`bias` has `x.dim(1)`
 /// elements), differentiable in both; native for f32 on the CPU.
@@ -22,13 +22,15 @@ pub fn add_channel_bias(x: &Tensor, bias: &Tensor) -> Result<Tensor> {
             x.dims()
         )
     }
-    if native_applies(x) && native_applies(bias) {
-        x.contiguous()?
-            .apply_op2(&bias.flatten_all()?.contiguous()?, AddChannelBias)
-    } else {
-        let mut shape = vec![1; x.rank()];
-        shape[1] = channels;
-        x.broadcast_add(&bias.reshape(shape)?)
+    match route(Op::ChannelBias, &[x, bias]) {
+        Route::Cpu | Route::Cuda => x
+            .contiguous()?
+            .apply_op2(&bias.flatten_all()?.contiguous()?, AddChannelBias),
+        Route::Candle => {
+            let mut shape = vec![1; x.rank()];
+            shape[1] = channels;
+            x.broadcast_add(&bias.reshape(shape)?)
+        }
     }
 }
 

@@ -41,6 +41,7 @@ mod linear;
 pub mod ops;
 mod pool;
 mod precision;
+mod route;
 #[cfg(test)]
 mod test_util;
 

@@ -17,9 +17,9 @@ use candle_core::{
 };
 use candle_nn::VarBuilder;
 
-use crate::backend::native_applies;
 use crate::cpu::linear::{self as kernels, LinearDims};
 use crate::cpu::storage::f32_slice;
+use crate::route::{Op, Route, route};
 
 const OP: &str = "linear";
 
@@ -66,11 +66,8 @@ pub fn linear(inputs: usize, outputs: usize, vb: VarBuilder<'_>) -> Result<Linea
 /// `x w^T (+ bias)` over the last dimension of `x`, differentiable in all
 /// three; native for f32 on the CPU, Candle's `Linear` elsewhere.
 pub fn linear_op(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>) -> Result<Tensor> {
-    let native = native_applies(x)
-        && native_applies(weight)
-        && bias.is_none_or(native_applies)
-        && x.rank() >= 1;
-    if !native {
+    let operands: Vec<&Tensor> = [x, weight].into_iter().chain(bias).collect();
+    if route(Op::Linear, &operands) == Route::Candle || x.rank() == 0 {
         return Module::forward(&candle_nn::Linear::new(weight.clone(), bias.cloned()), x);
     }
     let (outputs, inputs) = weight.dims2()?;

@@ -12,8 +12,8 @@
 use candle_core::{CpuStorage, CustomOp1, CustomOp3, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
-use crate::backend::native_applies;
 use crate::cpu::storage::f32_slice;
+use crate::route::{Op, Route, route};
 
 /// A square pooling window.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -57,13 +57,13 @@ impl Window {
 /// views of the input padded with zeros, which equals -inf padding whenever
 /// the input is non-negative (as after the ReLU before a stem pool).
 pub fn max_pool2d(x: &Tensor, kernel: usize, stride: usize, padding: usize) -> Result<Tensor> {
-    if native_applies(x) {
+    if route(Op::MaxPool, &[x]) != Route::Candle {
         let window = Window {
             kernel,
             stride,
             padding,
         };
-        return native_max_pool2d(x, window);
+        return max_pool2d_kernel(x, window);
     }
     let (_, _, h, w) = x.dims4()?;
     let out_h = (h + 2 * padding - kernel) / stride + 1;
@@ -101,7 +101,7 @@ fn strided(x: &Tensor, dim: usize, start: usize, count: usize, stride: usize) ->
 }
 
 /// Native max pooling of a contiguous f32 `[N, C, H, W]` CPU tensor.
-fn native_max_pool2d(x: &Tensor, window: Window) -> Result<Tensor> {
+fn max_pool2d_kernel(x: &Tensor, window: Window) -> Result<Tensor> {
     x.contiguous()?.apply_op1(MaxPool { window })
 }
 

@@ -4,9 +4,9 @@
 use candle_core::{CpuStorage, CustomOp2, Layout, Result, Shape, Tensor};
 use candle_nn::Conv2dConfig;
 
-use crate::backend::{cudnn_applies, native_applies};
 use crate::cpu::geometry::ConvGeometry;
 use crate::cpu::storage::f32_slice;
+use crate::route::{Op, Route, route};
 
 const OP: &str = "conv2d";
 
@@ -16,23 +16,21 @@ const OP: &str = "conv2d";
 /// [`crate::KernelScope`] chose Candle's); other devices and dtypes run
 /// Candle's conv.
 pub fn conv2d(x: &Tensor, weight: &Tensor, config: &Conv2dConfig) -> Result<Tensor> {
-    let ours = |t: &Tensor| native_applies(t) || cudnn_applies(t);
-    if ours(x) && ours(weight) && x.device().same_device(weight.device()) {
-        native_conv2d(x, weight, config)
-    } else {
-        x.conv2d(
+    match route(Op::Conv, &[x, weight]) {
+        Route::Cpu | Route::Cuda => conv2d_kernels(x, weight, config),
+        Route::Candle => x.conv2d(
             weight,
             config.padding,
             config.stride,
             config.dilation,
             config.groups,
-        )
+        ),
     }
 }
 
-/// The native CPU conv as a differentiable custom op; [`conv2d`] decides
-/// when it applies.
-fn native_conv2d(x: &Tensor, weight: &Tensor, config: &Conv2dConfig) -> Result<Tensor> {
+/// The conv as a differentiable custom op with CPU and cuDNN kernels;
+/// [`conv2d`] decides when it applies.
+fn conv2d_kernels(x: &Tensor, weight: &Tensor, config: &Conv2dConfig) -> Result<Tensor> {
     let geometry = geometry(x.dims(), weight.dims(), config)?;
     x.contiguous()?
         .apply_op2(&weight.contiguous()?, ConvForward { geometry })

@@ -211,20 +211,6 @@ fn columns<'a>(
     }
 }
 
-/// `y = conv(x, w)`, no bias.
-pub(crate) fn forward(g: &ConvGeometry, x: &[f32], w: &[f32]) -> Vec<f32> {
-    if g.is_empty() {
-        return vec![0.0; g.batch * g.out_image_len()];
-    }
-    if super::winograd::applies(g) {
-        return super::winograd::forward(g, x, w);
-    }
-    if super::direct::applies(g) {
-        return super::direct::forward(g, x, w);
-    }
-    forward_im2col(g, x, w)
-}
-
 /// Output columns a forward product should have at least where its kernel
 /// is large: gemm packs the kernel for every product, and on small maps
 /// (ResNet-18's 512 channels at 4x4: a 9.4 MB kernel, 16 pixels) one image
@@ -251,7 +237,7 @@ fn forward_images_per_product(g: &ConvGeometry) -> usize {
 /// The forward as one product per image (and group) over its column
 /// matrix, or per several images ([`forward_images_per_product`]): any
 /// geometry, and the path of CPUs without AVX2.
-fn forward_im2col(g: &ConvGeometry, x: &[f32], w: &[f32]) -> Vec<f32> {
+pub(crate) fn forward_im2col(g: &ConvGeometry, x: &[f32], w: &[f32]) -> Vec<f32> {
     let per_product = forward_images_per_product(g);
     if per_product > 1 {
         return forward_im2col_batched(g, x, w, per_product);
@@ -321,32 +307,19 @@ fn forward_im2col_batched(g: &ConvGeometry, x: &[f32], w: &[f32], per_product: u
     unsafe { par_filled(g.batch * out_len, per_product * out_len, fill) }
 }
 
-/// `dL/dx` from `dL/dy`. For stride 1 and no dilation it is the forward
-/// conv of `dy` with the kernel flipped and its channel axes swapped, padded
-/// by `k - 1 - p`: the forward's product has the long reduction (`out * k^2`)
-/// where this one would have a short one. That wins for wide layers on large
-/// maps (160 against 92 GFLOP/s for 64 channels at 32x32; 179 against
-/// 124-143 for ResNet-20's 16 channels once the column pitch avoided L1 set
-/// conflicts) and loses where the transposed product has very few rows
-/// (LeNet-5's second conv, 6 input channels: 20% slower training), so it is
-/// taken for 16 or more input channels per group and 256 or more output
-/// pixels, or on any map where the forward is the direct 3x3 loop
+/// The forward conv that computes `g`'s input gradient, where one exists and
+/// pays: for stride 1 and no dilation `dL/dx` is the forward conv of `dy`
+/// with the kernel flipped and its channel axes swapped ([`flip_kernel`]),
+/// padded by `k - 1 - p`: the forward's product has the long reduction
+/// (`out * k^2`) where col2im's would have a short one. That wins for wide
+/// layers on large maps (160 against 92 GFLOP/s for 64 channels at 32x32;
+/// 179 against 124-143 for ResNet-20's 16 channels once the column pitch
+/// avoided L1 set conflicts) and loses where the transposed product has very
+/// few rows (LeNet-5's second conv, 6 input channels: 20% slower training),
+/// so it is taken for 16 or more input channels per group and 256 or more
+/// output pixels, or on any map where the forward is the direct 3x3 loop
 /// (`direct.rs`; 64 channels at 8x8: 154-177 against 114-118 GFLOP/s).
-/// Otherwise per group `col = w^T dy`, then col2im.
-pub(crate) fn input_grad(g: &ConvGeometry, dy: &[f32], w: &[f32]) -> Vec<f32> {
-    if g.is_empty() {
-        return vec![0.0; g.batch * g.image_len()];
-    }
-    if let Some((transposed, flipped)) = as_transposed_forward(g, w) {
-        return forward(&transposed, dy, &flipped);
-    }
-    input_grad_col2im(g, dy, w)
-}
-
-/// The geometry and kernel of the forward conv that computes `g`'s input
-/// gradient, where one exists (stride 1, no dilation, square kernel, padding
-/// below the kernel size).
-fn as_transposed_forward(g: &ConvGeometry, w: &[f32]) -> Option<(ConvGeometry, Vec<f32>)> {
+pub(crate) fn transposed_forward(g: &ConvGeometry) -> Option<ConvGeometry> {
     let k = g.kernel_h;
     if g.stride != 1 || g.dilation != 1 || g.kernel_w != k || g.padding >= k {
         return None;
@@ -371,7 +344,7 @@ fn as_transposed_forward(g: &ConvGeometry, w: &[f32]) -> Option<(ConvGeometry, V
     if !direct && (g.in_per_group() < 16 || (g.pixels() < 256 && !batched)) {
         return None;
     }
-    Some((transposed, flip_kernel(g, w)))
+    Some(transposed)
 }
 
 /// `w` with each kernel reversed and its channel axes swapped per group:
@@ -379,7 +352,7 @@ fn as_transposed_forward(g: &ConvGeometry, w: &[f32]) -> Option<(ConvGeometry, V
 /// of channel pairs: a plain walk writes each pair a whole output row away
 /// from the last, a different page every time on wide layers (512 channels:
 /// 18 KiB apart), and spent longer in TLB misses than in copying.
-fn flip_kernel(g: &ConvGeometry, w: &[f32]) -> Vec<f32> {
+pub(crate) fn flip_kernel(g: &ConvGeometry, w: &[f32]) -> Vec<f32> {
     const BLOCK: usize = 16;
     let (og, cg, taps) = (g.out_per_group(), g.in_per_group(), g.kernel_h * g.kernel_w);
     let mut flipped = vec![0f32; w.len()];
@@ -401,8 +374,9 @@ fn flip_kernel(g: &ConvGeometry, w: &[f32]) -> Vec<f32> {
     flipped
 }
 
-/// The input gradient through `w^T dy` and col2im (any stride/dilation).
-fn input_grad_col2im(g: &ConvGeometry, dy: &[f32], w: &[f32]) -> Vec<f32> {
+/// The input gradient per group as `col = w^T dy`, then col2im (any
+/// stride/dilation).
+pub(crate) fn input_grad_col2im(g: &ConvGeometry, dy: &[f32], w: &[f32]) -> Vec<f32> {
     let (pixels, rows, og) = (g.pixels(), g.col_rows(), g.out_per_group());
     // Output rows per block: the product writes a block of the column matrix
     // and col2im reads it back while it is still in cache.
@@ -466,22 +440,8 @@ fn input_grad_col2im(g: &ConvGeometry, dy: &[f32], w: &[f32]) -> Vec<f32> {
 /// buffer, so several images go into one product: their column matrices
 /// side by side, their `dy` blocks copied next to each other, at least
 /// [`MIN_DEPTH`] deep (gemm's own depth block). When that leaves fewer
-/// tasks than threads, the product itself is threaded.
-pub(crate) fn weight_grad(g: &ConvGeometry, x: &[f32], dy: &[f32]) -> Vec<f32> {
-    if g.is_empty() {
-        return vec![0.0; g.out_channels * g.col_rows()];
-    }
-    if super::winograd::weight_grad_applies(g) {
-        return super::winograd::weight_grad(g, x, dy);
-    }
-    if super::direct::weight_grad_applies(g) {
-        return super::direct::weight_grad(g, x, dy);
-    }
-    weight_grad_im2col(g, x, dy)
-}
-
-/// The weight gradient through column matrices (any geometry).
-fn weight_grad_im2col(g: &ConvGeometry, x: &[f32], dy: &[f32]) -> Vec<f32> {
+/// tasks than threads, the product itself is threaded. Any geometry.
+pub(crate) fn weight_grad_im2col(g: &ConvGeometry, x: &[f32], dy: &[f32]) -> Vec<f32> {
     let (pixels, rows, og) = (g.pixels(), g.col_rows(), g.out_per_group());
     let w_len = g.out_channels * rows;
     let threads = rayon::current_num_threads().max(1);
@@ -617,53 +577,5 @@ impl WeightGradLayout {
             }
         }
         dw
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::cpu::direct;
-    use crate::test_util::{same_3x3, values};
-
-    fn assert_close(ours: &[f32], want: &[f32], what: &str) {
-        assert_eq!(ours.len(), want.len(), "{what}");
-        let scale = want.iter().fold(0f32, |m, v| m.max(v.abs())).max(1.0);
-        let worst = ours
-            .iter()
-            .zip(want)
-            .fold(0f32, |m, (a, b)| m.max((a - b).abs()));
-        assert!(worst <= 1e-5 * scale, "{what}: {worst} of {scale}");
-    }
-
-    /// Where the direct kernels run, the im2col paths (those of CPUs
-    /// without AVX2) give the same values: all three passes.
-    #[test]
-    fn the_direct_kernels_and_im2col_agree_on_their_shapes() {
-        for (batch, cin, size, cout) in [
-            (2, 16, (32, 32), 16),
-            (2, 8, (8, 8), 12),
-            (1, 5, (16, 24), 4),
-        ] {
-            let g = same_3x3(batch, cin, size, cout);
-            if !direct::applies(&g) {
-                eprintln!("no AVX2/FMA here: the direct conv is not taken");
-                return;
-            }
-            let x = values(batch * g.image_len(), 1);
-            let w = values(cout * g.col_rows(), 2);
-            let dy = values(batch * g.out_image_len(), 3);
-            assert_close(&forward(&g, &x, &w), &forward_im2col(&g, &x, &w), "forward");
-            assert_close(
-                &input_grad(&g, &dy, &w),
-                &input_grad_col2im(&g, &dy, &w),
-                "input gradient",
-            );
-            assert_close(
-                &direct::weight_grad(&g, &x, &dy),
-                &weight_grad_im2col(&g, &x, &dy),
-                "weight gradient",
-            );
-        }
     }
 }

@@ -1,12 +1,13 @@
 //! `max(a + b, 0)` (a residual block's end) on CUDA as one kernel each way,
 //! instead of Candle's add, ReLU and the ReLU's compare-and-multiply
-//! backward. The gradient is Candle's: passed where `a + b >= 0`.
+//! backward. The gradient is Candle's: passed where `a + b >= 0`. The op
+//! that calls these is `activation::AddRelu`.
 
 use candle_core::cuda::WrapErr;
 use candle_core::cuda::cudarc::driver::{LaunchConfig, PushKernelArg};
-use candle_core::{CpuStorage, CudaStorage, CustomOp2, CustomOp3, Layout, Result, Shape, Tensor};
+use candle_core::{CudaStorage, Layout, Result};
 
-use super::{NvrtcModule, cuda_only, output, view};
+use super::{NvrtcModule, output, view};
 
 const SOURCE: &str = r#"
 extern "C" __global__ void rpg_add_relu(const float* a, const float* b, float* y, long n) {
@@ -29,113 +30,52 @@ extern "C" __global__ void rpg_add_relu_grad(const float* a, const float* b, con
 static KERNELS: NvrtcModule = NvrtcModule::new("rpg_activation", SOURCE);
 const OP: &str = "add_relu";
 
-/// `(a, b) -> max(a + b, 0)`, same shapes, contiguous.
-pub(crate) struct AddReluCuda;
-
-impl CustomOp2 for AddReluCuda {
-    fn name(&self) -> &'static str {
-        "rpg-add-relu-cuda"
+/// `max(a + b, 0)` of two contiguous operands of one shape.
+pub(crate) fn add_relu(
+    sa: &CudaStorage,
+    la: &Layout,
+    sb: &CudaStorage,
+    lb: &Layout,
+) -> Result<CudaStorage> {
+    let dev = &sa.device;
+    let (a, b) = (
+        view(sa, la, OP, "first input")?,
+        view(sb, lb, OP, "second input")?,
+    );
+    let n = la.shape().elem_count();
+    let mut y = output(dev, n)?;
+    {
+        let n_i = n as i64;
+        let f = dev.get_or_load_custom_func("rpg_add_relu", KERNELS.name, KERNELS.ptx()?)?;
+        let mut args = f.builder();
+        args.arg(&a).arg(&b).arg(&mut y).arg(&n_i);
+        // Safety: the argument list matches the kernel's signature.
+        unsafe { args.launch(LaunchConfig::for_num_elems(n as u32)) }.w()?;
     }
-
-    fn cpu_fwd(
-        &self,
-        _: &CpuStorage,
-        _: &Layout,
-        _: &CpuStorage,
-        _: &Layout,
-    ) -> Result<(CpuStorage, Shape)> {
-        cuda_only(self.name())
-    }
-
-    fn cuda_fwd(
-        &self,
-        sa: &CudaStorage,
-        la: &Layout,
-        sb: &CudaStorage,
-        lb: &Layout,
-    ) -> Result<(CudaStorage, Shape)> {
-        let dev = &sa.device;
-        let (a, b) = (
-            view(sa, la, OP, "first input")?,
-            view(sb, lb, OP, "second input")?,
-        );
-        let n = la.shape().elem_count();
-        let mut y = output(dev, n)?;
-        {
-            let n_i = n as i64;
-            let f = dev.get_or_load_custom_func("rpg_add_relu", KERNELS.name, KERNELS.ptx()?)?;
-            let mut args = f.builder();
-            args.arg(&a).arg(&b).arg(&mut y).arg(&n_i);
-            // Safety: the argument list matches the kernel's signature.
-            unsafe { args.launch(LaunchConfig::for_num_elems(n as u32)) }.w()?;
-        }
-        Ok((
-            CudaStorage::wrap_cuda_slice(y, dev.clone()),
-            la.shape().clone(),
-        ))
-    }
-
-    fn bwd(
-        &self,
-        a: &Tensor,
-        b: &Tensor,
-        _y: &Tensor,
-        dy: &Tensor,
-    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
-        let d = a.apply_op3_no_bwd(b, &dy.contiguous()?, &AddReluGradCuda)?;
-        Ok((Some(d.clone()), Some(d)))
-    }
+    Ok(CudaStorage::wrap_cuda_slice(y, dev.clone()))
 }
 
-/// `(a, b, dy) -> dy where a + b >= 0, else 0`.
-struct AddReluGradCuda;
-
-impl CustomOp3 for AddReluGradCuda {
-    fn name(&self) -> &'static str {
-        "rpg-add-relu-grad-cuda"
+/// `dy where a + b >= 0, else 0`.
+pub(crate) fn add_relu_grad(
+    (sa, la): (&CudaStorage, &Layout),
+    (sb, lb): (&CudaStorage, &Layout),
+    (sd, ld): (&CudaStorage, &Layout),
+) -> Result<CudaStorage> {
+    let dev = &sa.device;
+    let (a, b) = (
+        view(sa, la, OP, "first input")?,
+        view(sb, lb, OP, "second input")?,
+    );
+    let dy = view(sd, ld, OP, "gradient")?;
+    let n = la.shape().elem_count();
+    let mut dx = output(dev, n)?;
+    {
+        let n_i = n as i64;
+        let f = dev.get_or_load_custom_func("rpg_add_relu_grad", KERNELS.name, KERNELS.ptx()?)?;
+        let mut args = f.builder();
+        args.arg(&a).arg(&b).arg(&dy).arg(&mut dx).arg(&n_i);
+        // Safety: as above.
+        unsafe { args.launch(LaunchConfig::for_num_elems(n as u32)) }.w()?;
     }
-
-    fn cpu_fwd(
-        &self,
-        _: &CpuStorage,
-        _: &Layout,
-        _: &CpuStorage,
-        _: &Layout,
-        _: &CpuStorage,
-        _: &Layout,
-    ) -> Result<(CpuStorage, Shape)> {
-        cuda_only(self.name())
-    }
-
-    fn cuda_fwd(
-        &self,
-        sa: &CudaStorage,
-        la: &Layout,
-        sb: &CudaStorage,
-        lb: &Layout,
-        sd: &CudaStorage,
-        ld: &Layout,
-    ) -> Result<(CudaStorage, Shape)> {
-        let dev = &sa.device;
-        let (a, b) = (
-            view(sa, la, OP, "first input")?,
-            view(sb, lb, OP, "second input")?,
-        );
-        let dy = view(sd, ld, OP, "gradient")?;
-        let n = la.shape().elem_count();
-        let mut dx = output(dev, n)?;
-        {
-            let n_i = n as i64;
-            let f =
-                dev.get_or_load_custom_func("rpg_add_relu_grad", KERNELS.name, KERNELS.ptx()?)?;
-            let mut args = f.builder();
-            args.arg(&a).arg(&b).arg(&dy).arg(&mut dx).arg(&n_i);
-            // Safety: as above.
-            unsafe { args.launch(LaunchConfig::for_num_elems(n as u32)) }.w()?;
-        }
-        Ok((
-            CudaStorage::wrap_cuda_slice(dx, dev.clone()),
-            la.shape().clone(),
-        ))
-    }
+    Ok(CudaStorage::wrap_cuda_slice(dx, dev.clone()))
 }

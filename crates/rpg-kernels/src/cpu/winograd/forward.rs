@@ -1,0 +1,232 @@
+//! The forward: input tiles transformed, one product per tile position,
+//! outputs transformed back.
+
+use super::*;
+
+/// [`forward`], its transforms compiled for AVX2 and FMA when `vector`.
+pub(super) fn forward_with<M: Minimal<O, S>, const O: usize, const S: usize>(
+    g: &ConvGeometry,
+    x: &[f32],
+    w: &[f32],
+    vector: bool,
+) -> Vec<f32> {
+    let (c, k, h, wd) = (g.in_channels, g.out_channels, g.height, g.width);
+    let grid = (h.div_ceil(O), wd.div_ceil(O));
+    let tiles = grid.0 * grid.1;
+    let per_task = MIN_PRODUCT_ROWS.div_ceil(tiles).clamp(1, g.batch.max(1));
+    // Few tasks leave threads idle: then each task's products run in
+    // parallel, one position each.
+    let spread_positions = leaves_threads_idle(g.batch.div_ceil(per_task));
+    let (in_len, out_len) = (c * h * wd, k * h * wd);
+    with_transformed_kernel::<M, _, O, S>(w, (k, c), vector, |u| {
+        let fill = |task: usize, y_imgs: &mut [MaybeUninit<f32>]| {
+            let images = y_imgs.len() / out_len;
+            let x_imgs = &x[task * per_task * in_len..][..images * in_len];
+            let n = images * tiles;
+            let tiles_of = |img: usize| Tiles {
+                n,
+                first: img * tiles,
+                grid,
+            };
+            // The transforms write every tile of every position of `v`, and
+            // the products every element of `m`.
+            with_scratch((S * S) * n * (c + k), |buf| {
+                let (v, m) = buf.split_at_mut((S * S) * n * c);
+                for (img, x_img) in x_imgs.chunks_exact(in_len).enumerate() {
+                    input_transform::<M, O, S>(x_img, (c, h, wd), tiles_of(img), v, vector);
+                }
+                let position = |(xi, m_xi): (usize, &mut [f32])| {
+                    let a = Strided {
+                        data: &v[xi * n * c..][..n * c],
+                        row_stride: c,
+                        depth_stride: 1,
+                    };
+                    let u_xi = Panels {
+                        data: &u[xi * k * c..][..k * c],
+                    };
+                    product((n, k, c), (m_xi, k), false, a, u_xi, vector);
+                };
+                if spread_positions {
+                    m.par_chunks_exact_mut(n * k).enumerate().for_each(position);
+                } else {
+                    m.chunks_exact_mut(n * k).enumerate().for_each(position);
+                }
+                for (img, y_img) in y_imgs.chunks_exact_mut(out_len).enumerate() {
+                    output_transform::<M, O, S>(m, (k, h, wd), tiles_of(img), y_img, vector);
+                }
+            })
+        };
+        // SAFETY: `output_transform` writes every output of each image.
+        unsafe { par_filled(g.batch * out_len, per_task * out_len, fill) }
+    })
+}
+
+/// `V = B^T d B` for every `S x S` input tile `d` (origin one pixel up and left
+/// of its `O x O` outputs, zero outside the image) of one image, into `v` laid
+/// out `[S*S][n][channel]`. Eight channels at a time: their planes are
+/// interleaved into a zero-bordered copy whose pixels are [`Lanes`], so the
+/// transform is vector arithmetic whatever the map size.
+pub(super) fn input_transform<M: Minimal<O, S>, const O: usize, const S: usize>(
+    x: &[f32],
+    dims: (usize, usize, usize),
+    at: Tiles,
+    v: &mut [f32],
+    vector: bool,
+) {
+    #[cfg(target_arch = "x86_64")]
+    if vector {
+        // SAFETY: `vector` is set only where AVX2 and FMA were detected.
+        return unsafe { input_transform_avx2::<M, O, S>(x, dims, at, v) };
+    }
+    let _ = vector;
+    input_transform_lanes::<M, PlainTranspose, O, S>(x, dims, at, v)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+pub(super) unsafe fn input_transform_avx2<M: Minimal<O, S>, const O: usize, const S: usize>(
+    x: &[f32],
+    dims: (usize, usize, usize),
+    at: Tiles,
+    v: &mut [f32],
+) {
+    input_transform_lanes::<M, Avx2Transpose, O, S>(x, dims, at, v)
+}
+
+#[inline(always)]
+pub(super) fn input_transform_lanes<
+    M: Minimal<O, S>,
+    X: Transpose,
+    const O: usize,
+    const S: usize,
+>(
+    x: &[f32],
+    (c, h, w): (usize, usize, usize),
+    Tiles { n, first, grid }: Tiles,
+    v: &mut [f32],
+) {
+    let (ph, pw) = (O * grid.0 + 2, O * grid.1 + 2);
+    let blocks = c / LANES;
+    // The whole image, zero-bordered, `[block][row][col]` of 8-channel
+    // pixels; the border is never written, so stays zero.
+    let mut padded = vec![Lanes::default(); blocks * ph * pw];
+    for (planes, block_plane) in x
+        .chunks_exact(LANES * h * w)
+        .zip(padded.chunks_exact_mut(ph * pw))
+    {
+        interleave::<X>(planes, (h, w), &mut block_plane[pw + 1..], pw);
+    }
+    // Tile by tile, every channel block: each of the `S*S` rows of `v` gets
+    // the tile's channels as one contiguous run.
+    for ty in 0..grid.0 {
+        for tx in 0..grid.1 {
+            let tile = first + ty * grid.1 + tx;
+            for block in 0..blocks {
+                let origin = (block * ph + O * ty) * pw + O * tx;
+                // t = B^T d, column by column.
+                let mut t = [[Lanes::default(); S]; S];
+                for col in 0..S {
+                    let mut d = [Lanes::default(); S];
+                    for (r, value) in d.iter_mut().enumerate() {
+                        *value = padded[origin + r * pw + col];
+                    }
+                    for (i, value) in M::b_t(d).into_iter().enumerate() {
+                        t[i][col] = value;
+                    }
+                }
+                // V = t B, row by row.
+                for (i, t_row) in t.into_iter().enumerate() {
+                    for (j, value) in M::b_t(t_row).into_iter().enumerate() {
+                        v[((S * i + j) * n + tile) * c + block * LANES..][..LANES]
+                            .copy_from_slice(&value.0);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// `Y = A^T m A` for every product tile of one image (`m` laid out
+/// `[S*S][n][out]`), written into the image `y` (`[out][h][w]`), clipping the
+/// last row/column of tiles where the size is not a multiple of 4. Eight
+/// output channels at a time, as in [`input_transform`].
+pub(super) fn output_transform<M: Minimal<O, S>, const O: usize, const S: usize>(
+    m: &[f32],
+    dims: (usize, usize, usize),
+    at: Tiles,
+    y: &mut [MaybeUninit<f32>],
+    vector: bool,
+) {
+    #[cfg(target_arch = "x86_64")]
+    if vector {
+        // SAFETY: `vector` is set only where AVX2 and FMA were detected.
+        return unsafe { output_transform_avx2::<M, O, S>(m, dims, at, y) };
+    }
+    let _ = vector;
+    output_transform_lanes::<M, PlainTranspose, O, S>(m, dims, at, y)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+pub(super) unsafe fn output_transform_avx2<M: Minimal<O, S>, const O: usize, const S: usize>(
+    m: &[f32],
+    dims: (usize, usize, usize),
+    at: Tiles,
+    y: &mut [MaybeUninit<f32>],
+) {
+    output_transform_lanes::<M, Avx2Transpose, O, S>(m, dims, at, y)
+}
+
+#[inline(always)]
+pub(super) fn output_transform_lanes<
+    M: Minimal<O, S>,
+    X: Transpose,
+    const O: usize,
+    const S: usize,
+>(
+    m: &[f32],
+    (k, h, w): (usize, usize, usize),
+    Tiles { n, first, grid }: Tiles,
+    y: &mut [MaybeUninit<f32>],
+) {
+    // The image as `[block][row][col]` of 8-channel pixels, written tile by
+    // tile, then split into channel planes.
+    let mut staged = vec![Lanes::default(); k * h * w / LANES];
+    // Tile by tile, every channel block: the tile's `S*S` rows of `m` are read
+    // as contiguous runs.
+    for ty in 0..grid.0 {
+        for tx in 0..grid.1 {
+            let tile = first + ty * grid.1 + tx;
+            let rows = (h - O * ty).min(O);
+            let cols = (w - O * tx).min(O);
+            for block in 0..k / LANES {
+                let at = |xi: usize| Lanes::load(&m[(xi * n + tile) * k + block * LANES..]);
+                // a = A^T m, column by column.
+                let mut columns = [[Lanes::default(); O]; S];
+                for (j, c) in columns.iter_mut().enumerate() {
+                    let mut m_col = [Lanes::default(); S];
+                    for (i, value) in m_col.iter_mut().enumerate() {
+                        *value = at(S * i + j);
+                    }
+                    *c = M::a_t(m_col);
+                }
+                let mut a = [[Lanes::default(); S]; O];
+                for (r, a_row) in a.iter_mut().enumerate() {
+                    *a_row = column(&columns, r);
+                }
+                // Y = a A, row by row.
+                for (r, a_row) in a.into_iter().take(rows).enumerate() {
+                    let pixel = (block * h + O * ty + r) * w + O * tx;
+                    let out = M::a_t(a_row);
+                    staged[pixel..pixel + cols].copy_from_slice(&out[..cols]);
+                }
+            }
+        }
+    }
+    for (block_plane, planes) in staged
+        .chunks_exact(h * w)
+        .zip(y.chunks_exact_mut(LANES * h * w))
+    {
+        deinterleave::<X>(block_plane, (h, w), planes);
+    }
+}

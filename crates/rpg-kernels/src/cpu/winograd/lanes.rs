@@ -1,0 +1,230 @@
+//! Eight channels at once: the [`Lanes`] value the transforms compute on,
+//! and the 8x8 transposes that interleave channel planes into it and back.
+
+use super::*;
+
+/// Eight channels' values at one position, one per lane: the transforms
+/// are the same adds and scalings on every lane, which LLVM turns into
+/// vector instructions.
+#[derive(Clone, Copy, Default)]
+pub(super) struct Lanes(pub(super) [f32; LANES]);
+
+impl std::ops::Add for Lanes {
+    type Output = Self;
+    #[inline(always)]
+    fn add(self, o: Self) -> Self {
+        let mut sum = self;
+        for (a, b) in sum.0.iter_mut().zip(o.0) {
+            *a += b;
+        }
+        sum
+    }
+}
+
+impl std::ops::Sub for Lanes {
+    type Output = Self;
+    #[inline(always)]
+    fn sub(self, o: Self) -> Self {
+        let mut difference = self;
+        for (a, b) in difference.0.iter_mut().zip(o.0) {
+            *a -= b;
+        }
+        difference
+    }
+}
+
+impl std::ops::Mul<f32> for Lanes {
+    type Output = Self;
+    #[inline(always)]
+    fn mul(self, s: f32) -> Self {
+        let mut product = self;
+        for v in product.0.iter_mut() {
+            *v *= s;
+        }
+        product
+    }
+}
+
+impl Lanes {
+    /// The first [`LANES`] values of `run`.
+    #[inline(always)]
+    pub(super) fn load(run: &[f32]) -> Self {
+        let mut lanes = Self::default();
+        lanes.0.copy_from_slice(&run[..LANES]);
+        lanes
+    }
+}
+
+/// Column `j` of a small row-major matrix. A loop rather than
+/// `std::array::from_fn`, whose closures are not always inlined into the
+/// AVX2 callers and then run without AVX2.
+#[inline(always)]
+pub(super) fn column<T: Copy, const R: usize, const C: usize>(
+    rows: &[[T; C]; R],
+    j: usize,
+) -> [T; R] {
+    let mut out = [rows[0][j]; R];
+    for (o, row) in out.iter_mut().zip(rows) {
+        *o = row[j];
+    }
+    out
+}
+
+/// What the transforms need of a value: `f32` for the kernel, [`Lanes`]
+/// for the data.
+pub(super) trait Value:
+    Copy
+    + std::ops::Add<Output = Self>
+    + std::ops::Sub<Output = Self>
+    + std::ops::Mul<f32, Output = Self>
+{
+}
+impl Value for f32 {}
+impl Value for Lanes {}
+
+/// Copies eight channel planes (`planes`, `8 x h x w`) into `dst` as
+/// 8-channel pixels, row `r` at `dst[r * pitch..][..w]`: eight pixels at a
+/// time through an 8x8 transpose, taken along the planes as one run so
+/// that maps narrower than eight (4x4) transpose too.
+#[inline(always)]
+pub(super) fn interleave<X: Transpose>(
+    planes: &[f32],
+    (h, w): (usize, usize),
+    dst: &mut [Lanes],
+    pitch: usize,
+) {
+    let total = h * w;
+    let whole = total / LANES * LANES;
+    // The next pixel's place in `dst`, row by row.
+    let (mut r, mut x) = (0, 0);
+    let mut place = || {
+        let at = r * pitch + x;
+        x += 1;
+        if x == w {
+            (r, x) = (r + 1, 0);
+        }
+        at
+    };
+    for p in (0..whole).step_by(LANES) {
+        let mut block = [[0f32; LANES]; LANES];
+        for (l, lane_run) in block.iter_mut().enumerate() {
+            lane_run.copy_from_slice(&planes[l * total + p..][..LANES]);
+        }
+        for values in X::transpose(block) {
+            dst[place()].0 = values;
+        }
+    }
+    for p in whole..total {
+        let pixel = &mut dst[place()];
+        for (l, value) in pixel.0.iter_mut().enumerate() {
+            *value = planes[l * total + p];
+        }
+    }
+}
+
+/// The inverse of [`interleave`] without a pitch: 8-channel pixels `src`
+/// (`h * w` of them) into eight channel planes.
+#[inline(always)]
+pub(super) fn deinterleave<X: Transpose>(
+    src: &[Lanes],
+    (h, w): (usize, usize),
+    planes: &mut [MaybeUninit<f32>],
+) {
+    let total = h * w;
+    let whole = total / LANES * LANES;
+    for p in (0..whole).step_by(LANES) {
+        let mut block = [[0f32; LANES]; LANES];
+        for (values, pixel) in block.iter_mut().zip(&src[p..p + LANES]) {
+            *values = pixel.0;
+        }
+        for (l, values) in X::transpose(block).into_iter().enumerate() {
+            for (o, v) in planes[l * total + p..][..LANES].iter_mut().zip(values) {
+                o.write(v);
+            }
+        }
+    }
+    for (p, pixel) in src[..total].iter().enumerate().skip(whole) {
+        for (l, v) in pixel.0.into_iter().enumerate() {
+            planes[l * total + p].write(v);
+        }
+    }
+}
+
+/// An 8x8 transpose, `out[i][j] = m[j][i]`: how eight channels' runs of
+/// eight pixels become eight pixels of eight channels and back.
+pub(super) trait Transpose {
+    fn transpose(m: [[f32; LANES]; LANES]) -> [[f32; LANES]; LANES];
+}
+
+/// [`Transpose`] element by element.
+pub(super) struct PlainTranspose;
+
+impl Transpose for PlainTranspose {
+    #[inline(always)]
+    fn transpose(m: [[f32; LANES]; LANES]) -> [[f32; LANES]; LANES] {
+        let mut out = m;
+        for (i, row) in out.iter_mut().enumerate() {
+            for (j, value) in row.iter_mut().enumerate() {
+                *value = m[j][i];
+            }
+        }
+        out
+    }
+}
+
+/// [`Transpose`] in AVX registers: 24 shuffles for 64 values. Only used
+/// inside the AVX2-compiled transforms, which run where AVX2 was detected.
+#[cfg(target_arch = "x86_64")]
+pub(super) struct Avx2Transpose;
+
+#[cfg(target_arch = "x86_64")]
+impl Transpose for Avx2Transpose {
+    #[inline(always)]
+    fn transpose(m: [[f32; LANES]; LANES]) -> [[f32; LANES]; LANES] {
+        // SAFETY: this impl is only instantiated by the `*_avx2` transforms,
+        // which are called only where AVX2 was detected.
+        unsafe { transpose_avx2(m) }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+#[inline]
+pub(super) unsafe fn transpose_avx2(m: [[f32; LANES]; LANES]) -> [[f32; LANES]; LANES] {
+    use std::arch::x86_64::*;
+    // SAFETY: each row is 8 floats, the width of one unaligned load/store.
+    unsafe {
+        let r: [__m256; LANES] = std::array::from_fn(|i| _mm256_loadu_ps(m[i].as_ptr()));
+        let t0 = _mm256_unpacklo_ps(r[0], r[1]);
+        let t1 = _mm256_unpackhi_ps(r[0], r[1]);
+        let t2 = _mm256_unpacklo_ps(r[2], r[3]);
+        let t3 = _mm256_unpackhi_ps(r[2], r[3]);
+        let t4 = _mm256_unpacklo_ps(r[4], r[5]);
+        let t5 = _mm256_unpackhi_ps(r[4], r[5]);
+        let t6 = _mm256_unpacklo_ps(r[6], r[7]);
+        let t7 = _mm256_unpackhi_ps(r[6], r[7]);
+        let s0 = _mm256_shuffle_ps::<0x44>(t0, t2);
+        let s1 = _mm256_shuffle_ps::<0xEE>(t0, t2);
+        let s2 = _mm256_shuffle_ps::<0x44>(t1, t3);
+        let s3 = _mm256_shuffle_ps::<0xEE>(t1, t3);
+        let s4 = _mm256_shuffle_ps::<0x44>(t4, t6);
+        let s5 = _mm256_shuffle_ps::<0xEE>(t4, t6);
+        let s6 = _mm256_shuffle_ps::<0x44>(t5, t7);
+        let s7 = _mm256_shuffle_ps::<0xEE>(t5, t7);
+        let rows = [
+            _mm256_permute2f128_ps::<0x20>(s0, s4),
+            _mm256_permute2f128_ps::<0x20>(s1, s5),
+            _mm256_permute2f128_ps::<0x20>(s2, s6),
+            _mm256_permute2f128_ps::<0x20>(s3, s7),
+            _mm256_permute2f128_ps::<0x31>(s0, s4),
+            _mm256_permute2f128_ps::<0x31>(s1, s5),
+            _mm256_permute2f128_ps::<0x31>(s2, s6),
+            _mm256_permute2f128_ps::<0x31>(s3, s7),
+        ];
+        let mut out = [[0f32; LANES]; LANES];
+        for (o, row) in out.iter_mut().zip(rows) {
+            _mm256_storeu_ps(o.as_mut_ptr(), row);
+        }
+        out
+    }
+}
