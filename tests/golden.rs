@@ -4,7 +4,7 @@
 //! would silently become different networks: fix the code, never the file.
 
 use anyhow::{Context, Result, ensure};
-use rpg_core::{LayerInfo, LayerRegistry, Placement, PlacementKind, RingSpec};
+use rpg_core::{LayerInfo, LayerRegistry, Placement, PlacementKind, RingSpec, ScaleRule};
 use serde_json::Value;
 
 fn registry(value: &Value) -> Result<LayerRegistry> {
@@ -37,6 +37,8 @@ fn placement_v1_matches_the_reference_implementation() -> Result<()> {
             seed: case["seed"].as_u64().context("seed")?,
             ..RingSpec::global(1, 0)
         }
+        // The reference implementation scales by the largest fan-out.
+        .with_scale(ScaleRule::LargestFanOut)
         .with_placement(
             case["placement"]
                 .as_str()

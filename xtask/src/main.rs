@@ -61,6 +61,14 @@ OPTIONS:
     -h, --help      this text
 ";
 
+/// What `cargo xtask bench` adds to `rpg bench`.
+const BENCH_HELP: &str = "cargo xtask bench [--features F] [FLAGS]: builds rpg (release) and runs `rpg bench FLAGS`.
+xtask's own flags:
+    --against-pytorch   PyTorch's same benchmark alternately in the same run (installed from PyPI into .venv-pytorch/ on first use)
+    --runs N            with --against-pytorch: alternating runs per model [default: 3]
+    --features F        cargo features for the rpg build (cuda, cudnn, metal, mkl, accelerate)
+";
+
 fn main() -> ExitCode {
     match run(std::env::args().skip(1).collect()) {
         Ok(code) => code,
@@ -81,6 +89,13 @@ fn run(args: Vec<String>) -> Result<ExitCode> {
         "-h" | "--help" | "help" => {
             print!("{HELP}");
             Ok(ExitCode::SUCCESS)
+        }
+        "bench" if rest.iter().any(|a| a == "-h" || a == "--help") => {
+            // xtask's own flags first; `rpg bench --help` lists the rest.
+            println!("{BENCH_HELP}");
+            let mut help = rpg_cargo("run", features.as_deref())?;
+            help.args(["--quiet", "--", "bench", "--help"]);
+            status(help)
         }
         "bench" if rest.iter().any(|a| a == "--against-pytorch") => {
             against_pytorch(&rest, features.as_deref())?;

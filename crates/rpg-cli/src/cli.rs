@@ -7,14 +7,16 @@ use std::path::PathBuf;
 
 use clap::builder::{PossibleValuesParser, TypedValueParser};
 use clap::{ArgAction, Args, CommandFactory, FromArgMatches, Parser, Subcommand};
+use rpg_compress::PruneScope;
 use rpg_core::names::{Named, parse_named};
 use rpg_core::{PlacementKind, ScaleRule};
 use rpg_data::DatasetKind;
 use rpg_kernels::{KernelBackend, Precision};
-use rpg_train::TrainConfig;
+use rpg_train::compress_config::{RingQuant, ScaleDtype, UnsharedQuant};
 use rpg_train::config::{DEFAULT_DOF, RUN_DEFINING_KEYS};
 use rpg_train::optim::OptimizerKind;
 use rpg_train::schedule::ScheduleKind;
+use rpg_train::{CompressConfig, TrainConfig};
 use serde::Serialize;
 
 /// Recurrent Parameter Generators: train compact networks whose weights are
@@ -58,14 +60,6 @@ where
     E: std::error::Error + Send + Sync + 'static,
 {
     PossibleValuesParser::new(names).try_map(move |name| parse(&name))
-}
-
-/// `--placement` and `--placements`.
-fn placement_parser() -> impl TypedValueParser<Value = PlacementKind> {
-    names_parser(
-        PlacementKind::ALL.map(PlacementKind::name),
-        str::parse::<PlacementKind>,
-    )
 }
 
 /// The parser of a [`Named`] enum's flag.
@@ -196,7 +190,7 @@ pub struct TrainOverrides {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub ring: Option<usize>,
     /// Placement: paper (even sampling, shuffle, signs), hashed (HashedNets), naive (ring prefix), sequential.
-    #[arg(long, value_parser = placement_parser())]
+    #[arg(long, value_parser = named::<PlacementKind>())]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub placement: Option<PlacementKind>,
     /// Train the ordinary dense model instead (no ring).
@@ -399,7 +393,7 @@ pub struct SweepArgs {
     #[arg(long, value_delimiter = ',')]
     pub ratios: Vec<f64>,
     /// Placements, comma-separated: paper, hashed, naive, sequential. [default: paper]
-    #[arg(long, value_delimiter = ',', value_parser = placement_parser())]
+    #[arg(long, value_delimiter = ',', value_parser = named::<PlacementKind>())]
     pub placements: Vec<PlacementKind>,
     /// Seeds, comma-separated. [default: 0]
     #[arg(long, value_delimiter = ',')]
@@ -444,18 +438,7 @@ pub struct BenchArgs {
     pub one: Option<String>,
 }
 
-/// Ring quantization.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum QuantChoice {
-    /// 8-bit codes.
-    Int8,
-    /// 4-bit codes, two per byte.
-    Int4,
-    /// Keep f32.
-    None,
-}
-
-/// `rpg compress`.
+/// `rpg compress`: every option's default is `CompressConfig::default()`'s.
 #[derive(Debug, Args)]
 pub struct CompressArgs {
     /// A trained model (model.safetensors, a checkpoint or a run directory).
@@ -465,41 +448,60 @@ pub struct CompressArgs {
     #[arg(long, value_name = "DIR")]
     pub out: PathBuf,
     /// Quantize the ring: every shared weight is a signed, scaled copy of a ring entry, so this quantizes all shared layers at once.
-    #[arg(long, value_enum, default_value = "int8")]
-    pub quant: QuantChoice,
+    #[arg(long, default_value_t = CompressConfig::default().quant, value_parser = named::<RingQuant>())]
+    pub quant: RingQuant,
     /// Values per quantization block (one scale each). [default: 256 for int8, 64 for int4]
     #[arg(long)]
     pub block: Option<usize>,
     /// Store scales as f16 (smaller) or f32.
-    #[arg(long, default_value = "f16", value_parser = ["f16", "f32"])]
-    pub scale_dtype: String,
+    #[arg(long, default_value_t = CompressConfig::default().scale_dtype, value_parser = named::<ScaleDtype>())]
+    pub scale_dtype: ScaleDtype,
     /// Prune this fraction of ring entries by magnitude (stored sparse: bitmap + kept values).
-    #[arg(long, value_name = "F", default_value_t = 0.0)]
+    #[arg(long, value_name = "F", default_value_t = CompressConfig::default().prune_ring)]
     pub prune_ring: f64,
     /// Prune this fraction of the materialised conv/linear weights by magnitude (as the authors did); the result is a dense model.
-    #[arg(long, value_name = "F", default_value_t = 0.0)]
+    #[arg(long, value_name = "F", default_value_t = CompressConfig::default().prune)]
     pub prune: f64,
     /// Threshold for --prune: one over all layers, or per layer.
-    #[arg(long, default_value = "global", value_parser = ["global", "layer"])]
-    pub prune_scope: String,
+    #[arg(long, default_value_t = CompressConfig::default().prune_scope, value_parser = named::<PruneScope>())]
+    pub prune_scope: PruneScope,
     /// Remove this fraction of output channels (smallest L1 norm) of every prunable layer: a physically smaller dense model (lenet5, mlp).
-    #[arg(long, value_name = "F", default_value_t = 0.0)]
+    #[arg(long, value_name = "F", default_value_t = CompressConfig::default().prune_channels)]
     pub prune_channels: f64,
     /// Fine-tune the pruned dense model for N epochs on the run's training data.
-    #[arg(long, value_name = "N", default_value_t = 0)]
+    #[arg(long, value_name = "N", default_value_t = CompressConfig::default().finetune_epochs)]
     pub finetune_epochs: usize,
     /// Learning rate of the fine-tuning (cosine schedule).
-    #[arg(long, default_value_t = 0.01)]
+    #[arg(long, default_value_t = CompressConfig::default().finetune_lr)]
     pub finetune_lr: f64,
     /// Quantize unshared tensors (stem, classifier, norms, biases) to 8 bits, one scale per tensor.
-    #[arg(long, default_value = "int8", value_parser = ["int8", "none"])]
-    pub quant_unshared: String,
+    #[arg(long, default_value_t = CompressConfig::default().quant_unshared, value_parser = named::<UnsharedQuant>())]
+    pub quant_unshared: UnsharedQuant,
     /// Which test data the report uses.
     #[command(flatten)]
     pub data: TestDataArgs,
     /// Timed runs per latency figure, before and after alternating (the median is reported).
-    #[arg(long, default_value_t = 21)]
+    #[arg(long, default_value_t = CompressConfig::default().latency_runs)]
     pub latency_runs: usize,
+}
+
+impl CompressArgs {
+    /// The options as the library's configuration.
+    pub fn config(&self) -> CompressConfig {
+        CompressConfig {
+            quant: self.quant,
+            block: self.block,
+            scale_dtype: self.scale_dtype,
+            prune_ring: self.prune_ring,
+            prune: self.prune,
+            prune_scope: self.prune_scope,
+            prune_channels: self.prune_channels,
+            finetune_epochs: self.finetune_epochs,
+            finetune_lr: self.finetune_lr,
+            quant_unshared: self.quant_unshared,
+            latency_runs: self.latency_runs,
+        }
+    }
 }
 
 /// `rpg export`.
@@ -555,7 +557,7 @@ pub struct EvalArgs {
     #[arg(long, default_value = "cpu")]
     pub device: String,
     /// Batch size.
-    #[arg(long, default_value_t = 1000)]
+    #[arg(long, default_value_t = TrainConfig::default().eval_batch_size)]
     pub batch_size: usize,
     /// Where to write the result as JSON. [default: eval.json beside the model file]
     #[arg(long, value_name = "FILE")]
@@ -569,6 +571,90 @@ impl TestDataArgs {
             dataset: self.dataset,
             data_dir: self.data_dir.clone(),
             test_limit: self.test_limit,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The long flags of a subcommand, as config keys (`--no-ring-wd` is
+    /// `ring_wd`), without those in `not_keys`.
+    fn flag_keys(subcommand: &str, not_keys: &[&str]) -> Vec<String> {
+        let mut command = Cli::command();
+        command.build();
+        let sub = command.find_subcommand(subcommand).expect(subcommand);
+        sub.get_arguments()
+            .filter_map(|a| a.get_long())
+            .map(|long| long.strip_prefix("no-").unwrap_or(long).replace('-', "_"))
+            .filter(|key| !not_keys.contains(&key.as_str()))
+            .collect()
+    }
+
+    /// Every key a `TrainConfig` can hold, optional ones included.
+    fn train_keys() -> toml::Table {
+        let mut full = TrainConfig {
+            dof: Some(0.1),
+            ring: Some(10),
+            clip_grad: Some(1.0),
+            out: Some("o".into()),
+            init_from: Some("i".into()),
+            ..TrainConfig::default()
+        };
+        full.data.data_dir = Some("d".into());
+        full.data.image_size = Some(28);
+        full.data.normalize = Some(vec![0.5, 0.5]);
+        full.data.train_limit = Some(1);
+        full.data.test_limit = Some(1);
+        toml::Table::try_from(full).unwrap()
+    }
+
+    #[test]
+    fn every_training_flag_is_a_config_key() {
+        let keys = train_keys();
+        let not_keys = [
+            "help",
+            "version",
+            "kernels",
+            "config",
+            "resume",
+            "stop_after_epochs",
+        ];
+        for command in ["train", "sweep"] {
+            let sweep_only = ["ratios", "placements", "seeds", "dense_same_dof"];
+            for key in flag_keys(command, &not_keys) {
+                if command == "sweep" && sweep_only.contains(&key.as_str()) {
+                    continue;
+                }
+                assert!(
+                    keys.contains_key(&key),
+                    "rpg {command} --{key}: no such config key"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn every_compress_option_is_a_compress_config_key() {
+        let keys = serde_json::to_value(CompressConfig::default().resolved()).unwrap();
+        let not_keys = [
+            "help",
+            "version",
+            "kernels",
+            "checkpoint",
+            "out",
+            "dataset",
+            "data_dir",
+            "test_limit",
+        ];
+        let flags = flag_keys("compress", &not_keys);
+        assert_eq!(flags.len(), keys.as_object().unwrap().len());
+        for key in flags {
+            assert!(
+                keys.get(&key).is_some(),
+                "rpg compress --{key}: no such key"
+            );
         }
     }
 }

@@ -25,7 +25,18 @@ pub fn as_user_gave_it(cause: &(dyn std::error::Error + 'static)) -> String {
             flag(c.second),
             c.reason
         ),
-        _ => cause.to_string(),
+        _ => {
+            // Other errors name settings in backticks by key; the library
+            // lists which (by variant), so nothing here reads the text to
+            // decide anything.
+            let keys = cause
+                .downcast_ref::<rpg_train::Error>()
+                .map(rpg_train::Error::named_settings)
+                .unwrap_or_default();
+            keys.iter().fold(cause.to_string(), |text, key| {
+                text.replace(&format!("`{key}`"), &flag(key))
+            })
+        }
     }
 }
 

@@ -58,8 +58,15 @@ fn non_finite_parameters_are_refused_with_their_name() {
     let run = trained_run(dir.path(), "100");
     let model = run.join("checkpoints/last/model.safetensors");
     poison(&model, "rpg.ring");
-    // As a file written before checksums (they would catch the edit first).
+    // A file of this format without its checksum is refused, so deleting
+    // the key cannot skip the check.
     edit_metadata(&model, "rpg.checksum", |_| None);
+    fails_with(
+        &["eval", "--checkpoint", model.to_str().unwrap()],
+        "has no checksum (`rpg.checksum`)",
+    );
+    // As a file written before checksums (format 1, which may lack one).
+    edit_metadata(&model, "rpg.format", |_| Some("1".into()));
     let model_s = model.to_str().unwrap();
     fails_with(&["eval", "--checkpoint", model_s], "`rpg.ring`");
     let out = dir.path().join("small");
@@ -223,17 +230,11 @@ fn out_of_range_values_are_refused_not_ignored() {
     let small = dir.path().join("small");
     let small_s = small.to_str().unwrap();
     for (flags, needle) in [
-        (
-            &["--prune=-0.5"][..],
-            "--prune and --prune-channels must be in [0, 1)",
-        ),
-        (
-            &["--prune", "NaN"][..],
-            "--prune and --prune-channels must be in [0, 1)",
-        ),
+        (&["--prune=-0.5"][..], "--prune -0.5: must be in [0, 1)"),
+        (&["--prune", "NaN"][..], "--prune NaN: must be in [0, 1)"),
         (
             &["--latency-runs", "0"][..],
-            "--latency-runs must be positive",
+            "--latency-runs 0: must be positive",
         ),
     ] {
         let mut args = vec!["compress", "--checkpoint", run_s, "--out", small_s];
@@ -313,7 +314,7 @@ fn messages_say_what_is_wrong_and_where() {
     ]);
     fails_with(
         &["eval", "--checkpoint", folded.to_str().unwrap()],
-        "rpg reads exports made without --fold-bn",
+        "export it again without --fold-bn",
     );
 }
 

@@ -67,7 +67,7 @@ fn train_then_eval_through_the_cli() {
         &["train", "--resume", run_s, "--model", "mlp"],
         "cannot change when resuming",
     );
-    fails_with(&["train", "--resume", run_s], "pass a larger --epochs");
+    fails_with(&["train", "--resume", run_s], "give a larger --epochs");
     // The models table lists the zoo.
     let out = rpg(&["models"]);
     let table = String::from_utf8_lossy(&out.stdout);
@@ -574,6 +574,6 @@ fn predict_agrees_with_eval_and_reads_png_files() {
             "0",
             folder.to_str().unwrap(),
         ],
-        "--top-k must be positive",
+        "--top-k 0: must be positive",
     );
 }

@@ -16,15 +16,20 @@ pub enum PruneScope {
     Layer,
 }
 
-impl PruneScope {
+impl rpg_core::names::Named for PruneScope {
+    const WHAT: &'static str = "prune scope";
+    const ALL: &'static [Self] = &[PruneScope::Global, PruneScope::Layer];
+
     /// `global` or `layer`.
-    pub fn name(self) -> &'static str {
+    fn name(self) -> &'static str {
         match self {
             PruneScope::Global => "global",
             PruneScope::Layer => "layer",
         }
     }
 }
+
+rpg_core::named_text_impls!(PruneScope);
 
 /// Zeros the `fraction` of smallest-magnitude values of every conv/linear
 /// weight (a tensor named `*weight` of rank 2 or more) in `tensors`; biases

@@ -75,16 +75,9 @@ pub enum Error {
         /// Smallest feasible ratio (one ring entry per group).
         min_ratio: f64,
     },
-    /// An unknown placement or scale name.
-    #[error("unknown {what} `{value}`: expected one of {expected}")]
-    UnknownName {
-        /// What was being parsed.
-        what: &'static str,
-        /// The text given.
-        value: String,
-        /// The valid names.
-        expected: &'static str,
-    },
+    /// An unknown placement, scale rule or placement version.
+    #[error(transparent)]
+    UnknownName(#[from] crate::names::UnknownName),
     /// A slice kernel got buffers of the wrong length.
     #[error("{what}: expected length {expected}, got {got}")]
     LengthMismatch {

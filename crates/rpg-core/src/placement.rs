@@ -534,7 +534,7 @@ mod tests {
     }
 
     fn kind() -> impl Strategy<Value = PlacementKind> {
-        prop::sample::select(PlacementKind::ALL.to_vec())
+        prop::sample::select(<PlacementKind as crate::names::Named>::ALL.to_vec())
     }
 
     proptest! {
@@ -704,7 +704,8 @@ mod tests {
     #[test]
     fn initial_std_matches_kaiming_fan_out() {
         let r = registry_from(&[vec![64, 32, 3, 3], vec![32, 16, 3, 3], vec![10, 64]], &[]);
-        let p = Placement::new(&RingSpec::global(20_000, 3), &r).unwrap();
+        let spec = RingSpec::global(20_000, 3).with_scale(ScaleRule::LargestFanOut);
+        let p = Placement::new(&spec, &r).unwrap();
         let mut rng = Pcg32::new(3, 9);
         let std = p.ring_init_std();
         let ring: Vec<f32> = (0..20_000).map(|_| std * rng.next_normal()).collect();

@@ -3,6 +3,7 @@
 use std::fmt;
 use std::str::FromStr;
 
+use crate::names::{Named, UnknownName};
 use crate::{Error, Result};
 
 /// Longest ring a group may have: indices carry the sign in bit 31.
@@ -28,9 +29,10 @@ pub enum PlacementKind {
     Sequential,
 }
 
-impl PlacementKind {
+impl Named for PlacementKind {
+    const WHAT: &'static str = "placement";
     /// Every kind, in documentation order.
-    pub const ALL: [PlacementKind; 4] = [
+    const ALL: &'static [Self] = &[
         PlacementKind::Paper,
         PlacementKind::Hashed,
         PlacementKind::Naive,
@@ -38,7 +40,7 @@ impl PlacementKind {
     ];
 
     /// Lower-case name used on the command line and in files.
-    pub fn name(self) -> &'static str {
+    fn name(self) -> &'static str {
         match self {
             PlacementKind::Paper => "paper",
             PlacementKind::Hashed => "hashed",
@@ -48,25 +50,7 @@ impl PlacementKind {
     }
 }
 
-impl fmt::Display for PlacementKind {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
-    }
-}
-
-impl FromStr for PlacementKind {
-    type Err = Error;
-    fn from_str(s: &str) -> Result<Self> {
-        Self::ALL
-            .into_iter()
-            .find(|k| k.name() == s)
-            .ok_or_else(|| Error::UnknownName {
-                what: "placement",
-                value: s.to_string(),
-                expected: "paper, hashed, naive, sequential",
-            })
-    }
-}
+crate::named_text_impls!(PlacementKind);
 
 /// Version of the placement algorithm. A saved model records it; a version
 /// is never changed once released, only added.
@@ -91,11 +75,12 @@ impl PlacementVersion {
     pub fn from_number(n: u32) -> Result<Self> {
         match n {
             1 => Ok(PlacementVersion::V1),
-            other => Err(Error::UnknownName {
+            other => Err(UnknownName {
                 what: "placement version",
                 value: other.to_string(),
-                expected: "1 (this build knows placement version 1 only)",
-            }),
+                expected: "1 (this build knows placement version 1 only)".into(),
+            }
+            .into()),
         }
     }
 }
@@ -108,12 +93,13 @@ pub enum ScaleRule {
     /// `c_i = sqrt(F / fan_out_i)` with `F` the largest fan-out among the
     /// shared layers, and the ring initialised with std `sqrt(2 / F)`: every
     /// layer starts at its own Kaiming fan-out std and `c_i >= 1`.
-    #[default]
     LargestFanOut,
     /// `c_i = sqrt(F / fan_in_i)` with `F` the largest fan-in among the
     /// shared layers: every layer starts at the Kaiming fan-in std that
     /// Candle's and PyTorch's own layers use, so a shared classifier is not
-    /// initialised (and stepped) like a wide conv.
+    /// initialised (and stepped) like a wide conv. The default, the
+    /// trainer's as well.
+    #[default]
     LargestFanIn,
     /// `c_i = sqrt(F / fan_out_i)` with a fixed `F` (the reference code uses
     /// 4608, the fan-out of a 512-channel 3x3 conv).
@@ -136,8 +122,8 @@ impl fmt::Display for ScaleRule {
 }
 
 impl FromStr for ScaleRule {
-    type Err = Error;
-    fn from_str(s: &str) -> Result<Self> {
+    type Err = UnknownName;
+    fn from_str(s: &str) -> std::result::Result<Self, UnknownName> {
         Ok(match s {
             "largest_fan_out" => ScaleRule::LargestFanOut,
             "largest_fan_in" => ScaleRule::LargestFanIn,
@@ -145,10 +131,11 @@ impl FromStr for ScaleRule {
             n => match n.parse::<u64>() {
                 Ok(fan_out) if fan_out > 0 => ScaleRule::FixedFanOut(fan_out),
                 _ => {
-                    return Err(Error::UnknownName {
+                    return Err(UnknownName {
                         what: "scale rule",
                         value: s.to_string(),
-                        expected: "largest_fan_out, largest_fan_in, unit or a positive fan-out such as 4608",
+                        expected: "largest_fan_out, largest_fan_in, unit or a positive fan-out such as 4608"
+                            .into(),
                     });
                 }
             },
@@ -180,7 +167,7 @@ impl RingSpec {
             seed,
             placement: PlacementKind::Paper,
             version: PlacementVersion::V1,
-            scale: ScaleRule::LargestFanOut,
+            scale: ScaleRule::default(),
         }
     }
 
@@ -234,20 +221,17 @@ mod tests {
             assert_eq!(rule.to_string().parse::<ScaleRule>().unwrap(), rule);
         }
         for bad in ["big", "0", "-3", ""] {
-            assert!(matches!(
-                bad.parse::<ScaleRule>(),
-                Err(Error::UnknownName { .. })
-            ));
+            assert!(matches!(bad.parse::<ScaleRule>(), Err(UnknownName { .. })));
         }
     }
 
     #[test]
     fn placement_names_round_trip() {
-        for kind in PlacementKind::ALL {
+        for &kind in PlacementKind::ALL {
             assert_eq!(kind.name().parse::<PlacementKind>().unwrap(), kind);
         }
         let err = "shuffled".parse::<PlacementKind>().unwrap_err();
-        assert!(err.to_string().contains("paper, hashed"));
+        assert_eq!(err.expected, "paper, hashed, naive, sequential");
     }
 
     #[test]

@@ -67,10 +67,10 @@ impl DatasetKind {
                 "get them from https://github.com/rois-codh/kmnist (MNIST format); see datasets/README.md"
             }
             DatasetKind::Cifar10 => {
-                "get the binary version from https://www.cs.toronto.edu/~kriz/cifar-10-binary.tar.gz and unpack it into --data-dir; see datasets/README.md"
+                "get the binary version from https://www.cs.toronto.edu/~kriz/cifar-10-binary.tar.gz and unpack it into the data directory (`data_dir`); see datasets/README.md"
             }
             DatasetKind::Cifar100 => {
-                "get the binary version from https://www.cs.toronto.edu/~kriz/cifar-100-binary.tar.gz and unpack it into --data-dir; see datasets/README.md"
+                "get the binary version from https://www.cs.toronto.edu/~kriz/cifar-100-binary.tar.gz and unpack it into the data directory (`data_dir`); see datasets/README.md"
             }
             DatasetKind::Folder => {
                 "arrange images as ImageNet is (one folder per class); see datasets/README.md"

@@ -200,7 +200,7 @@ pub static MODELS: &[ModelEntry] = &[
     },
     ModelEntry {
         name: "mobilenet_v2",
-        summary: "MobileNetV2 (torchvision), width multiplier via --width",
+        summary: "MobileNetV2 (torchvision), width multiplier `width`",
         in_channels: 3,
         image_size: 224,
         share_all_weights: false,

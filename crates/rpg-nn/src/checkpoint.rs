@@ -5,13 +5,21 @@
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 
-use candle_core::{Device, Result, Tensor, bail};
+use candle_core::{Device, Tensor};
 use rpg_core::{LayerRegistry, RingSpec};
 
+use crate::model_file_error::ModelFileError;
 use crate::store::{Mode, ParamStore, RING_NAME};
 
-/// Version of the model-file layout (not of the placement).
-pub const FORMAT_VERSION: u32 = 1;
+type Result<T> = std::result::Result<T, ModelFileError>;
+
+/// Version of the model-file layout (not of the placement) that this build
+/// writes. Format 2 is format 1 with the checksum required.
+pub const FORMAT_VERSION: u32 = 2;
+
+/// The format whose files may lack a checksum: those written before
+/// 2026-11-28 had none, and still load (without the check).
+pub const FORMAT_WITHOUT_CHECKSUM: u32 = 1;
 
 /// What a model file says about itself.
 #[derive(Debug, Clone, PartialEq)]
@@ -72,11 +80,9 @@ fn checksum<'a, V: safetensors::View>(
 
 /// The checksum of a serialised model file's bytes (see [`checksum`]).
 fn file_checksum(path: &Path, bytes: &[u8]) -> Result<String> {
-    let corrupt = |e: safetensors::SafeTensorError| {
-        msg(format!(
-            "{} is not a valid rpg model file ({e}): it may be truncated or corrupt",
-            path.display()
-        ))
+    let corrupt = |e: safetensors::SafeTensorError| ModelFileError::Corrupt {
+        path: path.to_path_buf(),
+        what: e.to_string(),
     };
     let (_, metadata) = safetensors::SafeTensors::read_metadata(bytes).map_err(corrupt)?;
     let meta = metadata.metadata().clone().unwrap_or_default();
@@ -86,10 +92,6 @@ fn file_checksum(path: &Path, bytes: &[u8]) -> Result<String> {
         &meta,
         views.iter().map(|(name, view)| (name.as_str(), view)),
     ))
-}
-
-fn msg(text: String) -> candle_core::Error {
-    candle_core::Error::Msg(text)
 }
 
 /// Writes the store's model file atomically.
@@ -125,53 +127,63 @@ pub fn save_model_file(
     let sum = checksum(&meta, tensors.iter().map(|(n, t)| (n.as_str(), t)));
     meta.insert(CHECKSUM_KEY.into(), sum);
     let bytes = safetensors::serialize(tensors, Some(meta))
-        .map_err(|e| msg(format!("serialising {}: {e}", path.display())))?;
-    crate::durable::write_atomic(path, bytes)
-        .map_err(|e| msg(format!("writing {}: {e}", path.display())))
+        .map_err(|e| candle_core::Error::Msg(format!("serialising {}: {e}", path.display())))?;
+    crate::durable::write_atomic(path, bytes).map_err(|source| ModelFileError::Io {
+        path: path.to_path_buf(),
+        source,
+    })
 }
 
 fn read_bytes(path: &Path) -> Result<Vec<u8>> {
-    std::fs::read(path).map_err(|e| msg(format!("cannot read model file {}: {e}", path.display())))
+    std::fs::read(path).map_err(|source| ModelFileError::Io {
+        path: path.to_path_buf(),
+        source,
+    })
 }
 
 fn parse_header(path: &Path, bytes: &[u8]) -> Result<ModelFileHeader> {
-    let corrupt = |what: String| {
-        msg(format!(
-            "{} is not a valid rpg model file ({what}): it may be truncated or corrupt; use a checkpoint written by `rpg train`",
-            path.display()
-        ))
+    let corrupt = |what: String| ModelFileError::Corrupt {
+        path: path.to_path_buf(),
+        what,
     };
     let (_, metadata) =
         safetensors::SafeTensors::read_metadata(bytes).map_err(|e| corrupt(e.to_string()))?;
     let meta = metadata.metadata().clone().unwrap_or_default();
-    // Files written before checksums existed have none, and load as before.
-    if let Some(stored) = meta.get(CHECKSUM_KEY)
-        && *stored != file_checksum(path, bytes)?
-    {
-        bail!(
-            "{}: checksum mismatch: the file was changed after it was written (edited by hand or damaged); use an unmodified checkpoint",
-            path.display()
-        );
-    }
     let get = |key: &str| {
         meta.get(key)
             .cloned()
             .ok_or_else(|| corrupt(format!("no `{key}` in its header")))
     };
     if !meta.contains_key("rpg.format") && meta.contains_key("kind") && meta.contains_key("steps") {
-        bail!(
-            "{} is optimizer state, not a model file: give the model.safetensors beside it, or its checkpoint directory",
-            path.display()
-        );
+        return Err(ModelFileError::OptimizerState {
+            path: path.to_path_buf(),
+        });
     }
     let format: u32 = get("rpg.format")?
         .parse()
         .map_err(|_| corrupt("bad rpg.format".into()))?;
-    if format != FORMAT_VERSION {
-        bail!(
-            "{} has model-file format {format}, but this build reads format {FORMAT_VERSION}",
-            path.display()
-        );
+    if !(FORMAT_WITHOUT_CHECKSUM..=FORMAT_VERSION).contains(&format) {
+        return Err(ModelFileError::Format {
+            path: path.to_path_buf(),
+            found: format,
+            newest: FORMAT_VERSION,
+        });
+    }
+    match meta.get(CHECKSUM_KEY) {
+        Some(stored) if *stored != file_checksum(path, bytes)? => {
+            return Err(ModelFileError::ChecksumMismatch {
+                path: path.to_path_buf(),
+            });
+        }
+        // Only files of the first format may lack it (written before
+        // checksums existed); deleting the key must not skip the check.
+        None if format != FORMAT_WITHOUT_CHECKSUM => {
+            return Err(ModelFileError::MissingChecksum {
+                path: path.to_path_buf(),
+                format,
+            });
+        }
+        _ => {}
     }
     let mode = match get("rpg.mode")?.as_str() {
         "dense" => Mode::Dense,
@@ -245,8 +257,12 @@ impl ModelFile {
     /// The name and shape of every tensor the file holds, read from its
     /// header (no tensor data is touched).
     pub fn tensor_shapes(&self) -> Result<BTreeMap<String, Vec<usize>>> {
-        let (_, metadata) = safetensors::SafeTensors::read_metadata(&self.bytes)
-            .map_err(|e| msg(format!("{}: {e}", self.path.display())))?;
+        let (_, metadata) = safetensors::SafeTensors::read_metadata(&self.bytes).map_err(|e| {
+            ModelFileError::Corrupt {
+                path: self.path.clone(),
+                what: e.to_string(),
+            }
+        })?;
         Ok(metadata
             .tensors()
             .into_iter()
@@ -295,22 +311,28 @@ fn load_checked(
     model: &str,
     model_config: &str,
 ) -> Result<()> {
-    let file = path.display();
+    let path = path.to_path_buf();
     if header.model != model {
-        bail!("{file} holds a `{}` model, not `{model}`", header.model);
+        return Err(ModelFileError::WrongModel {
+            path,
+            found: header.model.clone(),
+            expected: model.into(),
+        });
     }
     if header.model_config != model_config {
-        bail!(
-            "{file} holds a `{model}` with configuration {}, but this one has {model_config}",
-            header.model_config
-        );
+        return Err(ModelFileError::WrongConfig {
+            path,
+            model: model.into(),
+            found: header.model_config.clone(),
+            expected: model_config.into(),
+        });
     }
     if header.mode != store.mode() {
-        bail!(
-            "{file} holds a {} model, but a {} model was built",
-            header.mode.name(),
-            store.mode().name()
-        );
+        return Err(ModelFileError::WrongMode {
+            path,
+            found: header.mode,
+            expected: store.mode(),
+        });
     }
     if let (Some(file_spec), Some(placement)) = (&header.spec, store.placement()) {
         let spec = placement.spec();
@@ -339,19 +361,20 @@ fn load_checked(
         } else {
             None
         };
-        if let Some(m) = mismatch {
-            bail!("{file} was trained with another ring spec ({m}, file vs model)");
+        if let Some(difference) = mismatch {
+            return Err(ModelFileError::WrongSpec { path, difference });
         }
         if header.registry.as_ref() != store.registry() {
-            bail!(
-                "{file} was trained with another layer registry (layer names, shapes or sharing differ)"
-            );
+            return Err(ModelFileError::WrongRegistry { path });
         }
     }
     let tensors = candle_core::safetensors::load_buffer(bytes, &Device::Cpu).map_err(|e| {
-        msg(format!(
-            "{file}: cannot read tensors ({e}): the file may be truncated or corrupt"
-        ))
+        ModelFileError::Corrupt {
+            path: path.clone(),
+            what: format!("cannot read tensors: {e}"),
+        }
     })?;
-    store.assign(&tensors.into_iter().collect())
+    store
+        .assign(&tensors.into_iter().collect())
+        .map_err(|source| ModelFileError::Tensors { path, source })
 }

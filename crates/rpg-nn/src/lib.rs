@@ -39,19 +39,21 @@ mod device_placement;
 pub mod durable;
 mod grad;
 mod init;
+mod model_file_error;
 mod policy;
 mod prunable;
 mod record;
 mod store;
 
 pub use checkpoint::{
-    CHECKSUM_KEY, FORMAT_VERSION, ModelFile, ModelFileHeader, load_model_file, read_header,
-    save_model_file,
+    CHECKSUM_KEY, FORMAT_VERSION, FORMAT_WITHOUT_CHECKSUM, ModelFile, ModelFileHeader,
+    load_model_file, read_header, save_model_file,
 };
 pub use device::{device_name, parse_device};
 pub use device_placement::DevicePlacement;
 pub use grad::{ParamGrad, ParamGroup};
 pub use init::{fnv1a, init_values};
+pub use model_file_error::{ModelFileError, TensorMismatch};
 pub use policy::{SharingPolicy, glob_match, is_buffer};
 pub use prunable::PrunableLayer;
 pub use record::record_parameters;

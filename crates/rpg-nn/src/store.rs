@@ -26,6 +26,7 @@ use rayon::prelude::*;
 use crate::device_placement::DevicePlacement;
 use crate::grad::{ParamGrad, ParamGroup};
 use crate::init::init_values;
+use crate::model_file_error::TensorMismatch;
 use crate::policy::is_buffer;
 
 /// The name of the ring in gradients and files.
@@ -431,9 +432,11 @@ impl ParamStore {
     /// loaded values, checking names, shapes and that every value is finite.
     pub fn assign(&self, tensors: &BTreeMap<String, Tensor>) -> Result<()> {
         if let Some(state) = &self.inner.rpg {
-            let ring = tensors.get(RING_NAME).ok_or_else(|| {
-                candle_core::Error::Msg(format!("the file has no `{RING_NAME}` tensor"))
-            })?;
+            let ring = tensors
+                .get(RING_NAME)
+                .ok_or_else(|| TensorMismatch::Missing {
+                    name: RING_NAME.into(),
+                })?;
             check_shape(RING_NAME, ring.dims(), state.ring.dims())?;
             check_finite(RING_NAME, ring)?;
             state
@@ -448,7 +451,7 @@ impl ParamStore {
     fn assign_persistent(&self, tensors: &BTreeMap<String, Tensor>) -> Result<()> {
         for (name, var) in self.vars().iter() {
             let Some(value) = tensors.get(name) else {
-                bail!("the file has no tensor `{name}`, which this model needs")
+                return Err(TensorMismatch::Missing { name: name.clone() }.into());
             };
             check_shape(name, value.dims(), var.dims())?;
             check_finite(name, value)?;
@@ -524,9 +527,12 @@ impl ParamStore {
 
 fn check_shape(name: &str, got: &[usize], want: &[usize]) -> Result<()> {
     if got != want {
-        bail!(
-            "tensor `{name}` has shape {got:?} in the file but the model needs {want:?}: the file is from another model or spec"
-        );
+        return Err(TensorMismatch::Shape {
+            name: name.into(),
+            found: got.to_vec(),
+            expected: want.to_vec(),
+        }
+        .into());
     }
     Ok(())
 }
@@ -544,11 +550,13 @@ fn finite_values(name: &str, value: &Tensor) -> Result<Vec<f32>> {
         .to_dtype(DType::F32)?
         .flatten_all()?
         .to_vec1::<f32>()?;
-    if let Some(i) = values.iter().position(|v| !v.is_finite()) {
-        bail!(
-            "tensor `{name}` holds a non-finite value ({} at index {i}): the file is corrupt or comes from a diverged run; use an earlier checkpoint",
-            values[i]
-        );
+    if let Some(index) = values.iter().position(|v| !v.is_finite()) {
+        return Err(TensorMismatch::NonFinite {
+            name: name.into(),
+            value: values[index],
+            index,
+        }
+        .into());
     }
     Ok(values)
 }

@@ -26,13 +26,8 @@ pub enum CheckpointError {
         source: std::io::Error,
     },
     /// The model file.
-    #[error("{path}: {source}")]
-    ModelFile {
-        /// The file.
-        path: PathBuf,
-        /// Why.
-        source: candle_core::Error,
-    },
+    #[error(transparent)]
+    ModelFile(#[from] rpg_nn::ModelFileError),
     /// The optimizer state.
     #[error(transparent)]
     Optimizer(#[from] OptimizerError),
@@ -133,11 +128,7 @@ pub fn save(
         &built.config.name,
         &built.config.to_json(),
         &extra,
-    )
-    .map_err(|source| CheckpointError::ModelFile {
-        path: model_path.clone(),
-        source,
-    })?;
+    )?;
     optimizer.save(&tmp.join(OPTIMIZER_FILE))?;
     let state_path = tmp.join(STATE_FILE);
     let json = serde_json::to_string_pretty(state).map_err(|source| CheckpointError::State {

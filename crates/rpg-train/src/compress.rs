@@ -12,6 +12,7 @@ use rpg_nn::ModelFile;
 use serde::Serialize;
 
 use crate::checkpoint::{model_file, run_config_path};
+use crate::compress_config::CompressConfig;
 use crate::config::TrainConfig;
 use crate::error::{Error, Result};
 use crate::evaluate::{TestData, check_fits, test_config};
@@ -88,8 +89,8 @@ pub struct CompressReport {
     pub latency_before_ms: [f64; 2],
     /// Median eval latency after, batch 1 and 64 (ms).
     pub latency_after_ms: [f64; 2],
-    /// Settings.
-    pub settings: serde_json::Value,
+    /// The options, the block size resolved.
+    pub settings: CompressConfig,
 }
 
 /// Pruning of the materialised model (the artifact is then a dense model).
@@ -114,60 +115,17 @@ pub struct CompressPlan {
     pub checkpoint: PathBuf,
     /// Output directory.
     pub out: PathBuf,
-    /// Ring and unshared-tensor settings.
-    pub settings: CompressSettings,
-    /// Pruning of the materialised weights.
-    pub pruning: WeightPruning,
+    /// The options.
+    pub config: CompressConfig,
     /// The test data of the report.
     pub data: TestData,
-    /// Timed runs per latency figure.
-    pub latency_runs: usize,
 }
 
-impl CompressPlan {
-    /// Checks the ranges.
-    fn validate(&self) -> Result<()> {
-        let p = &self.pruning;
-        if !(0.0..1.0).contains(&self.settings.ring_prune) {
-            return Err(Error::Invalid(format!(
-                "--prune-ring must be in [0, 1), got {}",
-                self.settings.ring_prune
-            )));
-        }
-        if self.settings.block == 0 {
-            return Err(Error::Invalid("--block must be positive".into()));
-        }
-        if self.latency_runs == 0 {
-            return Err(Error::Invalid(
-                "--latency-runs must be positive, got 0".into(),
-            ));
-        }
-        if !(self.pruning.finetune_lr > 0.0 && self.pruning.finetune_lr.is_finite()) {
-            return Err(Error::Invalid(format!(
-                "--finetune-lr must be a positive number, got {}",
-                self.pruning.finetune_lr
-            )));
-        }
-        if !(0.0..1.0).contains(&p.fraction) || !(0.0..1.0).contains(&p.channels) {
-            return Err(Error::Invalid(
-                "--prune and --prune-channels must be in [0, 1)".into(),
-            ));
-        }
-        Ok(())
-    }
-
-    fn prunes_weights(&self) -> bool {
-        self.pruning.fraction > 0.0 || self.pruning.channels > 0.0
-    }
-}
-
-/// Writes the dense model with its torchvision/timm names (BatchNorms
-/// folded into their convs when asked); returns its size, tensor count and
-/// the number of folded BatchNorms.
 /// Compresses as planned; writes the artifact, the dense export and
 /// `compress_report.json` into the plan's output directory.
 pub fn compress(plan: &CompressPlan, events: &mut dyn Events) -> Result<CompressReport> {
-    plan.validate()?;
+    plan.config.validate()?;
+    let (settings, pruning) = (plan.config.settings(), plan.config.pruning());
     let path = model_file(&plan.checkpoint)?;
     let device = Device::Cpu;
     let bytes = std::fs::read(&path).map_err(Error::io(&path))?;
@@ -188,18 +146,19 @@ pub fn compress(plan: &CompressPlan, events: &mut dyn Events) -> Result<Compress
         .collect();
     for name in OUTPUT_FILES {
         let inputs: Vec<&Path> = inputs.iter().map(PathBuf::as_path).collect();
-        refuse_overwrite("--out", &plan.out.join(name), &inputs)?;
+        refuse_overwrite("out", &plan.out.join(name), &inputs)?;
     }
-    let before = evaluate(&original, &test, 1000, 2)?;
+    let before = evaluate(&original, &test, cfg.eval_batch_size, cfg.workers)?;
     // Removed again if anything below fails.
     let mut outputs = NewOutputs::create(&plan.out)?;
     let dense_path = outputs.file(DENSE_FILE);
     let (dense_f32_bytes, _, _) = write_dense(&original, &dense_path, false)?;
     let artifact_path = outputs.file(ARTIFACT_FILE);
-    let (steps, artifact_bytes, reloaded) = if plan.prunes_weights() {
+    let prunes_weights = pruning.fraction > 0.0 || pruning.channels > 0.0;
+    let (steps, artifact_bytes, reloaded) = if prunes_weights {
         let finetune = outputs.file(FINETUNE_DIR);
         materialized_path(
-            plan,
+            (&settings, &pruning),
             &original,
             &cfg,
             &test,
@@ -208,12 +167,12 @@ pub fn compress(plan: &CompressPlan, events: &mut dyn Events) -> Result<Compress
             events,
         )?
     } else {
-        ring_path(plan, &file, &original, &test, &artifact_path)?
+        ring_path(&settings, &file, &original, &cfg, &test, &artifact_path)?
     };
-    let after = evaluate(&reloaded, &test, 1000, 2)?;
-    let (b1_before, b1_after) = latencies(&original, &reloaded, 1, plan.latency_runs)?;
-    let (b64_before, b64_after) = latencies(&original, &reloaded, 64, plan.latency_runs)?;
-    let settings = &plan.settings;
+    let after = evaluate(&reloaded, &test, cfg.eval_batch_size, cfg.workers)?;
+    let runs = plan.config.latency_runs;
+    let (b1_before, b1_after) = latencies(&original, &reloaded, 1, runs)?;
+    let (b64_before, b64_after) = latencies(&original, &reloaded, 64, runs)?;
     let report = CompressReport {
         checkpoint: path.clone(),
         artifact: artifact_path.clone(),
@@ -226,18 +185,7 @@ pub fn compress(plan: &CompressPlan, events: &mut dyn Events) -> Result<Compress
         test_samples: after.samples,
         latency_before_ms: [b1_before, b64_before].map(|s| s * 1e3),
         latency_after_ms: [b1_after, b64_after].map(|s| s * 1e3),
-        settings: serde_json::json!({
-            "prune": plan.pruning.fraction,
-            "prune_scope": plan.pruning.scope.name(),
-            "prune_channels": plan.pruning.channels,
-            "finetune_epochs": plan.pruning.finetune_epochs,
-            "finetune_lr": plan.pruning.finetune_lr,
-            "quant": settings.ring_bits.map_or("none".to_string(), |b| format!("int{}", b.count())),
-            "block": settings.block,
-            "scale_dtype": if settings.f16_scales { "f16" } else { "f32" },
-            "prune_ring": settings.ring_prune,
-            "quant_unshared": if settings.unshared_int8 { "int8" } else { "none" },
-        }),
+        settings: plan.config.resolved(),
     };
     write_json(&outputs.file(REPORT_FILE), &report)?;
     outputs.finish();
@@ -260,13 +208,13 @@ const OUTPUT_FILES: [&str; 4] = [DENSE_FILE, ARTIFACT_FILE, REPORT_FILE, FINETUN
 
 /// Ring quantization / pruning: the artifact stays an RPG model.
 fn ring_path(
-    plan: &CompressPlan,
+    settings: &CompressSettings,
     file: &ModelFile,
     original: &Built,
+    run: &TrainConfig,
     test: &Arc<Dataset>,
     artifact_path: &Path,
 ) -> Result<PathResult> {
-    let settings = &plan.settings;
     let device = Device::Cpu;
     // Accuracy after each cumulative step, on a copy built from the file
     // already in memory.
@@ -299,7 +247,7 @@ fn ring_path(
         Artifact::compress(&copy.store, stage)?.apply(&copy.store)?;
         steps.push(StepResult {
             step: label.clone(),
-            accuracy: evaluate(&copy, test, 1000, 2)?.accuracy,
+            accuracy: evaluate(&copy, test, run.eval_batch_size, run.workers)?.accuracy,
         });
     }
     let artifact = Artifact::compress(&original.store, settings)?;
@@ -316,7 +264,7 @@ fn ring_path(
 /// Pruning of the materialised model: the artifact is a dense model
 /// (physically smaller after channel pruning).
 fn materialized_path(
-    plan: &CompressPlan,
+    (settings, pruning): (&CompressSettings, &WeightPruning),
     original: &Built,
     run: &TrainConfig,
     test: &Arc<Dataset>,
@@ -324,7 +272,6 @@ fn materialized_path(
     finetune_dir: &Path,
     events: &mut dyn Events,
 ) -> Result<PathResult> {
-    let pruning = &plan.pruning;
     let device = Device::Cpu;
     let mut tensors = original.store.materialize()?;
     let mut config = original.config.clone();
@@ -332,10 +279,14 @@ fn materialized_path(
     let mut labels = Vec::new();
     if pruning.channels > 0.0 {
         let layers = rpg_models::prunable_layers(&config).ok_or_else(|| {
-            Error::Invalid(format!(
-                "--prune-channels supports lenet5 and mlp so far, not {}",
-                config.name
-            ))
+            Error::invalid_setting(
+                "prune_channels",
+                pruning.channels,
+                format!(
+                    "channel pruning supports lenet5 and mlp so far, not {}",
+                    config.name
+                ),
+            )
         })?;
         let widths = rpg_compress::prune_channels(&mut tensors, &layers, pruning.channels)?;
         labels.push(format!(
@@ -349,7 +300,7 @@ fn materialized_path(
         labels.push(format!(
             "+ prune {:.0}% of weights ({})",
             100.0 * pruning.fraction,
-            pruning.scope.name()
+            pruning.scope
         ));
     }
     let store = rpg_nn::ParamStore::dense(&device, DType::F32, original.store.seed());
@@ -364,7 +315,7 @@ fn materialized_path(
     };
     steps.push(StepResult {
         step: labels.join(" "),
-        accuracy: evaluate(&pruned, test, 1000, 2)?.accuracy,
+        accuracy: evaluate(&pruned, test, run.eval_batch_size, run.workers)?.accuracy,
     });
     if pruning.finetune_epochs > 0 {
         let ft = TrainConfig {
@@ -393,12 +344,12 @@ fn materialized_path(
         }
         steps.push(StepResult {
             step: format!("+ fine-tune {} epochs", pruning.finetune_epochs),
-            accuracy: evaluate(&pruned, test, 1000, 2)?.accuracy,
+            accuracy: evaluate(&pruned, test, run.eval_batch_size, run.workers)?.accuracy,
         });
     }
     let dense_settings = CompressSettings {
         ring_bits: None,
-        ..plan.settings.clone()
+        ..settings.clone()
     };
     let bytes = Artifact::compress(&pruned.store, &dense_settings)?.save(
         artifact_path,

@@ -82,7 +82,7 @@ type Result<T> = std::result::Result<T, ConfigError>;
 
 /// (De)serialises a value through its `Display` / `FromStr` spelling, so
 /// config files say `placement = "paper"` and `ring_scale = "4608"`.
-mod as_text {
+pub(crate) mod as_text {
     use std::fmt::Display;
     use std::str::FromStr;
 
@@ -196,7 +196,7 @@ impl Default for TrainConfig {
             ring: None,
             placement: PlacementKind::Paper,
             dense: false,
-            ring_scale: ScaleRule::LargestFanIn,
+            ring_scale: ScaleRule::default(),
             local_rings: Vec::new(),
             share: Vec::new(),
             unshare: Vec::new(),

@@ -33,9 +33,12 @@ pub enum Error {
     /// A plot could not be drawn.
     #[error(transparent)]
     Plot(#[from] PlotError),
-    /// A tensor operation (or a model or model file of `rpg-nn`) failed.
+    /// A tensor operation (or a model of `rpg-nn`) failed.
     #[error(transparent)]
     Candle(#[from] candle_core::Error),
+    /// A model file could not be read or does not fit the model.
+    #[error(transparent)]
+    ModelFile(#[from] rpg_nn::ModelFileError),
     /// Placement or ring arithmetic refused its input.
     #[error(transparent)]
     Core(#[from] rpg_core::Error),
@@ -51,7 +54,7 @@ pub enum Error {
         source: rpg_compress::artifact::CompressError,
     },
     /// A DoF ratio cannot be met by this model.
-    #[error("--dof {ratio}: {source}")]
+    #[error("`dof` = {ratio}: {source}")]
     DofRatio {
         /// The ratio asked for.
         ratio: f64,
@@ -90,10 +93,10 @@ pub enum Error {
         path: PathBuf,
     },
     /// An output would replace one of the command's own inputs.
-    #[error("{flag} {output} is {input}, which this command reads: choose another {flag}")]
+    #[error("`{key}` {output} is {input}, which this command reads: choose another `{key}`")]
     OverwritesInput {
-        /// The flag naming the output.
-        flag: String,
+        /// The setting naming the output (`out`).
+        key: &'static str,
         /// The output.
         output: PathBuf,
         /// The input it would replace.
@@ -101,7 +104,7 @@ pub enum Error {
     },
     /// Another process is running in this output directory.
     #[error(
-        "{dir} is in use by another run ({holder}): wait for it to finish, or choose another --out"
+        "{dir} is in use by another run ({holder}): wait for it to finish, or choose another `out`"
     )]
     RunLocked {
         /// The run directory.
@@ -110,7 +113,7 @@ pub enum Error {
         holder: String,
     },
     /// A fresh run would overwrite a run in its output directory.
-    #[error("{out} already holds a run: continue it with --resume {out} or choose another --out")]
+    #[error("{out} already holds a run: continue it with `resume` {out} or choose another `out`")]
     RunExists {
         /// The output directory.
         out: PathBuf,
@@ -123,7 +126,7 @@ pub enum Error {
     },
     /// A resumed run has no epochs left.
     #[error(
-        "{out} already finished {done} of {epochs} epochs: pass a larger --epochs to train further"
+        "{out} already finished {done} of {epochs} epochs: give a larger `epochs` to train further"
     )]
     Finished {
         /// The run.
@@ -135,7 +138,7 @@ pub enum Error {
     },
     /// The loss stopped being finite.
     #[error(
-        "training diverged: the loss became {loss} at epoch {epoch}, step {step}; lower --lr (now {lr}) or set --clip-grad{}",
+        "training diverged: the loss became {loss} at epoch {epoch}, step {step}; lower `lr` (now {lr}) or set `clip_grad`{}",
         last_good.as_ref().map(|p| format!(". The last good checkpoint is kept in {}", p.display())).unwrap_or_default()
     )]
     Diverged {
@@ -174,6 +177,14 @@ pub enum Error {
         dataset: String,
         /// Its classes and images.
         data: String,
+    },
+    /// A dense export whose BatchNorms were folded into the convs.
+    #[error(
+        "{path}: an export with BatchNorms folded into the convs is for other tools; rpg reads exports made without folding: export it again without `fold_bn`"
+    )]
+    FoldedExport {
+        /// The export.
+        path: PathBuf,
     },
     /// A setting of a command is out of range or unsupported.
     #[error("{0}")]
@@ -227,6 +238,31 @@ impl Error {
             Error::Data(DataError::Setting(s)) => Some(SettingError::Invalid(s)),
             _ => None,
         }
+    }
+
+    /// The settings this error's message names (in backticks, by config
+    /// key), for the binary to name as the user gave them.
+    pub fn named_settings(&self) -> &'static [&'static str] {
+        match self {
+            Error::DofRatio { .. } => &["dof"],
+            Error::OverwritesInput { .. } | Error::RunLocked { .. } => &["out"],
+            Error::RunExists { .. } => &["resume", "out"],
+            Error::Finished { .. } => &["epochs"],
+            Error::Diverged { .. } => &["lr", "clip_grad"],
+            Error::FoldedExport { .. } => &["fold_bn"],
+            _ => &[],
+        }
+    }
+
+    /// A refused value of the setting `key`.
+    pub(crate) fn invalid_setting(
+        key: &'static str,
+        value: impl std::fmt::Display,
+        reason: impl Into<String>,
+    ) -> Self {
+        Error::Config(ConfigError::Setting(InvalidSetting::new(
+            key, value, reason,
+        )))
     }
 
     /// An I/O error on `path`.

@@ -42,7 +42,7 @@ pub struct Export {
 /// directory, artifact or dense export) to `out` as `format`.
 pub fn export(checkpoint: &Path, out: &Path, format: ExportFormat) -> Result<Export> {
     let path = model_file(checkpoint)?;
-    refuse_overwrite("--out", out, &[&path])?;
+    refuse_overwrite("out", out, &[&path])?;
     check_file_path(out)?;
     let built = load_any(&path, &Device::Cpu)?;
     if let Some(dir) = out.parent().filter(|d| !d.as_os_str().is_empty()) {

@@ -13,6 +13,7 @@
 pub mod bench;
 pub mod checkpoint;
 pub mod compress;
+pub mod compress_config;
 pub mod config;
 mod error;
 pub mod evaluate;
@@ -32,6 +33,7 @@ pub mod step;
 pub mod sweep;
 pub mod trainer;
 
+pub use compress_config::CompressConfig;
 pub use config::TrainConfig;
 pub use error::{Error, Result, SettingError};
 pub use evaluate::{EvalResult, evaluate};

@@ -13,10 +13,11 @@ use crate::error::{Error, Result};
 /// land inside it, and the rename would fail).
 pub fn check_file_path(path: &Path) -> Result<()> {
     if path.is_dir() {
-        return Err(Error::Invalid(format!(
-            "{} is a directory: give the path of a file to write",
-            path.display()
-        )));
+        return Err(Error::invalid_setting(
+            "out",
+            path.display(),
+            "is a directory: give the path of a file to write",
+        ));
     }
     Ok(())
 }
@@ -37,9 +38,9 @@ pub fn write_json(path: &Path, value: &impl Serialize) -> Result<()> {
     write_atomic(path, json)
 }
 
-/// Refuses to write `output` (given as `flag`) when it is one of `inputs`:
-/// the same file under any name.
-pub fn refuse_overwrite(flag: &str, output: &Path, inputs: &[&Path]) -> Result<()> {
+/// Refuses to write `output` (the value of the setting `key`) when it is
+/// one of `inputs`: the same file under any name.
+pub fn refuse_overwrite(key: &'static str, output: &Path, inputs: &[&Path]) -> Result<()> {
     let Ok(out) = output.canonicalize() else {
         // Not there yet: it cannot be an existing input.
         return Ok(());
@@ -47,7 +48,7 @@ pub fn refuse_overwrite(flag: &str, output: &Path, inputs: &[&Path]) -> Result<(
     for input in inputs {
         if input.canonicalize().is_ok_and(|i| i == out) {
             return Err(Error::OverwritesInput {
-                flag: flag.to_string(),
+                key,
                 output: output.to_path_buf(),
                 input: input.to_path_buf(),
             });
@@ -138,11 +139,11 @@ mod tests {
         std::fs::write(&input, b"x").unwrap();
         let same = dir.path().join(".").join("model.safetensors");
         assert!(matches!(
-            refuse_overwrite("--out", &same, &[&input]),
+            refuse_overwrite("out", &same, &[&input]),
             Err(Error::OverwritesInput { .. })
         ));
         let other = dir.path().join("dense.safetensors");
-        refuse_overwrite("--out", &other, &[&input]).unwrap();
+        refuse_overwrite("out", &other, &[&input]).unwrap();
     }
 
     #[test]

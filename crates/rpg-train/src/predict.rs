@@ -179,7 +179,7 @@ fn push_image(set: &mut ImageSet, img: &image::DynamicImage, side: usize) {
 /// files).
 pub fn predict(built: &Built, paths: &[PathBuf], top_k: usize) -> Result<Vec<Prediction>> {
     if top_k == 0 {
-        return Err(Error::Invalid("--top-k must be positive, got 0".into()));
+        return Err(Error::invalid_setting("top_k", 0, "must be positive"));
     }
     let files = image_files(paths)?;
     let (dataset, names) = inputs(built, &files)?;

@@ -10,7 +10,7 @@ use rpg_core::{
 use rpg_models::{DynModel, ModelConfig, build_model, model_entry};
 use rpg_nn::{GenerationPath, Mode, ModelFile, ParamStore, SharingPolicy, record_parameters};
 
-use crate::config::{RingSize, TrainConfig};
+use crate::config::{ConfigError, RingSize, TrainConfig};
 use crate::error::{Error, Result};
 
 /// A model ready to train or evaluate.
@@ -80,10 +80,10 @@ pub fn registry(mc: &ModelConfig, policy: &SharingPolicy) -> Result<LayerRegistr
 /// dense model, a pattern that uses glob syntax other than `*`, matches no
 /// parameter, or (`--share`) matches only parameters that cannot be shared.
 fn check_patterns(cfg: &TrainConfig, dense: bool, params: &[(String, Vec<usize>)]) -> Result<()> {
-    let flags = [
-        ("--share", &cfg.share),
-        ("--unshare", &cfg.unshare),
-        ("--local-rings", &cfg.local_rings),
+    let settings = [
+        ("share", &cfg.share),
+        ("unshare", &cfg.unshare),
+        ("local_rings", &cfg.local_rings),
     ];
     let names = || {
         params
@@ -92,11 +92,17 @@ fn check_patterns(cfg: &TrainConfig, dense: bool, params: &[(String, Vec<usize>)
             .collect::<Vec<_>>()
             .join(", ")
     };
-    for (flag, patterns) in flags {
+    for (key, patterns) in settings {
         for pattern in patterns {
-            let invalid = |why: String| Err(Error::Invalid(format!("{flag} '{pattern}': {why}")));
+            let invalid =
+                |why: String| Err(Error::invalid_setting(key, format!("'{pattern}'"), why));
             if dense {
-                return invalid("a dense model shares nothing; drop it or drop --dense".into());
+                return Err(ConfigError::Conflict(rpg_core::ConflictingSettings {
+                    first: key,
+                    second: "dense",
+                    reason: "a dense model shares nothing; drop one of them".into(),
+                })
+                .into());
             }
             if let Some(c) = pattern.chars().find(|c| "[]?{}!".contains(*c)) {
                 return invalid(format!(
@@ -114,7 +120,7 @@ fn check_patterns(cfg: &TrainConfig, dense: bool, params: &[(String, Vec<usize>)
                     names()
                 ));
             }
-            if flag == "--share" && matched.iter().all(|(_, shape)| shape.len() < 2) {
+            if key == "share" && matched.iter().all(|(_, shape)| shape.len() < 2) {
                 return invalid(
                     "matches only one-dimensional parameters (biases, norms), which are never shared"
                         .into(),
@@ -337,10 +343,9 @@ fn build_from_export(
     device: &Device,
 ) -> Result<Built> {
     if meta.get(EXPORT_KEY).map(String::as_str) == Some(EXPORT_FOLDED_BN) {
-        return Err(Error::Invalid(format!(
-            "{}: an export with BatchNorms folded into the convs is for other tools; rpg reads exports made without --fold-bn",
-            path.display()
-        )));
+        return Err(Error::FoldedExport {
+            path: path.to_path_buf(),
+        });
     }
     let config = meta.get("model_config").ok_or_else(|| {
         Error::Invalid(format!(

@@ -9,6 +9,7 @@ use plotters::prelude::*;
 use serde::Serialize;
 
 use rpg_core::PlacementKind;
+use rpg_core::names::Named;
 
 use crate::config::TrainConfig;
 use crate::error::{Error, Result};
@@ -148,10 +149,11 @@ fn run_one(cfg: TrainConfig, dir: &Path, events: &mut dyn Events) -> Result<Opti
     };
     let stored = dir.join("config.toml");
     if stored.is_file() && TrainConfig::from_toml_file(&stored)? != cfg {
-        return Err(Error::Invalid(format!(
-            "{} holds a run with another configuration (epochs, recipe or data differ): use another --out for this sweep",
-            dir.display()
-        )));
+        return Err(Error::invalid_setting(
+            "out",
+            dir.display(),
+            "holds a run with another configuration (epochs, recipe or data differ): choose another output directory for this sweep",
+        ));
     }
     if summary.is_file() {
         let text = std::fs::read_to_string(&summary).map_err(Error::io(&summary))?;

@@ -217,18 +217,15 @@ fn warm_start_from(
     events: &mut dyn Events,
 ) -> Result<WarmStart> {
     // Read only by a fresh run: a resumed one never needs the file again.
-    let bytes = std::fs::read(file).map_err(|e| {
-        Error::Invalid(format!(
-            "--init-from {}: {e} (give a dense model written by `rpg export`)",
-            file.display()
-        ))
-    })?;
+    let refused = |why: String| Error::invalid_setting("init_from", file.display(), why);
+    let bytes = std::fs::read(file)
+        .map_err(|e| refused(format!("{e} (give a dense model written by `rpg export`)")))?;
     let tensors = candle_core::safetensors::load_buffer(&bytes, &Device::Cpu)
-        .map_err(|e| Error::Invalid(format!("--init-from {}: {e}", file.display())))?;
+        .map_err(|e| refused(e.to_string()))?;
     let error = built
         .store
         .project_dense(&tensors.into_iter().collect())
-        .map_err(|e| Error::Invalid(format!("--init-from {}: {e}", file.display())))?;
+        .map_err(|e| refused(e.to_string()))?;
     let accuracy = evaluate(built, test_data, cfg.eval_batch_size, cfg.workers)?.accuracy;
     events.event(Event::WarmStarted {
         file,

@@ -1,47 +1,18 @@
 //! `rpg compress`.
 
 use anyhow::Result;
-use rpg_compress::{Bits, CompressSettings, PruneScope};
-use rpg_train::compress::{CompressPlan, WeightPruning, compress};
+use rpg_train::compress::{CompressPlan, compress};
 
-use crate::cli::{CompressArgs, QuantChoice};
+use crate::cli::CompressArgs;
 use crate::console::Console;
 
 /// The library's plan for the flags.
 fn plan(args: &CompressArgs) -> CompressPlan {
-    // int4's coarser steps want smaller blocks; measured on LeNet-5 (docs/compression.md).
-    let block = args.block.unwrap_or(if args.quant == QuantChoice::Int4 {
-        64
-    } else {
-        256
-    });
     CompressPlan {
         checkpoint: args.checkpoint.clone(),
         out: args.out.clone(),
-        settings: CompressSettings {
-            ring_bits: match args.quant {
-                QuantChoice::Int8 => Some(Bits::Eight),
-                QuantChoice::Int4 => Some(Bits::Four),
-                QuantChoice::None => None,
-            },
-            block,
-            f16_scales: args.scale_dtype == "f16",
-            ring_prune: args.prune_ring,
-            unshared_int8: args.quant_unshared == "int8",
-        },
-        pruning: WeightPruning {
-            fraction: args.prune,
-            scope: if args.prune_scope == "layer" {
-                PruneScope::Layer
-            } else {
-                PruneScope::Global
-            },
-            channels: args.prune_channels,
-            finetune_epochs: args.finetune_epochs,
-            finetune_lr: args.finetune_lr,
-        },
+        config: args.config(),
         data: args.data.to_test_data(),
-        latency_runs: args.latency_runs,
     }
 }
 

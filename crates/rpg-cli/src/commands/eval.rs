@@ -26,7 +26,7 @@ pub fn run(args: &EvalArgs) -> Result<()> {
         .into_iter()
         .flatten()
         .collect();
-    refuse_overwrite("--out", &out, &inputs)?;
+    refuse_overwrite("out", &out, &inputs)?;
     check_file_path(&out)?;
     let cfg = test_config(&path, &args.data.to_test_data())?;
     let device = rpg_nn::parse_device(&args.device)?;

@@ -46,7 +46,7 @@ pub fn run(args: &TrainArgs) -> Result<()> {
     let cfg = resolve(args)?;
     if let (None, Some(file)) = (&args.resume, &args.config) {
         let written = cfg.out_dir().join("config.toml");
-        rpg_train::output::refuse_overwrite("--out", &written, &[file])?;
+        rpg_train::output::refuse_overwrite("out", &written, &[file])?;
     }
     rpg_train::train_until(
         cfg,
