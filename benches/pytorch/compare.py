@@ -37,7 +37,10 @@ def main():
         ours = statistics.median(o[key]["train_images_per_second"] for o, _ in runs)
         theirs = statistics.median(t[key]["train_images_per_second"] for _, t in runs)
         each = " ".join(f"{r:.2f}" for r in train)
-        peak_ours = statistics.median(o[key].get("peak_rss_bytes", float("nan")) for o, _ in runs) / 1e6
+        # On a GPU both sides report device memory (ours: held beyond what
+        # the device held before the case), on the CPU the resident set.
+        peak_ours = statistics.median(
+            (o[key].get("peak_device_bytes") or o[key].get("peak_rss_bytes", float("nan"))) for o, _ in runs) / 1e6
         peak_theirs = statistics.median(t[key].get("peak_memory_bytes", float("nan")) for _, t in runs) / 1e6
         print(f"{key[0]:<16} {key[1]:<6} {runs[0][0][key]['batch_size']:>5} "
               f"{statistics.median(train):>11.2f} {statistics.median(infer):>11.2f} "

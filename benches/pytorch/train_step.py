@@ -186,7 +186,7 @@ class Rpg:
 
 def sync(device):
     if device.type == "cuda":
-        torch.cuda.synchronize()
+        torch.cuda.synchronize(device)
 
 
 def run_case(name, mode, batch, steps, device, dof):
@@ -244,7 +244,7 @@ def run_case(name, mode, batch, steps, device, dof):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--device", default="cpu", help="cpu or cuda (default: cpu)")
+    ap.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default: cpu)")
     ap.add_argument("--model", action="append", help="only this model (repeatable)")
     ap.add_argument("--batch-size", type=int, help="batch size for every model (default: 128, 32 for resnet18_cifar)")
     ap.add_argument("--steps", type=int, default=20, help="timed steps, after 3 warm-up steps (default: 20)")

@@ -24,6 +24,20 @@ pub fn parse_device(name: &str) -> Result<Device> {
     }
 }
 
+/// Device memory in use on `device`, all of it as the driver reports it
+/// (other processes' included), or `None` where this build cannot tell (the
+/// CPU, Metal, a build without `cuda`).
+pub fn device_memory_used(device: &Device) -> Option<u64> {
+    match device {
+        #[cfg(feature = "cuda")]
+        Device::Cuda(d) => {
+            let (free, total) = d.cuda_stream().context().mem_get_info().ok()?;
+            Some(total.saturating_sub(free) as u64)
+        }
+        _ => None,
+    }
+}
+
 #[cfg(feature = "cuda")]
 fn cuda(ordinal: usize, name: &str) -> Result<Device> {
     Device::new_cuda(ordinal).map_err(|e| {

@@ -49,7 +49,7 @@ pub use checkpoint::{
     CHECKSUM_KEY, FORMAT_VERSION, FORMAT_WITHOUT_CHECKSUM, ModelFile, ModelFileHeader,
     load_model_file, read_header, save_model_file,
 };
-pub use device::{device_name, parse_device};
+pub use device::{device_memory_used, device_name, parse_device};
 pub use device_placement::DevicePlacement;
 pub use grad::{ParamGrad, ParamGroup};
 pub use init::{fnv1a, init_values};

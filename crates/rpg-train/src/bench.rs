@@ -33,10 +33,16 @@ pub struct BenchResult {
     pub train_images_per_second: f64,
     /// Inference images per second of the materialised model (eval mode).
     pub infer_images_per_second: f64,
-    /// Share of the step spent generating weights and the ring gradient (0 for dense).
-    pub generation_share: f64,
+    /// Share of the step spent generating weights and the ring gradient (0
+    /// for dense). CPU only: on a GPU the phases are queued, not run, when
+    /// the host times them, and synchronising between them would slow the
+    /// step being measured.
+    pub generation_share: Option<f64>,
     /// Peak resident memory of the process that ran this case.
     pub peak_rss_bytes: u64,
+    /// On a GPU: the most device memory the case held beyond what the
+    /// device held before it (sampled after every step; cuda only).
+    pub peak_device_bytes: Option<u64>,
     /// Timed steps.
     pub steps: usize,
 }
@@ -75,6 +81,7 @@ pub fn run_case(
         ..TrainConfig::default()
     };
     let ring = (mode == "rpg").then_some(RingSize::Ratio(DEFAULT_DOF));
+    let device_before = rpg_nn::device_memory_used(device);
     let entry = rpg_models::model_entry(model)?;
     let mc = model_config(&cfg, 10, entry.in_channels, entry.image_size)?;
     let built = build_for_training(&cfg, ring, mc.clone(), device)?;
@@ -95,9 +102,12 @@ pub fn run_case(
         guard_each_step: true,
     };
     let mut step = TrainStep::new(&built, &mut optimizer, settings);
+    let sync = || device.synchronize().map_err(Error::from);
     let (mut step_times, mut gen_times) = (Vec::new(), Vec::new());
+    let mut peak_device = 0u64;
     for i in 0..steps + 1 {
-        let timings = match step.run(&x, &y, 0.01, false)? {
+        let (outcome, seconds) = timed(sync, || Ok(step.run(&x, &y, 0.01, false)?))?;
+        let timings = match outcome {
             StepOutcome::Taken(output) => output.timings,
             StepOutcome::Diverged { loss } => {
                 return Err(Error::BenchCase {
@@ -106,10 +116,9 @@ pub fn run_case(
                 });
             }
         };
-        // Let the update finish (matters on asynchronous devices).
-        device.synchronize()?;
+        peak_device = peak_device.max(rpg_nn::device_memory_used(device).unwrap_or(0));
         if i > 0 {
-            step_times.push(timings.total().as_secs_f64());
+            step_times.push(seconds);
             let generation = if built.store.ring().is_some() {
                 timings.rpg()
             } else {
@@ -122,17 +131,12 @@ pub fn run_case(
     built.model.forward_t(&x, false)?;
     let infer: Vec<f64> = (0..steps.max(3))
         .map(|_| {
-            let t = Instant::now();
-            built
-                .model
-                .forward_t(&x, false)?
-                .to_dtype(DType::F32)?
-                .sum_all()?
-                .to_scalar::<f32>()?;
-            Ok(t.elapsed().as_secs_f64())
+            let forward = || Ok(built.model.forward_t(&x, false)?.to_dtype(DType::F32)?);
+            Ok(timed(sync, forward)?.1)
         })
-        .collect::<candle_core::Result<_>>()?;
+        .collect::<Result<_>>()?;
     let step = median(step_times);
+    let on_cpu = device.is_cpu();
     Ok(BenchResult {
         model: model.to_string(),
         mode: mode.to_string(),
@@ -141,13 +145,31 @@ pub fn run_case(
         step_seconds: step,
         train_images_per_second: batch as f64 / step,
         infer_images_per_second: batch as f64 / median(infer),
-        generation_share: median(gen_times) / step,
+        generation_share: on_cpu.then(|| median(gen_times) / step),
         peak_rss_bytes: peak_rss(),
+        peak_device_bytes: rpg_nn::device_memory_used(device)
+            .map(|_| peak_device.saturating_sub(device_before.unwrap_or(0))),
         steps,
     })
 }
 
-/// The table `rpg bench` prints.
+/// `work`'s seconds from a synchronised device to a synchronised device:
+/// on a GPU the host returns once the work is queued, so a timer read
+/// without the second `sync` measures the queueing, and without the first
+/// it counts work queued before.
+fn timed<T, E>(
+    sync: impl Fn() -> std::result::Result<(), E>,
+    work: impl FnOnce() -> std::result::Result<T, E>,
+) -> std::result::Result<(T, f64), E> {
+    sync()?;
+    let start = Instant::now();
+    let out = work()?;
+    sync()?;
+    Ok((out, start.elapsed().as_secs_f64()))
+}
+
+/// The table `rpg bench` prints (peak MiB: device memory on a GPU, the
+/// resident set on the CPU).
 pub fn table(results: &[BenchResult]) -> String {
     let mut out = format!(
         "{:<16} {:<6} {:>6} {:<7} {:>10} {:>12} {:>12} {:>10} {:>10}\n",
@@ -163,7 +185,7 @@ pub fn table(results: &[BenchResult]) -> String {
     );
     for r in results {
         out.push_str(&format!(
-            "{:<16} {:<6} {:>6} {:<7} {:>10.3} {:>12.1} {:>12.1} {:>9.2}% {:>10.0}\n",
+            "{:<16} {:<6} {:>6} {:<7} {:>10.3} {:>12.1} {:>12.1} {:>10} {:>10.0}\n",
             r.model,
             r.mode,
             r.batch_size,
@@ -171,9 +193,43 @@ pub fn table(results: &[BenchResult]) -> String {
             r.step_seconds,
             r.train_images_per_second,
             r.infer_images_per_second,
-            100.0 * r.generation_share,
-            r.peak_rss_bytes as f64 / (1024.0 * 1024.0)
+            r.generation_share
+                .map_or("-".into(), |g| format!("{:.2}%", 100.0 * g)),
+            r.peak_device_bytes.unwrap_or(r.peak_rss_bytes) as f64 / (1024.0 * 1024.0)
         ));
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use std::cell::Cell;
+    use std::time::Duration;
+
+    use super::*;
+
+    /// Work a device still has queued when the host returns (here: the
+    /// second sync's wait) is part of the measured time.
+    #[test]
+    fn a_step_is_timed_from_sync_to_sync() {
+        let calls = Cell::new(0);
+        let sync = || -> std::result::Result<(), ()> {
+            calls.set(calls.get() + 1);
+            if calls.get() == 2 {
+                std::thread::sleep(Duration::from_millis(30));
+            }
+            Ok(())
+        };
+        let (value, seconds) = timed(sync, || Ok(7)).unwrap();
+        assert_eq!((value, calls.get()), (7, 2));
+        assert!(seconds >= 0.03, "{seconds}");
+    }
+
+    #[test]
+    fn a_cpu_case_reports_its_generation_share_and_no_device_memory() {
+        let r = run_case("mlp", "rpg", 8, 1, &Device::Cpu).unwrap();
+        assert!(r.generation_share.is_some_and(|g| (0.0..=1.0).contains(&g)));
+        assert_eq!(r.peak_device_bytes, None);
+        assert!(r.step_seconds > 0.0);
+    }
 }

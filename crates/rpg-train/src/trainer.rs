@@ -5,6 +5,7 @@
 use std::ops::Deref;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Instant;
 
 use candle_core::{DType, Device, Tensor};
 use serde::{Deserialize, Serialize};
@@ -467,6 +468,9 @@ impl<'a> Run<'a> {
         let (checkpointed, out) = (self.checkpointed, self.out.clone());
         let stop = |loss, step| diverged(loss, epoch, step, cfg.lr, checkpointed, &out);
         let mut step = TrainStep::new(&self.built, &mut self.optimizer, self.settings);
+        // Images/s count wall time: on a GPU the step's own timings are
+        // host time, which excludes the waits at the deferred reads.
+        let started = Instant::now();
         for (i, batch) in loader.enumerate() {
             let batch = batch?;
             let fractional = (epoch - 1) as f64 + i as f64 / steps_per_epoch as f64;
@@ -481,13 +485,13 @@ impl<'a> Run<'a> {
                     return Err(stop(loss, self.state.step + 1));
                 }
             };
-            totals.seconds += output.timings.total().as_secs_f64();
             self.state.step += 1;
             let correct = correct_count(&output.logits, &y)?;
             totals.add(&output.loss, &correct, batch.size)?;
             let mut running = None;
             if logs || self.state.step.is_multiple_of(read_every) {
                 totals.read()?;
+                totals.seconds = started.elapsed().as_secs_f64();
                 if !totals.loss_sum.is_finite() {
                     events.event(Event::EpochAbandoned);
                     return Err(stop(totals.loss_sum, self.state.step));
@@ -521,6 +525,7 @@ impl<'a> Run<'a> {
             }
         }
         totals.read()?;
+        totals.seconds = started.elapsed().as_secs_f64();
         if !totals.loss_sum.is_finite() {
             events.event(Event::EpochAbandoned);
             return Err(stop(totals.loss_sum, self.state.step));

@@ -41,27 +41,37 @@ pub fn run(args: &BenchArgs, kernels: KernelBackend) -> Result<()> {
     } else {
         vec![kernels]
     };
-    let results = run_all(&cases, args.steps, &args.device, args.precision, &kernels)?;
+    let (results, failures) = run_all(&cases, args.steps, &args.device, args.precision, &kernels)?;
+    // The rows that ran are printed even when others failed.
     if args.json {
         println!("{}", serde_json::to_string_pretty(&results)?);
     } else {
         print!("{}", table(&results));
+    }
+    if !failures.is_empty() {
+        bail!(
+            "{} of {} benchmark cases failed:\n{}",
+            failures.len(),
+            failures.len() + results.len(),
+            failures.join("\n")
+        );
     }
     Ok(())
 }
 
 /// Runs the cases, each in a child process of this binary
 /// (`rpg bench --one ...`, so that each case's peak memory is its own),
-/// once per kernel set in `kernels`.
+/// once per kernel set in `kernels`: the results, and a line per case that
+/// failed.
 fn run_all(
     models: &[(String, usize)],
     steps: usize,
     device: &str,
     precision: Precision,
     kernels: &[KernelBackend],
-) -> Result<Vec<BenchResult>> {
+) -> Result<(Vec<BenchResult>, Vec<String>)> {
     let exe = std::env::current_exe().context("finding the rpg binary to run bench cases")?;
-    let mut results = Vec::new();
+    let (mut results, mut failures) = (Vec::new(), Vec::new());
     let cases = models.iter().flat_map(|(model, batch)| {
         kernels
             .iter()
@@ -84,7 +94,10 @@ fn run_all(
             .with_context(|| format!("running {}", exe.display()))?;
         let case = format!("benchmark case {model} {mode}");
         if !output.status.success() {
-            bail!("{case}: {}", String::from_utf8_lossy(&output.stderr).trim());
+            let why = String::from_utf8_lossy(&output.stderr).trim().to_string();
+            eprintln!("{case} ({kernel}) failed: {why}");
+            failures.push(format!("{case} ({kernel}): {why}"));
+            continue;
         }
         let line = String::from_utf8_lossy(&output.stdout);
         let result: BenchResult = serde_json::from_str(line.trim())
@@ -95,5 +108,5 @@ fn run_all(
         );
         results.push(result);
     }
-    Ok(results)
+    Ok((results, failures))
 }

@@ -24,21 +24,22 @@ pub fn run(args: &SelftestArgs) -> Result<()> {
     } else {
         args.model.iter().map(String::as_str).collect()
     };
-    let rows = selftest(&device, &models, tolerance)?;
+    let rows = selftest(&device, &models, tolerance, args.precision)?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&rows)?);
     } else {
         println!(
-            "{:<16} {:<6} {:>12}  {:<30} result",
-            "model", "mode", "worst diff", "at"
+            "{:<16} {:<6} {:>12}  {:<18} {:>12}  result",
+            "model", "mode", "worst diff", "in", "own noise"
         );
         for r in &rows {
             println!(
-                "{:<16} {:<6} {:>12.3e}  {:<30} {}",
+                "{:<16} {:<6} {:>12.3e}  {:<18} {:>12.3e}  {}",
                 r.model,
                 r.mode,
                 r.worst,
                 r.worst_at,
+                r.noise,
                 if r.passed { "ok" } else { "FAILED" }
             );
         }
@@ -46,7 +47,7 @@ pub fn run(args: &SelftestArgs) -> Result<()> {
     let failed = rows.iter().filter(|r| !r.passed).count();
     if failed > 0 {
         bail!(
-            "{failed} of {} cases differ from the CPU reference by more than {} on {}",
+            "{failed} of {} cases differ from the CPU reference by more than {} (or ten times the case's own noise) on {}",
             rows.len(),
             tolerance,
             args.device

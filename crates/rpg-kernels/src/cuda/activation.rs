@@ -44,7 +44,8 @@ pub(crate) fn add_relu(
     );
     let n = la.shape().elem_count();
     let mut y = output(dev, n)?;
-    {
+    // A launch of zero blocks is an error; there is nothing to compute.
+    if n > 0 {
         let n_i = n as i64;
         let f = dev.get_or_load_custom_func("rpg_add_relu", KERNELS.name, KERNELS.ptx()?)?;
         let mut args = f.builder();
@@ -69,7 +70,7 @@ pub(crate) fn add_relu_grad(
     let dy = view(sd, ld, OP, "gradient")?;
     let n = la.shape().elem_count();
     let mut dx = output(dev, n)?;
-    {
+    if n > 0 {
         let n_i = n as i64;
         let f = dev.get_or_load_custom_func("rpg_add_relu_grad", KERNELS.name, KERNELS.ptx()?)?;
         let mut args = f.builder();
