@@ -559,7 +559,7 @@ pub struct EvalArgs {
     /// Batch size.
     #[arg(long, default_value_t = TrainConfig::default().eval_batch_size)]
     pub batch_size: usize,
-    /// Where to write the result as JSON. [default: eval.json beside the model file]
+    /// Where to write the result as JSON. [default: in a run, eval-best.json (or eval-last.json) in the run's directory; else eval.json beside the model file]
     #[arg(long, value_name = "FILE")]
     pub out: Option<PathBuf>,
 }

@@ -363,3 +363,283 @@ fn a_closed_pipe_is_not_a_panic() {
     // What it was asked to write was written before it printed.
     assert!(out.is_file());
 }
+
+/// A run directory belongs to its run: no command writes into its
+/// checkpoints/, over its files, or into another run; a temporary name
+/// never collides with an input.
+#[test]
+fn no_command_writes_into_a_run_it_does_not_own() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = trained_run(dir.path(), "100");
+    let other = dir.path().join("other");
+    train_tiny(&other, &["--epochs", "1", "--test-limit", "100"]);
+    let (before, other_before) = (snapshot(&run), snapshot(&other));
+    let run_s = run.to_str().unwrap();
+    let at = |p: &str| run.join(p).to_str().unwrap().to_string();
+    for target in [
+        at("checkpoints/last/model.safetensors"),
+        at("checkpoints/best/state.json"),
+        at("config.toml"),
+        at("summary.json"),
+    ] {
+        let needle = if target.contains("checkpoints") {
+            "the run's checkpoints/"
+        } else {
+            "the run's own files"
+        };
+        fails_with(&["export", "--checkpoint", run_s, "--out", &target], needle);
+        fails_with(&["eval", "--checkpoint", run_s, "--out", &target], "--out");
+    }
+    let foreign = other.join("checkpoints/last/model.safetensors");
+    fails_with(
+        &[
+            "export",
+            "--checkpoint",
+            run_s,
+            "--out",
+            foreign.to_str().unwrap(),
+        ],
+        "another run's directory",
+    );
+    fails_with(
+        &[
+            "compress",
+            "--checkpoint",
+            run_s,
+            "--out",
+            &at("checkpoints/best"),
+        ],
+        "the run's checkpoints/",
+    );
+    fails_with(
+        &["train", "--out", &at("nested"), "--epochs", "1"],
+        "another run's directory",
+    );
+    assert_eq!(snapshot(&run), before);
+    assert_eq!(snapshot(&other), other_before);
+    // The default output of eval is the run's eval-best.json, outside
+    // checkpoints/.
+    rpg_ok(&["eval", "--checkpoint", run_s, "--test-limit", "50"]);
+    assert!(run.join("eval-best.json").is_file());
+    // An input whose name ends in .tmp beside the output survives.
+    let exports = dir.path().join("exports");
+    std::fs::create_dir(&exports).unwrap();
+    let input = exports.join("x.safetensors.tmp");
+    std::fs::copy(run.join("checkpoints/last/model.safetensors"), &input).unwrap();
+    let input_bytes = std::fs::read(&input).unwrap();
+    let out = exports.join("x.safetensors");
+    rpg_ok(&[
+        "export",
+        "--checkpoint",
+        input.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert_eq!(std::fs::read(&input).unwrap(), input_bytes);
+    assert!(out.is_file());
+}
+
+/// A checkpoint of another model copied into a run is refused on resume,
+/// before anything is written; so is another model's optimizer state.
+#[test]
+fn a_swapped_checkpoint_is_refused_on_resume_and_nothing_changes() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = trained_run(dir.path(), "100");
+    let mlp = dir.path().join("mlp");
+    train_tiny(
+        &mlp,
+        &["--model", "mlp", "--epochs", "1", "--test-limit", "100"],
+    );
+    let run_s = run.to_str().unwrap();
+    let last = run.join("checkpoints/last");
+    let original = snapshot(&last);
+    // The MLP's model file in the LeNet-5 run.
+    std::fs::copy(
+        mlp.join("checkpoints/last/model.safetensors"),
+        last.join("model.safetensors"),
+    )
+    .unwrap();
+    let before = snapshot(&run);
+    fails_with(
+        &["train", "--resume", run_s, "--epochs", "2"],
+        "does not belong to the run",
+    );
+    assert_eq!(snapshot(&run), before, "a refused resume changed the run");
+    // The whole checkpoint directory of the other model.
+    std::fs::copy(
+        mlp.join("checkpoints/last/optimizer.safetensors"),
+        last.join("optimizer.safetensors"),
+    )
+    .unwrap();
+    std::fs::copy(
+        mlp.join("checkpoints/last/state.json"),
+        last.join("state.json"),
+    )
+    .unwrap();
+    fails_with(
+        &["train", "--resume", run_s, "--epochs", "2"],
+        "holds a `mlp` model, the run trains `lenet5`",
+    );
+    // Only the optimizer state of the other model.
+    for (path, bytes) in &original {
+        std::fs::write(path, bytes).unwrap();
+    }
+    std::fs::copy(
+        mlp.join("checkpoints/last/optimizer.safetensors"),
+        last.join("optimizer.safetensors"),
+    )
+    .unwrap();
+    fails_with(
+        &["train", "--resume", run_s, "--epochs", "2"],
+        "belongs to another model's checkpoint",
+    );
+}
+
+/// A resume that diverges with the settings it was given leaves the run's
+/// config.toml as it was, so a plain resume works again.
+#[test]
+fn a_failed_resume_keeps_the_runs_config() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = trained_run(dir.path(), "100");
+    let run_s = run.to_str().unwrap();
+    let config = std::fs::read(run.join("config.toml")).unwrap();
+    fails_with(
+        &["train", "--resume", run_s, "--epochs", "2", "--lr", "1e30"],
+        "training diverged",
+    );
+    assert_eq!(std::fs::read(run.join("config.toml")).unwrap(), config);
+    rpg_ok(&["train", "--resume", run_s, "--epochs", "2"]);
+    let summary: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(run.join("summary.json")).unwrap()).unwrap();
+    // Accuracies come with the number of images behind them.
+    assert_eq!(summary["test_images"], 100);
+    assert_eq!(summary["best_test_images"], 100);
+}
+
+/// `--init-from` of what is not a dense export says what it is and what
+/// to give instead.
+#[test]
+fn init_from_names_what_the_file_is() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = trained_run(dir.path(), "100");
+    let data = mnist();
+    let train = |file: &Path, needle: &str| {
+        let out = dir.path().join("warm");
+        fails_with(
+            &[
+                "train",
+                "--data-dir",
+                data.to_str().unwrap(),
+                "--out",
+                out.to_str().unwrap(),
+                "--init-from",
+                file.to_str().unwrap(),
+            ],
+            needle,
+        );
+        assert!(!out.exists(), "a refused run left {} behind", out.display());
+    };
+    let garbage = dir.path().join("garbage.safetensors");
+    std::fs::write(&garbage, b"not a model at all, just some bytes of text").unwrap();
+    train(&garbage, "--init-from");
+    train(&garbage, "not a safetensors file");
+    let onnx = dir.path().join("model.onnx");
+    rpg_ok(&[
+        "export",
+        "--checkpoint",
+        run.to_str().unwrap(),
+        "--out",
+        onnx.to_str().unwrap(),
+    ]);
+    train(&onnx, "an ONNX export cannot be read back");
+    let checkpoint = run.join("checkpoints/best/model.safetensors");
+    train(
+        &checkpoint,
+        "not a dense export: write one with `rpg export",
+    );
+    let folded = dir.path().join("folded.safetensors");
+    rpg_ok(&[
+        "export",
+        "--checkpoint",
+        run.to_str().unwrap(),
+        "--out",
+        folded.to_str().unwrap(),
+        "--fold-bn",
+    ]);
+    train(&folded, "BatchNorms folded");
+}
+
+/// Sizes and names that cannot work are refused before a run directory
+/// exists, naming the flag.
+#[test]
+fn impossible_sizes_and_names_are_refused_up_front() {
+    let dir = tempfile::tempdir().unwrap();
+    // A two-class image folder of 8x8 PNGs.
+    let folder = dir.path().join("folder");
+    for split in ["train", "val"] {
+        for class in ["a", "b"] {
+            let d = folder.join(split).join(class);
+            std::fs::create_dir_all(&d).unwrap();
+            for i in 0..2u8 {
+                image::RgbImage::from_pixel(8, 8, image::Rgb([i * 100, 50, 200]))
+                    .save(d.join(format!("{i}.png")))
+                    .unwrap();
+            }
+        }
+    }
+    let out = dir.path().join("run");
+    let train = |size: &str, needle: &str| {
+        fails_with(
+            &[
+                "train",
+                "--dataset",
+                "folder",
+                "--data-dir",
+                folder.to_str().unwrap(),
+                "--image-size",
+                size,
+                "--out",
+                out.to_str().unwrap(),
+            ],
+            needle,
+        );
+        assert!(!out.exists());
+    };
+    train("1", "--image-size 1: lenet5 cannot take 1x1 images");
+    train("100000", "--image-size 100000: must be at most 4096");
+    // A name config.toml cannot record is refused as the flag it came in.
+    #[cfg(unix)]
+    {
+        use std::os::unix::ffi::OsStrExt;
+        let bad = dir.path().join(std::ffi::OsStr::from_bytes(b"run-\xff"));
+        let output = std::process::Command::new(env!("CARGO_BIN_EXE_rpg"))
+            .arg("train")
+            .arg("--data-dir")
+            .arg(mnist())
+            .arg("--out")
+            .arg(&bad)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(!output.status.success());
+        assert!(
+            stderr.contains("--out") && stderr.contains("UTF-8"),
+            "{stderr}"
+        );
+        assert!(!stderr.contains("--data-dir"), "{stderr}");
+        assert!(!bad.exists());
+    }
+    // predict on an empty folder names it.
+    let empty = dir.path().join("empty");
+    std::fs::create_dir(&empty).unwrap();
+    let run = trained_run(dir.path(), "100");
+    fails_with(
+        &[
+            "predict",
+            "--checkpoint",
+            run.to_str().unwrap(),
+            empty.to_str().unwrap(),
+        ],
+        &format!("no images to predict in {}", empty.display()),
+    );
+}

@@ -55,10 +55,9 @@ fn train_then_eval_through_the_cli() {
         serde_json::from_str(&std::fs::read_to_string(run.join("summary.json")).unwrap()).unwrap();
 
     rpg_ok(&["eval", "--checkpoint", run_s, "--test-limit", "200"]);
-    let eval: serde_json::Value = serde_json::from_str(
-        &std::fs::read_to_string(run.join("checkpoints/best/eval.json")).unwrap(),
-    )
-    .unwrap();
+    let eval: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(run.join("eval-best.json")).unwrap())
+            .unwrap();
     assert_eq!(eval["test_accuracy"], summary["test_accuracy"]);
     assert_eq!(eval["samples"], 200);
 

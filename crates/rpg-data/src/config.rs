@@ -14,6 +14,10 @@ use crate::kind::DatasetKind;
 /// The output side of image folders when none is given.
 pub const DEFAULT_IMAGE_SIZE: usize = 224;
 
+/// The largest side folder images are resized to: a batch of 128 RGB images
+/// at 4096 pixels is 25 GB of f32.
+pub const MAX_IMAGE_SIZE: usize = 4096;
+
 /// The data a run reads.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
@@ -60,6 +64,12 @@ impl DataConfig {
         }
         match self.image_size {
             Some(0) => Err(InvalidSetting::new("image_size", 0, "must be positive").into()),
+            Some(size) if size > MAX_IMAGE_SIZE => Err(InvalidSetting::new(
+                "image_size",
+                size,
+                format!("must be at most {MAX_IMAGE_SIZE} pixels"),
+            )
+            .into()),
             Some(size) if !self.dataset.is_folder() => Err(InvalidSetting::new(
                 "image_size",
                 size,

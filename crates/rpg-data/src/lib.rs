@@ -18,7 +18,7 @@ mod loader;
 mod mnist;
 
 pub use cifar::{CifarKind, parse_batch};
-pub use config::{DEFAULT_IMAGE_SIZE, DataConfig};
+pub use config::{DEFAULT_IMAGE_SIZE, DataConfig, MAX_IMAGE_SIZE};
 pub use dataset::{Augment, Dataset, ImageSet, Samples, Split, TestSetId};
 pub use error::{DataError, Result};
 pub use folder::{FolderSet, decode_bytes as decode_image, is_image};

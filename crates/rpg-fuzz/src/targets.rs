@@ -1,7 +1,8 @@
 //! What is fuzzed: every reader of a file a user can hand to `rpg`, each
 //! with a valid input made here to mutate (IDX, gzip, CIFAR batches, PNG
 //! images, model files with and without their checksum, compressed
-//! artifacts, optimizer state).
+//! artifacts, optimizer state, and a run's checkpoint swapped for
+//! another's as a resume checks it).
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -68,11 +69,18 @@ fn png_bytes() -> Result<Vec<u8>> {
     Ok(out.into_inner())
 }
 
-/// A LeNet-5 at 10% DoF, saved as a model file and as an int8 artifact.
-fn model_and_artifact(dir: &Path) -> Result<(Vec<u8>, Vec<u8>)> {
+/// A LeNet-5 at 10% DoF, saved as a model file and as an int8 artifact,
+/// and the names and shapes of its trainable parameters.
+fn model_and_artifact(dir: &Path) -> Result<(Vec<u8>, Vec<u8>, Params)> {
     let cfg = TrainConfig::default();
     let mc = model_config(&cfg, 10, 1, 28)?;
     let built = build_for_training(&cfg, Some(RingSize::Ratio(0.1)), mc.clone(), &Device::Cpu)?;
+    let params = built
+        .store
+        .trainable()
+        .into_iter()
+        .map(|(name, var)| (name, var.dims().to_vec()))
+        .collect();
     let model = dir.join("model.safetensors");
     rpg_nn::save_model_file(
         &model,
@@ -90,18 +98,57 @@ fn model_and_artifact(dir: &Path) -> Result<(Vec<u8>, Vec<u8>)> {
     };
     let artifact = dir.join("model.compressed.safetensors");
     Artifact::compress(&built.store, &settings)?.save(&artifact, &mc.name, &mc.to_json())?;
-    Ok((std::fs::read(model)?, std::fs::read(artifact)?))
+    Ok((std::fs::read(model)?, std::fs::read(artifact)?, params))
 }
 
-/// `bytes` (a safetensors file) without metadata key `key`: a model file as
-/// written before checksums, so mutations reach the parsers behind them.
-fn without_metadata(bytes: &[u8], key: &str) -> Result<Vec<u8>> {
+/// Trainable parameters: name and shape.
+type Params = Vec<(String, Vec<usize>)>;
+
+/// Optimizer state of another model (an MLP's): what a run's checkpoint
+/// holds when another run's was copied over it.
+fn foreign_optimizer_bytes(dir: &Path) -> Result<Vec<u8>> {
+    let cfg = TrainConfig {
+        model: "mlp".into(),
+        ..TrainConfig::default()
+    };
+    let mc = model_config(&cfg, 10, 1, 28)?;
+    let built = build_for_training(&cfg, Some(RingSize::Ratio(0.1)), mc, &Device::Cpu)?;
+    let trainable = built.store.trainable();
+    let grads: Vec<Tensor> = trainable
+        .iter()
+        .map(|(_, var)| var.zeros_like())
+        .collect::<candle_core::Result<_>>()?;
+    let updates: Vec<Update<'_>> = trainable
+        .iter()
+        .zip(&grads)
+        .map(|((name, var), grad)| Update {
+            name,
+            group: ParamGroup::Ordinary,
+            var,
+            grad,
+            lr: 0.1,
+        })
+        .collect();
+    let mut opt = sgd();
+    opt.step(&updates)?;
+    let path = dir.join("foreign-optimizer.safetensors");
+    opt.save(&path)?;
+    Ok(std::fs::read(path)?)
+}
+
+/// `bytes` (a model file) as written before checksums: format 1 without
+/// `rpg.checksum`, so mutations reach the parsers behind the check.
+fn as_unchecked(bytes: &[u8]) -> Result<Vec<u8>> {
     let len = u64::from_le_bytes(bytes[..8].try_into()?) as usize;
     let mut header: serde_json::Value = serde_json::from_slice(&bytes[8..8 + len])?;
-    header["__metadata__"]
+    let meta = header["__metadata__"]
         .as_object_mut()
-        .context("no metadata")?
-        .remove(key);
+        .context("no metadata")?;
+    meta.remove(rpg_nn::CHECKSUM_KEY);
+    meta.insert(
+        "rpg.format".into(),
+        rpg_nn::FORMAT_WITHOUT_CHECKSUM.to_string().into(),
+    );
     let mut text = serde_json::to_vec(&header)?;
     while !text.len().is_multiple_of(8) {
         text.push(b' ');
@@ -134,8 +181,8 @@ fn optimizer_bytes(dir: &Path) -> Result<Vec<u8>> {
 
 /// Every target, with its seed made in `dir`.
 pub fn all(dir: &Path) -> Result<Vec<Target>> {
-    let (model, artifact) = model_and_artifact(dir)?;
-    let unsummed = without_metadata(&model, rpg_nn::CHECKSUM_KEY)?;
+    let (model, artifact, params) = model_and_artifact(dir)?;
+    let unsummed = as_unchecked(&model)?;
     let read_model = |path: &Path, bytes: &[u8]| {
         if let Ok(file) = ModelFile::from_bytes(path, bytes.to_vec()) {
             let _ = build_from_file(&file, &Device::Cpu);
@@ -194,6 +241,18 @@ pub fn all(dir: &Path) -> Result<Vec<Target>> {
             seed: optimizer_bytes(dir)?,
             read: Box::new(|path, bytes| {
                 let _ = sgd().load_bytes(path, bytes, &Device::Cpu);
+            }),
+        },
+        Target {
+            // A resume's checks of the optimizer state in a run's
+            // checkpoint, starting from another model's state.
+            name: "swapped-checkpoint",
+            seed: foreign_optimizer_bytes(dir)?,
+            read: Box::new(move |path, bytes| {
+                let mut opt = sgd();
+                if opt.load_bytes(path, bytes, &Device::Cpu).is_ok() {
+                    let _ = opt.check_fits(path, &params);
+                }
             }),
         },
     ])

@@ -113,6 +113,33 @@ pub fn save(
         std::fs::remove_dir_all(&tmp).map_err(io(&tmp))?;
     }
     std::fs::create_dir_all(&tmp).map_err(io(&tmp))?;
+    // A failed write (a full disk, say) leaves no half-written directory.
+    if let Err(e) = write_checkpoint_files(&tmp, built, optimizer, state) {
+        let _ = std::fs::remove_dir_all(&tmp);
+        return Err(e);
+    }
+    let old = parent.join(format!(".{which}.old"));
+    if old.exists() {
+        std::fs::remove_dir_all(&old).map_err(io(&old))?;
+    }
+    if target.exists() {
+        std::fs::rename(&target, &old).map_err(io(&target))?;
+    }
+    std::fs::rename(&tmp, &target).map_err(io(&target))?;
+    sync(parent)?;
+    if old.exists() {
+        std::fs::remove_dir_all(&old).map_err(io(&old))?;
+    }
+    Ok(target)
+}
+
+/// The three files of a checkpoint, written and synced into `tmp`.
+fn write_checkpoint_files(
+    tmp: &Path,
+    built: &Built,
+    optimizer: &Optimizer,
+    state: &TrainerState,
+) -> Result<()> {
     let mut extra = BTreeMap::from([
         ("epoch".to_string(), state.epoch.to_string()),
         ("test_accuracy".to_string(), state.test_accuracy.to_string()),
@@ -141,20 +168,8 @@ pub fn save(
     for file in [&model_path, &tmp.join(OPTIMIZER_FILE), &state_path] {
         sync(file)?;
     }
-    sync(&tmp)?;
-    let old = parent.join(format!(".{which}.old"));
-    if old.exists() {
-        std::fs::remove_dir_all(&old).map_err(io(&old))?;
-    }
-    if target.exists() {
-        std::fs::rename(&target, &old).map_err(io(&target))?;
-    }
-    std::fs::rename(&tmp, &target).map_err(io(&target))?;
-    sync(parent)?;
-    if old.exists() {
-        std::fs::remove_dir_all(&old).map_err(io(&old))?;
-    }
-    Ok(target)
+    sync(tmp)?;
+    Ok(())
 }
 
 /// The newest complete `last` checkpoint of a run (also after a crash

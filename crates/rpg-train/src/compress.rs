@@ -20,7 +20,7 @@ use crate::evaluate::{evaluate, load_test_data_for};
 use crate::events::Events;
 use crate::export::write_dense;
 use crate::metrics::median;
-use crate::output::{NewOutputs, refuse_overwrite, write_json};
+use crate::output::{NewOutputs, check_destination, enclosing_run, refuse_overwrite, write_json};
 use crate::setup::{Built, build_from_file, load_any};
 use rpg_data::Dataset;
 
@@ -144,6 +144,7 @@ pub fn compress(plan: &CompressPlan, events: &mut dyn Events) -> Result<Compress
         .into_iter()
         .flatten()
         .collect();
+    check_destination("out", &plan.out, enclosing_run(&path).as_deref(), true)?;
     for name in OUTPUT_FILES {
         let inputs: Vec<&Path> = inputs.iter().map(PathBuf::as_path).collect();
         refuse_overwrite("out", &plan.out.join(name), &inputs)?;

@@ -286,6 +286,22 @@ impl TrainConfig {
     pub fn validate(&self) -> Result<Option<RingSize>> {
         rpg_models::model_entry(&self.model).map_err(ConfigError::UnknownModel)?;
         self.data.validate()?;
+        // config.toml records these paths, and TOML strings are UTF-8.
+        let paths = [
+            ("out", &self.out),
+            ("data_dir", &self.data.data_dir),
+            ("init_from", &self.init_from),
+        ];
+        for (key, path) in paths {
+            if let Some(path) = path.as_ref().filter(|p| p.to_str().is_none()) {
+                return Err(InvalidSetting::new(
+                    key,
+                    path.display(),
+                    "is not valid UTF-8, which config.toml cannot record: choose a name in UTF-8",
+                )
+                .into());
+            }
+        }
         let refuse = |key, value: &dyn std::fmt::Display, reason: &str| -> ConfigError {
             InvalidSetting::new(key, value, reason).into()
         };

@@ -102,6 +102,18 @@ pub enum Error {
         /// The input it would replace.
         input: PathBuf,
     },
+    /// An output inside a run directory that is not the command's to write.
+    #[error("`{key}` {output} is in {why} ({run}): choose a place outside it")]
+    InsideRun {
+        /// The setting naming the output (`out`).
+        key: &'static str,
+        /// The output.
+        output: PathBuf,
+        /// The run directory.
+        run: PathBuf,
+        /// Which part of the run.
+        why: &'static str,
+    },
     /// Another process is running in this output directory.
     #[error(
         "{dir} is in use by another run ({holder}): wait for it to finish, or choose another `out`"
@@ -123,6 +135,18 @@ pub enum Error {
     NothingToResume {
         /// The directory.
         out: PathBuf,
+    },
+    /// A run's checkpoint is not the run's (copied from another run).
+    #[error(
+        "{checkpoint} does not belong to the run in {out}: {what}; restore the run's own checkpoints/, or start a new run with another `out`"
+    )]
+    ForeignCheckpoint {
+        /// The run.
+        out: PathBuf,
+        /// The checkpoint's model file.
+        checkpoint: PathBuf,
+        /// What differs, checkpoint against config.toml.
+        what: String,
     },
     /// A resumed run has no epochs left.
     #[error(
@@ -245,7 +269,10 @@ impl Error {
     pub fn named_settings(&self) -> &'static [&'static str] {
         match self {
             Error::DofRatio { .. } => &["dof"],
-            Error::OverwritesInput { .. } | Error::RunLocked { .. } => &["out"],
+            Error::OverwritesInput { .. }
+            | Error::InsideRun { .. }
+            | Error::RunLocked { .. }
+            | Error::ForeignCheckpoint { .. } => &["out"],
             Error::RunExists { .. } => &["resume", "out"],
             Error::Finished { .. } => &["epochs"],
             Error::Diverged { .. } => &["lr", "clip_grad"],

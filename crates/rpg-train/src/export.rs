@@ -9,7 +9,9 @@ use candle_core::{DType, Device, Tensor};
 
 use crate::checkpoint::model_file;
 use crate::error::{Error, Result};
-use crate::output::{check_file_path, refuse_overwrite, write_atomic};
+use crate::output::{
+    check_destination, check_file_path, enclosing_run, refuse_overwrite, write_atomic,
+};
 use crate::setup::{
     Built, EXPORT_DENSE, EXPORT_FOLDED_BN, EXPORT_KEY, EXPORT_ONNX, NUM_BATCHES_TRACKED, load_any,
 };
@@ -43,6 +45,7 @@ pub struct Export {
 pub fn export(checkpoint: &Path, out: &Path, format: ExportFormat) -> Result<Export> {
     let path = model_file(checkpoint)?;
     refuse_overwrite("out", out, &[&path])?;
+    check_destination("out", out, enclosing_run(&path).as_deref(), false)?;
     check_file_path(out)?;
     let built = load_any(&path, &Device::Cpu)?;
     if let Some(dir) = out.parent().filter(|d| !d.as_os_str().is_empty()) {

@@ -102,6 +102,12 @@ impl MetricsLog {
         writeln!(self.file, "{line}").map_err(Error::io(&self.path))
     }
 
+    /// Makes the records written so far durable (after each epoch's: a
+    /// crash loses at most the steps of the epoch it interrupts).
+    pub fn sync(&self) -> Result<()> {
+        self.file.sync_data().map_err(Error::io(&self.path))
+    }
+
     /// Epoch records written so far (for plots after a resume).
     pub fn epochs(&self) -> Result<Vec<EpochRecord>> {
         Ok(std::fs::read_to_string(&self.path)

@@ -50,6 +50,21 @@ pub enum OptimizerError {
         /// What is wrong.
         reason: String,
     },
+    /// The state holds a buffer for a parameter the model does not have,
+    /// or of another shape.
+    #[error(
+        "{path} holds optimizer state for `{name}` {found:?}, but the model's is {expected}: it belongs to another model's checkpoint"
+    )]
+    ParameterMismatch {
+        /// The file.
+        path: PathBuf,
+        /// The parameter.
+        name: String,
+        /// The buffer's shape.
+        found: Vec<usize>,
+        /// The parameter's shape, or that it has none.
+        expected: String,
+    },
     /// The state is another optimizer's.
     #[error(
         "{path} holds {found} state but the run uses {expected:?}: resume with the optimizer it was trained with"
@@ -279,6 +294,24 @@ impl Optimizer {
             path: path.to_path_buf(),
             source,
         })
+    }
+
+    /// Refuses state whose buffers do not fit `params` (name and shape of
+    /// every trainable parameter): another model's optimizer state would
+    /// otherwise fail mid-step.
+    pub fn check_fits(&self, path: &Path, params: &[(String, Vec<usize>)]) -> Result<()> {
+        for (name, buffer) in self.first.iter().chain(&self.second) {
+            let expected = params.iter().find(|(n, _)| n == name).map(|(_, s)| s);
+            if expected.map(Vec::as_slice) != Some(buffer.dims()) {
+                return Err(OptimizerError::ParameterMismatch {
+                    path: path.to_path_buf(),
+                    name: name.clone(),
+                    found: buffer.dims().to_vec(),
+                    expected: expected.map_or("absent".into(), |s| format!("{s:?}")),
+                });
+            }
+        }
+        Ok(())
     }
 
     /// Restores state written by [`Optimizer::save`].

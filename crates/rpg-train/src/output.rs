@@ -9,6 +9,84 @@ use serde::Serialize;
 
 use crate::error::{Error, Result};
 
+/// The files a run needs beside `checkpoints/`: no command but the run's
+/// own writes over them.
+pub const RUN_FILES: [&str; 5] = [
+    "config.toml",
+    "summary.json",
+    "metrics.jsonl",
+    "curves.png",
+    ".rpg.lock",
+];
+
+/// `path` made absolute without requiring it to exist: its nearest
+/// existing ancestor resolved (links included), the rest appended.
+fn absolute(path: &Path) -> PathBuf {
+    let path = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
+    let mut rest = Vec::new();
+    let mut base = path.as_path();
+    loop {
+        if let Ok(real) = base.canonicalize() {
+            return rest.iter().rev().fold(real, |p, part| p.join(part));
+        }
+        match (base.parent(), base.file_name()) {
+            (Some(parent), Some(name)) => {
+                rest.push(name.to_os_string());
+                base = parent;
+            }
+            _ => return path,
+        }
+    }
+}
+
+/// The run directory `path` is in (or is): the nearest directory at or
+/// above it that holds a run's `config.toml` and `checkpoints/`.
+pub fn enclosing_run(path: &Path) -> Option<PathBuf> {
+    absolute(path)
+        .ancestors()
+        .find(|d| d.join("config.toml").is_file() && d.join("checkpoints").is_dir())
+        .map(Path::to_path_buf)
+}
+
+/// Refuses an output (the value of the setting `key`) that lies in a run
+/// directory other than `own` (the run the command works on, if any), in
+/// any run's `checkpoints/` (replaced at the run's next save), or on one of
+/// [`RUN_FILES`]; a directory output may not be a run's own directory
+/// either. A run directory belongs to its run.
+pub fn check_destination(
+    key: &'static str,
+    output: &Path,
+    own: Option<&Path>,
+    directory: bool,
+) -> Result<()> {
+    let Some(run) = enclosing_run(output) else {
+        return Ok(());
+    };
+    let target = absolute(output);
+    let inside = |why: &'static str| {
+        Err(Error::InsideRun {
+            key,
+            output: output.to_path_buf(),
+            run: run.clone(),
+            why,
+        })
+    };
+    if own.map(absolute).as_deref() != Some(run.as_path()) {
+        return inside("another run's directory");
+    }
+    if target.starts_with(run.join("checkpoints")) {
+        return inside("the run's checkpoints/, which the run replaces at its next save");
+    }
+    let name = target.file_name().and_then(|n| n.to_str()).unwrap_or("");
+    if target.parent() == Some(run.as_path()) && RUN_FILES.contains(&name) {
+        return inside("the run's own files");
+    }
+    if directory && target == run {
+        return inside("the run's directory itself (give a folder of its own)");
+    }
+    Ok(())
+}
+
 /// Refuses an output path that names a directory (its temporary file would
 /// land inside it, and the rename would fail).
 pub fn check_file_path(path: &Path) -> Result<()> {

@@ -73,9 +73,11 @@ fn image_files(paths: &[PathBuf]) -> Result<Vec<PathBuf>> {
         }
     }
     if out.is_empty() {
-        return Err(Error::Invalid(
-            "no images to predict: give PNG/JPEG files, folders of them, or IDX files".into(),
-        ));
+        let given: Vec<String> = paths.iter().map(|p| p.display().to_string()).collect();
+        return Err(Error::Invalid(format!(
+            "no images to predict in {}: give PNG/JPEG files, folders of them, or IDX files",
+            given.join(", ")
+        )));
     }
     Ok(out)
 }

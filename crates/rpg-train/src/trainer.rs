@@ -24,6 +24,7 @@ use crate::schedule::Schedule;
 use crate::setup::{Built, build_for_training, build_from_file, model_config};
 use crate::step::{StepOutcome, StepSettings, TrainStep};
 use rpg_data::{BatchLoader, Dataset, LoaderOptions, TestSetId};
+use rpg_nn::Mode;
 
 /// What `summary.json` holds.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -52,8 +53,16 @@ pub struct Summary {
     pub test_accuracy: f64,
     /// Final test loss.
     pub test_loss: f64,
+    /// Test images behind `test_accuracy` and `test_loss` (0 in summaries
+    /// written before it was recorded).
+    #[serde(default)]
+    pub test_images: usize,
     /// Best test accuracy over epochs.
     pub best_test_accuracy: f64,
+    /// Test images behind `best_test_accuracy` (unknown for checkpoints
+    /// from before test sets were recorded).
+    #[serde(default)]
+    pub best_test_images: Option<usize>,
     /// Epoch of the best accuracy.
     pub best_epoch: usize,
     /// Final test top-5 (more than 10 classes).
@@ -189,6 +198,10 @@ struct Run<'a> {
     images_total: usize,
     /// A checkpoint of this run exists (a divergence can point to it).
     checkpointed: bool,
+    /// A resumed run's config.toml, written with its first checkpoint: a
+    /// resume that fails before one (diverging with the settings it was
+    /// given) leaves the run's config as it was.
+    pending_config: Option<String>,
     /// The images this run tests on.
     test_set: TestSetId,
     /// What `--init-from` did (the file is the config's).
@@ -208,6 +221,66 @@ struct WarmStart {
     projected_accuracy: f64,
 }
 
+/// Refuses, before the run directory exists, a model that cannot take the
+/// data's images (too small for its downsampling, say): one image of zeros
+/// through the model in evaluation mode, which changes no state.
+fn check_takes_input(built: &Built, data: &Dataset) -> Result<()> {
+    let side = data.image_size;
+    let x = candle_core::Tensor::zeros(
+        (1, data.channels, side, side),
+        DType::F32,
+        built.store.device(),
+    )?;
+    match built.model.forward_t(&x, false) {
+        Ok(_) => Ok(()),
+        Err(e) => Err(Error::invalid_setting(
+            "image_size",
+            side,
+            format!(
+                "{} cannot take {side}x{side} images ({e}); give a larger size",
+                built.config.name
+            ),
+        )),
+    }
+}
+
+/// Refuses a resumed checkpoint whose model is not the one the run's
+/// config.toml trains (a checkpoint copied from another run).
+fn check_belongs(cfg: &TrainConfig, path: &Path, built: &Built) -> Result<()> {
+    let store = &built.store;
+    let mode = if cfg.dense { Mode::Dense } else { Mode::Rpg };
+    let what = if built.config.name != cfg.model {
+        format!(
+            "it holds a `{}` model, the run trains `{}`",
+            built.config.name, cfg.model
+        )
+    } else if store.mode() != mode {
+        format!(
+            "it holds a {} model, the run trains a {} one",
+            store.mode().name(),
+            mode.name()
+        )
+    } else if store.seed() != cfg.seed {
+        format!("its seed is {}, the run's {}", store.seed(), cfg.seed)
+    } else if let Some(p) = store
+        .placement()
+        .filter(|p| p.spec().placement != cfg.placement)
+    {
+        format!(
+            "its placement is {}, the run's {}",
+            p.spec().placement,
+            cfg.placement
+        )
+    } else {
+        return Ok(());
+    };
+    Err(Error::ForeignCheckpoint {
+        out: cfg.out_dir(),
+        checkpoint: path.to_path_buf(),
+        what,
+    })
+}
+
 /// Fits `built`'s ring (and copies its unshared tensors) to the dense model
 /// in `file`, and tests the result before any training.
 fn warm_start_from(
@@ -221,6 +294,31 @@ fn warm_start_from(
     let refused = |why: String| Error::invalid_setting("init_from", file.display(), why);
     let bytes = std::fs::read(file)
         .map_err(|e| refused(format!("{e} (give a dense model written by `rpg export`)")))?;
+    let meta = safetensors::SafeTensors::read_metadata(&bytes)
+        .map_err(|e| {
+            refused(format!(
+                "not a safetensors file ({e}): give a dense model written by `rpg export` \
+                 in its default format (an ONNX export cannot be read back)"
+            ))
+        })?
+        .1
+        .metadata()
+        .clone()
+        .unwrap_or_default();
+    if meta.contains_key("rpg.format") {
+        return Err(refused(format!(
+            "an rpg model file (a checkpoint), not a dense export: write one with \
+             `rpg export --checkpoint {} --out dense.safetensors` and give that",
+            file.display()
+        )));
+    }
+    if meta.get(crate::setup::EXPORT_KEY).map(String::as_str)
+        == Some(crate::setup::EXPORT_FOLDED_BN)
+    {
+        return Err(refused(
+            "an export with BatchNorms folded into the convs: export again without folding".into(),
+        ));
+    }
     let tensors = candle_core::safetensors::load_buffer(&bytes, &Device::Cpu)
         .map_err(|e| refused(e.to_string()))?;
     let error = built
@@ -266,6 +364,10 @@ impl<'a> Run<'a> {
         if resume.is_none() && checkpoint::find_last(&out).is_some() {
             return Err(Error::RunExists { out });
         }
+        if prebuilt.is_none() {
+            // A run is not started inside another run's directory.
+            crate::output::check_destination("out", &out, Some(&out), false)?;
+        }
         cfg.out = Some(out.clone());
         let config_toml = cfg.to_toml()?;
         // Everything that can be checked is checked before the run
@@ -294,10 +396,12 @@ impl<'a> Run<'a> {
                 let path = dir.join(checkpoint::MODEL_FILE);
                 let built = build_from_file(&rpg_nn::ModelFile::read(&path)?, &device)?;
                 // A checkpoint of another model copied into the run.
+                check_belongs(&cfg, &path, &built)?;
                 check_fits(&path, &built, &train_data)?;
                 RunModel::Owned(Box::new(built))
             }
         };
+        check_takes_input(&built, &train_data)?;
         if let Some(p) = built.store.placement() {
             for notice in p.notices() {
                 events.event(Event::Notice(Notice::Placement(notice)));
@@ -340,7 +444,15 @@ impl<'a> Run<'a> {
             best_test_set: None,
         };
         if let Some((dir, saved)) = &resume_state {
-            optimizer.load(&dir.join(checkpoint::OPTIMIZER_FILE), &device)?;
+            let path = dir.join(checkpoint::OPTIMIZER_FILE);
+            optimizer.load(&path, &device)?;
+            let params: Vec<(String, Vec<usize>)> = built
+                .store
+                .trainable()
+                .into_iter()
+                .map(|(name, var)| (name, var.dims().to_vec()))
+                .collect();
+            optimizer.check_fits(&path, &params)?;
             state = saved.clone();
             if state.epoch >= cfg.epochs {
                 return Err(Error::Finished {
@@ -369,7 +481,12 @@ impl<'a> Run<'a> {
                 this: &test_set,
             }));
         }
-        write_atomic(&out.join("config.toml"), config_toml)?;
+        let pending_config = if resume.is_some() {
+            Some(config_toml)
+        } else {
+            write_atomic(&out.join("config.toml"), config_toml)?;
+            None
+        };
         let log = MetricsLog::open(&out, resume_state.as_ref().map(|(_, s)| s.epoch))?;
         let last_eval = EvalResult {
             loss: state.test_loss,
@@ -385,6 +502,7 @@ impl<'a> Run<'a> {
         };
         Ok(Self {
             checkpointed: resume_state.is_some(),
+            pending_config,
             cfg,
             out,
             device,
@@ -577,6 +695,7 @@ impl<'a> Run<'a> {
             seconds: totals.seconds,
         };
         self.log.write(&record)?;
+        self.log.sync()?;
         self.events.event(Event::EpochEnded {
             record: &record,
             epochs: self.cfg.epochs,
@@ -586,6 +705,9 @@ impl<'a> Run<'a> {
             checkpoint::save(&self.out, "best", &self.built, &self.optimizer, &self.state)?;
         }
         self.checkpointed = true;
+        if let Some(config) = self.pending_config.take() {
+            write_atomic(&self.out.join("config.toml"), config)?;
+        }
         let title = format!(
             "{} {} on {}",
             self.built.store.mode().name(),
@@ -628,7 +750,9 @@ impl<'a> Run<'a> {
             epochs: state.epoch,
             test_accuracy: eval.accuracy,
             test_loss: eval.loss,
+            test_images: eval.samples,
             best_test_accuracy: state.best_accuracy,
+            best_test_images: state.best_test_set.as_ref().map(|s| s.images),
             best_epoch: state.best_epoch,
             test_top5: (self.train_data.num_classes > 10).then_some(eval.top5),
             train_seconds: state.train_seconds,

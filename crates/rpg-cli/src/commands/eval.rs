@@ -5,7 +5,9 @@ use rpg_train::checkpoint::model_file;
 use rpg_train::checkpoint::run_config_path;
 use rpg_train::evaluate::{check_fits, test_config};
 use rpg_train::evaluate::{evaluate, load_test_data_for};
-use rpg_train::output::{check_file_path, refuse_overwrite, write_json};
+use rpg_train::output::{
+    check_destination, check_file_path, enclosing_run, refuse_overwrite, write_json,
+};
 use rpg_train::setup::load_any;
 
 use crate::cli::EvalArgs;
@@ -17,16 +19,26 @@ pub fn run(args: &EvalArgs) -> Result<()> {
         bail!("--batch-size must be positive, got 0");
     }
     let path = model_file(&args.checkpoint)?;
-    let out = args
-        .out
-        .clone()
-        .unwrap_or_else(|| path.with_file_name("eval.json"));
+    let own_run = enclosing_run(&path);
+    // In a run: eval-best.json (or -last) in the run's directory, outside
+    // checkpoints/ (which the run replaces); elsewhere beside the model.
+    let out = args.out.clone().unwrap_or_else(|| match &own_run {
+        Some(run) => {
+            let which = path
+                .parent()
+                .and_then(|d| d.file_name())
+                .map_or("model".into(), |n| n.to_string_lossy().into_owned());
+            run.join(format!("eval-{which}.json"))
+        }
+        None => path.with_file_name("eval.json"),
+    });
     let run_config = run_config_path(&path);
     let inputs: Vec<&std::path::Path> = [Some(path.as_path()), run_config.as_deref()]
         .into_iter()
         .flatten()
         .collect();
     refuse_overwrite("out", &out, &inputs)?;
+    check_destination("out", &out, own_run.as_deref(), false)?;
     check_file_path(&out)?;
     let cfg = test_config(&path, &args.data.to_test_data())?;
     let device = rpg_nn::parse_device(&args.device)?;
