@@ -6,9 +6,9 @@
 use std::io::IsTerminal;
 
 use indicatif::{ProgressBar, ProgressStyle};
+use rpg_train::Summary;
 use rpg_train::events::{Event, Events, Notice, RunStarted};
 use rpg_train::metrics::EpochRecord;
-use rpg_train::trainer::Summary;
 
 /// Renders events on the console.
 #[derive(Debug)]

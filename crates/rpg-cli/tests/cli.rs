@@ -481,18 +481,20 @@ fn selftest_compares_a_device_with_the_cpu_reference() {
     let rows = rows.as_array().unwrap();
     assert_eq!(rows.len(), 4);
     assert!(rows.iter().all(|r| r["passed"] == true), "{rows:?}");
-    // ResNet-20's ring gradient sums in another order on the tables.
+    // ResNet-20's ring gradient sums in another order on the tables: a
+    // difference far below its own rounding noise, which every row reports.
+    let rpg = rows
+        .iter()
+        .find(|r| r["model"] == "resnet20" && r["mode"] == "rpg")
+        .unwrap();
+    let (worst, noise) = (
+        rpg["worst"].as_f64().unwrap(),
+        rpg["noise"].as_f64().unwrap(),
+    );
+    assert!(worst > 0.0 && worst < noise, "{rpg}");
     fails_with(
-        &[
-            "selftest",
-            "--device",
-            "cpu",
-            "--model",
-            "resnet20",
-            "--tolerance",
-            "1e-12",
-        ],
-        "differ from the CPU reference",
+        &["selftest", "--device", "cpu", "--tolerance", "0"],
+        "--tolerance must be positive",
     );
 }
 

@@ -1,10 +1,11 @@
 //! A split of a data set in memory (or as a list of files), ready for the
 //! loader, and the identity of a test set.
 
+use std::path::PathBuf;
+
 use rpg_core::InvalidSetting;
 
 use crate::error::Result;
-use crate::folder::FolderSet;
 
 /// Images held in memory as bytes, channel-first (`N x C x H x W`).
 #[derive(Debug, Clone, PartialEq)]
@@ -208,4 +209,15 @@ impl std::fmt::Display for Split {
             Split::Test => "test",
         })
     }
+}
+
+/// File paths and labels of one split.
+#[derive(Debug, Clone)]
+pub struct FolderSet {
+    /// Class names, sorted (label = position).
+    pub classes: Vec<String>,
+    /// Image files.
+    pub paths: Vec<PathBuf>,
+    /// Labels, parallel to `paths`.
+    pub labels: Vec<u32>,
 }

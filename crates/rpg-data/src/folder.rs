@@ -3,19 +3,8 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::dataset::{Augment, Dataset, Samples, Split};
+use crate::dataset::{Augment, Dataset, FolderSet, Samples, Split};
 use crate::error::{DataError, Result};
-
-/// File paths and labels of one split.
-#[derive(Debug, Clone)]
-pub struct FolderSet {
-    /// Class names, sorted (label = position).
-    pub classes: Vec<String>,
-    /// Image files.
-    pub paths: Vec<PathBuf>,
-    /// Labels, parallel to `paths`.
-    pub labels: Vec<u32>,
-}
 
 /// Whether a file is an image the readers decode (PNG or JPEG, by name).
 pub fn is_image(path: &Path) -> bool {
@@ -38,7 +27,7 @@ pub(super) fn load(dir: &Path, image_size: usize, split: Split) -> Result<Datase
             dir: dir.to_path_buf(),
             missing: "train/ or val/".into(),
             expected: "train/<class>/*.{png,jpg} and val/<class>/*.{png,jpg}".into(),
-            hint: crate::DatasetKind::Folder.hint(),
+            hint: crate::kind::DatasetKind::Folder.hint(),
         });
     }
     let (set, augment) = match split {

@@ -14,14 +14,16 @@ mod error;
 mod folder;
 mod idx;
 mod kind;
+mod load;
 mod loader;
 mod mnist;
 
 pub use cifar::{CifarKind, parse_batch};
 pub use config::{DEFAULT_IMAGE_SIZE, DataConfig, MAX_IMAGE_SIZE};
+pub use dataset::FolderSet;
 pub use dataset::{Augment, Dataset, ImageSet, Samples, Split, TestSetId};
 pub use error::{DataError, Result};
-pub use folder::{FolderSet, decode_bytes as decode_image, is_image};
+pub use folder::{decode_bytes as decode_image, is_image};
 pub use idx::{IdxArray, decode_maybe_gz, parse_idx, read_idx};
 pub use kind::DatasetKind;
 pub use loader::{Batch, BatchLoader, LoaderOptions};

@@ -33,6 +33,7 @@ mod backend;
 mod batch_norm;
 mod channel_bias;
 mod conv;
+mod conv_algorithm;
 mod cpu;
 #[cfg(feature = "cuda")]
 mod cuda;

@@ -8,8 +8,9 @@ use std::path::{Path, PathBuf};
 use candle_core::{Device, Tensor};
 use rpg_core::{LayerRegistry, RingSpec};
 
+use crate::mode::Mode;
 use crate::model_file_error::ModelFileError;
-use crate::store::{Mode, ParamStore, RING_NAME};
+use crate::store::{ParamStore, RING_NAME};
 
 type Result<T> = std::result::Result<T, ModelFileError>;
 

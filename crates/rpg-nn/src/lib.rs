@@ -39,6 +39,7 @@ mod device_placement;
 pub mod durable;
 mod grad;
 mod init;
+mod mode;
 mod model_file_error;
 mod policy;
 mod prunable;
@@ -53,11 +54,12 @@ pub use device::{device_memory_used, device_name, parse_device};
 pub use device_placement::DevicePlacement;
 pub use grad::{ParamGrad, ParamGroup};
 pub use init::{fnv1a, init_values};
+pub use mode::Mode;
 pub use model_file_error::{ModelFileError, TensorMismatch};
 pub use policy::{SharingPolicy, glob_match, is_buffer};
 pub use prunable::PrunableLayer;
 pub use record::record_parameters;
-pub use store::{GenerationPath, Mode, ParamStore, RING_NAME};
+pub use store::{GenerationPath, ParamStore, RING_NAME};
 
 /// `docs/guide/own-model.md`, compiled and run as a doctest so that the
 /// guide's code keeps working.

@@ -3,7 +3,7 @@
 
 use std::path::PathBuf;
 
-use crate::store::Mode;
+use crate::mode::Mode;
 
 /// A model file that cannot be written, read or loaded into a model.
 #[derive(Debug, thiserror::Error)]

@@ -26,30 +26,12 @@ use rayon::prelude::*;
 use crate::device_placement::DevicePlacement;
 use crate::grad::{ParamGrad, ParamGroup};
 use crate::init::init_values;
+use crate::mode::Mode;
 use crate::model_file_error::TensorMismatch;
 use crate::policy::is_buffer;
 
 /// The name of the ring in gradients and files.
 pub const RING_NAME: &str = "rpg.ring";
-
-/// Dense: every parameter is its own `Var`. Rpg: shared weights come from a ring.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Mode {
-    /// Ordinary trainable parameters.
-    Dense,
-    /// Shared weights generated from ring(s).
-    Rpg,
-}
-
-impl Mode {
-    /// `dense` or `rpg`.
-    pub fn name(self) -> &'static str {
-        match self {
-            Mode::Dense => "dense",
-            Mode::Rpg => "rpg",
-        }
-    }
-}
 
 struct RpgState {
     registry: LayerRegistry,

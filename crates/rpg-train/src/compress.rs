@@ -7,12 +7,12 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use candle_core::{DType, Device, Tensor};
-use rpg_compress::{Artifact, CompressSettings, PruneScope, prune_weights};
+use rpg_compress::{Artifact, CompressSettings, prune_weights};
 use rpg_nn::ModelFile;
 use serde::Serialize;
 
 use crate::checkpoint::{model_file, run_config_path};
-use crate::compress_config::CompressConfig;
+use crate::compress_config::{CompressConfig, WeightPruning};
 use crate::config::TrainConfig;
 use crate::error::{Error, Result};
 use crate::evaluate::{TestData, check_fits, test_config};
@@ -91,21 +91,6 @@ pub struct CompressReport {
     pub latency_after_ms: [f64; 2],
     /// The options, the block size resolved.
     pub settings: CompressConfig,
-}
-
-/// Pruning of the materialised model (the artifact is then a dense model).
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct WeightPruning {
-    /// Fraction of conv/linear weights zeroed by magnitude.
-    pub fraction: f64,
-    /// Where the threshold is drawn.
-    pub scope: PruneScope,
-    /// Fraction of output channels removed (smallest L1 norm).
-    pub channels: f64,
-    /// Fine-tuning epochs after pruning.
-    pub finetune_epochs: usize,
-    /// Fine-tuning learning rate.
-    pub finetune_lr: f64,
 }
 
 /// Everything `rpg compress` does.

@@ -5,7 +5,6 @@ use rpg_compress::{Bits, CompressSettings, PruneScope};
 use rpg_core::names::Named;
 use serde::{Deserialize, Serialize};
 
-use crate::compress::WeightPruning;
 use crate::config::as_text;
 use crate::error::{Error, Result};
 
@@ -77,6 +76,21 @@ impl Named for UnsharedQuant {
 }
 
 rpg_core::named_text_impls!(UnsharedQuant);
+
+/// Pruning of the materialised model (the artifact is then a dense model).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct WeightPruning {
+    /// Fraction of conv/linear weights zeroed by magnitude.
+    pub fraction: f64,
+    /// Where the threshold is drawn.
+    pub scope: PruneScope,
+    /// Fraction of output channels removed (smallest L1 norm).
+    pub channels: f64,
+    /// Fine-tuning epochs after pruning.
+    pub finetune_epochs: usize,
+    /// Fine-tuning learning rate.
+    pub finetune_lr: f64,
+}
 
 /// Every option of `rpg compress`; the keys are the flags' names.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -7,7 +7,7 @@
 use std::path::Path;
 
 use crate::metrics::EpochRecord;
-use crate::trainer::Summary;
+use crate::summary::Summary;
 
 /// Something a run has to say.
 #[derive(Debug, Clone, Copy)]

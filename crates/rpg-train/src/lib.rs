@@ -30,6 +30,7 @@ pub mod schedule;
 pub mod selftest;
 pub mod setup;
 pub mod step;
+pub mod summary;
 pub mod sweep;
 pub mod trainer;
 
@@ -38,4 +39,5 @@ pub use config::TrainConfig;
 pub use error::{Error, Result, SettingError};
 pub use evaluate::{EvalResult, evaluate};
 pub use events::{Event, Events, Silent};
-pub use trainer::{Summary, finetune, train, train_until};
+pub use summary::Summary;
+pub use trainer::{finetune, train, train_until};

@@ -15,7 +15,7 @@ use crate::config::TrainConfig;
 use crate::error::{Error, Result};
 use crate::events::{Event, Events, Notice};
 use crate::output::write_json;
-use crate::trainer::Summary;
+use crate::summary::Summary;
 
 /// The paper's ratios.
 pub const DEFAULT_RATIOS: [f64; 9] = [1.0, 0.5, 0.25, 0.1, 0.05, 0.02, 0.01, 0.005, 0.002];

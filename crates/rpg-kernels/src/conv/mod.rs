@@ -7,14 +7,11 @@
 //! A [`crate::KernelScope`] forces Candle's path on its thread, which is how
 //! the benchmarks measure both in one run.
 
-mod algorithm;
 mod op;
 
 use candle_core::{Module, Result, Tensor};
 use candle_nn::{Conv2dConfig, VarBuilder};
 
-#[cfg_attr(not(feature = "cudnn"), allow(unused_imports))]
-pub(crate) use algorithm::{Choice, MathType, Ranked, choose};
 pub use op::{conv2d as conv2d_op, conv2d_input_grad, conv2d_weight_grad};
 
 /// A 2-D convolution layer (NCHW input, OIHW weight).

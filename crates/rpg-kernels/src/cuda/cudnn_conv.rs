@@ -4,7 +4,7 @@
 //! Each device keeps (per thread: cuDNN handles are neither Send nor Sync)
 //! its cuDNN handle, one workspace that grows to the largest request and is
 //! reused, and per convolution shape and precision the descriptors and each
-//! pass's algorithm with its math type (`conv::algorithm`), so both are
+//! pass's algorithm with its math type (`conv_algorithm.rs`), so both are
 //! made once per shape and the three passes of a layer share the
 //! descriptors. cuDNN's own calls are used directly (cudarc's `cudnn::result`):
 //! cudarc's safe wrapper keeps only the first heuristic result and drops its
@@ -23,7 +23,7 @@ use candle_core::cuda::{CudaDevice, DeviceId};
 use candle_core::{CudaStorage, Layout, Result};
 
 use super::{int32, output, view};
-use crate::conv::{Choice, MathType, Ranked, choose};
+use crate::conv_algorithm::{Choice, MathType, Ranked, choose};
 use crate::cpu::geometry::ConvGeometry;
 use crate::precision::{Precision, precision};
 
