@@ -23,7 +23,8 @@ USAGE:
     cargo xtask <TASK> [ARGS...] [--features F1,F2]
 
 TASKS forwarded to `rpg` (a release build of crates/rpg-cli; `cargo xtask <TASK> --help` explains each):
-    train       train an RPG (or dense) model; with no flags: LeNet-5 at 10% DoF on the bundled MNIST
+    train       train an RPG (or dense) model; with no flags: LeNet-5 at 10% DoF on the bundled MNIST;
+                --nproc N: N data-parallel ranks on this machine through mpirun (the `mpi` build)
     eval        evaluate a checkpoint on a dataset
     predict     top classes of your own images (PNG/JPEG files, folders, IDX files)
     models      list the model zoo with parameter counts and default shared fraction
@@ -97,6 +98,13 @@ fn run(args: Vec<String>) -> Result<ExitCode> {
             let mut help = rpg_cargo("run", features.as_deref())?;
             help.args(["--quiet", "--", "bench", "--help"]);
             status(help)
+        }
+        "train"
+            if rest
+                .iter()
+                .any(|a| a == "--nproc" || a.starts_with("--nproc=")) =>
+        {
+            train_ranks(&rest, features.as_deref())
         }
         "bench" if rest.iter().any(|a| a == "--against-pytorch") => {
             against_pytorch(&rest, features.as_deref())?;
@@ -561,6 +569,72 @@ fn require_nvcc() -> Result<()> {
 }
 
 /// Pulls `--features X` / `--features=X` out of the arguments.
+/// `cargo xtask train --nproc N [flags]`: N ranks of a data-parallel run on
+/// this machine, through `mpirun` (the `mpi` build of rpg): each rank's
+/// lines are prefixed with its rank, and one rank failing stops them all.
+fn train_ranks(args: &[String], features: Option<&str>) -> Result<ExitCode> {
+    let mut nproc = None;
+    let mut rest = Vec::new();
+    let mut iter = args.iter();
+    while let Some(arg) = iter.next() {
+        let value = if arg == "--nproc" {
+            Some(
+                iter.next()
+                    .context("--nproc needs a number of processes")?
+                    .clone(),
+            )
+        } else {
+            arg.strip_prefix("--nproc=").map(str::to_string)
+        };
+        match value {
+            Some(v) => {
+                nproc = Some(
+                    v.parse::<usize>()
+                        .ok()
+                        .filter(|n| *n > 0)
+                        .with_context(|| {
+                            format!("--nproc {v}: give a positive number of processes")
+                        })?,
+                )
+            }
+            None => rest.push(arg.clone()),
+        }
+    }
+    let nproc = nproc.expect("called with --nproc");
+    if Command::new("mpirun").arg("--version").output().is_err() {
+        bail!(
+            "--nproc runs the ranks with mpirun, which is not installed: \
+             `apt-get install libopenmpi-dev openmpi-bin libclang-dev` (docs/distributed.md)"
+        );
+    }
+    let features = match features {
+        Some(f) if f.split(',').any(|x| x == "mpi") => f.to_string(),
+        Some(f) => format!("mpi,{f}"),
+        None => "mpi".to_string(),
+    };
+    eprintln!("building rpg (release, features {features}) if needed...");
+    if status(rpg_cargo("build", Some(&features))?)? != ExitCode::SUCCESS {
+        bail!("building rpg with MPI failed (see above; it needs an MPI and libclang)");
+    }
+    let dir = if is_cuda(&features) {
+        CUDA_TARGET_DIR
+    } else {
+        "target"
+    };
+    let binary = project_root().join(dir).join("release/rpg");
+    let mut cmd = Command::new("mpirun");
+    cmd.current_dir(project_root())
+        // As root (containers, CI) OpenMPI wants to be told.
+        .env("OMPI_ALLOW_RUN_AS_ROOT", "1")
+        .env("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1")
+        .args(["--oversubscribe", "--tag-output", "-np"])
+        .arg(nproc.to_string())
+        .arg(binary)
+        .arg("train")
+        .args(&rest);
+    status(cmd)
+}
+
 fn split_features(args: &[String]) -> Result<(Option<String>, Vec<String>)> {
     let mut features: Vec<String> = Vec::new();
     let mut rest = Vec::new();

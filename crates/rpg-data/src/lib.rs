@@ -26,7 +26,7 @@ pub use error::{DataError, Result};
 pub use folder::{decode_bytes as decode_image, is_image};
 pub use idx::{IdxArray, decode_maybe_gz, parse_idx, read_idx};
 pub use kind::DatasetKind;
-pub use loader::{Batch, BatchLoader, LoaderOptions};
+pub use loader::{Batch, BatchLoader, LoaderOptions, Shard};
 
 #[cfg(test)]
 mod tests {

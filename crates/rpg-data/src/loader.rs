@@ -33,6 +33,68 @@ pub struct LoaderOptions {
     pub workers: usize,
     /// Batches each worker may prepare ahead.
     pub prefetch: usize,
+    /// This process's share of a data-parallel run: [`Shard::ALL`] for one
+    /// process.
+    pub shard: Shard,
+}
+
+/// Which samples of each epoch's order a process of a data-parallel run
+/// reads: positions `rank`, `rank + world`, `rank + 2 world`, ... of the
+/// shuffled order, the same count for every rank. The last `len % world`
+/// positions of the order are left out that epoch (a different few each
+/// epoch, as the order is reshuffled), as PyTorch's `DistributedSampler`
+/// with `drop_last` does. Augmentations follow the global position, so a
+/// sample is augmented alike whatever the number of processes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Shard {
+    /// This process's rank.
+    pub rank: usize,
+    /// Processes in the run.
+    pub world: usize,
+    /// Leave out the remainder so every rank reads as many samples
+    /// (training, whose steps all ranks take together); without it the
+    /// shards cover every sample (evaluation, whose counts are summed).
+    pub even: bool,
+}
+
+impl Shard {
+    /// One process reading everything.
+    pub const ALL: Shard = Shard {
+        rank: 0,
+        world: 1,
+        even: true,
+    };
+
+    /// Rank `rank` of `world` processes taking the same number of samples.
+    pub fn even(rank: usize, world: usize) -> Self {
+        Self {
+            rank,
+            world,
+            even: true,
+        }
+    }
+
+    /// Rank `rank` of `world` processes covering every sample together.
+    pub fn covering(rank: usize, world: usize) -> Self {
+        Self {
+            rank,
+            world,
+            even: false,
+        }
+    }
+
+    /// The positions of an order of `n` samples this shard reads.
+    pub fn positions(self, n: usize) -> Vec<usize> {
+        if self.world <= 1 {
+            return (0..n).collect();
+        }
+        let end = if self.even {
+            n / self.world * self.world
+        } else {
+            n
+        };
+        (self.rank..end).step_by(self.world).collect()
+    }
 }
 
 /// A normalised batch, `size x channels x side x side`.
@@ -71,11 +133,12 @@ impl BatchLoader {
     /// Starts the workers for one epoch.
     pub fn new(dataset: Arc<Dataset>, opts: LoaderOptions) -> Self {
         let order = Arc::new(epoch_order(dataset.len(), opts.shuffle_seed, opts.epoch));
+        let positions = Arc::new(opts.shard.positions(order.len()));
         let batch = opts.batch_size.max(1);
         let total = if opts.drop_last {
-            order.len() / batch
+            positions.len() / batch
         } else {
-            order.len().div_ceil(batch)
+            positions.len().div_ceil(batch)
         };
         let workers = opts.workers.max(1).min(total.max(1));
         let mut receivers = Vec::with_capacity(workers);
@@ -83,7 +146,10 @@ impl BatchLoader {
             let (tx, rx) = sync_channel(opts.prefetch.max(1));
             receivers.push(rx);
             let (dataset, order, opts) = (dataset.clone(), order.clone(), opts.clone());
-            std::thread::spawn(move || work(w, workers, total, &dataset, &order, &opts, tx));
+            let positions = positions.clone();
+            std::thread::spawn(move || {
+                work(w, workers, total, &dataset, (&order, &positions), &opts, tx)
+            });
         }
         Self {
             receivers,
@@ -121,14 +187,14 @@ fn work(
     workers: usize,
     total: usize,
     dataset: &Dataset,
-    order: &[u32],
+    (order, positions): (&[u32], &[usize]),
     opts: &LoaderOptions,
     tx: SyncSender<Result<Batch>>,
 ) {
     let size = opts.batch_size.max(1);
     for b in (worker..total).step_by(workers) {
-        let positions = b * size..((b + 1) * size).min(order.len());
-        let batch = make_batch(dataset, order, positions, opts);
+        let mine = &positions[b * size..((b + 1) * size).min(positions.len())];
+        let batch = make_batch(dataset, order, mine, opts);
         // A closed channel means the consumer stopped early: just exit.
         if tx.send(batch).is_err() {
             return;
@@ -144,14 +210,14 @@ fn sample_rng(opts: &LoaderOptions, position: usize) -> Pcg32 {
 fn make_batch(
     ds: &Dataset,
     order: &[u32],
-    positions: std::ops::Range<usize>,
+    positions: &[usize],
     opts: &LoaderOptions,
 ) -> Result<Batch> {
     let (c, side) = (ds.channels, ds.image_size);
     let per_image = c * side * side;
     let mut images = vec![0f32; positions.len() * per_image];
     let mut labels = Vec::with_capacity(positions.len());
-    for (slot, position) in positions.clone().enumerate() {
+    for (slot, &position) in positions.iter().enumerate() {
         let index = order[position] as usize;
         let out = &mut images[slot * per_image..(slot + 1) * per_image];
         let mut rng = sample_rng(opts, position);
@@ -325,6 +391,7 @@ mod tests {
             drop_last: false,
             workers,
             prefetch: 2,
+            shard: Shard::ALL,
         }
     }
 
@@ -348,6 +415,60 @@ mod tests {
             .map(|b| b.unwrap())
             .collect();
         assert_ne!(one, other_epoch);
+    }
+
+    /// Two shards of batch 2 read, step for step, the samples one process
+    /// reads in batches of 4, augmented alike; the odd sample out of 11 is
+    /// left out by both shards.
+    #[test]
+    fn shards_split_each_global_batch_and_have_equal_counts() {
+        let ds = tiny_set(11);
+        let one: Vec<Batch> = BatchLoader::new(
+            ds.clone(),
+            LoaderOptions {
+                batch_size: 4,
+                ..opts(1, 3)
+            },
+        )
+        .map(|b| b.unwrap())
+        .collect();
+        let shard = |rank| -> Vec<Batch> {
+            BatchLoader::new(
+                ds.clone(),
+                LoaderOptions {
+                    batch_size: 2,
+                    shard: Shard::even(rank, 2),
+                    ..opts(2, 3)
+                },
+            )
+            .map(|b| b.unwrap())
+            .collect()
+        };
+        let (a, b) = (shard(0), shard(1));
+        assert_eq!((a.len(), b.len()), (3, 3));
+        assert_eq!(a.last().unwrap().size, 1);
+        let samples = |batch: &Batch| -> Vec<(u32, Vec<u32>)> {
+            let per = batch.images.len() / batch.size;
+            (0..batch.size)
+                .map(|i| {
+                    let pixels = batch.images[i * per..(i + 1) * per]
+                        .iter()
+                        .map(|v| v.to_bits())
+                        .collect();
+                    (batch.labels[i], pixels)
+                })
+                .collect()
+        };
+        for step in 0..2 {
+            let mut both = samples(&a[step]);
+            both.extend(samples(&b[step]));
+            let mut single = samples(&one[step]);
+            both.sort();
+            single.sort();
+            assert_eq!(both, single, "step {step}");
+        }
+        assert_eq!(Shard::even(1, 3).positions(11), vec![1, 4, 7]);
+        assert_eq!(Shard::covering(1, 3).positions(11), vec![1, 4, 7, 10]);
     }
 
     #[test]

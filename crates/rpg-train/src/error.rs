@@ -61,6 +61,9 @@ pub enum Error {
         /// Why it cannot be met.
         source: rpg_core::Error,
     },
+    /// Exchanging with the other processes of a data-parallel run failed.
+    #[error(transparent)]
+    Collective(#[from] crate::distributed::CollectiveError),
     /// A file or directory could not be read or written.
     #[error("{path}: {source}")]
     Io {
@@ -228,6 +231,7 @@ impl From<StepError> for Error {
         match e {
             StepError::Candle(e) => Error::Candle(e),
             StepError::Optimizer(e) => Error::Optimizer(e),
+            StepError::Collective(e) => Error::Collective(e),
         }
     }
 }

@@ -48,6 +48,23 @@ pub fn evaluate(
     batch_size: usize,
     workers: usize,
 ) -> Result<EvalResult> {
+    evaluate_across(built, data, batch_size, workers, &crate::distributed::Solo)
+}
+
+/// [`evaluate`] with the test set split over the ranks of `comm`, each
+/// evaluating its share and the sums added: the same counts as one process.
+pub fn evaluate_across(
+    built: &Built,
+    data: &Arc<Dataset>,
+    batch_size: usize,
+    workers: usize,
+    comm: &dyn crate::distributed::Collective,
+) -> Result<EvalResult> {
+    let shard = if comm.world() > 1 {
+        rpg_data::Shard::covering(comm.rank(), comm.world())
+    } else {
+        rpg_data::Shard::ALL
+    };
     built.store.regenerate()?;
     let device = built.store.device().clone();
     let loader = BatchLoader::new(
@@ -60,6 +77,7 @@ pub fn evaluate(
             drop_last: false,
             workers,
             prefetch: 2,
+            shard,
         },
     );
     let (mut loss_sum, mut top1, mut top5, mut n) = (0f64, 0usize, 0usize, 0usize);
@@ -76,6 +94,12 @@ pub fn evaluate(
         top1 += a;
         top5 += b;
         n += batch.size;
+    }
+    if comm.world() > 1 {
+        let mut sums = [loss_sum, top1 as f64, top5 as f64, n as f64];
+        comm.sum_f64(&mut sums)?;
+        loss_sum = sums[0];
+        (top1, top5, n) = (sums[1] as usize, sums[2] as usize, sums[3] as usize);
     }
     if n == 0 {
         return Err(Error::EmptyTestSet);

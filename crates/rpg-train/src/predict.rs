@@ -198,6 +198,7 @@ pub fn predict(built: &Built, paths: &[PathBuf], top_k: usize) -> Result<Vec<Pre
             drop_last: false,
             workers: 2,
             prefetch: 2,
+            shard: rpg_data::Shard::ALL,
         },
     );
     let mut out = Vec::new();

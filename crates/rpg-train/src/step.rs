@@ -5,9 +5,10 @@
 
 use std::time::{Duration, Instant};
 
-use candle_core::Tensor;
-use rpg_nn::ParamGroup;
+use candle_core::{DType, Tensor};
+use rpg_nn::{ParamGrad, ParamGroup};
 
+use crate::distributed::{Collective, CollectiveError};
 use crate::loss::cross_entropy;
 use crate::optim::{Optimizer, OptimizerError, clip_grad_norm, grad_norm, updates};
 use crate::setup::Built;
@@ -37,6 +38,8 @@ pub struct StepTimings {
     pub forward_backward: Duration,
     /// Turning the weight gradients into the ring gradient.
     pub ring_gradient: Duration,
+    /// Averaging gradients with the other ranks (zero for one process).
+    pub exchange: Duration,
     /// Clipping and the optimizer update.
     pub update: Duration,
 }
@@ -44,7 +47,7 @@ pub struct StepTimings {
 impl StepTimings {
     /// The whole step.
     pub fn total(&self) -> Duration {
-        self.generate + self.forward_backward + self.ring_gradient + self.update
+        self.generate + self.forward_backward + self.ring_gradient + self.exchange + self.update
     }
 
     /// The part that RPG adds to a dense step.
@@ -90,14 +93,27 @@ pub enum StepError {
     /// The optimizer failed.
     #[error(transparent)]
     Optimizer(#[from] OptimizerError),
+    /// Exchanging gradients with the other ranks failed.
+    #[error(transparent)]
+    Collective(#[from] CollectiveError),
 }
 
 /// The training step of one model with one optimizer.
-#[derive(Debug)]
 pub struct TrainStep<'a> {
     built: &'a Built,
     optimizer: &'a mut Optimizer,
     settings: StepSettings,
+    /// The other processes of a data-parallel run, if any.
+    comm: Option<&'a dyn Collective>,
+}
+
+impl std::fmt::Debug for TrainStep<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TrainStep")
+            .field("settings", &self.settings)
+            .field("ranks", &self.comm.map_or(1, |c| c.world()))
+            .finish()
+    }
 }
 
 impl<'a> TrainStep<'a> {
@@ -107,7 +123,17 @@ impl<'a> TrainStep<'a> {
             built,
             optimizer,
             settings,
+            comm: None,
         }
+    }
+
+    /// The same step in a data-parallel run: the gradients (and the loss)
+    /// are averaged over `comm`'s ranks before clipping and the update, so
+    /// every rank takes the same update, and the gradient norm is the
+    /// global one.
+    pub fn across(mut self, comm: &'a dyn Collective) -> Self {
+        self.comm = Some(comm).filter(|c| c.world() > 1);
+        self
     }
 
     /// The optimizer (for checkpoints).
@@ -131,7 +157,9 @@ impl<'a> TrainStep<'a> {
         let generated = Instant::now();
         let logits = self.built.model.forward_t(x, true)?;
         let loss = cross_entropy(&logits, y, self.settings.label_smoothing)?;
-        if self.settings.guard_each_step {
+        // In a data-parallel run the global loss decides, after the
+        // exchange: every rank must take part in it.
+        if self.settings.guard_each_step && self.comm.is_none() {
             let value = f64::from(loss.to_scalar::<f32>()?);
             if !value.is_finite() {
                 return Ok(StepOutcome::Diverged { loss: value });
@@ -141,6 +169,13 @@ impl<'a> TrainStep<'a> {
         let backward_done = Instant::now();
         let mut grads = store.gradients(&backward)?;
         let ring_done = Instant::now();
+        if let Some(comm) = self.comm {
+            let global = average(comm, &mut grads, &loss)?;
+            if !global.is_finite() {
+                return Ok(StepOutcome::Diverged { loss: global });
+            }
+        }
+        let exchanged = Instant::now();
         let grad_norm = match self.settings.clip_grad {
             Some(max) => Some(clip_grad_norm(&mut grads, max)?),
             None if want_grad_norm => Some(grad_norm(&grads)?),
@@ -160,8 +195,40 @@ impl<'a> TrainStep<'a> {
                 generate: generated - started,
                 forward_backward: backward_done - generated,
                 ring_gradient: ring_done - backward_done,
-                update: updated - ring_done,
+                exchange: exchanged - ring_done,
+                update: updated - exchanged,
             },
         }))
     }
+}
+
+/// Averages `grads` and the batch's `loss` over the ranks, in one
+/// exchange of one buffer; returns the global loss.
+fn average(
+    comm: &dyn Collective,
+    grads: &mut [ParamGrad],
+    loss: &Tensor,
+) -> Result<f64, StepError> {
+    let total: usize = grads.iter().map(|g| g.grad.elem_count()).sum();
+    let mut flat = Vec::with_capacity(total + 1);
+    for g in grads.iter() {
+        flat.extend(
+            g.grad
+                .flatten_all()?
+                .to_dtype(DType::F32)?
+                .to_vec1::<f32>()?,
+        );
+    }
+    flat.push(loss.to_dtype(DType::F32)?.to_scalar::<f32>()?);
+    comm.sum_f32(&mut flat)?;
+    let scale = 1.0 / comm.world() as f32;
+    let mut at = 0;
+    for g in grads.iter_mut() {
+        let n = g.grad.elem_count();
+        let mean: Vec<f32> = flat[at..at + n].iter().map(|v| v * scale).collect();
+        g.grad =
+            Tensor::from_vec(mean, g.grad.shape(), g.grad.device())?.to_dtype(g.grad.dtype())?;
+        at += n;
+    }
+    Ok(f64::from(flat[at] * scale))
 }

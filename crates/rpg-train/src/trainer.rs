@@ -11,8 +11,11 @@ use candle_core::{DType, Device, Tensor};
 
 use crate::checkpoint::{self, TrainerState};
 use crate::config::TrainConfig;
+use crate::distributed::{Collective, Solo, check_same};
 use crate::error::{Error, Result};
-use crate::evaluate::{EvalResult, check_fits, evaluate, load_data, normalization, to_tensors};
+use crate::evaluate::{
+    EvalResult, check_fits, evaluate, evaluate_across, load_data, normalization, to_tensors,
+};
 use crate::events::{Event, Events, Notice, RunStarted, Running};
 use crate::lock::RunLock;
 use crate::loss::correct_count;
@@ -41,14 +44,29 @@ pub fn train_until(
     stop_after_epochs: Option<usize>,
     events: &mut dyn Events,
 ) -> Result<Summary> {
-    Run::prepare(cfg, resume, None, events)?.train(stop_after_epochs)
+    train_across(cfg, resume, stop_after_epochs, &Solo, events)
+}
+
+/// [`train_until`] as one rank of a data-parallel run over `comm`: each rank
+/// trains on its shard of every batch (`batch_size` is per process), the
+/// gradients are averaged, and rank 0 alone writes the run's files. Every
+/// rank checks first that all train the same configuration on the same
+/// data.
+pub fn train_across(
+    cfg: TrainConfig,
+    resume: Option<&Path>,
+    stop_after_epochs: Option<usize>,
+    comm: &dyn Collective,
+    events: &mut dyn Events,
+) -> Result<Summary> {
+    Run::prepare(cfg, resume, None, comm, events)?.train(stop_after_epochs)
 }
 
 /// Trains an already built (dense) model further with `cfg`'s recipe and
 /// data, e.g. after structured pruning; the model's parameters are updated
 /// in place.
 pub fn finetune(cfg: TrainConfig, built: &Built, events: &mut dyn Events) -> Result<Summary> {
-    Run::prepare(cfg, None, Some(built), events)?.train(None)
+    Run::prepare(cfg, None, Some(built), &Solo, events)?.train(None)
 }
 
 /// The model a run trains: built by the run, or lent to it.
@@ -131,7 +149,8 @@ struct Run<'a> {
     schedule: Schedule,
     settings: StepSettings,
     state: TrainerState,
-    log: MetricsLog,
+    /// The metrics file (rank 0 only).
+    log: Option<MetricsLog>,
     last_eval: EvalResult,
     images_total: usize,
     /// A checkpoint of this run exists (a divergence can point to it).
@@ -145,7 +164,9 @@ struct Run<'a> {
     /// What `--init-from` did (the file is the config's).
     warm_start: Option<WarmStart>,
     /// Held for the run's whole life.
-    _lock: RunLock,
+    _lock: Option<RunLock>,
+    /// The processes of the run (one, or the ranks of a data-parallel run).
+    comm: &'a dyn Collective,
     /// Where the run reports.
     events: &'a mut dyn Events,
 }
@@ -157,6 +178,36 @@ struct WarmStart {
     projection_error: f64,
     /// Test accuracy before any training.
     projected_accuracy: f64,
+}
+
+/// Sets batch norm's running statistics (every `running_mean` and
+/// `running_var`) to their mean over the ranks.
+fn average_buffers(comm: &dyn Collective, built: &Built) -> Result<()> {
+    if comm.world() <= 1 {
+        return Ok(());
+    }
+    let stats: Vec<(String, candle_core::Var)> = built
+        .store
+        .persistent()
+        .into_iter()
+        .filter(|(name, _)| name.ends_with("running_mean") || name.ends_with("running_var"))
+        .collect();
+    let mut flat = Vec::new();
+    for (_, var) in &stats {
+        flat.extend(var.flatten_all()?.to_dtype(DType::F32)?.to_vec1::<f32>()?);
+    }
+    comm.sum_f32(&mut flat)?;
+    let scale = 1.0 / comm.world() as f32;
+    let mut at = 0;
+    for (_, var) in &stats {
+        let n = var.elem_count();
+        let mean: Vec<f32> = flat[at..at + n].iter().map(|v| v * scale).collect();
+        let t = candle_core::Tensor::from_vec(mean, var.shape(), var.device())?
+            .to_dtype(var.dtype())?;
+        var.set(&t)?;
+        at += n;
+    }
+    Ok(())
 }
 
 /// Refuses, before the run directory exists, a model that cannot take the
@@ -282,8 +333,12 @@ impl<'a> Run<'a> {
         mut cfg: TrainConfig,
         resume: Option<&Path>,
         prebuilt: Option<&'a Built>,
+        comm: &'a dyn Collective,
         events: &'a mut dyn Events,
     ) -> Result<Self> {
+        // Rank 0 writes the run; the other ranks of a data-parallel run only
+        // read it (a resume reads the shared checkpoint).
+        let writes = comm.rank() == 0;
         let resume_state = match resume {
             Some(dir) => {
                 let last = checkpoint::find_last(dir).ok_or_else(|| Error::NothingToResume {
@@ -400,10 +455,24 @@ impl<'a> Run<'a> {
                 });
             }
         }
-        std::fs::create_dir_all(&out).map_err(Error::io(&out))?;
-        let lock = RunLock::acquire(&out)?;
+        // Every rank trains the same thing: the configuration (seed, spec,
+        // recipe, data) and the data's size, checked before anything is
+        // written.
+        let identity = format!(
+            "{config_toml}\ntrain images {}, test images {}, model {:?}",
+            train_data.len(),
+            test_data.len(),
+            built.config.to_json()
+        );
+        check_same(comm, "configuration or data", identity.as_bytes())?;
+        let lock = if writes {
+            std::fs::create_dir_all(&out).map_err(Error::io(&out))?;
+            Some(RunLock::acquire(&out)?)
+        } else {
+            None
+        };
         // Checked again under the lock: another run may have finished here.
-        if resume.is_none() && checkpoint::find_last(&out).is_some() {
+        if writes && resume.is_none() && checkpoint::find_last(&out).is_some() {
             return Err(Error::RunExists { out });
         }
         if resume.is_some() {
@@ -419,13 +488,20 @@ impl<'a> Run<'a> {
                 this: &test_set,
             }));
         }
-        let pending_config = if resume.is_some() {
-            Some(config_toml)
+        let pending_config = if resume.is_some() || !writes {
+            Some(config_toml).filter(|_| writes)
         } else {
             write_atomic(&out.join("config.toml"), config_toml)?;
             None
         };
-        let log = MetricsLog::open(&out, resume_state.as_ref().map(|(_, s)| s.epoch))?;
+        let log = if writes {
+            Some(MetricsLog::open(
+                &out,
+                resume_state.as_ref().map(|(_, s)| s.epoch),
+            )?)
+        } else {
+            None
+        };
         let last_eval = EvalResult {
             loss: state.test_loss,
             accuracy: state.test_accuracy,
@@ -457,6 +533,7 @@ impl<'a> Run<'a> {
             test_set,
             warm_start,
             _lock: lock,
+            comm,
             events,
         })
     }
@@ -500,9 +577,15 @@ impl<'a> Run<'a> {
                 drop_last: false,
                 workers: cfg.workers,
                 prefetch: 4,
+                shard: if self.comm.world() > 1 {
+                    rpg_data::Shard::even(self.comm.rank(), self.comm.world())
+                } else {
+                    rpg_data::Shard::ALL
+                },
             },
         );
-        let steps_per_epoch = self.train_data.len().div_ceil(cfg.batch_size);
+        // This rank's batches: in a data-parallel run each rank takes a share.
+        let steps_per_epoch = loader.len().max(1);
         let events = &mut *self.events;
         events.event(Event::EpochStarted {
             epoch,
@@ -523,7 +606,8 @@ impl<'a> Run<'a> {
         };
         let (checkpointed, out) = (self.checkpointed, self.out.clone());
         let stop = |loss, step| diverged(loss, epoch, step, cfg.lr, checkpointed, &out);
-        let mut step = TrainStep::new(&self.built, &mut self.optimizer, self.settings);
+        let mut step =
+            TrainStep::new(&self.built, &mut self.optimizer, self.settings).across(self.comm);
         // Images/s count wall time: on a GPU the step's own timings are
         // host time, which excludes the waits at the deferred reads.
         let started = Instant::now();
@@ -568,20 +652,29 @@ impl<'a> Run<'a> {
             if let (true, Some(running)) = (logs, &running) {
                 let loss = f64::from(output.loss.to_scalar::<f32>()?);
                 let top1 = correct.to_dtype(DType::F64)?.to_scalar::<f64>()?;
-                self.log.write(&StepRecord {
-                    kind: "step".into(),
-                    epoch,
-                    step: self.state.step,
-                    loss,
-                    accuracy: top1 / batch.size as f64,
-                    lr,
-                    grad_norm: output.grad_norm.unwrap_or(f64::NAN),
-                })?;
+                if let Some(log) = &mut self.log {
+                    log.write(&StepRecord {
+                        kind: "step".into(),
+                        epoch,
+                        step: self.state.step,
+                        loss,
+                        accuracy: top1 / batch.size as f64,
+                        lr,
+                        grad_norm: output.grad_norm.unwrap_or(f64::NAN),
+                    })?;
+                }
                 events.event(Event::StepLogged { running, loss });
             }
         }
         totals.read()?;
         totals.seconds = started.elapsed().as_secs_f64();
+        if self.comm.world() > 1 {
+            // The epoch's figures over every rank's share.
+            let mut sums = [totals.loss_sum, totals.correct as f64, totals.seen as f64];
+            self.comm.sum_f64(&mut sums)?;
+            totals.loss_sum = sums[0];
+            (totals.correct, totals.seen) = (sums[1] as usize, sums[2] as usize);
+        }
         if !totals.loss_sum.is_finite() {
             events.event(Event::EpochAbandoned);
             return Err(stop(totals.loss_sum, self.state.step));
@@ -594,11 +687,15 @@ impl<'a> Run<'a> {
         self.state.train_seconds += totals.seconds;
         self.images_total += totals.seen;
         self.state.data_epoch += 1;
-        let eval = evaluate(
+        // Each rank's batch norm saw its own shard: evaluate and save their
+        // mean statistics.
+        average_buffers(self.comm, &self.built)?;
+        let eval = evaluate_across(
             &self.built,
             &self.test_data,
             self.cfg.eval_batch_size,
             self.cfg.workers,
+            self.comm,
         )?;
         self.last_eval = eval;
         let state = &mut self.state;
@@ -632,12 +729,18 @@ impl<'a> Run<'a> {
             images_per_second: totals.seen as f64 / totals.seconds.max(1e-9),
             seconds: totals.seconds,
         };
-        self.log.write(&record)?;
-        self.log.sync()?;
+        if let Some(log) = &mut self.log {
+            log.write(&record)?;
+            log.sync()?;
+        }
         self.events.event(Event::EpochEnded {
             record: &record,
             epochs: self.cfg.epochs,
         });
+        if self.log.is_none() {
+            // Not rank 0: nothing to write.
+            return Ok(());
+        }
         checkpoint::save(&self.out, "last", &self.built, &self.optimizer, &self.state)?;
         if improved {
             checkpoint::save(&self.out, "best", &self.built, &self.optimizer, &self.state)?;
@@ -658,7 +761,8 @@ impl<'a> Run<'a> {
         let plotted = rpg_nn::durable::PendingFile::beside(&curves)
             .map_err(Error::io(&curves))
             .and_then(|drawn| {
-                crate::plot::training_curves(drawn.path(), &title, &self.log.epochs()?)?;
+                let epochs = self.log.as_ref().map(MetricsLog::epochs).transpose()?;
+                crate::plot::training_curves(drawn.path(), &title, &epochs.unwrap_or_default())?;
                 drawn.install().map_err(Error::io(&curves))
             });
         if let Err(e) = plotted {
@@ -702,7 +806,9 @@ impl<'a> Run<'a> {
             projection_error: self.warm_start.map(|w| w.projection_error),
             projected_accuracy: self.warm_start.map(|w| w.projected_accuracy),
         };
-        write_json(&self.out.join("summary.json"), &summary)?;
+        if self.log.is_some() {
+            write_json(&self.out.join("summary.json"), &summary)?;
+        }
         self.events.event(Event::Finished(&summary));
         Ok(summary)
     }

@@ -2,6 +2,7 @@
 
 use anyhow::{Result, bail};
 use rpg_train::TrainConfig;
+use rpg_train::distributed::Launch;
 
 use crate::cli::TrainArgs;
 use crate::console::Console;
@@ -43,18 +44,87 @@ pub fn run(args: &TrainArgs) -> Result<()> {
     if args.stop_after_epochs == Some(0) {
         bail!("--stop-after-epochs must be positive, got 0 (leave it out to train every epoch)");
     }
-    let cfg = resolve(args)?;
+    let mut cfg = resolve(args)?;
     if let (None, Some(file)) = (&args.resume, &args.config) {
         let written = cfg.out_dir().join("config.toml");
         rpg_train::output::refuse_overwrite("out", &written, &[file])?;
     }
-    rpg_train::train_until(
+    let Some(launch) = Launch::from_process()? else {
+        rpg_train::train_until(
+            cfg,
+            args.resume.as_deref(),
+            args.stop_after_epochs,
+            &mut Console::new(),
+        )?;
+        return Ok(());
+    };
+    // One process per device: `cuda` is this rank's GPU on its machine.
+    if cfg.device == "cuda" {
+        cfg.device = format!("cuda:{}", launch.local_rank);
+    }
+    let comm = join(&launch)?;
+    // Rank 0 reports and writes; the others train silently.
+    let mut console = Console::new();
+    let mut silent = rpg_train::Silent;
+    let events: &mut dyn rpg_train::Events = if launch.rank == 0 {
+        &mut console
+    } else {
+        &mut silent
+    };
+    rpg_train::train_across(
         cfg,
         args.resume.as_deref(),
         args.stop_after_epochs,
-        &mut Console::new(),
-    )?;
+        comm.as_ref(),
+        events,
+    )
+    .map_err(|e| {
+        anyhow::Error::from(e).context(format!("rank {} of {}", launch.rank, launch.world))
+    })?;
     Ok(())
+}
+
+/// How long an exchange may wait for the other ranks before this one
+/// gives up (`RPG_COLLECTIVE_TIMEOUT`, seconds).
+fn collective_timeout() -> Result<std::time::Duration> {
+    let seconds = match std::env::var("RPG_COLLECTIVE_TIMEOUT") {
+        Ok(v) => v.parse::<f64>().ok().filter(|s| *s > 0.0).ok_or_else(|| {
+            anyhow::anyhow!("RPG_COLLECTIVE_TIMEOUT={v}: give a positive number of seconds")
+        })?,
+        Err(_) => 300.0,
+    };
+    Ok(std::time::Duration::from_secs_f64(seconds))
+}
+
+/// This rank's connection to the others.
+fn join(launch: &Launch) -> Result<Box<dyn rpg_train::distributed::Collective>> {
+    let timeout = collective_timeout()?;
+    if !launch.launcher.is_mpi() {
+        bail!(
+            "rank {} of {} was started by {}, whose processes MPI cannot connect; \
+             start the ranks with mpirun, mpiexec or srun (docs/distributed.md)",
+            launch.rank,
+            launch.world,
+            launch.launcher.name()
+        );
+    }
+    #[cfg(feature = "mpi")]
+    {
+        let comm = rpg_train::distributed::Mpi::init(timeout)?;
+        Ok(Box::new(comm))
+    }
+    #[cfg(not(feature = "mpi"))]
+    {
+        let _ = timeout;
+        bail!(
+            "this process is rank {} of {} ({}), but this rpg was built without data-parallel \
+             training: build it with `--features mpi` (`cargo xtask train --features mpi`, \
+             docs/distributed.md)",
+            launch.rank,
+            launch.world,
+            launch.launcher.name()
+        )
+    }
 }
 
 #[cfg(test)]

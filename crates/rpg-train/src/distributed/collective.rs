@@ -1,0 +1,91 @@
+//! The exchanges between the processes of a data-parallel run.
+
+/// A failed exchange.
+#[derive(Debug, thiserror::Error)]
+pub enum CollectiveError {
+    /// The engine (MPI) refused or failed.
+    #[error("{engine} {what} failed: {message}")]
+    Engine {
+        /// The engine.
+        engine: &'static str,
+        /// The exchange.
+        what: &'static str,
+        /// The engine's words.
+        message: String,
+    },
+    /// The ranks do not train the same thing.
+    #[error(
+        "rank {rank} of {world} {what} than rank 0: start every rank with the same command, config and data"
+    )]
+    Mismatch {
+        /// This rank.
+        rank: usize,
+        /// Ranks in the run.
+        world: usize,
+        /// What differs.
+        what: String,
+    },
+}
+
+/// What the processes of a run exchange. Every rank calls each method in
+/// the same order; a call returns when every rank has made it.
+pub trait Collective {
+    /// This process's rank, 0 to `world() - 1`.
+    fn rank(&self) -> usize;
+    /// Processes in the run.
+    fn world(&self) -> usize;
+    /// Element-wise sum over the ranks, in place.
+    fn sum_f32(&self, values: &mut [f32]) -> Result<(), CollectiveError>;
+    /// Element-wise sum over the ranks, in place.
+    fn sum_f64(&self, values: &mut [f64]) -> Result<(), CollectiveError>;
+    /// Rank 0's `bytes`, on every rank.
+    fn broadcast(&self, bytes: &mut Vec<u8>) -> Result<(), CollectiveError>;
+}
+
+/// One process: every exchange is the identity.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Solo;
+
+impl Collective for Solo {
+    fn rank(&self) -> usize {
+        0
+    }
+    fn world(&self) -> usize {
+        1
+    }
+    fn sum_f32(&self, _: &mut [f32]) -> Result<(), CollectiveError> {
+        Ok(())
+    }
+    fn sum_f64(&self, _: &mut [f64]) -> Result<(), CollectiveError> {
+        Ok(())
+    }
+    fn broadcast(&self, _: &mut Vec<u8>) -> Result<(), CollectiveError> {
+        Ok(())
+    }
+}
+
+/// Refuses to go on unless every rank's `mine` equals rank 0's: each rank
+/// compares with rank 0's, then all learn whether any differed, so every
+/// rank fails alike (naming what differs on the ranks where it does).
+pub fn check_same(comm: &dyn Collective, what: &str, mine: &[u8]) -> Result<(), CollectiveError> {
+    if comm.world() <= 1 {
+        return Ok(());
+    }
+    let mut theirs = mine.to_vec();
+    comm.broadcast(&mut theirs)?;
+    let differs = theirs != mine;
+    let mut any = [f64::from(u8::from(differs))];
+    comm.sum_f64(&mut any)?;
+    if any[0] > 0.0 {
+        return Err(CollectiveError::Mismatch {
+            rank: comm.rank(),
+            world: comm.world(),
+            what: if differs {
+                format!("has another {what}")
+            } else {
+                format!("has the same {what}, but another rank has another one,")
+            },
+        });
+    }
+    Ok(())
+}

@@ -1,0 +1,24 @@
+//! Data-parallel training: one process per device, each training on its
+//! shard of every batch, the gradients of the ring(s) and the unshared
+//! tensors summed over processes before the update. Only those are
+//! exchanged: RPG's generated weights never leave their process.
+//!
+//! - [`launch`]: which rank this process is, from the variables `mpirun`,
+//!   MPICH, Slurm and torchrun set.
+//! - [`Collective`]: the exchanges a run needs (sums, a broadcast), with
+//!   [`Solo`] for one process and, behind the `mpi` feature, `Mpi`.
+//!
+//! What a run does with them is the trainer's: rank 0 alone writes; every
+//! rank checks at start that it trains the same configuration; batch norm's
+//! running statistics are averaged before each evaluation and checkpoint;
+//! evaluation is sharded and its counts summed.
+
+mod collective;
+pub mod launch;
+#[cfg(feature = "mpi")]
+mod mpi;
+
+pub use collective::{Collective, CollectiveError, Solo, check_same};
+pub use launch::Launch;
+#[cfg(feature = "mpi")]
+pub use mpi::Mpi;
