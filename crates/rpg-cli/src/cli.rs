@@ -100,7 +100,7 @@ pub enum Command {
     /// Evaluate a checkpoint on the test split of a data set.
     Eval(EvalArgs),
     /// List the model zoo: parameters, default shared fraction, input size.
-    Models,
+    Models(ModelsArgs),
     /// Prune and quantize a trained model into a small artifact that `eval` loads; writes a report.
     Compress(CompressArgs),
     /// Write the dense model (all weights materialised) as safetensors with torchvision/timm names.
@@ -502,6 +502,16 @@ impl CompressArgs {
             latency_runs: self.latency_runs,
         }
     }
+}
+
+/// `rpg models`.
+#[derive(Debug, Args)]
+pub struct ModelsArgs {
+    /// Instead: the bytes one data-parallel step all-reduces per model,
+    /// RPG at 10% and 1% DoF (the ring(s) and the unshared tensors) against
+    /// dense DDP (every parameter).
+    #[arg(long)]
+    pub exchange: bool,
 }
 
 /// `rpg export`.

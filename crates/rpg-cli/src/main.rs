@@ -53,7 +53,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Train(args) => commands::train::run(&args),
         Command::Eval(args) => commands::eval::run(&args),
-        Command::Models => commands::models::run(),
+        Command::Models(args) => commands::models::run(&args),
         Command::Compress(args) => commands::compress::run(&args),
         Command::Export(args) => commands::export::run(&args),
         Command::Bench(args) => commands::bench::run(&args, cli.kernels),

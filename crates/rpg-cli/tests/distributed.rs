@@ -95,7 +95,8 @@ fn two_ranks_train_as_one_process_with_the_same_global_batch() {
         .iter()
         .zip(&b)
         .fold(0f32, |m, (x, y)| m.max((x - y).abs()));
-    assert!(worst <= 1e-4 * scale, "rings differ by {worst} of {scale}");
+    // Measured 2026-12-02: 1.6e-7 of the largest value.
+    assert!(worst <= 1e-5 * scale, "rings differ by {worst} of {scale}");
     let (s, d) = (summary(&solo), summary(&duo));
     assert_eq!(s["test_images"], 200);
     assert_eq!(d["test_images"], 200);

@@ -33,6 +33,10 @@ pub struct EpochRecord {
     pub images_per_second: f64,
     /// Seconds of training in this epoch.
     pub seconds: f64,
+    /// Of those, seconds rank 0 spent averaging gradients with the other
+    /// ranks (data-parallel runs only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exchange_seconds: Option<f64>,
 }
 
 /// One logged training step.

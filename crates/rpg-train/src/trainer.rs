@@ -110,6 +110,8 @@ struct EpochTotals {
     on_device: Option<(Tensor, Tensor)>,
     seen: usize,
     seconds: f64,
+    /// Seconds spent exchanging gradients with the other ranks.
+    exchange_seconds: f64,
     lr: f64,
 }
 
@@ -626,6 +628,7 @@ impl<'a> Run<'a> {
                 }
             };
             self.state.step += 1;
+            totals.exchange_seconds += output.timings.exchange.as_secs_f64();
             let correct = correct_count(&output.logits, &y)?;
             totals.add(&output.loss, &correct, batch.size)?;
             let mut running = None;
@@ -728,6 +731,7 @@ impl<'a> Run<'a> {
             lr: totals.lr,
             images_per_second: totals.seen as f64 / totals.seconds.max(1e-9),
             seconds: totals.seconds,
+            exchange_seconds: (self.comm.world() > 1).then_some(totals.exchange_seconds),
         };
         if let Some(log) = &mut self.log {
             log.write(&record)?;
