@@ -18,7 +18,9 @@ use std::ffi::c_void;
 use std::sync::Arc;
 
 use candle_core::cuda::cudarc::cudnn::{result as cudnn, sys};
-use candle_core::cuda::cudarc::driver::{CudaSlice, CudaStream, DevicePtr, DevicePtrMut};
+use candle_core::cuda::cudarc::driver::{
+    CudaSlice, CudaStream, DevicePtr, DevicePtrMut, SyncOnDrop,
+};
 use candle_core::cuda::{CudaDevice, DeviceId};
 use candle_core::{CudaStorage, Layout, Result};
 
@@ -325,6 +327,21 @@ fn supported(status: sys::cudnnStatus_t) -> bool {
     status == sys::cudnnStatus_t::CUDNN_STATUS_SUCCESS
 }
 
+/// The workspace's pointer for a cuDNN call on `stream` (null when there
+/// is none), and the guard to keep until the call is queued.
+fn workspace_ptr<'a>(
+    space: Option<&'a mut CudaSlice<u8>>,
+    stream: &'a Arc<CudaStream>,
+) -> (*mut c_void, Option<SyncOnDrop<'a>>) {
+    match space {
+        Some(s) => {
+            let (ptr, sync) = DevicePtrMut::device_ptr_mut(s, stream);
+            (ptr as *mut c_void, Some(sync))
+        }
+        None => (std::ptr::null_mut(), None),
+    }
+}
+
 /// The raw pointer of a device slice, for a cuDNN call on `stream`.
 macro_rules! ptr {
     ($slice:expr, $stream:expr) => {
@@ -402,13 +419,7 @@ pub(crate) fn forward(
         let (x_ptr, _x) = ptr!(x, p.stream);
         let (w_ptr, _w) = ptr!(w, p.stream);
         let (y_ptr, _y) = DevicePtrMut::device_ptr_mut(&mut y, p.stream);
-        let (space_ptr, _space) = match space {
-            Some(s) => {
-                let (ptr, sync) = DevicePtrMut::device_ptr_mut(s, p.stream);
-                (ptr as *mut c_void, Some(sync))
-            }
-            None => (std::ptr::null_mut(), None),
-        };
+        let (space_ptr, _space) = workspace_ptr(space, p.stream);
         // Safety: the pointers hold the shapes the descriptors describe, on
         // the handle's stream; the workspace holds `bytes`.
         check(
@@ -510,13 +521,7 @@ pub(crate) fn input_grad(
         let (w_ptr, _w) = ptr!(w, p.stream);
         let (dy_ptr, _dy) = ptr!(dy, p.stream);
         let (dx_ptr, _dx) = DevicePtrMut::device_ptr_mut(&mut dx, p.stream);
-        let (space_ptr, _space) = match space {
-            Some(s) => {
-                let (ptr, sync) = DevicePtrMut::device_ptr_mut(s, p.stream);
-                (ptr as *mut c_void, Some(sync))
-            }
-            None => (std::ptr::null_mut(), None),
-        };
+        let (space_ptr, _space) = workspace_ptr(space, p.stream);
         // Safety: as in `forward`.
         check(
             unsafe {
@@ -618,13 +623,7 @@ pub(crate) fn weight_grad(
         let (x_ptr, _x) = ptr!(x, p.stream);
         let (dy_ptr, _dy) = ptr!(dy, p.stream);
         let (dw_ptr, _dw) = DevicePtrMut::device_ptr_mut(&mut dw, p.stream);
-        let (space_ptr, _space) = match space {
-            Some(s) => {
-                let (ptr, sync) = DevicePtrMut::device_ptr_mut(s, p.stream);
-                (ptr as *mut c_void, Some(sync))
-            }
-            None => (std::ptr::null_mut(), None),
-        };
+        let (space_ptr, _space) = workspace_ptr(space, p.stream);
         // Safety: as in `forward`.
         check(
             unsafe {
