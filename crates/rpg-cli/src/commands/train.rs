@@ -96,17 +96,36 @@ fn collective_timeout() -> Result<std::time::Duration> {
     Ok(std::time::Duration::from_secs_f64(seconds))
 }
 
-/// This rank's connection to the others.
+/// This rank's connection to the others: MPI for the processes an MPI
+/// launcher started (the `mpi` build), TCP through rank 0 for torchrun's.
 fn join(launch: &Launch) -> Result<Box<dyn rpg_train::distributed::Collective>> {
     let timeout = collective_timeout()?;
     if !launch.launcher.is_mpi() {
-        bail!(
-            "rank {} of {} was started by {}, whose processes MPI cannot connect; \
-             start the ranks with mpirun, mpiexec or srun (docs/distributed.md)",
-            launch.rank,
-            launch.world,
-            launch.launcher.name()
-        );
+        // torchrun's agent holds MASTER_PORT for its own store: the next
+        // port, unless RPG_PORT says otherwise.
+        let host = std::env::var("MASTER_ADDR").unwrap_or_else(|_| "127.0.0.1".into());
+        let port = match (std::env::var("RPG_PORT"), std::env::var("MASTER_PORT")) {
+            (Ok(p), _) => p
+                .parse::<u16>()
+                .map_err(|_| anyhow::anyhow!("RPG_PORT={p}: give a port number"))?,
+            (Err(_), Ok(p)) => p
+                .parse::<u16>()
+                .ok()
+                .and_then(|p| p.checked_add(1))
+                .ok_or_else(|| {
+                    anyhow::anyhow!("MASTER_PORT={p}: give a port number below 65535")
+                })?,
+            (Err(_), Err(_)) => bail!(
+                "rank {} of {} was started by {} without MASTER_PORT: set MASTER_ADDR and \
+                 MASTER_PORT (torchrun does) or RPG_PORT",
+                launch.rank,
+                launch.world,
+                launch.launcher.name()
+            ),
+        };
+        let comm =
+            rpg_train::distributed::Tcp::connect(launch.rank, launch.world, &host, port, timeout)?;
+        return Ok(Box::new(comm));
     }
     #[cfg(feature = "mpi")]
     {
@@ -115,11 +134,10 @@ fn join(launch: &Launch) -> Result<Box<dyn rpg_train::distributed::Collective>> 
     }
     #[cfg(not(feature = "mpi"))]
     {
-        let _ = timeout;
         bail!(
-            "this process is rank {} of {} ({}), but this rpg was built without data-parallel \
-             training: build it with `--features mpi` (`cargo xtask train --features mpi`, \
-             docs/distributed.md)",
+            "this process is rank {} of {} ({}), but this rpg was built without MPI: build it \
+             with `--features mpi` (`cargo xtask train --features mpi`), or start the ranks \
+             with torchrun (docs/distributed.md)",
             launch.rank,
             launch.world,
             launch.launcher.name()

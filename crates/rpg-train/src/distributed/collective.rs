@@ -15,7 +15,7 @@ pub enum CollectiveError {
     },
     /// The ranks do not train the same thing.
     #[error(
-        "rank {rank} of {world} {what} than rank 0: start every rank with the same command, config and data"
+        "rank {rank} of {world} {what}: start every rank with the same command, config and data"
     )]
     Mismatch {
         /// This rank.
@@ -81,9 +81,9 @@ pub fn check_same(comm: &dyn Collective, what: &str, mine: &[u8]) -> Result<(), 
             rank: comm.rank(),
             world: comm.world(),
             what: if differs {
-                format!("has another {what}")
+                format!("has another {what} than rank 0")
             } else {
-                format!("has the same {what}, but another rank has another one,")
+                format!("has rank 0's {what}, but another rank has another configuration or data")
             },
         });
     }

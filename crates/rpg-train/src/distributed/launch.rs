@@ -29,7 +29,7 @@ impl Launcher {
     }
 
     /// Whether the processes can reach each other through MPI (torchrun's
-    /// cannot: it starts them without MPI's wiring).
+    /// cannot: it starts them without MPI's wiring; they connect over TCP).
     pub fn is_mpi(self) -> bool {
         !matches!(self, Launcher::Torchrun)
     }

@@ -6,7 +6,8 @@
 //! - [`launch`]: which rank this process is, from the variables `mpirun`,
 //!   MPICH, Slurm and torchrun set.
 //! - [`Collective`]: the exchanges a run needs (sums, a broadcast), with
-//!   [`Solo`] for one process and, behind the `mpi` feature, `Mpi`.
+//!   [`Solo`] for one process, [`Tcp`] for processes torchrun started and,
+//!   behind the `mpi` feature, `Mpi`.
 //!
 //! What a run does with them is the trainer's: rank 0 alone writes; every
 //! rank checks at start that it trains the same configuration; batch norm's
@@ -17,8 +18,10 @@ mod collective;
 pub mod launch;
 #[cfg(feature = "mpi")]
 mod mpi;
+mod tcp;
 
 pub use collective::{Collective, CollectiveError, Solo, check_same};
 pub use launch::Launch;
 #[cfg(feature = "mpi")]
 pub use mpi::Mpi;
+pub use tcp::Tcp;
