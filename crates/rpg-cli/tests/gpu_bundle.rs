@@ -35,7 +35,13 @@ fn the_bundle_script_runs_its_steps_on_the_cpu_and_returns_one_archive() {
         .lines()
         .find_map(|l| l.strip_prefix("failed steps: "))
         .unwrap_or_default();
-    for step in ["selftest_f32", "main_job", "rpg_bench", "selftest_tf32"] {
+    for step in [
+        "selftest_f32",
+        "main_job",
+        "two_ranks",
+        "rpg_bench",
+        "selftest_tf32",
+    ] {
         assert!(stdout.contains(&format!("== {step}")), "{stdout}");
         assert!(!failed.contains(step), "{step} failed: {stdout}");
     }
@@ -64,6 +70,12 @@ fn the_bundle_script_runs_its_steps_on_the_cpu_and_returns_one_archive() {
     }
     assert_eq!(read("rpg_bench.out").as_array().unwrap().len(), 2);
     assert!(at("main-job/summary.json").is_file());
+    // Two ranks on one device train as one process with their global batch.
+    let (two, one) = (
+        read("two-ranks/summary.json"),
+        read("one-rank/summary.json"),
+    );
+    assert_eq!(two["test_accuracy"], one["test_accuracy"]);
     assert!(at("ldd.txt").is_file() && !at("rpg").exists());
     let path = std::fs::read_to_string(at("library-path.txt")).unwrap();
     for package in ["cudnn", "cu13"] {
