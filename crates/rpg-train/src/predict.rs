@@ -196,7 +196,7 @@ pub fn predict(built: &Built, paths: &[PathBuf], top_k: usize) -> Result<Vec<Pre
             epoch: 0,
             augment: false,
             drop_last: false,
-            workers: 2,
+            workers: crate::config::TrainConfig::default().workers,
             prefetch: 2,
             shard: rpg_data::Shard::ALL,
         },

@@ -45,7 +45,7 @@ pub fn run(args: &EvalArgs) -> Result<()> {
     let built = load_any(&path, &device)?;
     let test = load_test_data_for(&cfg, &built.config)?;
     check_fits(&path, &built, &test)?;
-    let result = evaluate(&built, &test, args.batch_size, 2)?;
+    let result = evaluate(&built, &test, args.batch_size, cfg.workers)?;
     println!(
         "{}: {} on {} ({} images): accuracy {:.4}, loss {:.4}{}",
         path.display(),
