@@ -52,6 +52,18 @@ fn main() -> ExitCode {
     let _kernels = cli.kernels.scope();
     let result = match cli.command {
         Command::Train(args) => commands::train::run(&args),
+        // Only training runs data-parallel: several ranks of another
+        // command would each write the same outputs.
+        _ if matches!(
+            rpg_train::distributed::Launch::from_process(),
+            Ok(Some(_)) | Err(_)
+        ) =>
+        {
+            Err(anyhow::anyhow!(
+                "only `rpg train` runs as several processes: start this command as one process \
+                 (without mpirun, srun or torchrun)"
+            ))
+        }
         Command::Eval(args) => commands::eval::run(&args),
         Command::Models(args) => commands::models::run(&args),
         Command::Compress(args) => commands::compress::run(&args),

@@ -156,3 +156,21 @@ fn a_dead_rank_or_another_seed_stops_every_rank() {
     }
     assert!(!other.join("checkpoints").exists());
 }
+
+/// Only `rpg train` runs as several processes: the ranks of another
+/// command would each write the same outputs.
+#[test]
+fn other_commands_refuse_to_run_as_ranks() {
+    let out = Command::new(env!("CARGO_BIN_EXE_rpg"))
+        .args(["sweep", "--ratios", "0.1"])
+        .env("RANK", "0")
+        .env("WORLD_SIZE", "2")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains("only `rpg train` runs as several processes"),
+        "{stderr}"
+    );
+}
