@@ -41,9 +41,16 @@ pub struct DataConfig {
 impl DataConfig {
     /// The data directory.
     pub fn dir(&self) -> PathBuf {
-        self.data_dir
-            .clone()
-            .unwrap_or_else(|| PathBuf::from("datasets").join(self.dataset.to_string()))
+        if let Some(dir) = &self.data_dir {
+            return dir.clone();
+        }
+        let project = PathBuf::from("datasets").join(self.dataset.to_string());
+        // A system install (Debian's Fashion-MNIST) when the project has
+        // no copy of its own.
+        match self.dataset.system_dir() {
+            Some(system) if !project.exists() && system.is_dir() => system.to_path_buf(),
+            _ => project,
+        }
     }
 
     /// Checks the values without reading any file.

@@ -53,7 +53,7 @@ impl DatasetKind {
                 "the bundled copy lives in datasets/mnist; see datasets/README.md"
             }
             DatasetKind::FashionMnist => {
-                "get them from https://github.com/zalandoresearch/fashion-mnist (data/fashion); see datasets/README.md"
+                "install Debian's package (apt-get install dataset-fashion-mnist: rpg then finds /usr/share/datasets/fashion-mnist) or get them from https://github.com/zalandoresearch/fashion-mnist (data/fashion); see datasets/README.md"
             }
             DatasetKind::Kmnist => {
                 "get them from https://github.com/rois-codh/kmnist (MNIST format); see datasets/README.md"
@@ -68,6 +68,25 @@ impl DatasetKind {
                 "arrange images as ImageNet is (one folder per class); see datasets/README.md"
             }
         }
+    }
+
+    /// Where a system package installs this data set, if one does
+    /// (Debian's `dataset-fashion-mnist`).
+    pub fn system_dir(self) -> Option<&'static std::path::Path> {
+        match self {
+            DatasetKind::FashionMnist => {
+                Some(std::path::Path::new("/usr/share/datasets/fashion-mnist"))
+            }
+            _ => None,
+        }
+    }
+
+    /// Whether `dir` is this data set's system install.
+    pub fn is_system_dir(self, dir: &std::path::Path) -> bool {
+        let canonical = |p: &std::path::Path| p.canonicalize().ok();
+        self.system_dir()
+            .and_then(canonical)
+            .is_some_and(|system| canonical(dir) == Some(system))
     }
 
     /// Whether images are decoded from files and resized (the only kind

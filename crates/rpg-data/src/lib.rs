@@ -109,7 +109,7 @@ mod tests {
             classes: 10,
             mean: 0.1307,
             std: 0.3081,
-            verify_mnist: true,
+            verify: Some(&mnist::MNIST_CONTENT),
         };
         let err = mnist::load(DatasetKind::Mnist, dir.path(), pinned, Split::Train)
             .unwrap_err()

@@ -1,6 +1,8 @@
 //! The MNIST family (MNIST, Fashion-MNIST, KMNIST): four IDX files, one
-//! image and one label file per split. The bundled copy of MNIST is checked
-//! against the canonical files' SHA-256; MNIST-format files elsewhere (a
+//! image and one label file per split. The bundled copy of MNIST and
+//! Debian's install of Fashion-MNIST are checked against the canonical
+//! files' SHA-256 (of the content, so gzip headers do not matter);
+//! MNIST-format files elsewhere (a
 //! rotated or noisy variant) are read as they are, normalised with
 //! `--normalize` when MNIST's own does not suit them.
 
@@ -36,14 +38,34 @@ const MNIST_SHA256: [(&str, &str); 4] = [
     ),
 ];
 
+/// The SHA-256 of the uncompressed canonical Fashion-MNIST files, in the
+/// order of [`MNIST_SHA256`]'s names. Debian's `dataset-fashion-mnist`
+/// installs these (its `.gz` files differ from upstream's: rewritten gzip
+/// headers, the same content).
+pub(super) const FASHION_MNIST_SHA256: [&str; 4] = [
+    "c59f468a2f672dc815687fe0f83887768d799fd8a3f3276145d20f83aa44d888",
+    "bad3541b69d912435c50bb6ba87bec294ff4f6a2e1246121d8633921760443d9",
+    "5b4141f0afbad91edebe8549f8fcffe087ea10ca49f1dbef5c9a5cd8815ce37b",
+    "0402a96d92fd2663957122ceb108a494c5af83dab82d92729df917d7dec38c34",
+];
+
+/// The MNIST checksums, in the same form.
+pub(super) const MNIST_CONTENT: [&str; 4] = [
+    MNIST_SHA256[0].1,
+    MNIST_SHA256[1].1,
+    MNIST_SHA256[2].1,
+    MNIST_SHA256[3].1,
+];
+
 /// One set of the family: its classes and normalisation.
 #[derive(Debug, Clone, Copy)]
 pub(super) struct IdxFamily {
     pub classes: u32,
     pub mean: f32,
     pub std: f32,
-    /// Check the files against MNIST's checksums (the bundled copy).
-    pub verify_mnist: bool,
+    /// The canonical content to check the files against (a copy known to
+    /// be canonical: the bundled MNIST, Debian's Fashion-MNIST), if any.
+    pub verify: Option<&'static [&'static str; 4]>,
 }
 
 /// Whether `dir` is the project's bundled MNIST (`datasets/mnist`), whose
@@ -73,9 +95,9 @@ pub(super) fn load(
     split: Split,
 ) -> Result<Dataset> {
     let name = dataset.name();
-    let files = match split {
-        Split::Train => &MNIST_SHA256[..2],
-        Split::Test => &MNIST_SHA256[2..],
+    let (files, canonical) = match split {
+        Split::Train => (&MNIST_SHA256[..2], family.verify.map(|v| &v[..2])),
+        Split::Test => (&MNIST_SHA256[2..], family.verify.map(|v| &v[2..])),
     };
     let found: Vec<Option<PathBuf>> = files.iter().map(|(s, _)| find_idx(dir, s)).collect();
     let missing: Vec<&str> = files
@@ -94,15 +116,15 @@ pub(super) fn load(
         });
     }
     let mut arrays = Vec::new();
-    for (path, (_, sha)) in found.into_iter().flatten().zip(files) {
+    for (i, path) in found.into_iter().flatten().enumerate() {
         let bytes = idx::read_maybe_gz(&path)?;
-        if family.verify_mnist {
+        if let Some(sha) = canonical.map(|c| c[i]) {
             let digest = format!("{:x}", Sha256::digest(&bytes));
-            if digest != *sha {
+            if digest != sha {
                 return Err(DataError::corrupt(
                     &path,
                     format!(
-                        "SHA-256 {digest} differs from MNIST's {sha}: the file is corrupt or not MNIST"
+                        "SHA-256 {digest} of its content differs from {name}'s {sha}: the file is corrupt or not {name}"
                     ),
                 ));
             }
@@ -166,4 +188,42 @@ fn image_set(
         height: h,
         width: w,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::{DataConfig, DatasetKind, Split};
+
+    /// Debian's `dataset-fashion-mnist` is found without `--data-dir` and
+    /// checked against the canonical content (CI installs the package;
+    /// elsewhere the test says it has nothing to check).
+    #[test]
+    fn the_debian_fashion_mnist_is_found_and_verified() {
+        let kind = DatasetKind::FashionMnist;
+        let system = kind.system_dir().unwrap();
+        if !system.is_dir() || std::path::Path::new("datasets/fashion-mnist").exists() {
+            eprintln!("no Debian Fashion-MNIST here (apt-get install dataset-fashion-mnist)");
+            return;
+        }
+        let cfg = DataConfig {
+            dataset: kind,
+            test_limit: Some(10),
+            ..DataConfig::default()
+        };
+        assert_eq!(cfg.dir(), system);
+        assert!(kind.is_system_dir(&cfg.dir()));
+        let test = cfg.load_split(Split::Test).unwrap();
+        assert_eq!(
+            (test.len(), test.num_classes, test.image_size),
+            (10, 10, 28)
+        );
+        // A copy elsewhere is read as it is: no checksum is asked of it.
+        let dir = tempfile::tempdir().unwrap();
+        for name in ["t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"] {
+            std::fs::copy(system.join(name), dir.path().join(name)).unwrap();
+        }
+        assert!(!kind.is_system_dir(dir.path()));
+        let copy = kind.load_split(dir.path(), 28, Split::Test).unwrap();
+        assert_eq!(copy.len(), 10_000);
+    }
 }
