@@ -205,3 +205,51 @@ fn runs_resume_across_world_sizes() {
     ok(&mpirun(&[(2, resume)]));
     assert_eq!(summary(&solo)["epochs"], 2);
 }
+
+/// Ctrl-C reaches every rank through mpirun and stops the job promptly.
+#[test]
+fn ctrl_c_stops_every_rank() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = dir.path().join("run");
+    let recipe = [
+        "--epochs",
+        "5",
+        "--train-limit",
+        "20000",
+        "--test-limit",
+        "100",
+    ];
+    let mut cmd = Command::new("mpirun");
+    cmd.env("OMPI_ALLOW_RUN_AS_ROOT", "1")
+        .env("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1")
+        .env("RAYON_NUM_THREADS", "1")
+        .args(["--oversubscribe", "-x", "RAYON_NUM_THREADS", "-np", "2"])
+        .args(rpg_args(&run, &recipe))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
+    let mut job = cmd.spawn().unwrap();
+    std::thread::sleep(Duration::from_secs(3));
+    // Safety: signalling a child process this test started.
+    unsafe { libc::kill(job.id() as libc::pid_t, libc::SIGINT) };
+    let interrupted = Instant::now();
+    let status = loop {
+        if let Some(status) = job.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            interrupted.elapsed() < Duration::from_secs(60),
+            "the job still runs a minute after Ctrl-C"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(!status.success());
+    if run.join("checkpoints/last").is_dir() {
+        rpg_ok(&[
+            "eval",
+            "--checkpoint",
+            run.to_str().unwrap(),
+            "--test-limit",
+            "50",
+        ]);
+    }
+}
