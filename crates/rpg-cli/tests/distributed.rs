@@ -97,6 +97,17 @@ fn two_ranks_train_as_one_process_with_the_same_global_batch() {
         .fold(0f32, |m, (x, y)| m.max((x - y).abs()));
     // Measured 2026-12-02: 1.6e-7 of the largest value.
     assert!(worst <= 1e-5 * scale, "rings differ by {worst} of {scale}");
+    // Every tensor (ring and unshared), and the epoch's training loss.
+    let tensors = model_difference(&solo, &duo);
+    assert!(
+        tensors <= 1e-5,
+        "tensors differ by {tensors} of their largest values"
+    );
+    let (l1, l2) = (train_loss(&solo), train_loss(&duo));
+    assert!(
+        (l1 - l2).abs() <= 1e-5 * l1.abs(),
+        "training losses {l1} and {l2}"
+    );
     let (s, d) = (summary(&solo), summary(&duo));
     assert_eq!(s["test_images"], 200);
     assert_eq!(d["test_images"], 200);
@@ -252,4 +263,48 @@ fn ctrl_c_stops_every_rank() {
             "50",
         ]);
     }
+}
+
+/// The largest difference, relative to the largest value, over every
+/// tensor of two runs' last model files (the ring and the unshared tensors).
+fn model_difference(a: &Path, b: &Path) -> f32 {
+    let read = |run: &Path| std::fs::read(run.join("checkpoints/last/model.safetensors")).unwrap();
+    let (a, b) = (read(a), read(b));
+    let (a, b) = (
+        safetensors::SafeTensors::deserialize(&a).unwrap(),
+        safetensors::SafeTensors::deserialize(&b).unwrap(),
+    );
+    let mut names = a.names();
+    names.sort();
+    assert_eq!(names.len(), b.names().len());
+    let mut worst = 0f32;
+    for name in names {
+        let values = |t: &safetensors::SafeTensors<'_>| -> Vec<f32> {
+            t.tensor(name)
+                .unwrap()
+                .data()
+                .chunks_exact(4)
+                .map(|b| f32::from_le_bytes(b.try_into().unwrap()))
+                .collect()
+        };
+        let (x, y) = (values(&a), values(&b));
+        let scale = x.iter().fold(1e-12f32, |m, v| m.max(v.abs()));
+        let diff = x
+            .iter()
+            .zip(&y)
+            .fold(0f32, |m, (p, q)| m.max((p - q).abs()));
+        worst = worst.max(diff / scale);
+    }
+    worst
+}
+
+/// The epoch's training loss a run recorded (over every rank's share).
+fn train_loss(run: &Path) -> f64 {
+    let text = std::fs::read_to_string(run.join("metrics.jsonl")).unwrap();
+    let last = text
+        .lines()
+        .rfind(|l| l.contains("\"kind\":\"epoch\""))
+        .unwrap();
+    let record: serde_json::Value = serde_json::from_str(last).unwrap();
+    record["train_loss"].as_f64().unwrap()
 }
