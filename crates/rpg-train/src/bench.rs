@@ -43,6 +43,11 @@ pub struct BenchResult {
     /// On a GPU: the most device memory the case held beyond what the
     /// device held before it (sampled after every step; cuda only).
     pub peak_device_bytes: Option<u64>,
+    /// On a device other than the CPU: median seconds to upload one batch
+    /// of images from (pageable) host memory as the trainer does, sync to
+    /// sync: whether pinned memory would pay.
+    #[serde(default)]
+    pub upload_seconds: Option<f64>,
     /// Timed steps.
     pub steps: usize,
 }
@@ -137,6 +142,15 @@ pub fn run_case(
         .collect::<Result<_>>()?;
     let step = median(step_times);
     let on_cpu = device.is_cpu();
+    let upload_seconds = if on_cpu {
+        None
+    } else {
+        let host: Vec<f32> = vec![0.5; x.elem_count()];
+        let uploads: Vec<f64> = (0..steps.max(3))
+            .map(|_| Ok(timed(sync, || Ok(Tensor::from_slice(&host, x.shape(), device)?))?.1))
+            .collect::<Result<_>>()?;
+        Some(median(uploads))
+    };
     Ok(BenchResult {
         model: model.to_string(),
         mode: mode.to_string(),
@@ -149,6 +163,7 @@ pub fn run_case(
         peak_rss_bytes: peak_rss(),
         peak_device_bytes: rpg_nn::device_memory_used(device)
             .map(|_| peak_device.saturating_sub(device_before.unwrap_or(0))),
+        upload_seconds,
         steps,
     })
 }
