@@ -129,7 +129,13 @@ fn join(launch: &Launch) -> Result<Box<dyn rpg_train::distributed::Collective>> 
     }
     #[cfg(feature = "mpi")]
     {
-        let comm = rpg_train::distributed::Mpi::init(timeout)?;
+        /// Ends this rank when an exchange waits too long: the launcher
+        /// then ends the others.
+        fn stop(stall: &rpg_train::distributed::Stall) -> ! {
+            eprintln!("error: {stall}; stopping");
+            std::process::exit(70)
+        }
+        let comm = rpg_train::distributed::Mpi::init(timeout, stop)?;
         Ok(Box::new(comm))
     }
     #[cfg(not(feature = "mpi"))]

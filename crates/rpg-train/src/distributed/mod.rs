@@ -23,5 +23,5 @@ mod tcp;
 pub use collective::{Collective, CollectiveError, Solo, check_same};
 pub use launch::Launch;
 #[cfg(feature = "mpi")]
-pub use mpi::Mpi;
+pub use mpi::{Mpi, Stall};
 pub use tcp::Tcp;

@@ -29,11 +29,35 @@ impl std::fmt::Debug for Mpi {
     }
 }
 
+/// An exchange that has waited too long for the other ranks: one died or
+/// hangs, and MPI would wait forever.
+#[derive(Debug, Clone, Copy)]
+pub struct Stall {
+    /// This rank.
+    pub rank: usize,
+    /// The exchange.
+    pub exchange: &'static str,
+    /// How long it has waited.
+    pub waited: Duration,
+}
+
+impl std::fmt::Display for Stall {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "rank {}: the {} exchange has waited {:.0}s for the other ranks (one died or hangs)",
+            self.rank,
+            self.exchange,
+            self.waited.as_secs_f64()
+        )
+    }
+}
+
 impl Mpi {
-    /// Joins the run; an exchange taking longer than `timeout` ends this
-    /// process with a message naming it (and so, through the launcher,
-    /// the run).
-    pub fn init(timeout: Duration) -> Result<Self, CollectiveError> {
+    /// Joins the run; an exchange taking longer than `timeout` hands its
+    /// [`Stall`] to `on_stall`, which ends the process (and so, through
+    /// the launcher, the run): a blocked MPI call cannot be returned from.
+    pub fn init(timeout: Duration, on_stall: fn(&Stall) -> !) -> Result<Self, CollectiveError> {
         let universe = mpi::initialize().ok_or_else(|| CollectiveError::Engine {
             engine: "MPI",
             what: "initialisation",
@@ -42,7 +66,7 @@ impl Mpi {
         let world = universe.world();
         let pending: Pending = Arc::new(Mutex::new(None));
         let watched = pending.clone();
-        let rank = world.rank();
+        let rank = world.rank() as usize;
         std::thread::spawn(move || {
             loop {
                 std::thread::sleep(Duration::from_millis(500));
@@ -51,13 +75,12 @@ impl Mpi {
                     .ok()
                     .and_then(|p| *p)
                     .filter(|(_, since)| since.elapsed() > timeout);
-                if let Some((what, since)) = late {
-                    eprintln!(
-                        "error: rank {rank}: the {what} exchange has waited {:.0}s for the other ranks \
-                         (one died or hangs); stopping",
-                        since.elapsed().as_secs_f64()
-                    );
-                    std::process::exit(70);
+                if let Some((exchange, since)) = late {
+                    on_stall(&Stall {
+                        rank,
+                        exchange,
+                        waited: since.elapsed(),
+                    });
                 }
             }
         });
