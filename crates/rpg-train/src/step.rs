@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use candle_core::{DType, Tensor};
 use rpg_nn::{ParamGrad, ParamGroup};
 
-use crate::distributed::{Collective, CollectiveError};
+use crate::distributed::{Collective, CollectiveError, mean_over_ranks};
 use crate::loss::cross_entropy;
 use crate::optim::{Optimizer, OptimizerError, clip_grad_norm, grad_norm, updates};
 use crate::setup::Built;
@@ -209,26 +209,11 @@ fn average(
     grads: &mut [ParamGrad],
     loss: &Tensor,
 ) -> Result<f64, StepError> {
-    let total: usize = grads.iter().map(|g| g.grad.elem_count()).sum();
-    let mut flat = Vec::with_capacity(total + 1);
-    for g in grads.iter() {
-        flat.extend(
-            g.grad
-                .flatten_all()?
-                .to_dtype(DType::F32)?
-                .to_vec1::<f32>()?,
-        );
+    let mut loss = [loss.to_dtype(DType::F32)?.to_scalar::<f32>()?];
+    let tensors: Vec<&Tensor> = grads.iter().map(|g| &g.grad).collect();
+    let means = mean_over_ranks::<StepError>(comm, &tensors, &mut loss)?;
+    for (g, mean) in grads.iter_mut().zip(means) {
+        g.grad = mean;
     }
-    flat.push(loss.to_dtype(DType::F32)?.to_scalar::<f32>()?);
-    comm.sum_f32(&mut flat)?;
-    let scale = 1.0 / comm.world() as f32;
-    let mut at = 0;
-    for g in grads.iter_mut() {
-        let n = g.grad.elem_count();
-        let mean: Vec<f32> = flat[at..at + n].iter().map(|v| v * scale).collect();
-        g.grad =
-            Tensor::from_vec(mean, g.grad.shape(), g.grad.device())?.to_dtype(g.grad.dtype())?;
-        at += n;
-    }
-    Ok(f64::from(flat[at] * scale))
+    Ok(f64::from(loss[0]))
 }

@@ -11,7 +11,7 @@ use candle_core::{DType, Device, Tensor};
 
 use crate::checkpoint::{self, TrainerState};
 use crate::config::TrainConfig;
-use crate::distributed::{Collective, Solo, check_same};
+use crate::distributed::{Collective, Solo, check_same, mean_over_ranks};
 use crate::error::{Error, Result};
 use crate::evaluate::{
     EvalResult, check_fits, evaluate, evaluate_across, load_data, normalization, to_tensors,
@@ -194,20 +194,12 @@ fn average_buffers(comm: &dyn Collective, built: &Built) -> Result<()> {
         .into_iter()
         .filter(|(name, _)| name.ends_with("running_mean") || name.ends_with("running_var"))
         .collect();
-    let mut flat = Vec::new();
-    for (_, var) in &stats {
-        flat.extend(var.flatten_all()?.to_dtype(DType::F32)?.to_vec1::<f32>()?);
-    }
-    comm.sum_f32(&mut flat)?;
-    let scale = 1.0 / comm.world() as f32;
-    let mut at = 0;
-    for (_, var) in &stats {
-        let n = var.elem_count();
-        let mean: Vec<f32> = flat[at..at + n].iter().map(|v| v * scale).collect();
-        let t = candle_core::Tensor::from_vec(mean, var.shape(), var.device())?
-            .to_dtype(var.dtype())?;
-        var.set(&t)?;
-        at += n;
+    let tensors: Vec<&Tensor> = stats.iter().map(|(_, var)| var.as_tensor()).collect();
+    for ((_, var), mean) in stats
+        .iter()
+        .zip(mean_over_ranks::<Error>(comm, &tensors, &mut [])?)
+    {
+        var.set(&mean)?;
     }
     Ok(())
 }

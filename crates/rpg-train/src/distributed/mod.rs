@@ -16,12 +16,14 @@
 
 mod collective;
 pub mod launch;
+mod mean;
 #[cfg(feature = "mpi")]
 mod mpi;
 mod tcp;
 
 pub use collective::{Collective, CollectiveError, Solo, check_same};
 pub use launch::Launch;
+pub use mean::mean_over_ranks;
 #[cfg(feature = "mpi")]
 pub use mpi::{Mpi, Stall};
 pub use tcp::Tcp;
