@@ -50,17 +50,6 @@ fn ok(out: &Output) {
     );
 }
 
-/// The ring of a run's last checkpoint, as f32 values.
-fn ring(run: &Path) -> Vec<f32> {
-    let bytes = std::fs::read(run.join("checkpoints/last/model.safetensors")).unwrap();
-    let tensors = safetensors::SafeTensors::deserialize(&bytes).unwrap();
-    let view = tensors.tensor("rpg.ring").unwrap();
-    view.data()
-        .chunks_exact(4)
-        .map(|b| f32::from_le_bytes(b.try_into().unwrap()))
-        .collect()
-}
-
 fn summary(run: &Path) -> serde_json::Value {
     serde_json::from_str(&std::fs::read_to_string(run.join("summary.json")).unwrap()).unwrap()
 }
@@ -263,48 +252,4 @@ fn ctrl_c_stops_every_rank() {
             "50",
         ]);
     }
-}
-
-/// The largest difference, relative to the largest value, over every
-/// tensor of two runs' last model files (the ring and the unshared tensors).
-fn model_difference(a: &Path, b: &Path) -> f32 {
-    let read = |run: &Path| std::fs::read(run.join("checkpoints/last/model.safetensors")).unwrap();
-    let (a, b) = (read(a), read(b));
-    let (a, b) = (
-        safetensors::SafeTensors::deserialize(&a).unwrap(),
-        safetensors::SafeTensors::deserialize(&b).unwrap(),
-    );
-    let mut names = a.names();
-    names.sort();
-    assert_eq!(names.len(), b.names().len());
-    let mut worst = 0f32;
-    for name in names {
-        let values = |t: &safetensors::SafeTensors<'_>| -> Vec<f32> {
-            t.tensor(name)
-                .unwrap()
-                .data()
-                .chunks_exact(4)
-                .map(|b| f32::from_le_bytes(b.try_into().unwrap()))
-                .collect()
-        };
-        let (x, y) = (values(&a), values(&b));
-        let scale = x.iter().fold(1e-12f32, |m, v| m.max(v.abs()));
-        let diff = x
-            .iter()
-            .zip(&y)
-            .fold(0f32, |m, (p, q)| m.max((p - q).abs()));
-        worst = worst.max(diff / scale);
-    }
-    worst
-}
-
-/// The epoch's training loss a run recorded (over every rank's share).
-fn train_loss(run: &Path) -> f64 {
-    let text = std::fs::read_to_string(run.join("metrics.jsonl")).unwrap();
-    let last = text
-        .lines()
-        .rfind(|l| l.contains("\"kind\":\"epoch\""))
-        .unwrap();
-    let record: serde_json::Value = serde_json::from_str(last).unwrap();
-    record["train_loss"].as_f64().unwrap()
 }
