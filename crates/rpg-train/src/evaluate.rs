@@ -60,11 +60,7 @@ pub fn evaluate_across(
     workers: usize,
     comm: &dyn crate::distributed::Collective,
 ) -> Result<EvalResult> {
-    let shard = if comm.world() > 1 {
-        rpg_data::Shard::covering(comm.rank(), comm.world())
-    } else {
-        rpg_data::Shard::ALL
-    };
+    let shard = rpg_data::Shard::covering(comm.rank(), comm.world());
     built.store.regenerate()?;
     let device = built.store.device().clone();
     let loader = BatchLoader::new(

@@ -571,11 +571,7 @@ impl<'a> Run<'a> {
                 drop_last: false,
                 workers: cfg.workers,
                 prefetch: 4,
-                shard: if self.comm.world() > 1 {
-                    rpg_data::Shard::even(self.comm.rank(), self.comm.world())
-                } else {
-                    rpg_data::Shard::ALL
-                },
+                shard: rpg_data::Shard::even(self.comm.rank(), self.comm.world()),
             },
         );
         // This rank's batches: in a data-parallel run each rank takes a share.

@@ -163,6 +163,33 @@ impl Tcp {
     }
 }
 
+impl Tcp {
+    /// The element-wise sum of `values` over the ranks, sent as
+    /// little-endian bytes.
+    fn sum<T, const N: usize>(
+        &self,
+        what: &'static str,
+        values: &mut [T],
+        to_bytes: fn(T) -> [u8; N],
+        from_bytes: fn([u8; N]) -> T,
+    ) -> Result<(), CollectiveError>
+    where
+        T: Copy + std::ops::Add<Output = T>,
+    {
+        let value = |b: &[u8]| from_bytes(b.try_into().expect("N bytes"));
+        let mut bytes: Vec<u8> = values.iter().flat_map(|v| to_bytes(*v)).collect();
+        self.all_reduce(what, &mut bytes, |acc, other| {
+            for (a, b) in acc.chunks_exact_mut(N).zip(other.chunks_exact(N)) {
+                a.copy_from_slice(&to_bytes(value(a) + value(b)));
+            }
+        })?;
+        for (v, b) in values.iter_mut().zip(bytes.chunks_exact(N)) {
+            *v = value(b);
+        }
+        Ok(())
+    }
+}
+
 /// The error of an exchange whose peer went away or stayed silent.
 fn lost(what: &'static str, peer: usize, e: std::io::Error) -> CollectiveError {
     engine(
@@ -181,33 +208,16 @@ impl Collective for Tcp {
     }
 
     fn sum_f32(&self, values: &mut [f32]) -> Result<(), CollectiveError> {
-        let mut bytes: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
-        self.all_reduce("gradient exchange", &mut bytes, |acc, other| {
-            for (a, b) in acc.chunks_exact_mut(4).zip(other.chunks_exact(4)) {
-                let sum = f32::from_le_bytes(a.try_into().unwrap())
-                    + f32::from_le_bytes(b.try_into().unwrap());
-                a.copy_from_slice(&sum.to_le_bytes());
-            }
-        })?;
-        for (v, b) in values.iter_mut().zip(bytes.chunks_exact(4)) {
-            *v = f32::from_le_bytes(b.try_into().unwrap());
-        }
-        Ok(())
+        self.sum(
+            "gradient exchange",
+            values,
+            f32::to_le_bytes,
+            f32::from_le_bytes,
+        )
     }
 
     fn sum_f64(&self, values: &mut [f64]) -> Result<(), CollectiveError> {
-        let mut bytes: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
-        self.all_reduce("sum", &mut bytes, |acc, other| {
-            for (a, b) in acc.chunks_exact_mut(8).zip(other.chunks_exact(8)) {
-                let sum = f64::from_le_bytes(a.try_into().unwrap())
-                    + f64::from_le_bytes(b.try_into().unwrap());
-                a.copy_from_slice(&sum.to_le_bytes());
-            }
-        })?;
-        for (v, b) in values.iter_mut().zip(bytes.chunks_exact(8)) {
-            *v = f64::from_le_bytes(b.try_into().unwrap());
-        }
-        Ok(())
+        self.sum("sum", values, f64::to_le_bytes, f64::from_le_bytes)
     }
 
     fn broadcast(&self, bytes: &mut Vec<u8>) -> Result<(), CollectiveError> {
