@@ -161,8 +161,7 @@ pub fn run_case(
         infer_images_per_second: batch as f64 / median(infer),
         generation_share: on_cpu.then(|| median(gen_times) / step),
         peak_rss_bytes: peak_rss(),
-        peak_device_bytes: rpg_nn::device_memory_used(device)
-            .map(|_| peak_device.saturating_sub(device_before.unwrap_or(0))),
+        peak_device_bytes: device_before.map(|before| peak_device.saturating_sub(before)),
         upload_seconds,
         steps,
     })

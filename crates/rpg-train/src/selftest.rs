@@ -213,14 +213,28 @@ impl Case {
         step(&built, &x, &y)
     }
 
-    /// The reference's own change, by group, when its input moves by `eps`.
-    fn noise(&self, eps: f32) -> Result<Vec<(&'static str, f64)>> {
+    /// The fixed input of this case.
+    fn batch(&self) -> (Vec<f32>, Vec<u32>) {
         let (batch, channels, side, _) = self.shape;
-        let (values, labels) = check_batch(batch, channels, side, CLASSES);
-        let path = GenerationPath::HostKernels;
-        let reference = self.step(&Device::Cpu, path, &values, &labels)?;
-        let moved = self.step(&Device::Cpu, path, &perturbed(&values, eps), &labels)?;
-        differences(&reference, &moved)
+        check_batch(batch, channels, side, CLASSES)
+    }
+
+    /// The step on the CPU's reference path.
+    fn reference(&self) -> Result<Vec<(String, Tensor)>> {
+        let (values, labels) = self.batch();
+        self.step(&Device::Cpu, GenerationPath::HostKernels, &values, &labels)
+    }
+
+    /// The reference's own change, by group, when its input moves by `eps`.
+    fn noise(&self, reference: &[(String, Tensor)], eps: f32) -> Result<Vec<(&'static str, f64)>> {
+        let (values, labels) = self.batch();
+        let moved = self.step(
+            &Device::Cpu,
+            GenerationPath::HostKernels,
+            &perturbed(&values, eps),
+            &labels,
+        )?;
+        differences(reference, &moved)
     }
 }
 
@@ -238,13 +252,11 @@ pub fn selftest(
         let size = check_input(rpg_models::model_entry(name)?.image_size);
         for mode in ["dense", "rpg"] {
             let case = Case::new(name, mode, size)?;
-            let (batch, channels, side, _) = case.shape;
-            let (values, labels) = check_batch(batch, channels, side, CLASSES);
-            let reference =
-                case.step(&Device::Cpu, GenerationPath::HostKernels, &values, &labels)?;
+            let (values, labels) = case.batch();
+            let reference = case.reference()?;
             let candidate = case.step(device, GenerationPath::DeviceTables, &values, &labels)?;
             let found = differences(&reference, &candidate)?;
-            let noise = case.noise(perturbation(precision))?;
+            let noise = case.noise(&reference, perturbation(precision))?;
             let within = found.iter().all(|(group, r)| {
                 let own = noise.iter().find(|(g, _)| g == group).map_or(0.0, |n| n.1);
                 *r <= tolerance.max(10.0 * own)
@@ -277,7 +289,7 @@ mod tests {
         let eps = perturbation(Precision::F32);
         let noise = |size| {
             let case = Case::new("resnet18", "dense", size).unwrap();
-            largest(&case.noise(eps).unwrap())
+            largest(&case.noise(&case.reference().unwrap(), eps).unwrap())
         };
         let (checked, at) = noise(check_input(224));
         assert!(checked < 1e-2, "at the checked size: {checked} in {at}");
@@ -293,10 +305,7 @@ mod tests {
     #[test]
     fn a_changed_group_fails_and_an_equal_step_passes() {
         let case = Case::new("lenet5", "rpg", check_input(28)).unwrap();
-        let (batch, channels, side, _) = case.shape;
-        let (values, labels) = check_batch(batch, channels, side, CLASSES);
-        let path = GenerationPath::HostKernels;
-        let reference = case.step(&Device::Cpu, path, &values, &labels).unwrap();
+        let reference = case.reference().unwrap();
         let same = differences(&reference, &reference).unwrap();
         assert!(same.iter().all(|(_, r)| *r == 0.0));
         let mut wrong = reference.clone();
