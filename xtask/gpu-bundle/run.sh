@@ -3,6 +3,7 @@
 # most important results first: which libraries the CUDA build of rpg
 # loads, `rpg selftest` at strict f32 (the correctness gate: every CUDA op
 # and one training step of every zoo model against the CPU), the main job,
+# data-parallel runs (NCCL with one and two ranks, and through the host),
 # `rpg bench` and PyTorch's same benchmark with ours / PyTorch per row, and
 # the selftest at TF32 (for information). Every step has its own timeout
 # and the limits add up to BUDGET; a failed step is reported and the rest
@@ -110,26 +111,15 @@ fi
 # The limits below add up to at most $budget seconds (tests/gpu_bundle.rs
 # checks the sum), leaving a 10-minute call time to start and pack.
 step selftest_f32 110 "${rpg_cmd[@]}" selftest --device "$device" --precision f32 --json "${models[@]}"
-step main_job 90 "${rpg_cmd[@]}" train --device "$device" --data-dir "$data" --out "$work/main-job" "${train[@]}"
-# Two data-parallel ranks on this one device, as torchrun starts them
-# (gradients exchanged over TCP through the host), against one process
-# with their global batch: docs/distributed.md.
-two_ranks="
-  pids=''
-  for r in 0 1; do
-    RANK=\$r WORLD_SIZE=2 LOCAL_RANK=\$r MASTER_ADDR=127.0.0.1 MASTER_PORT=29400 RPG_COLLECTIVE_TIMEOUT=20 \\
-      ${rpg_cmd[*]} train --device $device --data-dir $data --out $work/two-ranks \\
-      --epochs 1 --train-limit 4096 --test-limit 1000 --batch-size 64 > $work/two-ranks-\$r.log 2>&1 &
-    pids=\"\$pids \$!\"
-  done
-  for p in \$pids; do wait \$p || exit 1; done
-  ${rpg_cmd[*]} train --device $device --data-dir $data --out $work/one-rank \\
-      --epochs 1 --train-limit 4096 --test-limit 1000 --batch-size 128"
-step two_ranks 30 bash -c "$two_ranks"
-step rpg_bench 70 "${rpg_cmd[@]}" bench --device "$device" --steps "$steps" --json "${models[@]}"
-step pytorch_bench 70 python3 "$pytorch" --device "$device" --steps "$steps" "${pt_models[@]}"
+step main_job 75 "${rpg_cmd[@]}" train --device "$device" --data-dir "$data" --out "$work/main-job" "${train[@]}"
+# Data-parallel training on this one device (one process, NCCL with one
+# and two ranks, two ranks through the host), as torchrun starts ranks:
+# docs/distributed.md.
+step data_parallel 60 bash "$here/data_parallel.sh" "$work" "$device" "$data" "${rpg_cmd[@]}"
+step rpg_bench 65 "${rpg_cmd[@]}" bench --device "$device" --steps "$steps" --json "${models[@]}"
+step pytorch_bench 65 python3 "$pytorch" --device "$device" --steps "$steps" "${pt_models[@]}"
 step compare 10 python3 "$compare" "$work/rpg_bench.out" "$work/pytorch_bench.out"
-step selftest_tf32 40 "${rpg_cmd[@]}" selftest --device "$device" --precision tf32 --json "${models[@]}"
+step selftest_tf32 35 "${rpg_cmd[@]}" selftest --device "$device" --precision tf32 --json "${models[@]}"
 
 # The short tables.
 python3 - "$work" <<'PY'
@@ -144,7 +134,7 @@ for name in ("selftest_f32.out", "selftest_tf32.out"):
     bad = [f"{r['model']} {r['mode']} {r['worst']:.2e} in {r['worst_at']} (noise {r['noise']:.1e})"
            for r in rows(name) if not r["passed"]]
     print(f"{name}: {len(rows(name))} cases, {len(bad)} failed" + "".join("\n  " + b for b in bad))
-for name in ("two-ranks", "one-rank"):
+for name in ("one_process", "nccl_one_rank", "nccl_two_ranks", "host_two_ranks"):
     try:
         s = json.load(open(os.path.join(work, name, "summary.json")))
         print(f"{name}: test accuracy {s['test_accuracy']:.4f}, test loss {s['test_loss']:.6f}")

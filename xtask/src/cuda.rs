@@ -4,11 +4,13 @@
 //! `cargo xtask cuda-toolchain` installs NVIDIA's PyPI wheels of the CUDA 13.0
 //! compiler, headers and libraries into `.cuda-toolchain/` at the project root
 //! (never system-wide), adds the unversioned `lib*.so` links the linker asks
-//! for, and builds a link stub for the driver library (`libcuda.so.1`, which
-//! belongs to the NVIDIA driver and has no wheel): a shared library with that
-//! SONAME defining every driver entry point cudarc declares. The stub is only
+//! for, and builds link stubs for the driver library (`libcuda.so.1`, which
+//! belongs to the NVIDIA driver and has no wheel) and for NCCL
+//! (`libnccl.so.2`, whose wheel is 305 MB): shared libraries with those
+//! SONAMEs defining every entry point cudarc declares. The stubs are only
 //! linked against, never loaded: on a GPU machine the driver's own
-//! `libcuda.so.1` is found at start-up.
+//! `libcuda.so.1` and NCCL (PyTorch's wheel, or NVIDIA's package) are found
+//! at start-up.
 //!
 //! CUDA 13.0 is pinned: the GPU machines we target run driver 580.x, and PTX
 //! built by a newer compiler would not load there.
@@ -60,7 +62,9 @@ pub fn cuda_root(project: &Path) -> PathBuf {
 pub fn is_installed(project: &Path) -> bool {
     let root = cuda_root(project);
     root.join("bin/nvcc").is_file()
-        && root.join("lib/stubs/libcuda.so").is_file()
+        && STUBS
+            .iter()
+            .all(|stub| root.join("lib/stubs").join(stub.file).is_file())
         && std::fs::read_to_string(project.join(TOOLCHAIN_DIR).join("wheels.txt"))
             .is_ok_and(|s| s == WHEELS.join("\n"))
 }
@@ -71,6 +75,15 @@ pub fn install(project: &Path, cargo: impl Fn() -> Command) -> Result<()> {
     let root = cuda_root(project);
     if is_installed(project) {
         eprintln!("CUDA toolchain already installed in {}", dir.display());
+        return Ok(());
+    }
+    let wheels_present = root.join("bin/nvcc").is_file()
+        && std::fs::read_to_string(dir.join("wheels.txt")).is_ok_and(|s| s == WHEELS.join("\n"));
+    if wheels_present {
+        // Only a link stub is missing (one added since the install).
+        for stub in STUBS {
+            build_stub(&root, stub, &cargo)?;
+        }
         return Ok(());
     }
     eprintln!(
@@ -110,8 +123,12 @@ pub fn install(project: &Path, cargo: impl Fn() -> Command) -> Result<()> {
             .with_context(|| format!("linking {}", link.display()))?;
     }
     link_cudnn(&dir, &lib)?;
-    build_driver_stub(&root, cargo)?;
+    // Written after the wheels and before the stubs: a failed stub build
+    // is redone alone.
     std::fs::write(dir.join("wheels.txt"), WHEELS.join("\n"))?;
+    for stub in STUBS {
+        build_stub(&root, stub, &cargo)?;
+    }
     eprintln!("done. `cargo xtask cuda-build` builds the rpg binary with --features cuda.");
     Ok(())
 }
@@ -133,52 +150,95 @@ fn link_cudnn(dir: &Path, lib: &Path) -> Result<()> {
     Ok(())
 }
 
-/// Compiles `lib/stubs/libcuda.so` (SONAME `libcuda.so.1`) with one
-/// function per driver entry point declared in cudarc's driver bindings.
-fn build_driver_stub(root: &Path, cargo: impl Fn() -> Command) -> Result<()> {
-    let bindings = cudarc_driver_bindings(cargo)?;
+/// A link stub: a shared library with a library's SONAME and every entry
+/// point cudarc declares for it, each returning an error. Only linked
+/// against, never loaded where the real library is installed.
+#[derive(Debug)]
+struct Stub {
+    /// What the linker's `-l` finds, in `lib/stubs`.
+    file: &'static str,
+    /// The real library's SONAME, which the binary will ask for.
+    soname: &'static str,
+    /// cudarc's bindings declaring the entry points, under its `src/`.
+    bindings: &'static str,
+    /// The entry points' common prefix.
+    prefix: &'static str,
+    /// What every stub entry point returns.
+    error: i32,
+    what: &'static str,
+}
+
+/// The NVIDIA driver (no wheel: it belongs to the driver install), and
+/// NCCL (its wheel is 305 MB; linking needs only the names).
+const STUBS: &[Stub] = &[
+    Stub {
+        file: "libcuda.so",
+        soname: "libcuda.so.1",
+        bindings: "driver/sys/mod.rs",
+        prefix: "cu",
+        error: 34, // CUDA_ERROR_STUB_LIBRARY
+        what: "the NVIDIA driver library",
+    },
+    Stub {
+        file: "libnccl.so",
+        soname: "libnccl.so.2",
+        bindings: "nccl/sys/mod.rs",
+        prefix: "nccl",
+        error: 2, // ncclSystemError
+        what: "NCCL",
+    },
+];
+
+/// Compiles `lib/stubs/<stub.file>` with one function per entry point
+/// declared in cudarc's bindings.
+fn build_stub(root: &Path, stub: &Stub, cargo: impl Fn() -> Command) -> Result<()> {
+    let bindings = cudarc_source(stub.bindings, cargo)?;
     let text = std::fs::read_to_string(&bindings)
         .with_context(|| format!("reading {}", bindings.display()))?;
-    let names = driver_entry_points(&text);
-    if names.len() < 100 {
+    let names = entry_points(&text, stub.prefix);
+    if names.len() < 20 {
         bail!(
-            "found only {} driver functions in {}; cudarc's layout changed",
+            "found only {} {} functions in {}; cudarc's layout changed",
             names.len(),
+            stub.what,
             bindings.display()
         );
     }
-    let mut source = String::from(
-        "/* Link stub for the NVIDIA driver library, generated by cargo xtask cuda-toolchain.\n \
-         * Never loaded at run time; every entry point reports CUDA_ERROR_STUB_LIBRARY (34). */\n",
+    let mut source = format!(
+        "/* Link stub for {}, generated by cargo xtask cuda-toolchain.\n \
+         * Never loaded where the library is installed; every entry point returns {}. */\n",
+        stub.what, stub.error
     );
     for name in &names {
-        writeln!(source, "int {name}(void) {{ return 34; }}")?;
+        writeln!(source, "int {name}(void) {{ return {}; }}", stub.error)?;
     }
     let stubs = root.join("lib/stubs");
     std::fs::create_dir_all(&stubs)?;
-    let c_file = stubs.join("libcuda_stub.c");
+    let c_file = stubs.join(format!("{}.c", stub.file.trim_end_matches(".so")));
     std::fs::write(&c_file, source)?;
     let cc = std::env::var("CC").unwrap_or_else(|_| "cc".into());
     let status = Command::new(&cc)
-        .args(["-shared", "-fPIC", "-Wl,-soname,libcuda.so.1", "-o"])
-        .arg(stubs.join("libcuda.so"))
+        .args(["-shared", "-fPIC"])
+        .arg(format!("-Wl,-soname,{}", stub.soname))
+        .arg("-o")
+        .arg(stubs.join(stub.file))
         .arg(&c_file)
         .status()
         .with_context(|| format!("running the C compiler `{cc}` (set CC)"))?;
     if !status.success() {
-        bail!("compiling the libcuda link stub failed ({status})");
+        bail!("compiling the {} link stub failed ({status})", stub.file);
     }
-    eprintln!("libcuda link stub: {} entry points", names.len());
+    eprintln!("{} link stub: {} entry points", stub.file, names.len());
     Ok(())
 }
 
-/// The driver functions declared in cudarc's bindings: the `fn cuXxx(` lines
-/// of its `extern "C"` blocks, sorted, without duplicates.
-fn driver_entry_points(bindings: &str) -> Vec<&str> {
+/// The functions starting with `prefix` declared in cudarc's bindings: the
+/// `fn name(` lines of its `extern "C"` blocks, sorted, without duplicates.
+fn entry_points<'a>(bindings: &'a str, prefix: &str) -> Vec<&'a str> {
     let mut names: Vec<&str> = bindings
         .lines()
         .filter_map(|l| l.trim().strip_prefix("fn "))
-        .filter(|rest| rest.starts_with("cu"))
+        .filter(|rest| rest.starts_with(prefix))
         .filter_map(|rest| rest.split('(').next())
         .filter(|name| name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'))
         .collect();
@@ -187,9 +247,9 @@ fn driver_entry_points(bindings: &str) -> Vec<&str> {
     names
 }
 
-/// cudarc's driver bindings in the cargo registry (fetched if needed), at the
-/// version Cargo.lock pins.
-fn cudarc_driver_bindings(cargo: impl Fn() -> Command) -> Result<PathBuf> {
+/// A file of cudarc's sources in the cargo registry (fetched if needed),
+/// at the version Cargo.lock pins.
+fn cudarc_source(file: &str, cargo: impl Fn() -> Command) -> Result<PathBuf> {
     let project = super::project_root();
     let lock = std::fs::read_to_string(project.join("Cargo.lock")).context("reading Cargo.lock")?;
     let version = lock
@@ -208,10 +268,7 @@ fn cudarc_driver_bindings(cargo: impl Fn() -> Command) -> Result<PathBuf> {
         std::fs::read_dir(home.join("registry/src"))
             .ok()?
             .filter_map(|e| e.ok())
-            .map(|e| {
-                e.path()
-                    .join(format!("cudarc-{version}/src/driver/sys/mod.rs"))
-            })
+            .map(|e| e.path().join(format!("cudarc-{version}/src/{file}")))
             .find(|p| p.is_file())
     };
     if let Some(path) = find() {
@@ -294,6 +351,6 @@ pub unsafe fn cuInit(Flags: ::core::ffi::c_uint) -> CUresult {
             fn not_driver(x: i32);
         }
 ";
-        assert_eq!(driver_entry_points(bindings), ["cuInit", "cuMemAlloc_v2"]);
+        assert_eq!(entry_points(bindings, "cu"), ["cuInit", "cuMemAlloc_v2"]);
     }
 }

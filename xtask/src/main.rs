@@ -54,7 +54,7 @@ TASKS run here:
     ci          what CI runs: fmt check, clippy -D warnings, the test suite
     cuda-toolchain  install the pinned CUDA 13.0 compiler and libraries from PyPI into
                 .cuda-toolchain/ (project-local, 1.6 GB with cuDNN), plus a libcuda link stub; no GPU needed
-    cuda-build  build target/cuda/release/rpg with --features cudnn (CUDA, convolutions by cuDNN)
+    cuda-build  build target/cuda/release/rpg with --features cudnn,nccl (CUDA, cuDNN convolutions, NCCL)
                 against that toolchain (or a system CUDA when CUDA_ROOT is set); the binary runs on
                 machines with an NVIDIA driver and cuDNN 9
 
@@ -144,10 +144,11 @@ fn run(args: Vec<String>) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         "cuda-build" => {
-            // cuDNN serves the convolutions (forward and both gradients).
+            // cuDNN serves the convolutions (forward and both gradients);
+            // NCCL exchanges data-parallel gradients between GPUs.
             let features = match &features {
-                Some(f) => format!("cudnn,{f}"),
-                None => "cudnn".to_string(),
+                Some(f) => format!("cudnn,nccl,{f}"),
+                None => "cudnn,nccl".to_string(),
             };
             let mut cmd = rpg_cargo("build", Some(&features))?;
             cmd.args(&rest);
@@ -502,6 +503,7 @@ fn gpu_bundle(args: &[String]) -> Result<()> {
     }
     for (from, to) in [
         ("xtask/gpu-bundle/run.sh", "run.sh"),
+        ("xtask/gpu-bundle/data_parallel.sh", "data_parallel.sh"),
         ("benches/pytorch/train_step.py", "train_step.py"),
         ("benches/pytorch/compare.py", "compare.py"),
     ] {

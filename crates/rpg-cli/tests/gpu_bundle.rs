@@ -38,7 +38,7 @@ fn the_bundle_script_runs_its_steps_on_the_cpu_and_returns_one_archive() {
     for step in [
         "selftest_f32",
         "main_job",
-        "two_ranks",
+        "data_parallel",
         "rpg_bench",
         "selftest_tf32",
     ] {
@@ -70,12 +70,14 @@ fn the_bundle_script_runs_its_steps_on_the_cpu_and_returns_one_archive() {
     }
     assert_eq!(read("rpg_bench.out").as_array().unwrap().len(), 2);
     assert!(at("main-job/summary.json").is_file());
-    // Two ranks on one device train as one process with their global batch.
+    // Two ranks on one device train as one process with their global batch
+    // (NCCL's runs need CUDA and are skipped here).
     let (two, one) = (
-        read("two-ranks/summary.json"),
-        read("one-rank/summary.json"),
+        read("host_two_ranks/summary.json"),
+        read("one_process/summary.json"),
     );
     assert_eq!(two["test_accuracy"], one["test_accuracy"]);
+    assert!(!at("nccl_two_ranks").exists());
     assert!(at("ldd.txt").is_file() && !at("rpg").exists());
     let path = std::fs::read_to_string(at("library-path.txt")).unwrap();
     for package in ["cudnn", "cu13"] {

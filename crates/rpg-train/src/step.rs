@@ -132,7 +132,7 @@ impl<'a> TrainStep<'a> {
     /// every rank takes the same update, and the gradient norm is the
     /// global one.
     pub fn across(mut self, comm: &'a dyn Collective) -> Self {
-        self.comm = Some(comm).filter(|c| c.world() > 1);
+        self.comm = Some(comm).filter(|c| c.world() > 1 || c.exchanges_alone());
         self
     }
 

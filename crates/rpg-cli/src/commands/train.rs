@@ -50,10 +50,18 @@ pub fn run(args: &TrainArgs) -> Result<()> {
         rpg_train::output::refuse_overwrite("out", &written, &[file])?;
     }
     let Some(launch) = Launch::from_process()? else {
-        rpg_train::train_until(
+        // One process; RPG_EXCHANGE=nccl still exchanges (a sum over one
+        // rank), to check and measure NCCL on one GPU.
+        let comm: Box<dyn rpg_train::distributed::Collective> =
+            match std::env::var("RPG_EXCHANGE").as_deref() {
+                Ok("nccl") => exchange(Box::new(rpg_train::distributed::Solo), &cfg.device)?,
+                _ => Box::new(rpg_train::distributed::Solo),
+            };
+        rpg_train::train_across(
             cfg,
             args.resume.as_deref(),
             args.stop_after_epochs,
+            comm.as_ref(),
             &mut Console::new(),
         )?;
         return Ok(());
@@ -62,7 +70,7 @@ pub fn run(args: &TrainArgs) -> Result<()> {
     if cfg.device == "cuda" {
         cfg.device = format!("cuda:{}", launch.local_rank);
     }
-    let comm = join(&launch)?;
+    let comm = exchange(join(&launch)?, &cfg.device)?;
     // Rank 0 reports and writes; the others train silently.
     let mut console = Console::new();
     let mut silent = rpg_train::Silent;
@@ -129,12 +137,6 @@ fn join(launch: &Launch) -> Result<Box<dyn rpg_train::distributed::Collective>> 
     }
     #[cfg(feature = "mpi")]
     {
-        /// Ends this rank when an exchange waits too long: the launcher
-        /// then ends the others.
-        fn stop(stall: &rpg_train::distributed::Stall) -> ! {
-            eprintln!("error: {stall}; stopping");
-            std::process::exit(70)
-        }
         let comm = rpg_train::distributed::Mpi::init(timeout, stop)?;
         Ok(Box::new(comm))
     }
@@ -147,6 +149,50 @@ fn join(launch: &Launch) -> Result<Box<dyn rpg_train::distributed::Collective>> 
             launch.rank,
             launch.world,
             launch.launcher.name()
+        )
+    }
+}
+
+/// Ends this rank when an exchange waits too long: the launcher then ends
+/// the others.
+#[cfg(any(feature = "mpi", feature = "nccl"))]
+fn stop(stall: &rpg_train::distributed::Stall) -> ! {
+    eprintln!("error: {stall}; stopping");
+    std::process::exit(70)
+}
+
+/// The gradients' exchange: NCCL between GPUs (the `nccl` build, unless
+/// `RPG_EXCHANGE=host`), over `control` for the rest; else `control`.
+fn exchange(
+    control: Box<dyn rpg_train::distributed::Collective>,
+    device: &str,
+) -> Result<Box<dyn rpg_train::distributed::Collective>> {
+    let nccl = match std::env::var("RPG_EXCHANGE").as_deref() {
+        Ok("nccl") => true,
+        Ok("host") => false,
+        Ok(other) => bail!(
+            "RPG_EXCHANGE={other}: give `nccl` (GPU to GPU, the nccl build's default on CUDA) \
+             or `host` (through host memory over MPI or TCP)"
+        ),
+        Err(_) => cfg!(feature = "nccl") && device.starts_with("cuda"),
+    };
+    if !nccl {
+        return Ok(control);
+    }
+    #[cfg(feature = "nccl")]
+    {
+        use anyhow::Context as _;
+        let gpu = rpg_nn::parse_device(device)?;
+        let comm = rpg_train::distributed::Nccl::join(control, &gpu, collective_timeout()?, stop)
+            .context("joining the ranks' GPUs over NCCL (RPG_EXCHANGE=host exchanges through the host instead)")?;
+        Ok(Box::new(comm))
+    }
+    #[cfg(not(feature = "nccl"))]
+    {
+        drop(control);
+        bail!(
+            "RPG_EXCHANGE=nccl, but this rpg was built without NCCL: build it with \
+             `--features nccl` (`cargo xtask cuda-build` does), or leave RPG_EXCHANGE unset"
         )
     }
 }

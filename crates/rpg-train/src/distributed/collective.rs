@@ -1,5 +1,7 @@
 //! The exchanges between the processes of a data-parallel run.
 
+use candle_core::{Device, Tensor};
+
 /// A failed exchange.
 #[derive(Debug, thiserror::Error)]
 pub enum CollectiveError {
@@ -40,6 +42,29 @@ pub trait Collective {
     fn sum_f64(&self, values: &mut [f64]) -> Result<(), CollectiveError>;
     /// Rank 0's `bytes`, on every rank.
     fn broadcast(&self, bytes: &mut Vec<u8>) -> Result<(), CollectiveError>;
+    /// Whether this engine sums tensors on `device` there, without a
+    /// copy through the host ([`sum_on_device`]): NCCL on its GPU.
+    ///
+    /// [`sum_on_device`]: Collective::sum_on_device
+    fn sums_on(&self, device: &Device) -> bool {
+        let _ = device;
+        false
+    }
+    /// The element-wise sum over the ranks of `flat`, a rank-1 f32 tensor
+    /// on a device this engine [sums on](Collective::sums_on).
+    fn sum_on_device(&self, flat: &Tensor) -> Result<Tensor, CollectiveError> {
+        Err(CollectiveError::Engine {
+            engine: "host",
+            what: "device sum",
+            message: format!("this engine sums host memory, not {:?}", flat.device()),
+        })
+    }
+    /// Whether a step exchanges its gradients even with one rank: an
+    /// engine on the device path (NCCL) does, so that a one-rank run
+    /// exercises and measures it.
+    fn exchanges_alone(&self) -> bool {
+        false
+    }
 }
 
 /// One process: every exchange is the identity.
