@@ -17,6 +17,7 @@ mod kind;
 mod load;
 mod loader;
 mod mnist;
+mod shift;
 
 pub use cifar::{CifarKind, parse_batch};
 pub use config::{DEFAULT_IMAGE_SIZE, DataConfig, MAX_IMAGE_SIZE};
@@ -27,6 +28,7 @@ pub use folder::{decode_bytes as decode_image, is_image};
 pub use idx::{IdxArray, decode_maybe_gz, parse_idx, read_idx};
 pub use kind::DatasetKind;
 pub use loader::{Batch, BatchLoader, LoaderOptions, Shard};
+pub use shift::Shift;
 
 #[cfg(test)]
 mod tests {
