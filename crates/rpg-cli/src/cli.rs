@@ -111,6 +111,8 @@ pub enum Command {
     Sweep(Box<SweepArgs>),
     /// Check a device: one training step of every zoo model, dense and RPG, against the CPU reference.
     Selftest(SelftestArgs),
+    /// Test the paper's claims on MNIST and Fashion-MNIST with seeds: DoF sweep, equal-DoF baselines, convergence, shifted test sets, compression; writes a report with verdicts.
+    Reproduce(ReproduceArgs),
     /// Classify images (PNG/JPEG files, folders, IDX files) with a trained model: top classes and probabilities.
     Predict(PredictArgs),
 }
@@ -407,6 +409,29 @@ pub struct SweepArgs {
     /// The recipe of every run.
     #[command(flatten)]
     pub options: TrainOverrides,
+}
+
+/// `rpg reproduce`.
+#[derive(Debug, Args)]
+pub struct ReproduceArgs {
+    /// The reduced grid (minutes, not hours): checks the pipeline; its report is not docs/results.md.
+    #[arg(long)]
+    pub quick: bool,
+    /// Where the runs go (finished ones are reused). [default: runs/reproduce, or runs/reproduce-quick]
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<PathBuf>,
+    /// The report. [default: docs/results.md, or OUT/results.md with --quick]
+    #[arg(long, value_name = "FILE")]
+    pub report: Option<PathBuf>,
+    /// The report's plots. [default: docs/results, or OUT/plots with --quick]
+    #[arg(long, value_name = "DIR")]
+    pub plots: Option<PathBuf>,
+    /// MNIST's directory. [default: datasets/mnist]
+    #[arg(long, value_name = "DIR")]
+    pub mnist_dir: Option<PathBuf>,
+    /// Fashion-MNIST's directory. [default: datasets/fashion-mnist, else Debian's install]
+    #[arg(long, value_name = "DIR")]
+    pub fashion_mnist_dir: Option<PathBuf>,
 }
 
 /// `rpg bench`.

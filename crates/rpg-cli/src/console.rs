@@ -131,6 +131,7 @@ impl Events for Console {
             Event::EpochAbandoned => self.bar.abandon(),
             Event::EpochEnded { record, epochs } => println!("{}", epoch_line(record, epochs)),
             Event::Notice(notice) => print_notice(&notice),
+            Event::Task { index, total, what } => println!("[{index}/{total}] {what}"),
             Event::Finished(summary) => println!("{}", done_line(summary)),
             _ => {}
         }

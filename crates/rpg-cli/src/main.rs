@@ -71,6 +71,7 @@ fn main() -> ExitCode {
         Command::Bench(args) => commands::bench::run(&args, cli.kernels),
         Command::Sweep(args) => commands::sweep::run(&args),
         Command::Selftest(args) => commands::selftest::run(&args),
+        Command::Reproduce(args) => commands::reproduce::run(&args),
         Command::Predict(args) => commands::predict::run(&args),
     };
     match result {

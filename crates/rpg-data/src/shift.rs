@@ -133,11 +133,35 @@ mod tests {
     #[test]
     fn noise_is_deterministic_bounded_and_of_the_given_size() {
         let s = set(&vec![128; 64 * 64], 64);
-        let a = Shift::Noise { sigma: 0.1, seed: 3 }.apply(&s);
-        assert_eq!(a.images, Shift::Noise { sigma: 0.1, seed: 3 }.apply(&s).images);
-        assert_ne!(a.images, Shift::Noise { sigma: 0.1, seed: 4 }.apply(&s).images);
+        let a = Shift::Noise {
+            sigma: 0.1,
+            seed: 3,
+        }
+        .apply(&s);
+        assert_eq!(
+            a.images,
+            Shift::Noise {
+                sigma: 0.1,
+                seed: 3
+            }
+            .apply(&s)
+            .images
+        );
+        assert_ne!(
+            a.images,
+            Shift::Noise {
+                sigma: 0.1,
+                seed: 4
+            }
+            .apply(&s)
+            .images
+        );
         let n = a.images.len() as f64;
-        let d: Vec<f64> = a.images.iter().map(|&p| (f64::from(p) - 128.0) / 255.0).collect();
+        let d: Vec<f64> = a
+            .images
+            .iter()
+            .map(|&p| (f64::from(p) - 128.0) / 255.0)
+            .collect();
         let mean = d.iter().sum::<f64>() / n;
         let sd = (d.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / n).sqrt();
         assert!(mean.abs() < 0.01, "mean {mean}");

@@ -56,7 +56,7 @@ fn latencies(a: &Built, b: &Built, batch: usize, runs: usize) -> Result<(f64, f6
 }
 
 /// Accuracy after one compression step.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
 pub struct StepResult {
     /// What was applied (cumulative).
     pub step: String,
@@ -65,7 +65,7 @@ pub struct StepResult {
 }
 
 /// `compress_report.json`.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
 pub struct CompressReport {
     /// Source model file.
     pub checkpoint: PathBuf,

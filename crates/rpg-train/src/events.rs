@@ -64,6 +64,15 @@ pub enum Event<'a> {
     },
     /// Something worth knowing that does not stop the work.
     Notice(Notice<'a>),
+    /// A long job (`reproduce`) moves to its `index`-th task of `total`.
+    Task {
+        /// The task, from 1.
+        index: usize,
+        /// Tasks in the job.
+        total: usize,
+        /// What it does.
+        what: &'a str,
+    },
     /// The run finished; its summary is written.
     Finished(&'a Summary),
 }

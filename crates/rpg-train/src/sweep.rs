@@ -102,7 +102,7 @@ pub fn least_squares(xs: &[f64], ys: &[f64]) -> Option<Fit> {
 }
 
 /// The width multiplier whose dense model has about `target` parameters.
-fn width_for_params(
+pub(crate) fn width_for_params(
     base: &TrainConfig,
     classes: usize,
     channels: usize,
@@ -141,7 +141,11 @@ fn run_dir(out: &Path, label: &str, ratio: f64, seed: u64) -> PathBuf {
 }
 
 /// Trains (or reuses) one run; `None` when the ratio is infeasible.
-fn run_one(cfg: TrainConfig, dir: &Path, events: &mut dyn Events) -> Result<Option<Summary>> {
+pub(crate) fn run_one(
+    cfg: TrainConfig,
+    dir: &Path,
+    events: &mut dyn Events,
+) -> Result<Option<Summary>> {
     let summary = dir.join("summary.json");
     let cfg = TrainConfig {
         out: Some(dir.to_path_buf()),

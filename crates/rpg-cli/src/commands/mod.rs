@@ -8,6 +8,7 @@ pub mod eval;
 pub mod export;
 pub mod models;
 pub mod predict;
+pub mod reproduce;
 pub mod selftest;
 pub mod sweep;
 pub mod train;
