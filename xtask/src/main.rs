@@ -36,6 +36,10 @@ TASKS forwarded to `rpg` (a release build of crates/rpg-cli; `cargo xtask <TASK>
                 timed steps: --steps, else 200 for the MNIST models and 10 for the ResNets
     sweep       train one architecture at a list of DoF ratios: sweep.csv, fit.json, sweep.png
     selftest    one training step of every zoo model on a device against the CPU reference
+    reproduce   the paper's claims on MNIST and Fashion-MNIST (apt-get install dataset-fashion-mnist),
+                three seeds: DoF sweep, equal-DoF baselines, convergence, shifted test sets,
+                compression; writes docs/results.md (a verdict per claim) and docs/results/*.png;
+                resumable (runs/reproduce/); --quick: a reduced grid in minutes, report in its out dir
 
 TASKS run here:
     bench-core  criterion benchmark of rpg-core's generate/accumulate kernels (ResNet-18 scale)
@@ -53,7 +57,7 @@ TASKS run here:
                 vendor/candle-core/SHA256SUMS) plus backprop.diff, file for file
     ci          what CI runs: fmt check, clippy -D warnings, the test suite
     cuda-toolchain  install the pinned CUDA 13.0 compiler and libraries from PyPI into
-                .cuda-toolchain/ (project-local, 1.6 GB with cuDNN), plus a libcuda link stub; no GPU needed
+                .cuda-toolchain/ (project-local, 1.6 GB with cuDNN), plus libcuda and libnccl link stubs; no GPU needed
     cuda-build  build target/cuda/release/rpg with --features cudnn,nccl (CUDA, cuDNN convolutions, NCCL)
                 against that toolchain (or a system CUDA when CUDA_ROOT is set); the binary runs on
                 machines with an NVIDIA driver and cuDNN 9
@@ -111,7 +115,7 @@ fn run(args: Vec<String>) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         "train" | "eval" | "predict" | "models" | "compress" | "export" | "bench" | "sweep"
-        | "selftest" => {
+        | "selftest" | "reproduce" => {
             let features = features.as_deref();
             if features.is_some_and(is_cuda) && !cuda::driver_available() {
                 // A CUDA build links the driver library; without it the

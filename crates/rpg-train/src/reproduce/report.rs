@@ -461,7 +461,7 @@ pub(super) fn write(plan: &ReproducePlan, results: &Results) -> Result<()> {
     for (claim, verdict, evidence) in &verdicts {
         writeln!(doc, "| {claim} | {verdict} | {evidence} |").ok();
     }
-    writeln!(doc, "\nWhat would change them: three seeds detect only differences of a few standard deviations (more seeds narrow the tests); MNIST-like data saturate near the top, where log-linear growth must bend (CIFAR- or ImageNet-scale data, as in the paper, are not available offline here); the short schedules favour whatever learns fastest.\n").ok();
+    writeln!(doc, "\nWhat would change them: {} seeds per cell detect only differences of a few standard deviations (more seeds narrow the tests); MNIST-like data saturate near the top, where log-linear growth must bend (CIFAR- or ImageNet-scale data, as in the paper, are not available offline here); the short schedules favour whatever learns fastest.\n", plan.seeds.len()).ok();
     writeln!(doc, "## The grid\n\n| model | width | epochs | training images | DoF ratios | equal-DoF ratios | focus ratio |\n|---|---|---|---|---|---|---|").ok();
     for a in &plan.archs {
         writeln!(
