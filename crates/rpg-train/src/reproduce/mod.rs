@@ -447,9 +447,10 @@ fn run_arch(
             progress.next(&format!(
                 "{name}: dense pruned to DoF {ratio} and fine-tuned, seed {seed}"
             ));
-            results.runs.push(pruned(
-                &base, &dense_dir, &root, ratio, seed, dense.dof, &row,
-            )?);
+            let (dof, accuracy) = pruned(&base, &dense_dir, &root, ratio, seed, dense.dof)?;
+            results
+                .runs
+                .push(row("pruned", ratio, dof, accuracy, Vec::new()));
         }
         if !plan.shifts.is_empty() {
             for (r, d) in &focus {
@@ -504,7 +505,8 @@ fn test_data(
 }
 
 /// The dense run magnitude-pruned to `ratio` of its weights and fine-tuned
-/// for one epoch (the zeros kept: pruned again after fine-tuning).
+/// for one epoch (the zeros kept: pruned again after fine-tuning): its
+/// non-zeros and accuracy.
 fn pruned(
     base: &TrainConfig,
     dense_dir: &Path,
@@ -512,8 +514,7 @@ fn pruned(
     ratio: f64,
     seed: u64,
     dense_dof: u64,
-    row: &dyn Fn(&str, f64, u64, f64, Vec<f64>) -> RunRow,
-) -> Result<RunRow> {
+) -> Result<(u64, f64)> {
     let out = root.join(format!("pruned-dof{ratio}-seed{seed}"));
     let report = out.join("compress_report.json");
     let report: crate::compress::CompressReport = match read_json(&report)? {
@@ -542,17 +543,17 @@ fn pruned(
     // Conv and linear weights keep `ratio` of their values; biases and
     // batch norm stay, so non-zeros are about ratio x the dense count.
     let dof = (ratio * dense_dof as f64).round() as u64;
-    Ok(row("pruned", ratio, dof, report.accuracy_after, Vec::new()))
+    Ok((dof, report.accuracy_after))
 }
 
 /// Accuracy of the model in `dir` on each shifted test set (cached in
 /// `shifted.json`).
 fn shifted(base: &TrainConfig, dir: &Path, shifts: &[Shift]) -> Result<Vec<f64>> {
     let cache = dir.join("shifted.json");
-    if let Some(values) = read_json::<Vec<f64>>(&cache)? {
-        if values.len() == shifts.len() {
-            return Ok(values);
-        }
+    if let Some(values) = read_json::<Vec<f64>>(&cache)?
+        && values.len() == shifts.len()
+    {
+        return Ok(values);
     }
     let model = crate::checkpoint::model_file(dir)?;
     let built = crate::setup::load_any(&model, &candle_core::Device::Cpu)?;

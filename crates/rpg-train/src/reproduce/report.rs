@@ -136,7 +136,7 @@ pub(super) fn write(plan: &ReproducePlan, results: &Results) -> Result<()> {
                 &r.dataset == dataset && &r.model == model && (r.arm == "paper" || r.arm == "dense")
             })
             .collect();
-        rows.sort_by(|a, b| a.dof.cmp(&b.dof));
+        rows.sort_by_key(|r| r.dof);
         let xs: Vec<f64> = rows.iter().map(|r| (r.dof as f64).ln()).collect();
         let ys: Vec<f64> = rows.iter().map(|r| 100.0 * r.accuracy).collect();
         let fit = fit_line(&xs, &ys);
