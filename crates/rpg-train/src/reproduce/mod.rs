@@ -525,30 +525,15 @@ fn pruned(
     dense_dof: u64,
 ) -> Result<(u64, f64)> {
     let out = root.join(format!("pruned-dof{ratio}-seed{seed}"));
-    let report = out.join("compress_report.json");
-    let report: crate::compress::CompressReport = match read_json(&report)? {
-        Some(r) => r,
-        None => compress(
-            &CompressPlan {
-                checkpoint: dense_dir.to_path_buf(),
-                out: out.clone(),
-                config: CompressConfig {
-                    quant: RingQuant::None,
-                    prune: 1.0 - ratio,
-                    finetune_epochs: 1,
-                    finetune_lr: base.lr * 0.1,
-                    latency_runs: 1,
-                    ..CompressConfig::default()
-                },
-                data: TestData {
-                    dataset: Some(base.data.dataset),
-                    data_dir: base.data.data_dir.clone(),
-                    test_limit: base.data.test_limit,
-                },
-            },
-            &mut crate::events::Silent,
-        )?,
+    let config = CompressConfig {
+        quant: RingQuant::None,
+        prune: 1.0 - ratio,
+        finetune_epochs: 1,
+        finetune_lr: base.lr * 0.1,
+        latency_runs: 1,
+        ..CompressConfig::default()
     };
+    let report = compress_once(base, dense_dir, &out, config)?;
     // Conv and linear weights keep `ratio` of their values; biases and
     // batch norm stay, so non-zeros are about ratio x the dense count.
     let dof = (ratio * dense_dof as f64).round() as u64;
@@ -601,24 +586,7 @@ fn compressed(
     config: CompressConfig,
     seed: u64,
 ) -> Result<CompressRow> {
-    let out = out.to_path_buf();
-    let path = out.join("compress_report.json");
-    let report: crate::compress::CompressReport = match read_json(&path)? {
-        Some(r) => r,
-        None => compress(
-            &CompressPlan {
-                checkpoint: dir.to_path_buf(),
-                out,
-                config,
-                data: TestData {
-                    dataset: Some(base.data.dataset),
-                    data_dir: base.data.data_dir.clone(),
-                    test_limit: base.data.test_limit,
-                },
-            },
-            &mut crate::events::Silent,
-        )?,
-    };
+    let report = compress_once(base, dir, out, config)?;
     Ok(CompressRow {
         dataset: base.data.dataset.to_string(),
         model: base.model.clone(),
@@ -629,6 +597,30 @@ fn compressed(
         accuracy_before: report.accuracy_before,
         accuracy_after: report.accuracy_after,
     })
+}
+
+/// `rpg compress` of the model in `dir` into `out` with `config`, tested
+/// on `base`'s data; its report is reused when `out` has one.
+fn compress_once(
+    base: &TrainConfig,
+    dir: &Path,
+    out: &Path,
+    config: CompressConfig,
+) -> Result<crate::compress::CompressReport> {
+    if let Some(report) = read_json(&out.join("compress_report.json"))? {
+        return Ok(report);
+    }
+    let plan = CompressPlan {
+        checkpoint: dir.to_path_buf(),
+        out: out.to_path_buf(),
+        config,
+        data: TestData {
+            dataset: Some(base.data.dataset),
+            data_dir: base.data.data_dir.clone(),
+            test_limit: base.data.test_limit,
+        },
+    };
+    compress(&plan, &mut crate::events::Silent)
 }
 
 /// A JSON file, or `None` when it does not exist.

@@ -259,12 +259,7 @@ pub(super) fn write(plan: &ReproducePlan, results: &Results) -> Result<()> {
     writeln!(body, "Test accuracy after each epoch (mean over seeds) and the epochs (interpolated) each run takes to reach 95% and 99% of its own final accuracy, for RPG at the focus ratio, the dense model and the narrow model of the same DoF. Fewer epochs is better; the verdict counts Welch comparisons of epochs to 95% and to 99% (RPG against dense and against narrow) with the rule of section 2.\n").ok();
     writeln!(body, "| data, model | arm | accuracy % after each epoch | epochs to 95% | epochs to 99% |\n|---|---|---|---|---|").ok();
     for (dataset, model) in &combos {
-        let Some(focus) = results
-            .runs
-            .iter()
-            .find(|r| &r.dataset == dataset && &r.model == model && r.arm == "narrow")
-            .map(|r| r.ratio)
-        else {
+        let Some(focus) = focus_ratio(results, dataset, model) else {
             continue;
         };
         let mut series = Vec::new();
@@ -344,12 +339,7 @@ pub(super) fn write(plan: &ReproducePlan, results: &Results) -> Result<()> {
     )
     .ok();
     for (dataset, model) in &combos {
-        let Some(focus) = results
-            .runs
-            .iter()
-            .find(|r| &r.dataset == dataset && &r.model == model && r.arm == "narrow")
-            .map(|r| r.ratio)
-        else {
+        let Some(focus) = focus_ratio(results, dataset, model) else {
             continue;
         };
         let mut drops: Vec<Vec<Vec<f64>>> = Vec::new();
@@ -480,6 +470,16 @@ pub(super) fn write(plan: &ReproducePlan, results: &Results) -> Result<()> {
     writeln!(doc, "\nThe recipe is the trainer's default (SGD, lr 0.05, momentum 0.9, cosine, weight decay 5e-4, batch 128) with one warm-up epoch for every arm.\n").ok();
     doc.push_str(&body);
     write_atomic(&plan.report, doc)
+}
+
+/// The ratio at which RPG, dense and narrow are compared (the narrow
+/// model's: trained at the focus ratio).
+fn focus_ratio(results: &Results, dataset: &str, model: &str) -> Option<f64> {
+    results
+        .runs
+        .iter()
+        .find(|r| r.dataset == dataset && r.model == model && r.arm == "narrow")
+        .map(|r| r.ratio)
 }
 
 /// The overall verdict of per-pair verdicts.

@@ -73,31 +73,22 @@ pub fn fit_line(xs: &[f64], ys: &[f64]) -> Option<LineFit> {
     if n < 3 || ys.len() != n {
         return None;
     }
+    let line = crate::sweep::least_squares(xs, ys)?;
     let nf = n as f64;
-    let (mx, my) = (xs.iter().sum::<f64>() / nf, ys.iter().sum::<f64>() / nf);
+    let mx = xs.iter().sum::<f64>() / nf;
     let sxx: f64 = xs.iter().map(|x| (x - mx).powi(2)).sum();
-    if sxx == 0.0 {
-        return None;
-    }
-    let sxy: f64 = xs.iter().zip(ys).map(|(x, y)| (x - mx) * (y - my)).sum();
-    let slope = sxy / sxx;
-    let intercept = my - slope * mx;
     let ss_res: f64 = xs
         .iter()
         .zip(ys)
-        .map(|(x, y)| (y - slope * x - intercept).powi(2))
+        .map(|(x, y)| (y - line.slope * x - line.intercept).powi(2))
         .sum();
-    let ss_tot: f64 = ys.iter().map(|y| (y - my).powi(2)).sum();
+    let slope = line.slope;
     let se = (ss_res / (nf - 2.0) / sxx).sqrt();
     let t = StudentsT::new(0.0, 1.0, nf - 2.0).ok()?.inverse_cdf(0.975);
     Some(LineFit {
         slope,
-        intercept,
-        r2: if ss_tot > 0.0 {
-            1.0 - ss_res / ss_tot
-        } else {
-            1.0
-        },
+        intercept: line.intercept,
+        r2: line.r2,
         slope_ci: [slope - t * se, slope + t * se],
         n,
     })
