@@ -47,7 +47,8 @@ fn flag_in_string(line: &str) -> Option<String> {
                     .chars()
                     .take_while(|c| c.is_ascii_lowercase() || *c == '-')
                     .collect();
-                if !word.is_empty() && word != "features" {
+                // A flag starts with a letter (`|---|` is a table rule).
+                if word.starts_with(|c: char| c.is_ascii_lowercase()) && word != "features" {
                     return Some(format!("--{word}"));
                 }
             }
@@ -94,6 +95,7 @@ fn the_scan_sees_flags_in_strings_only() {
         Some("--lr")
     );
     assert_eq!(flag_in_string("let x = a --b;"), None);
+    assert_eq!(flag_in_string(r#""|---|---|""#), None);
     assert_eq!(flag_in_string(r#""rebuild with `--features cuda`""#), None);
     assert_eq!(
         flag_in_string(r#""a \" --quoted""#).as_deref(),

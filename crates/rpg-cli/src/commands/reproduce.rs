@@ -29,7 +29,10 @@ pub fn run(args: &ReproduceArgs) -> Result<()> {
     let report = args.report.clone().unwrap_or(report);
     let plots = args.plots.clone().unwrap_or(plots);
     let mut plan = if args.quick {
-        ReproducePlan::quick(out, report, plots)
+        ReproducePlan {
+            command: "cargo xtask reproduce --quick".into(),
+            ..ReproducePlan::quick(out, report, plots)
+        }
     } else {
         ReproducePlan::full(out, report, plots)
     };

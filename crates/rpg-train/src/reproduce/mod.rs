@@ -144,7 +144,6 @@ impl ReproducePlan {
             seeds: vec![0, 1],
             test_limit: Some(1_000),
             shifts: vec![Shift::Rotate(30.0), full.shifts[3]],
-            command: "cargo xtask reproduce --quick".into(),
             ..full
         }
     }
