@@ -171,6 +171,8 @@ pub struct RunRow {
     /// Accuracy on each shifted test set, in the plan's order (empty
     /// where not measured).
     pub shifted: Vec<f64>,
+    /// Seconds of training (0 for `pruned`).
+    pub seconds: f64,
 }
 
 /// One compressed model's results.
@@ -374,6 +376,7 @@ fn run_arch(
             accuracy,
             curve,
             shifted: Vec::new(),
+            seconds: 0.0,
         };
         let train = |arm: &str,
                      ratio: f64,
@@ -387,10 +390,11 @@ fn run_arch(
                 return Ok(None);
             };
             let curve = curve(&dir)?;
-            Ok(Some((
-                row(arm, ratio, summary.total_dof, summary.test_accuracy, curve),
-                dir,
-            )))
+            let trained = RunRow {
+                seconds: summary.train_seconds,
+                ..row(arm, ratio, summary.total_dof, summary.test_accuracy, curve)
+            };
+            Ok(Some((trained, dir)))
         };
         let dense_cfg = TrainConfig {
             dense: true,
