@@ -53,6 +53,9 @@ TASKS run here:
     fuzz        mutation-fuzz every file reader (IDX, gzip, CIFAR, images, model files, artifacts,
                 optimizer state): 1 million executions, no panic, no allocation over 1 GiB
                 (--iterations N, --seed S; panicking inputs land in target/fuzz-crashes/)
+    data fashion-mnist  install Fashion-MNIST from Debian (apt-get install dataset-fashion-mnist, as
+                root) into /usr/share/datasets/fashion-mnist/, which rpg reads when
+                datasets/fashion-mnist/ is absent; says what to run where it cannot
     vendor-check  the vendored candle-core is the published 0.11.1 (its SHA-256 recorded in
                 vendor/candle-core/SHA256SUMS) plus backprop.diff, file for file
     ci          what CI runs: fmt check, clippy -D warnings, the test suite
@@ -166,6 +169,7 @@ fn run(args: Vec<String>) -> Result<ExitCode> {
             onnx_check(&rest)?;
             Ok(ExitCode::SUCCESS)
         }
+        "data" => data(&rest),
         "vendor-check" => {
             vendor::check(&project_root(), cargo)?;
             Ok(ExitCode::SUCCESS)
@@ -321,6 +325,49 @@ fn run_to_file(mut command: Command, path: &std::path::Path, what: &str) -> Resu
         bail!("{what} failed: {}", String::from_utf8_lossy(&output.stderr));
     }
     std::fs::write(path, &output.stdout).with_context(|| format!("writing {}", path.display()))
+}
+
+/// `cargo xtask data fashion-mnist`: Debian's package, where apt-get can
+/// install it (as root); otherwise what to run.
+fn data(args: &[String]) -> Result<ExitCode> {
+    const SYSTEM_DIR: &str = "/usr/share/datasets/fashion-mnist";
+    match args {
+        [name] if name == "fashion-mnist" => {}
+        _ => bail!(
+            "usage: cargo xtask data fashion-mnist (MNIST is bundled in datasets/mnist; \
+             CIFAR: datasets/README.md)"
+        ),
+    }
+    if std::path::Path::new(SYSTEM_DIR).is_dir() {
+        println!("Fashion-MNIST is installed in {SYSTEM_DIR}");
+        return Ok(ExitCode::SUCCESS);
+    }
+    let root = Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0");
+    if !root || Command::new("apt-get").arg("--version").output().is_err() {
+        bail!(
+            "installing Fashion-MNIST needs Debian's apt-get as root: run \
+             `sudo apt-get install dataset-fashion-mnist`, or put the four IDX files in \
+             datasets/fashion-mnist/ (datasets/README.md)"
+        );
+    }
+    let mut install = Command::new("apt-get");
+    install.args(["install", "-y", "--no-install-recommends", "dataset-fashion-mnist"]);
+    if status(install)? != ExitCode::SUCCESS {
+        // The package lists may be stale.
+        let mut update = Command::new("apt-get");
+        update.arg("update");
+        status(update)?;
+        let mut again = Command::new("apt-get");
+        again.args(["install", "-y", "--no-install-recommends", "dataset-fashion-mnist"]);
+        if status(again)? != ExitCode::SUCCESS {
+            bail!("apt-get could not install dataset-fashion-mnist");
+        }
+    }
+    println!("Fashion-MNIST installed in {SYSTEM_DIR}");
+    Ok(ExitCode::SUCCESS)
 }
 
 /// A project-local virtual environment at `venv` holding `packages` from
