@@ -354,14 +354,24 @@ fn data(args: &[String]) -> Result<ExitCode> {
         );
     }
     let mut install = Command::new("apt-get");
-    install.args(["install", "-y", "--no-install-recommends", "dataset-fashion-mnist"]);
+    install.args([
+        "install",
+        "-y",
+        "--no-install-recommends",
+        "dataset-fashion-mnist",
+    ]);
     if status(install)? != ExitCode::SUCCESS {
         // The package lists may be stale.
         let mut update = Command::new("apt-get");
         update.arg("update");
         status(update)?;
         let mut again = Command::new("apt-get");
-        again.args(["install", "-y", "--no-install-recommends", "dataset-fashion-mnist"]);
+        again.args([
+            "install",
+            "-y",
+            "--no-install-recommends",
+            "dataset-fashion-mnist",
+        ]);
         if status(again)? != ExitCode::SUCCESS {
             bail!("apt-get could not install dataset-fashion-mnist");
         }

@@ -318,6 +318,9 @@ pub fn reproduce(plan: &ReproducePlan, events: &mut dyn Events) -> Result<Result
     }
     write_json(&plan.out.join("results.json"), &results)?;
     report::write(plan, &results)?;
+    // The raw figures beside the report's plots, so every number in the
+    // report can be checked against them.
+    write_json(&plan.plots.join("results.json"), &results)?;
     Ok(results)
 }
 
