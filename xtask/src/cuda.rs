@@ -57,16 +57,19 @@ pub fn cuda_root(project: &Path) -> PathBuf {
     project.join(TOOLCHAIN_DIR).join("nvidia/cu13")
 }
 
-/// Whether the project toolchain is complete: nvcc, the driver stub, and the
-/// marker listing exactly the pinned wheels (written last by `install`).
-pub fn is_installed(project: &Path) -> bool {
-    let root = cuda_root(project);
-    root.join("bin/nvcc").is_file()
-        && STUBS
-            .iter()
-            .all(|stub| root.join("lib/stubs").join(stub.file).is_file())
+/// Whether the pinned wheels are installed: nvcc, and the marker listing
+/// exactly the pinned wheels (written by `install` after them).
+fn wheels_installed(project: &Path) -> bool {
+    cuda_root(project).join("bin/nvcc").is_file()
         && std::fs::read_to_string(project.join(TOOLCHAIN_DIR).join("wheels.txt"))
             .is_ok_and(|s| s == WHEELS.join("\n"))
+}
+
+/// Whether the project toolchain is complete: the wheels and every link
+/// stub.
+pub fn is_installed(project: &Path) -> bool {
+    let stubs = cuda_root(project).join("lib/stubs");
+    wheels_installed(project) && STUBS.iter().all(|stub| stubs.join(stub.file).is_file())
 }
 
 /// Installs (or completes) the toolchain; idempotent.
@@ -77,9 +80,7 @@ pub fn install(project: &Path, cargo: impl Fn() -> Command) -> Result<()> {
         eprintln!("CUDA toolchain already installed in {}", dir.display());
         return Ok(());
     }
-    let wheels_present = root.join("bin/nvcc").is_file()
-        && std::fs::read_to_string(dir.join("wheels.txt")).is_ok_and(|s| s == WHEELS.join("\n"));
-    if wheels_present {
+    if wheels_installed(project) {
         // Only a link stub is missing (one added since the install).
         for stub in STUBS {
             build_stub(&root, stub, &cargo)?;

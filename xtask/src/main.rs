@@ -353,26 +353,21 @@ fn data(args: &[String]) -> Result<ExitCode> {
              datasets/fashion-mnist/ (datasets/README.md)"
         );
     }
-    let mut install = Command::new("apt-get");
-    install.args([
+    let apt_get = |args: &[&str]| {
+        let mut cmd = Command::new("apt-get");
+        cmd.args(args);
+        status(cmd)
+    };
+    let install = [
         "install",
         "-y",
         "--no-install-recommends",
         "dataset-fashion-mnist",
-    ]);
-    if status(install)? != ExitCode::SUCCESS {
+    ];
+    if apt_get(&install)? != ExitCode::SUCCESS {
         // The package lists may be stale.
-        let mut update = Command::new("apt-get");
-        update.arg("update");
-        status(update)?;
-        let mut again = Command::new("apt-get");
-        again.args([
-            "install",
-            "-y",
-            "--no-install-recommends",
-            "dataset-fashion-mnist",
-        ]);
-        if status(again)? != ExitCode::SUCCESS {
+        apt_get(&["update"])?;
+        if apt_get(&install)? != ExitCode::SUCCESS {
             bail!("apt-get could not install dataset-fashion-mnist");
         }
     }

@@ -77,26 +77,7 @@ fn two_ranks_train_as_one_process_with_the_same_global_batch() {
     let mut args = rpg_args(&duo, &recipe);
     args.extend(["--batch-size".into(), "32".into()]);
     ok(&mpirun(&[(2, args)]));
-    let (a, b) = (ring(&solo), ring(&duo));
-    assert_eq!(a.len(), b.len());
-    let scale = a.iter().fold(0f32, |m, v| m.max(v.abs()));
-    let worst = a
-        .iter()
-        .zip(&b)
-        .fold(0f32, |m, (x, y)| m.max((x - y).abs()));
-    // Measured 2026-12-02: 1.6e-7 of the largest value.
-    assert!(worst <= 1e-5 * scale, "rings differ by {worst} of {scale}");
-    // Every tensor (ring and unshared), and the epoch's training loss.
-    let tensors = model_difference(&solo, &duo);
-    assert!(
-        tensors <= 1e-5,
-        "tensors differ by {tensors} of their largest values"
-    );
-    let (l1, l2) = (train_loss(&solo), train_loss(&duo));
-    assert!(
-        (l1 - l2).abs() <= 1e-5 * l1.abs(),
-        "training losses {l1} and {l2}"
-    );
+    assert_trained_alike(&solo, &duo);
     let (s, d) = (summary(&solo), summary(&duo));
     assert_eq!(s["test_images"], 200);
     assert_eq!(d["test_images"], 200);

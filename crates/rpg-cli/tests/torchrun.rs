@@ -75,23 +75,7 @@ fn two_ranks_over_tcp_train_as_one_process() {
             String::from_utf8_lossy(&out.stderr)
         );
     }
-    let (a, b) = (ring(&solo), ring(&duo));
-    let scale = a.iter().fold(0f32, |m, v| m.max(v.abs()));
-    let worst = a
-        .iter()
-        .zip(&b)
-        .fold(0f32, |m, (x, y)| m.max((x - y).abs()));
-    assert!(worst <= 1e-5 * scale, "rings differ by {worst} of {scale}");
-    let tensors = model_difference(&solo, &duo);
-    assert!(
-        tensors <= 1e-5,
-        "tensors differ by {tensors} of their largest values"
-    );
-    let (l1, l2) = (train_loss(&solo), train_loss(&duo));
-    assert!(
-        (l1 - l2).abs() <= 1e-5 * l1.abs(),
-        "training losses {l1} and {l2}"
-    );
+    assert_trained_alike(&solo, &duo);
 }
 
 /// `rpg train` with exactly these flags (no train limit of its own).

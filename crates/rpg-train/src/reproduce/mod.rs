@@ -511,14 +511,6 @@ fn curve(dir: &Path) -> Result<Vec<f64>> {
         .collect())
 }
 
-/// The test data of `base`, as the model in `dir` was trained.
-fn test_data(
-    base: &TrainConfig,
-    built: &crate::setup::Built,
-) -> Result<std::sync::Arc<rpg_data::Dataset>> {
-    load_test_data_for(base, &built.config)
-}
-
 /// The dense run magnitude-pruned to `ratio` of its weights and fine-tuned
 /// for one epoch (the zeros kept: pruned again after fine-tuning): its
 /// non-zeros and accuracy.
@@ -557,7 +549,7 @@ fn shifted(base: &TrainConfig, dir: &Path, shifts: &[Shift]) -> Result<Vec<f64>>
     }
     let model = crate::checkpoint::model_file(dir)?;
     let built = crate::setup::load_any(&model, &candle_core::Device::Cpu)?;
-    let test = test_data(base, &built)?;
+    let test = load_test_data_for(base, &built.config)?;
     let Samples::Memory(images) = &test.samples else {
         return Err(Error::Invalid(format!(
             "{}: shifted test sets need a data set held in memory",
