@@ -490,9 +490,15 @@ pub struct CompressArgs {
     /// Threshold for --prune: one over all layers, or per layer.
     #[arg(long, default_value_t = CompressConfig::default().prune_scope, value_parser = named::<PruneScope>())]
     pub prune_scope: PruneScope,
-    /// Remove this fraction of output channels (smallest L1 norm) of every prunable layer: a physically smaller dense model (lenet5, mlp).
+    /// Remove this fraction of channels (smallest L1 norm): channels tied by a residual add or a depthwise conv go together, found from the model's graph. The result is a physically smaller dense model.
     #[arg(long, value_name = "F", default_value_t = CompressConfig::default().prune_channels)]
     pub prune_channels: f64,
+    /// For --prune-channels: every channel group loses the fraction (layer), or the weakest channels relative to their group go wherever they are (global).
+    #[arg(long, default_value_t = CompressConfig::default().channel_scope, value_parser = named::<PruneScope>())]
+    pub channel_scope: PruneScope,
+    /// For --prune-channels: round the channels each group keeps up to a multiple of N (8 suits the CPU kernels).
+    #[arg(long, value_name = "N", default_value_t = CompressConfig::default().channel_round_to)]
+    pub channel_round_to: usize,
     /// Fine-tune the pruned dense model for N epochs on the run's training data.
     #[arg(long, value_name = "N", default_value_t = CompressConfig::default().finetune_epochs)]
     pub finetune_epochs: usize,
@@ -521,6 +527,8 @@ impl CompressArgs {
             prune: self.prune,
             prune_scope: self.prune_scope,
             prune_channels: self.prune_channels,
+            channel_scope: self.channel_scope,
+            channel_round_to: self.channel_round_to,
             finetune_epochs: self.finetune_epochs,
             finetune_lr: self.finetune_lr,
             quant_unshared: self.quant_unshared,

@@ -8,13 +8,15 @@
 #![warn(missing_docs)]
 
 pub mod artifact;
+pub mod channel_groups;
 pub mod prune;
 pub mod quantize;
 pub mod structured;
 mod weights;
 
 pub use artifact::{Artifact, CompressSettings, RingStorage, TensorStorage};
+pub use channel_groups::{ChannelGroup, GroupMember, channel_groups};
 pub use prune::{Sparse, global_magnitude_prune, magnitude_prune, sparsity};
 pub use quantize::{Bits, Quantized, quantize, quantize_f16_scales};
-pub use structured::{channels_to_keep, fold_batch_norms, prune_channels};
+pub use structured::{ChannelPruning, channel_importance, fold_batch_norms, prune_channel_groups};
 pub use weights::{PruneScope, prune_weights};

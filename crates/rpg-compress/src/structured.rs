@@ -1,75 +1,132 @@
-//! Structured pruning: remove whole output channels (smallest L1 norm) and
-//! the inputs of the next layer that read them, giving a physically smaller
-//! dense model; and BatchNorm folding for materialised exports.
+//! Structured pruning: remove whole channel groups (smallest L1 norm, see
+//! [`crate::channel_groups`]) from every tensor that writes or reads them,
+//! giving a physically smaller dense model; and BatchNorm folding for
+//! materialised exports.
 
 use std::collections::BTreeMap;
 
 use candle_core::{DType, Device, Tensor};
-use rpg_nn::PrunableLayer;
 
+use crate::PruneScope;
 use crate::artifact::CompressError;
+use crate::channel_groups::{ChannelGroup, tensor};
 
 type Result<T> = std::result::Result<T, CompressError>;
 
 fn get<'a>(tensors: &'a BTreeMap<String, Tensor>, name: &str) -> Result<&'a Tensor> {
-    tensors
-        .get(name)
-        .ok_or_else(|| CompressError::Mismatch(format!("structured pruning: no tensor `{name}`")))
+    tensor(tensors, name)
 }
 
-/// Output channels to keep: the `ceil((1 - fraction) * out)` of largest L1
-/// norm (at least one), in their original order.
-pub fn channels_to_keep(weight: &Tensor, fraction: f64) -> Result<Vec<u32>> {
-    let out = weight.dim(0)?;
-    let norms: Vec<f32> = weight
-        .abs()?
-        .flatten_from(1)?
-        .sum(1)?
-        .to_dtype(DType::F32)?
-        .to_vec1()?;
-    let keep = (((1.0 - fraction.clamp(0.0, 1.0)) * out as f64).ceil() as usize).clamp(1, out);
-    let mut order: Vec<usize> = (0..out).collect();
-    order.sort_by(|&a, &b| norms[b].total_cmp(&norms[a]).then(a.cmp(&b)));
+/// L1 importance of each channel of `group`: the sum over its producers
+/// of the absolute values of the channel's rows.
+pub fn channel_importance(
+    tensors: &BTreeMap<String, Tensor>,
+    group: &ChannelGroup,
+) -> Result<Vec<f32>> {
+    let mut total = vec![0f32; group.channels];
+    for producer in &group.producers {
+        let norms: Vec<f32> = tensor(tensors, producer)?
+            .abs()?
+            .flatten_from(1)?
+            .sum(1)?
+            .to_dtype(DType::F32)?
+            .to_vec1()?;
+        for (t, n) in total.iter_mut().zip(norms) {
+            *t += n;
+        }
+    }
+    Ok(total)
+}
+
+/// How channel pruning chooses what goes.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ChannelPruning {
+    /// Fraction of the prunable channels removed.
+    pub fraction: f64,
+    /// `Layer`: each group loses `fraction` of its channels; `Global`: the
+    /// channels of lowest importance relative to their group's mean go,
+    /// wherever they are.
+    pub scope: PruneScope,
+    /// Kept channels per group are rounded up to a multiple of this (the
+    /// vector width the kernels like); 1 keeps the exact count.
+    pub round_to: usize,
+}
+
+/// Kept channel counts per group, at least one each.
+fn kept_counts(importance: &[Vec<f32>], how: &ChannelPruning) -> Vec<usize> {
+    let fraction = how.fraction.clamp(0.0, 1.0);
+    let mut keep: Vec<usize> = match how.scope {
+        PruneScope::Layer => importance
+            .iter()
+            .map(|imp| ((1.0 - fraction) * imp.len() as f64).ceil() as usize)
+            .collect(),
+        PruneScope::Global => {
+            let mut scored: Vec<(f32, usize, usize)> = Vec::new();
+            for (g, imp) in importance.iter().enumerate() {
+                let mean = imp.iter().sum::<f32>() / imp.len().max(1) as f32;
+                let mean = if mean > 0.0 { mean } else { 1.0 };
+                scored.extend(imp.iter().enumerate().map(|(c, &v)| (v / mean, g, c)));
+            }
+            scored.sort_by(|a, b| a.0.total_cmp(&b.0).then((a.1, a.2).cmp(&(b.1, b.2))));
+            let mut keep: Vec<usize> = importance.iter().map(Vec::len).collect();
+            let mut to_remove = (fraction * scored.len() as f64).floor() as usize;
+            for &(_, g, _) in &scored {
+                if to_remove == 0 {
+                    break;
+                }
+                if keep[g] > 1 {
+                    keep[g] -= 1;
+                    to_remove -= 1;
+                }
+            }
+            keep
+        }
+    };
+    for (k, imp) in keep.iter_mut().zip(importance) {
+        let round = how.round_to.max(1);
+        *k = (k.div_ceil(round) * round).clamp(1, imp.len());
+    }
+    keep
+}
+
+/// The `keep` channels of largest importance, in their original order.
+fn strongest(importance: &[f32], keep: usize) -> Vec<u32> {
+    let mut order: Vec<usize> = (0..importance.len()).collect();
+    order.sort_by(|&a, &b| importance[b].total_cmp(&importance[a]).then(a.cmp(&b)));
     let mut kept: Vec<u32> = order[..keep].iter().map(|&i| i as u32).collect();
     kept.sort_unstable();
-    Ok(kept)
+    kept
 }
 
-/// Prunes `fraction` of the output channels of every layer in `layers`
-/// (in order), slicing the next layers' inputs to match. Returns the new
-/// output widths.
-pub fn prune_channels(
+/// Removes channels group by group: every member tensor of a group is
+/// sliced alike, so the result is a physically smaller model computing what
+/// the original computes with the removed channels silenced. Returns the
+/// new output channels of every narrowed layer, by layer name.
+pub fn prune_channel_groups(
     tensors: &mut BTreeMap<String, Tensor>,
-    layers: &[PrunableLayer],
-    fraction: f64,
-) -> Result<Vec<usize>> {
-    let mut widths = Vec::with_capacity(layers.len());
-    for layer in layers {
-        let weight = get(tensors, &layer.weight)?.clone();
-        let keep = channels_to_keep(&weight, fraction)?;
-        let index = Tensor::new(keep.as_slice(), &Device::Cpu)?;
-        tensors.insert(layer.weight.clone(), weight.index_select(&index, 0)?);
-        if let Some(bias) = &layer.bias {
-            let b = get(tensors, bias)?.index_select(&index, 0)?;
-            tensors.insert(bias.clone(), b);
+    groups: &[ChannelGroup],
+    how: &ChannelPruning,
+) -> Result<BTreeMap<String, usize>> {
+    let importance = groups
+        .iter()
+        .map(|g| channel_importance(tensors, g))
+        .collect::<Result<Vec<_>>>()?;
+    let keep = kept_counts(&importance, how);
+    let mut channels = BTreeMap::new();
+    for ((group, imp), &count) in groups.iter().zip(&importance).zip(&keep) {
+        let kept = strongest(imp, count);
+        for m in &group.members {
+            let per = m.per_channel.max(1) as u32;
+            let rows: Vec<u32> = kept.iter().flat_map(|&c| c * per..(c + 1) * per).collect();
+            let index = Tensor::new(rows.as_slice(), &Device::Cpu)?;
+            let sliced = tensor(tensors, &m.tensor)?.index_select(&index, m.axis)?;
+            tensors.insert(m.tensor.clone(), sliced);
         }
-        let per = layer.next_inputs_per_channel.max(1) as u32;
-        let inputs: Vec<u32> = keep.iter().flat_map(|&c| c * per..(c + 1) * per).collect();
-        let next = get(tensors, &layer.next)?;
-        if next.dim(1)? != weight.dim(0)? * per as usize {
-            return Err(CompressError::Mismatch(format!(
-                "`{}` reads {} inputs but `{}` gives {} channels x {per}",
-                layer.next,
-                next.dim(1)?,
-                layer.weight,
-                weight.dim(0)?
-            )));
+        for layer in &group.layers {
+            channels.insert(layer.clone(), kept.len());
         }
-        let sliced = next.index_select(&Tensor::new(inputs.as_slice(), &Device::Cpu)?, 1)?;
-        tensors.insert(layer.next.clone(), sliced);
-        widths.push(keep.len());
     }
-    Ok(widths)
+    Ok(channels)
 }
 
 /// Folds every BatchNorm `P.bnK` / `P.downsample.1` into the conv before it
@@ -126,49 +183,7 @@ pub fn fold_batch_norms(tensors: &mut BTreeMap<String, Tensor>, eps: f64) -> Res
 
 #[cfg(test)]
 mod tests {
-    use candle_core::Module;
-
     use super::*;
-
-    #[test]
-    fn pruned_chain_equals_the_masked_dense_chain() -> Result<()> {
-        // fc1 (6 <- 4) -> relu -> fc2 (3 <- 6): pruning fc1's outputs is the
-        // same as zeroing them when the pruned channels are exactly zero.
-        let dev = Device::Cpu;
-        let w1 = Tensor::new(
-            &[
-                [1f32, 0., 0., 0.],
-                [0., 0., 0., 0.],
-                [0., 2., 0., 0.],
-                [0., 0., 0., 0.],
-                [0., 0., 3., 0.],
-                [0., 0., 0., 0.],
-            ],
-            &dev,
-        )?;
-        let b1 = Tensor::new(&[0.1f32, 0.0, 0.2, 0.0, 0.3, 0.0], &dev)?;
-        let w2 = Tensor::arange(0f32, 18., &dev)?.reshape((3, 6))?;
-        let mut t = BTreeMap::from([
-            ("fc1.weight".to_string(), w1.clone()),
-            ("fc1.bias".to_string(), b1.clone()),
-            ("fc2.weight".to_string(), w2.clone()),
-        ]);
-        let layers = [PrunableLayer {
-            weight: "fc1.weight".into(),
-            bias: Some("fc1.bias".into()),
-            next: "fc2.weight".into(),
-            next_inputs_per_channel: 1,
-        }];
-        assert_eq!(prune_channels(&mut t, &layers, 0.5)?, vec![3]);
-        let x = Tensor::new(&[[1f32, 2., 3., 4.]], &dev)?;
-        let dense = candle_nn::Linear::new(w2, None)
-            .forward(&candle_nn::Linear::new(w1, Some(b1)).forward(&x)?.relu()?)?;
-        let l1 = candle_nn::Linear::new(t["fc1.weight"].clone(), Some(t["fc1.bias"].clone()));
-        let pruned = candle_nn::Linear::new(t["fc2.weight"].clone(), None)
-            .forward(&l1.forward(&x)?.relu()?)?;
-        assert_eq!(dense.to_vec2::<f32>()?, pruned.to_vec2::<f32>()?);
-        Ok(())
-    }
 
     #[test]
     fn folding_matches_conv_then_batch_norm() -> Result<()> {

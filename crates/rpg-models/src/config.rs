@@ -1,5 +1,7 @@
 //! What a model is built from: name, classes, input shape, width.
 
+use std::collections::BTreeMap;
+
 /// Configuration of a zoo model. Stored (as JSON) in every model file, so a
 /// checkpoint is only ever loaded into the model it was trained as.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -15,10 +17,15 @@ pub struct ModelConfig {
     /// Channel / hidden-size multiplier (1.0 = the published model); used to
     /// make narrower dense baselines with a given parameter count.
     pub width: f64,
-    /// Explicit output widths of the prunable layers (set by structured
-    /// pruning; see `prunable_layers`). Overrides `width` where given.
+    /// Explicit output widths of LeNet-5's and the MLP's layers in order,
+    /// as structured pruning wrote them before [`ModelConfig::channels`];
+    /// read so that those files still load.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub widths: Option<Vec<usize>>,
+    /// Output channels by layer name (`layer1.0.conv1`), set by structured
+    /// pruning for the layers it narrowed. Overrides `width` and `widths`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub channels: Option<BTreeMap<String, usize>>,
     /// How input pixels in [0, 1] were normalised in training, per channel;
     /// evaluation and prediction use the same. Absent in files written
     /// before it was recorded (their data set's own normalisation applies).
@@ -49,6 +56,7 @@ impl ModelConfig {
             image_size,
             width: 1.0,
             widths: None,
+            channels: None,
             normalize: None,
             class_names: None,
         }
@@ -75,6 +83,15 @@ impl ModelConfig {
                 .unwrap_or_else(|| self.scaled(default)),
             None => self.scaled(default),
         }
+    }
+
+    /// Output channels of the layer called `layer`: its pruned count when
+    /// structured pruning narrowed it, else `default` (already scaled).
+    pub fn out_channels(&self, layer: &str, default: usize) -> usize {
+        self.channels
+            .as_ref()
+            .and_then(|c| c.get(layer).copied())
+            .unwrap_or(default)
     }
 
     /// The JSON stored in model files.

@@ -8,8 +8,6 @@ use rpg_kernels::ops::{max_pool2d, relu};
 use rpg_kernels::{Conv2d, conv2d};
 use rpg_kernels::{Linear, linear};
 
-use rpg_nn::PrunableLayer;
-
 use crate::ModelConfig;
 use crate::onnx::{self, ExportOnnx};
 use rpg_onnx::{Attr, Graph};
@@ -26,8 +24,9 @@ pub struct LeNet5 {
 
 /// Builds LeNet-5.
 pub fn lenet5(cfg: &ModelConfig, vb: VarBuilder<'_>) -> Result<LeNet5> {
-    let (c1, c2) = (cfg.layer_width(0, 6), cfg.layer_width(1, 16));
-    let (f1, f2) = (cfg.layer_width(2, 120), cfg.layer_width(3, 84));
+    let width = |i, name, default| cfg.out_channels(name, cfg.layer_width(i, default));
+    let (c1, c2) = (width(0, "conv1", 6), width(1, "conv2", 16));
+    let (f1, f2) = (width(2, "fc1", 120), width(3, "fc2", 84));
     let padded = Conv2dConfig {
         padding: 2,
         ..Default::default()
@@ -47,23 +46,6 @@ pub fn lenet5(cfg: &ModelConfig, vb: VarBuilder<'_>) -> Result<LeNet5> {
         fc2: linear(f1, f2, vb.pp("fc2"))?,
         fc3: linear(f2, cfg.num_classes, vb.pp("fc3"))?,
     })
-}
-
-/// The layers whose output channels structured pruning may remove, in order.
-pub fn prunable(cfg: &ModelConfig) -> Vec<PrunableLayer> {
-    let side = ((cfg.image_size + 4 - 4) / 2 - 4) / 2;
-    let link = |name: &str, next: &str, per_channel: usize| PrunableLayer {
-        weight: format!("{name}.weight"),
-        bias: Some(format!("{name}.bias")),
-        next: format!("{next}.weight"),
-        next_inputs_per_channel: per_channel,
-    };
-    vec![
-        link("conv1", "conv2", 1),
-        link("conv2", "fc1", side * side),
-        link("fc1", "fc2", 1),
-        link("fc2", "fc3", 1),
-    ]
 }
 
 impl ModuleT for LeNet5 {

@@ -29,6 +29,4 @@ pub mod vit;
 
 pub use config::{ModelConfig, Normalize};
 pub use onnx::{ExportOnnx, ONNX_INPUT, ONNX_OUTPUT, onnx_model};
-pub use registry::{
-    DynModel, MODELS, ModelEntry, ZooModel, build_model, model_entry, prunable_layers,
-};
+pub use registry::{DynModel, MODELS, ModelEntry, ZooModel, build_model, model_entry};

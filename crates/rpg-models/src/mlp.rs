@@ -5,7 +5,6 @@ use candle_nn::VarBuilder;
 use rpg_kernels::{Linear, linear};
 
 use rpg_kernels::ops::relu;
-use rpg_nn::PrunableLayer;
 
 use crate::ModelConfig;
 use crate::onnx::{self, ExportOnnx};
@@ -27,7 +26,7 @@ pub fn mlp(cfg: &ModelConfig, vb: VarBuilder<'_>) -> Result<Mlp> {
         DEFAULT_HIDDEN
             .iter()
             .enumerate()
-            .map(|(i, &h)| cfg.layer_width(i, h)),
+            .map(|(i, &h)| cfg.out_channels(&format!("fc{}", i + 1), cfg.layer_width(i, h))),
     );
     sizes.push(cfg.num_classes);
     let layers = sizes
@@ -36,18 +35,6 @@ pub fn mlp(cfg: &ModelConfig, vb: VarBuilder<'_>) -> Result<Mlp> {
         .map(|(i, w)| linear(w[0], w[1], vb.pp(format!("fc{}", i + 1))))
         .collect::<Result<_>>()?;
     Ok(Mlp { layers })
-}
-
-/// The hidden layers structured pruning may narrow, in order.
-pub fn prunable(_cfg: &ModelConfig) -> Vec<PrunableLayer> {
-    (1..=DEFAULT_HIDDEN.len())
-        .map(|i| PrunableLayer {
-            weight: format!("fc{i}.weight"),
-            bias: Some(format!("fc{i}.bias")),
-            next: format!("fc{}.weight", i + 1),
-            next_inputs_per_channel: 1,
-        })
-        .collect()
 }
 
 impl ModuleT for Mlp {

@@ -88,19 +88,25 @@ struct InvertedResidual {
 }
 
 impl InvertedResidual {
+    /// `cin` is the input's channel count as built, `unpruned` the
+    /// block's published (input, output) widths, which decide the residual.
     fn new(
+        cfg: &ModelConfig,
         cin: usize,
-        cout: usize,
+        unpruned: (usize, usize),
         stride: usize,
         expand: usize,
         vb: VarBuilder<'_>,
     ) -> Result<Self> {
-        let hidden = cin * expand;
         let vb = vb.pp("conv");
+        // The depthwise conv keeps its input's channels: pruning narrows
+        // the expansion conv before it, and this follows.
+        let mut hidden = cin;
         let mut layers = Vec::new();
         let mut idx = 0;
         if expand != 1 {
             let v = vb.pp(idx.to_string());
+            hidden = cfg.out_channels(&v.pp("0").prefix(), unpruned.0 * expand);
             layers.push(ConvBn::new(
                 cin,
                 hidden,
@@ -125,6 +131,8 @@ impl InvertedResidual {
             v.pp("1"),
         )?);
         // Pointwise-linear conv and its BN sit flat in the Sequential.
+        let project = vb.pp((idx + 1).to_string());
+        let cout = cfg.out_channels(&project.prefix(), unpruned.1);
         layers.push(ConvBn::new(
             hidden,
             cout,
@@ -132,13 +140,20 @@ impl InvertedResidual {
             1,
             1,
             false,
-            vb.pp((idx + 1).to_string()),
+            project,
             vb.pp((idx + 2).to_string()),
         )?);
         Ok(Self {
             layers,
-            residual: stride == 1 && cin == cout,
+            residual: stride == 1 && unpruned.0 == unpruned.1,
         })
+    }
+
+    fn out_channels(&self) -> Result<usize> {
+        match self.layers.last() {
+            Some(l) => l.conv.weight().dim(0),
+            None => candle_core::bail!("an inverted residual block without layers"),
+        }
     }
 
     fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
@@ -185,8 +200,8 @@ const SETTINGS: [(usize, usize, usize, usize); 7] = [
 /// Builds MobileNetV2 at `cfg.width`.
 pub fn mobilenet_v2(cfg: &ModelConfig, vb: VarBuilder<'_>) -> Result<MobileNetV2> {
     let features = vb.pp("features");
-    let mut cin = make_divisible(32.0 * cfg.width);
-    let last = make_divisible(1280.0 * cfg.width.max(1.0));
+    let mut unpruned = make_divisible(32.0 * cfg.width);
+    let mut cin = cfg.out_channels(&features.pp("0").pp("0").prefix(), unpruned);
     let stem = ConvBn::new(
         cfg.in_channels,
         cin,
@@ -203,18 +218,25 @@ pub fn mobilenet_v2(cfg: &ModelConfig, vb: VarBuilder<'_>) -> Result<MobileNetV2
         let cout = make_divisible(c as f64 * cfg.width);
         for i in 0..n {
             let stride = if i == 0 { s } else { 1 };
-            blocks.push(InvertedResidual::new(
+            let block = InvertedResidual::new(
+                cfg,
                 cin,
-                cout,
+                (unpruned, cout),
                 stride,
                 t,
                 features.pp(index.to_string()),
-            )?);
-            cin = cout;
+            )?;
+            cin = block.out_channels()?;
+            unpruned = cout;
+            blocks.push(block);
             index += 1;
         }
     }
     let head_vb = features.pp(index.to_string());
+    let last = cfg.out_channels(
+        &head_vb.pp("0").prefix(),
+        make_divisible(1280.0 * cfg.width.max(1.0)),
+    );
     let head = ConvBn::new(cin, last, 1, 1, 1, true, head_vb.pp("0"), head_vb.pp("1"))?;
     let classifier = linear(last, cfg.num_classes, vb.pp("classifier").pp("1"))?;
     Ok(MobileNetV2 {

@@ -255,13 +255,3 @@ pub fn model_entry(name: &str) -> Result<&'static ModelEntry> {
 pub fn build_model(cfg: &ModelConfig, vb: VarBuilder<'_>) -> Result<DynModel> {
     (model_entry(&cfg.name)?.build)(cfg, vb)
 }
-
-/// The layers of `cfg`'s model whose output channels structured pruning may
-/// remove (None when the model does not support it yet).
-pub fn prunable_layers(cfg: &ModelConfig) -> Option<Vec<rpg_nn::PrunableLayer>> {
-    match cfg.name.as_str() {
-        "lenet5" => Some(lenet::prunable(cfg)),
-        "mlp" => Some(mlp::prunable(cfg)),
-        _ => None,
-    }
-}

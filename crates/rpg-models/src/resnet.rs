@@ -27,6 +27,12 @@ fn bn(c: usize, vb: VarBuilder<'_>) -> Result<BatchNorm> {
     batch_norm(c, 1e-5, vb)
 }
 
+/// The output channels of the layer `vb` names: `default` unless structured
+/// pruning narrowed it.
+fn width_of(cfg: &ModelConfig, vb: &VarBuilder<'_>, default: usize) -> usize {
+    cfg.out_channels(&vb.prefix(), default)
+}
+
 /// A 1x1 projection shortcut (`downsample.0` conv, `downsample.1` BN).
 #[derive(Debug)]
 struct Downsample {
@@ -69,18 +75,34 @@ struct BasicBlock {
 impl BasicBlock {
     const EXPANSION: usize = 1;
 
-    fn new(cin: usize, planes: usize, stride: usize, vb: VarBuilder<'_>) -> Result<Self> {
-        let downsample = (stride != 1 || cin != planes)
-            .then(|| Downsample::new(cin, planes, stride, vb.pp("downsample")))
+    /// `cin` is the input's channel count, `shape` the block's unpruned
+    /// (input, planes), which decides whether it has a projection shortcut.
+    fn new(
+        cfg: &ModelConfig,
+        cin: usize,
+        shape: (usize, usize),
+        stride: usize,
+        vb: VarBuilder<'_>,
+    ) -> Result<Self> {
+        let (inner, out) = (
+            width_of(cfg, &vb.pp("conv1"), shape.1),
+            width_of(cfg, &vb.pp("conv2"), shape.1),
+        );
+        let downsample = (stride != 1 || shape.0 != shape.1)
+            .then(|| Downsample::new(cin, out, stride, vb.pp("downsample")))
             .transpose()?;
         Ok(Self {
-            conv1: conv(cin, planes, 3, stride, vb.pp("conv1"))?,
-            bn1: bn(planes, vb.pp("bn1"))?,
-            conv2: conv(planes, planes, 3, 1, vb.pp("conv2"))?,
-            bn2: bn(planes, vb.pp("bn2"))?,
+            conv1: conv(cin, inner, 3, stride, vb.pp("conv1"))?,
+            bn1: bn(inner, vb.pp("bn1"))?,
+            conv2: conv(inner, out, 3, 1, vb.pp("conv2"))?,
+            bn2: bn(out, vb.pp("bn2"))?,
             downsample,
             name: vb.prefix(),
         })
+    }
+
+    fn out_channels(&self) -> Result<usize> {
+        self.conv2.weight().dim(0)
     }
 
     fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
@@ -110,21 +132,36 @@ struct Bottleneck {
 impl Bottleneck {
     const EXPANSION: usize = 4;
 
-    fn new(cin: usize, planes: usize, stride: usize, vb: VarBuilder<'_>) -> Result<Self> {
-        let out = planes * Self::EXPANSION;
-        let downsample = (stride != 1 || cin != out)
+    /// As [`BasicBlock::new`].
+    fn new(
+        cfg: &ModelConfig,
+        cin: usize,
+        shape: (usize, usize),
+        stride: usize,
+        vb: VarBuilder<'_>,
+    ) -> Result<Self> {
+        let (c1, c2, out) = (
+            width_of(cfg, &vb.pp("conv1"), shape.1),
+            width_of(cfg, &vb.pp("conv2"), shape.1),
+            width_of(cfg, &vb.pp("conv3"), shape.1 * Self::EXPANSION),
+        );
+        let downsample = (stride != 1 || shape.0 != shape.1 * Self::EXPANSION)
             .then(|| Downsample::new(cin, out, stride, vb.pp("downsample")))
             .transpose()?;
         Ok(Self {
-            conv1: conv(cin, planes, 1, 1, vb.pp("conv1"))?,
-            bn1: bn(planes, vb.pp("bn1"))?,
-            conv2: conv(planes, planes, 3, stride, vb.pp("conv2"))?,
-            bn2: bn(planes, vb.pp("bn2"))?,
-            conv3: conv(planes, out, 1, 1, vb.pp("conv3"))?,
+            conv1: conv(cin, c1, 1, 1, vb.pp("conv1"))?,
+            bn1: bn(c1, vb.pp("bn1"))?,
+            conv2: conv(c1, c2, 3, stride, vb.pp("conv2"))?,
+            bn2: bn(c2, vb.pp("bn2"))?,
+            conv3: conv(c2, out, 1, 1, vb.pp("conv3"))?,
             bn3: bn(out, vb.pp("bn3"))?,
             downsample,
             name: vb.prefix(),
         })
+    }
+
+    fn out_channels(&self) -> Result<usize> {
+        self.conv3.weight().dim(0)
     }
 
     fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
@@ -227,7 +264,7 @@ pub fn resnet(
     vb: VarBuilder<'_>,
 ) -> Result<ResNet> {
     let widths: Vec<usize> = widths.iter().map(|&w| cfg.scaled(w)).collect();
-    let stem_width = widths[0];
+    let stem_width = width_of(cfg, &vb.pp("conv1"), widths[0]);
     let conv1 = match stem {
         Stem::ImageNet => {
             let c = Conv2dConfig {
@@ -241,20 +278,22 @@ pub fn resnet(
     };
     let bn1 = bn(stem_width, vb.pp("bn1"))?;
     let mut blocks = Vec::new();
-    let mut cin = stem_width;
+    // `cin` as built (pruned or not), `unpruned` as published: the latter
+    // decides where the projection shortcuts are.
+    let (mut cin, mut unpruned) = (stem_width, widths[0]);
     for (stage, (&planes, &depth)) in widths.iter().zip(depths).enumerate() {
         for i in 0..depth {
             let stride = if i == 0 && stage > 0 { 2 } else { 1 };
             let vb = vb.pp(format!("layer{}", stage + 1)).pp(i.to_string());
             let block = match kind {
                 BlockKind::Basic => {
-                    let b = BasicBlock::new(cin, planes, stride, vb)?;
-                    cin = planes * BasicBlock::EXPANSION;
+                    let b = BasicBlock::new(cfg, cin, (unpruned, planes), stride, vb)?;
+                    (cin, unpruned) = (b.out_channels()?, planes * BasicBlock::EXPANSION);
                     Block::Basic(b)
                 }
                 BlockKind::Bottleneck => {
-                    let b = Bottleneck::new(cin, planes, stride, vb)?;
-                    cin = planes * Bottleneck::EXPANSION;
+                    let b = Bottleneck::new(cfg, cin, (unpruned, planes), stride, vb)?;
+                    (cin, unpruned) = (b.out_channels()?, planes * Bottleneck::EXPANSION);
                     Block::Bottleneck(b)
                 }
             };

@@ -42,7 +42,6 @@ mod init;
 mod mode;
 mod model_file_error;
 mod policy;
-mod prunable;
 mod record;
 mod store;
 
@@ -57,7 +56,6 @@ pub use init::{fnv1a, init_values};
 pub use mode::Mode;
 pub use model_file_error::{ModelFileError, TensorMismatch};
 pub use policy::{SharingPolicy, glob_match, is_buffer};
-pub use prunable::PrunableLayer;
 pub use record::record_parameters;
 pub use store::{GenerationPath, ParamStore, RING_NAME};
 

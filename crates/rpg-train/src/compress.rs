@@ -247,6 +247,35 @@ fn ring_path(
     Ok((steps, bytes, reloaded))
 }
 
+/// Removes `pruning.channels` of the channel groups of `original`'s graph
+/// from `tensors` (its materialised weights); returns the narrowed layers'
+/// output channels.
+fn prune_channels(
+    original: &Built,
+    tensors: &mut std::collections::BTreeMap<String, Tensor>,
+    pruning: &WeightPruning,
+) -> Result<std::collections::BTreeMap<String, usize>> {
+    let onnx = rpg_models::onnx_model(original.model.as_ref(), &original.config, &[])?;
+    let graph = onnx.graph.unwrap_or_default();
+    let groups = rpg_compress::channel_groups(&graph)?;
+    if groups.is_empty() {
+        return Err(Error::invalid_setting(
+            "prune_channels",
+            pruning.channels,
+            format!(
+                "{} has no channels that can be pruned: every channel reaches the input, the output or an operator channel pruning does not follow",
+                original.config.name
+            ),
+        ));
+    }
+    let how = rpg_compress::ChannelPruning {
+        fraction: pruning.channels,
+        scope: pruning.channel_scope,
+        round_to: pruning.channel_round_to,
+    };
+    Ok(rpg_compress::prune_channel_groups(tensors, &groups, &how)?)
+}
+
 /// Pruning of the materialised model: the artifact is a dense model
 /// (physically smaller after channel pruning).
 fn materialized_path(
@@ -264,22 +293,13 @@ fn materialized_path(
     let mut steps = Vec::new();
     let mut labels = Vec::new();
     if pruning.channels > 0.0 {
-        let layers = rpg_models::prunable_layers(&config).ok_or_else(|| {
-            Error::invalid_setting(
-                "prune_channels",
-                pruning.channels,
-                format!(
-                    "channel pruning supports lenet5 and mlp so far, not {}",
-                    config.name
-                ),
-            )
-        })?;
-        let widths = rpg_compress::prune_channels(&mut tensors, &layers, pruning.channels)?;
+        let channels = prune_channels(original, &mut tensors, pruning)?;
         labels.push(format!(
-            "prune {:.0}% of channels -> widths {widths:?}",
-            100.0 * pruning.channels
+            "prune {:.0}% of channels ({} layers narrowed)",
+            100.0 * pruning.channels,
+            channels.len()
         ));
-        config.widths = Some(widths);
+        config.channels = Some(channels);
     }
     if pruning.fraction > 0.0 {
         prune_weights(&mut tensors, pruning.fraction, pruning.scope)?;

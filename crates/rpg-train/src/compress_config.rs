@@ -84,8 +84,13 @@ pub struct WeightPruning {
     pub fraction: f64,
     /// Where the threshold is drawn.
     pub scope: PruneScope,
-    /// Fraction of output channels removed (smallest L1 norm).
+    /// Fraction of channels removed (groups of tied channels, smallest L1
+    /// norm).
     pub channels: f64,
+    /// Per group or one ranking over all groups.
+    pub channel_scope: PruneScope,
+    /// Kept channels per group rounded up to a multiple of this.
+    pub channel_round_to: usize,
     /// Fine-tuning epochs after pruning.
     pub finetune_epochs: usize,
     /// Fine-tuning learning rate.
@@ -114,8 +119,18 @@ pub struct CompressConfig {
     /// Where `prune`'s threshold is drawn.
     #[serde(with = "as_text")]
     pub prune_scope: PruneScope,
-    /// Fraction of output channels removed from every prunable layer.
+    /// Fraction of channels removed: channels that a residual add or a
+    /// depthwise conv ties together go as one group, found from the model's
+    /// graph.
     pub prune_channels: f64,
+    /// `layer`: every group loses `prune_channels` of its channels;
+    /// `global`: the weakest channels relative to their group's mean go,
+    /// wherever they are.
+    #[serde(with = "as_text")]
+    pub channel_scope: PruneScope,
+    /// Kept channels per group rounded up to a multiple of this (8 suits
+    /// the CPU kernels' vectors); 1 keeps the exact share.
+    pub channel_round_to: usize,
     /// Fine-tuning epochs after pruning.
     pub finetune_epochs: usize,
     /// Fine-tuning learning rate (cosine schedule).
@@ -137,6 +152,8 @@ impl Default for CompressConfig {
             prune: 0.0,
             prune_scope: PruneScope::Global,
             prune_channels: 0.0,
+            channel_scope: PruneScope::Layer,
+            channel_round_to: 1,
             finetune_epochs: 0,
             finetune_lr: 0.01,
             quant_unshared: UnsharedQuant::Int8,
@@ -184,6 +201,13 @@ impl CompressConfig {
         if self.block == Some(0) {
             return Err(Error::invalid_setting("block", 0, "must be positive"));
         }
+        if self.channel_round_to == 0 {
+            return Err(Error::invalid_setting(
+                "channel_round_to",
+                0,
+                "must be positive (1 keeps the exact share)",
+            ));
+        }
         if self.latency_runs == 0 {
             return Err(Error::invalid_setting(
                 "latency_runs",
@@ -222,6 +246,8 @@ impl CompressConfig {
             fraction: self.prune,
             scope: self.prune_scope,
             channels: self.prune_channels,
+            channel_scope: self.channel_scope,
+            channel_round_to: self.channel_round_to,
             finetune_epochs: self.finetune_epochs,
             finetune_lr: self.finetune_lr,
         }
