@@ -505,6 +505,9 @@ pub struct CompressArgs {
     /// Learning rate of the fine-tuning (cosine schedule).
     #[arg(long, default_value_t = CompressConfig::default().finetune_lr)]
     pub finetune_lr: f64,
+    /// Quantization-aware fine-tuning: train the RPG model for --finetune-epochs with its ring and unshared tensors quantized as the artifact stores them (straight-through gradient), then compress.
+    #[arg(long)]
+    pub qat: bool,
     /// Quantize unshared tensors (stem, classifier, norms, biases) to 8 bits, one scale per tensor.
     #[arg(long, default_value_t = CompressConfig::default().quant_unshared, value_parser = named::<UnsharedQuant>())]
     pub quant_unshared: UnsharedQuant,
@@ -531,6 +534,7 @@ impl CompressArgs {
             channel_round_to: self.channel_round_to,
             finetune_epochs: self.finetune_epochs,
             finetune_lr: self.finetune_lr,
+            qat: self.qat,
             quant_unshared: self.quant_unshared,
             latency_runs: self.latency_runs,
         }

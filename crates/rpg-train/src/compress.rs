@@ -21,6 +21,7 @@ use crate::events::Events;
 use crate::export::write_dense;
 use crate::metrics::median;
 use crate::output::{NewOutputs, check_destination, enclosing_run, refuse_overwrite, write_json};
+use crate::qat::FakeQuant;
 use crate::setup::{Built, build_from_file, load_any};
 use rpg_data::Dataset;
 
@@ -152,8 +153,16 @@ pub fn compress(plan: &CompressPlan, events: &mut dyn Events) -> Result<Compress
             &finetune,
             events,
         )?
+    } else if plan.config.qat {
+        let finetune = outputs.file(FINETUNE_DIR);
+        let (tuned, qat_step) =
+            quantization_aware((&settings, &pruning), &file, &cfg, &test, &finetune, events)?;
+        let (mut steps, bytes, reloaded) =
+            ring_path(&settings, &tuned, &cfg, &test, &artifact_path)?;
+        steps.insert(0, qat_step);
+        (steps, bytes, reloaded)
     } else {
-        ring_path(&settings, &file, &original, &cfg, &test, &artifact_path)?
+        ring_path(&settings, &original, &cfg, &test, &artifact_path)?
     };
     let after = evaluate(&reloaded, &test, cfg.eval_batch_size, cfg.workers)?;
     let runs = plan.config.latency_runs;
@@ -192,18 +201,17 @@ const REPORT_FILE: &str = "compress_report.json";
 const FINETUNE_DIR: &str = "finetune";
 const OUTPUT_FILES: [&str; 4] = [DENSE_FILE, ARTIFACT_FILE, REPORT_FILE, FINETUNE_DIR];
 
-/// Ring quantization / pruning: the artifact stays an RPG model.
+/// Ring quantization / pruning of `source` (the trained model, or the same
+/// after quantization-aware fine-tuning): the artifact stays an RPG model.
 fn ring_path(
     settings: &CompressSettings,
-    file: &ModelFile,
-    original: &Built,
+    source: &Built,
     run: &TrainConfig,
     test: &Arc<Dataset>,
     artifact_path: &Path,
 ) -> Result<PathResult> {
-    let device = Device::Cpu;
-    // Accuracy after each cumulative step, on a copy built from the file
-    // already in memory.
+    // Accuracy after each cumulative step: the source quantized in place,
+    // evaluated, and its values put back.
     let mut steps = Vec::new();
     let mut partial = CompressSettings {
         ring_bits: None,
@@ -211,16 +219,13 @@ fn ring_path(
         ..settings.clone()
     };
     let mut stages: Vec<(String, CompressSettings)> = Vec::new();
-    if settings.ring_prune > 0.0 && original.store.ring().is_some() {
+    if settings.ring_prune > 0.0 && source.store.ring().is_some() {
         stages.push((
             format!("prune ring {:.0}%", 100.0 * settings.ring_prune),
             partial.clone(),
         ));
     }
-    if let Some(bits) = settings
-        .ring_bits
-        .filter(|_| original.store.ring().is_some())
-    {
+    if let Some(bits) = settings.ring_bits.filter(|_| source.store.ring().is_some()) {
         partial.ring_bits = Some(bits);
         stages.push((format!("+ ring int{}", bits.count()), partial.clone()));
     }
@@ -228,23 +233,68 @@ fn ring_path(
         partial.unshared_int8 = true;
         stages.push(("+ unshared int8".into(), partial.clone()));
     }
-    for (label, stage) in &stages {
-        let copy = build_from_file(file, &device)?;
-        Artifact::compress(&copy.store, stage)?.apply(&copy.store)?;
+    for (label, stage) in stages {
+        let latent = FakeQuant::new(stage).quantize(&source.store)?;
+        let accuracy = evaluate(source, test, run.eval_batch_size, run.workers);
+        latent.restore()?;
         steps.push(StepResult {
-            step: label.clone(),
-            accuracy: evaluate(&copy, test, run.eval_batch_size, run.workers)?.accuracy,
+            step: label,
+            accuracy: accuracy?.accuracy,
         });
     }
-    let artifact = Artifact::compress(&original.store, settings)?;
-    let bytes = artifact.save(
-        artifact_path,
-        &original.config.name,
-        &original.config.to_json(),
-    )?;
+    let artifact = Artifact::compress(&source.store, settings)?;
+    let bytes = artifact.save(artifact_path, &source.config.name, &source.config.to_json())?;
     // The artifact as `eval` will see it: loaded from disk.
-    let reloaded = load_any(artifact_path, &device)?;
+    let reloaded = load_any(artifact_path, &Device::Cpu)?;
     Ok((steps, bytes, reloaded))
+}
+
+/// Quantization-aware fine-tuning of a copy of the trained model (built
+/// from `file`) under the artifact's quantization, with the run's recipe
+/// and data; returns the copy and its accuracy step.
+fn quantization_aware(
+    (settings, pruning): (&CompressSettings, &WeightPruning),
+    file: &ModelFile,
+    run: &TrainConfig,
+    test: &Arc<Dataset>,
+    finetune_dir: &Path,
+    events: &mut dyn Events,
+) -> Result<(Built, StepResult)> {
+    let tuned = build_from_file(file, &Device::Cpu)?;
+    let ft = finetune_config(run, &tuned, pruning, finetune_dir);
+    crate::trainer::finetune(ft, &tuned, Some(FakeQuant::new(settings.clone())), events)?;
+    let step = StepResult {
+        step: format!(
+            "quantization-aware fine-tuning, {} epoch(s) (full-precision values)",
+            pruning.finetune_epochs
+        ),
+        accuracy: evaluate(&tuned, test, run.eval_batch_size, run.workers)?.accuracy,
+    };
+    Ok((tuned, step))
+}
+
+/// The fine-tuning run of `built`: the trained run's recipe and data, the
+/// model's own normalisation, `pruning`'s epochs and rate.
+fn finetune_config(
+    run: &TrainConfig,
+    built: &Built,
+    pruning: &WeightPruning,
+    out: &Path,
+) -> TrainConfig {
+    TrainConfig {
+        epochs: pruning.finetune_epochs,
+        lr: pruning.finetune_lr,
+        data: rpg_data::DataConfig {
+            normalize: built
+                .config
+                .normalize
+                .as_ref()
+                .map(|n| [n.mean.clone(), n.std.clone()].concat()),
+            ..run.data.clone()
+        },
+        out: Some(out.to_path_buf()),
+        ..run.clone()
+    }
 }
 
 /// Removes `pruning.channels` of the channel groups of `original`'s graph
@@ -328,20 +378,9 @@ fn materialized_path(
             dense: true,
             dof: None,
             ring: None,
-            epochs: pruning.finetune_epochs,
-            lr: pruning.finetune_lr,
-            data: rpg_data::DataConfig {
-                normalize: original
-                    .config
-                    .normalize
-                    .as_ref()
-                    .map(|n| [n.mean.clone(), n.std.clone()].concat()),
-                ..run.data.clone()
-            },
-            out: Some(finetune_dir.to_path_buf()),
-            ..run.clone()
+            ..finetune_config(run, original, pruning, finetune_dir)
         };
-        crate::trainer::finetune(ft, &pruned, events)?;
+        crate::trainer::finetune(ft, &pruned, None, events)?;
         if pruning.fraction > 0.0 {
             // Fine-tuning refills pruned weights: prune again to keep the sparsity.
             let mut t = pruned.store.materialize()?;

@@ -135,6 +135,10 @@ pub struct CompressConfig {
     pub finetune_epochs: usize,
     /// Fine-tuning learning rate (cosine schedule).
     pub finetune_lr: f64,
+    /// Quantization-aware fine-tuning: the `finetune_epochs` train the RPG
+    /// model with its ring and unshared tensors quantized as the artifact
+    /// stores them (straight-through gradient) before compressing.
+    pub qat: bool,
     /// Quantization of the unshared tensors.
     #[serde(with = "as_text")]
     pub quant_unshared: UnsharedQuant,
@@ -156,6 +160,7 @@ impl Default for CompressConfig {
             channel_round_to: 1,
             finetune_epochs: 0,
             finetune_lr: 0.01,
+            qat: false,
             quant_unshared: UnsharedQuant::Int8,
             latency_runs: 21,
         }
@@ -200,6 +205,20 @@ impl CompressConfig {
         fraction("prune_channels", self.prune_channels)?;
         if self.block == Some(0) {
             return Err(Error::invalid_setting("block", 0, "must be positive"));
+        }
+        if self.qat && self.finetune_epochs == 0 {
+            return Err(Error::invalid_setting(
+                "finetune_epochs",
+                0,
+                "quantization-aware training (qat) needs at least one epoch of fine-tuning",
+            ));
+        }
+        if self.qat && (self.prune > 0.0 || self.prune_channels > 0.0) {
+            return Err(Error::invalid_setting(
+                "qat",
+                true,
+                "quantization-aware training applies to the ring and unshared tensors; combine it with quant and prune_ring, not with prune or prune_channels",
+            ));
         }
         if self.channel_round_to == 0 {
             return Err(Error::invalid_setting(

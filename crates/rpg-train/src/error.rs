@@ -232,6 +232,7 @@ impl From<StepError> for Error {
             StepError::Candle(e) => Error::Candle(e),
             StepError::Optimizer(e) => Error::Optimizer(e),
             StepError::Collective(e) => Error::Collective(e),
+            StepError::Quantize(e) => Error::Compress(e),
         }
     }
 }

@@ -27,6 +27,7 @@ pub mod optim;
 pub mod output;
 pub mod plot;
 pub mod predict;
+pub mod qat;
 pub mod reproduce;
 pub mod schedule;
 pub mod selftest;

@@ -11,6 +11,7 @@ use rpg_nn::{ParamGrad, ParamGroup};
 use crate::distributed::{Collective, CollectiveError, mean_over_ranks};
 use crate::loss::cross_entropy;
 use crate::optim::{Optimizer, OptimizerError, clip_grad_norm, grad_norm, updates};
+use crate::qat::FakeQuant;
 use crate::setup::Built;
 
 /// What a step does besides the update itself.
@@ -96,6 +97,9 @@ pub enum StepError {
     /// Exchanging gradients with the other ranks failed.
     #[error(transparent)]
     Collective(#[from] CollectiveError),
+    /// Quantizing the parameters of a QAT step failed.
+    #[error(transparent)]
+    Quantize(#[from] rpg_compress::artifact::CompressError),
 }
 
 /// The training step of one model with one optimizer.
@@ -105,6 +109,8 @@ pub struct TrainStep<'a> {
     settings: StepSettings,
     /// The other processes of a data-parallel run, if any.
     comm: Option<&'a dyn Collective>,
+    /// Quantization-aware training's quantization, if any.
+    fake_quant: Option<&'a FakeQuant>,
 }
 
 impl std::fmt::Debug for TrainStep<'_> {
@@ -124,7 +130,16 @@ impl<'a> TrainStep<'a> {
             optimizer,
             settings,
             comm: None,
+            fake_quant: None,
         }
+    }
+
+    /// The same step under quantization-aware training: forward and
+    /// backward see the parameters quantized as `fake_quant` says, the
+    /// update goes to the full-precision ones.
+    pub fn quantized(mut self, fake_quant: Option<&'a FakeQuant>) -> Self {
+        self.fake_quant = fake_quant;
+        self
     }
 
     /// The same step in a data-parallel run: the gradients (and the loss)
@@ -153,6 +168,7 @@ impl<'a> TrainStep<'a> {
     ) -> Result<StepOutcome, StepError> {
         let store = &self.built.store;
         let started = Instant::now();
+        let latent = self.fake_quant.map(|q| q.quantize(store)).transpose()?;
         store.regenerate()?;
         let generated = Instant::now();
         let logits = self.built.model.forward_t(x, true)?;
@@ -162,12 +178,20 @@ impl<'a> TrainStep<'a> {
         if self.settings.guard_each_step && self.comm.is_none() {
             let value = f64::from(loss.to_scalar::<f32>()?);
             if !value.is_finite() {
+                if let Some(latent) = latent {
+                    latent.restore()?;
+                }
                 return Ok(StepOutcome::Diverged { loss: value });
             }
         }
         let backward = loss.backward()?;
         let backward_done = Instant::now();
         let mut grads = store.gradients(&backward)?;
+        if let Some(latent) = latent {
+            // Straight through: the gradient at the quantized point updates
+            // the full-precision values.
+            latent.restore()?;
+        }
         let ring_done = Instant::now();
         if let Some(comm) = self.comm {
             let global = average(comm, &mut grads, &loss)?;

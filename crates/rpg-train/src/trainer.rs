@@ -22,6 +22,7 @@ use crate::loss::correct_count;
 use crate::metrics::{EpochRecord, MetricsLog, StepRecord};
 use crate::optim::{Optimizer, OptimizerConfig, OptimizerKind};
 use crate::output::{write_atomic, write_json};
+use crate::qat::FakeQuant;
 use crate::schedule::Schedule;
 use crate::setup::{Built, build_for_training, build_from_file, model_config};
 use crate::step::{StepOutcome, StepSettings, TrainStep};
@@ -62,11 +63,18 @@ pub fn train_across(
     Run::prepare(cfg, resume, None, comm, events)?.train(stop_after_epochs)
 }
 
-/// Trains an already built (dense) model further with `cfg`'s recipe and
-/// data, e.g. after structured pruning; the model's parameters are updated
-/// in place.
-pub fn finetune(cfg: TrainConfig, built: &Built, events: &mut dyn Events) -> Result<Summary> {
-    Run::prepare(cfg, None, Some(built), &Solo, events)?.train(None)
+/// Trains an already built model further with `cfg`'s recipe and data,
+/// e.g. after structured pruning, or under `fake_quant` (quantization-aware
+/// training); the model's parameters are updated in place.
+pub fn finetune(
+    cfg: TrainConfig,
+    built: &Built,
+    fake_quant: Option<FakeQuant>,
+    events: &mut dyn Events,
+) -> Result<Summary> {
+    let mut run = Run::prepare(cfg, None, Some(built), &Solo, events)?;
+    run.fake_quant = fake_quant;
+    run.train(None)
 }
 
 /// The model a run trains: built by the run, or lent to it.
@@ -167,6 +175,8 @@ struct Run<'a> {
     warm_start: Option<WarmStart>,
     /// Held for the run's whole life.
     _lock: Option<RunLock>,
+    /// Quantization-aware training's quantization, if any.
+    fake_quant: Option<FakeQuant>,
     /// The processes of the run (one, or the ranks of a data-parallel run).
     comm: &'a dyn Collective,
     /// Where the run reports.
@@ -527,6 +537,7 @@ impl<'a> Run<'a> {
             test_set,
             warm_start,
             _lock: lock,
+            fake_quant: None,
             comm,
             events,
         })
@@ -596,8 +607,9 @@ impl<'a> Run<'a> {
         };
         let (checkpointed, out) = (self.checkpointed, self.out.clone());
         let stop = |loss, step| diverged(loss, epoch, step, cfg.lr, checkpointed, &out);
-        let mut step =
-            TrainStep::new(&self.built, &mut self.optimizer, self.settings).across(self.comm);
+        let mut step = TrainStep::new(&self.built, &mut self.optimizer, self.settings)
+            .across(self.comm)
+            .quantized(self.fake_quant.as_ref());
         // Images/s count wall time: on a GPU the step's own timings are
         // host time, which excludes the waits at the deferred reads.
         let started = Instant::now();
