@@ -517,6 +517,12 @@ pub struct CompressArgs {
     /// Timed runs per latency figure, before and after alternating (the median is reported).
     #[arg(long, default_value_t = CompressConfig::default().latency_runs)]
     pub latency_runs: usize,
+    /// Also write the compressed model as ONNX: model.f32.onnx and model.int8.onnx (QDQ: ONNX Runtime runs it with its int8 kernels), with the accuracy of each (convolutional models).
+    #[arg(long)]
+    pub onnx_int8: bool,
+    /// For --onnx-int8: training images whose activation ranges set the int8 scales.
+    #[arg(long, value_name = "N", default_value_t = CompressConfig::default().calibration_images)]
+    pub calibration_images: usize,
 }
 
 impl CompressArgs {
@@ -537,6 +543,8 @@ impl CompressArgs {
             qat: self.qat,
             quant_unshared: self.quant_unshared,
             latency_runs: self.latency_runs,
+            onnx_int8: self.onnx_int8,
+            calibration_images: self.calibration_images,
         }
     }
 }

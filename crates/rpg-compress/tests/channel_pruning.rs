@@ -4,53 +4,15 @@
 
 use std::collections::BTreeMap;
 
+mod common;
+
 use candle_core::{DType, Device, Tensor};
+use common::{config, logits, weights};
 use rpg_compress::{
     ChannelGroup, ChannelPruning, PruneScope, channel_groups, prune_channel_groups,
 };
-use rpg_models::{ModelConfig, build_model, model_entry, onnx_model};
+use rpg_models::{ModelConfig, build_model, onnx_model};
 use rpg_nn::ParamStore;
-
-fn config(name: &str, image_size: usize, width: f64) -> ModelConfig {
-    let mut cfg = model_entry(name).unwrap().config(5).with_width(width);
-    cfg.image_size = image_size;
-    cfg
-}
-
-/// A dense model of `cfg` with seeded random weights and every vector
-/// (biases, batch norm's scale, shift and statistics) distinct per channel,
-/// so that batch norm is not the identity and survivors can be found by
-/// value.
-fn weights(cfg: &ModelConfig) -> anyhow::Result<BTreeMap<String, Tensor>> {
-    let store = ParamStore::dense(&Device::Cpu, DType::F32, 3);
-    build_model(cfg, store.var_builder())?;
-    let mut tensors = store.materialize()?;
-    for (name, t) in tensors.iter_mut() {
-        let n = t.elem_count();
-        let wave = Tensor::arange(0f32, n as f32, &Device::Cpu)?
-            .affine(0.37, 0.0)?
-            .sin()?
-            .reshape(t.shape())?;
-        if name.ends_with("running_var") {
-            *t = (wave.abs()? + 0.5)?;
-        } else if t.rank() == 1 {
-            *t = wave.affine(0.3, 0.1)?;
-        }
-    }
-    Ok(tensors)
-}
-
-fn logits(cfg: &ModelConfig, tensors: &BTreeMap<String, Tensor>) -> anyhow::Result<Vec<f32>> {
-    let store = ParamStore::dense(&Device::Cpu, DType::F32, 0);
-    let model = build_model(cfg, store.var_builder())?;
-    store.assign(tensors)?;
-    let n = 2 * cfg.in_channels * cfg.image_size * cfg.image_size;
-    let x = Tensor::arange(0f32, n as f32, &Device::Cpu)?
-        .affine(0.011, 0.0)?
-        .cos()?
-        .reshape((2, cfg.in_channels, cfg.image_size, cfg.image_size))?;
-    Ok(model.forward_t(&x, false)?.flatten_all()?.to_vec1()?)
-}
 
 fn groups_of(cfg: &ModelConfig) -> anyhow::Result<Vec<ChannelGroup>> {
     let store = ParamStore::dense(&Device::Cpu, DType::F32, 0);

@@ -133,6 +133,12 @@ pub struct AttributeProto {
 pub mod data_type {
     /// 32-bit float.
     pub const FLOAT: i32 = 1;
+    /// 8-bit unsigned integer (quantized activations).
+    pub const UINT8: i32 = 2;
+    /// 8-bit signed integer (quantized weights).
+    pub const INT8: i32 = 3;
+    /// 32-bit signed integer (quantized biases).
+    pub const INT32: i32 = 6;
     /// 64-bit signed integer.
     pub const INT64: i32 = 7;
 }

@@ -92,6 +92,29 @@ pub struct CompressReport {
     pub latency_after_ms: [f64; 2],
     /// The options, the block size resolved.
     pub settings: CompressConfig,
+    /// The ONNX exports of the compressed model, with `onnx_int8`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub onnx: Option<OnnxReport>,
+}
+
+/// The compressed model as ONNX, f32 and int8 QDQ; both accuracies from
+/// rpg's own ONNX interpreter (ONNX Runtime's are checked against it).
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
+pub struct OnnxReport {
+    /// The f32 graph.
+    pub f32_file: PathBuf,
+    /// Its size.
+    pub f32_bytes: u64,
+    /// Test accuracy of the f32 graph.
+    pub f32_accuracy: f64,
+    /// The int8 QDQ graph.
+    pub int8_file: PathBuf,
+    /// Its size.
+    pub int8_bytes: u64,
+    /// Test accuracy of the int8 graph.
+    pub int8_accuracy: f64,
+    /// Training images the int8 scales were calibrated on.
+    pub calibration_images: usize,
 }
 
 /// Everything `rpg compress` does.
@@ -165,6 +188,18 @@ pub fn compress(plan: &CompressPlan, events: &mut dyn Events) -> Result<Compress
         ring_path(&settings, &original, &cfg, &test, &artifact_path)?
     };
     let after = evaluate(&reloaded, &test, cfg.eval_batch_size, cfg.workers)?;
+    let onnx = if plan.config.onnx_int8 {
+        let files = (outputs.file(ONNX_F32_FILE), outputs.file(ONNX_INT8_FILE));
+        Some(onnx_exports(
+            &reloaded,
+            &cfg,
+            &test,
+            plan.config.calibration_images,
+            files,
+        )?)
+    } else {
+        None
+    };
     let runs = plan.config.latency_runs;
     let (b1_before, b1_after) = latencies(&original, &reloaded, 1, runs)?;
     let (b64_before, b64_after) = latencies(&original, &reloaded, 64, runs)?;
@@ -181,6 +216,7 @@ pub fn compress(plan: &CompressPlan, events: &mut dyn Events) -> Result<Compress
         latency_before_ms: [b1_before, b64_before].map(|s| s * 1e3),
         latency_after_ms: [b1_after, b64_after].map(|s| s * 1e3),
         settings: plan.config.resolved(),
+        onnx,
     };
     write_json(&outputs.file(REPORT_FILE), &report)?;
     outputs.finish();
@@ -199,7 +235,84 @@ const ARTIFACT_FILE: &str = "model.compressed.safetensors";
 const REPORT_FILE: &str = "compress_report.json";
 /// See [`DENSE_FILE`]; the fine-tuning run's directory.
 const FINETUNE_DIR: &str = "finetune";
-const OUTPUT_FILES: [&str; 4] = [DENSE_FILE, ARTIFACT_FILE, REPORT_FILE, FINETUNE_DIR];
+/// See [`DENSE_FILE`]; with `onnx_int8`.
+const ONNX_F32_FILE: &str = "model.f32.onnx";
+/// See [`DENSE_FILE`]; with `onnx_int8`.
+const ONNX_INT8_FILE: &str = "model.int8.onnx";
+const OUTPUT_FILES: [&str; 6] = [
+    DENSE_FILE,
+    ARTIFACT_FILE,
+    REPORT_FILE,
+    FINETUNE_DIR,
+    ONNX_F32_FILE,
+    ONNX_INT8_FILE,
+];
+
+/// Writes `model` as f32 ONNX and as int8 QDQ ONNX calibrated on the first
+/// `calibration` training images, and tests both graphs.
+fn onnx_exports(
+    model: &Built,
+    run: &TrainConfig,
+    test: &Arc<Dataset>,
+    calibration: usize,
+    (f32_file, int8_file): (PathBuf, PathBuf),
+) -> Result<OnnxReport> {
+    model.store.regenerate()?;
+    let f32_model = rpg_models::onnx_model(model.model.as_ref(), &model.config, &[])?;
+    let first_images = TrainConfig {
+        data: rpg_data::DataConfig {
+            train_limit: Some(calibration),
+            ..run.data.clone()
+        },
+        ..run.clone()
+    };
+    let train =
+        crate::evaluate::load_split_for(&first_images, rpg_data::Split::Train, &model.config)?;
+    let loader = rpg_data::BatchLoader::new(
+        train,
+        rpg_data::LoaderOptions {
+            batch_size: 64,
+            shuffle_seed: None,
+            epoch: 0,
+            augment: false,
+            drop_last: false,
+            workers: run.workers,
+            prefetch: 2,
+            shard: rpg_data::Shard::covering(0, 1),
+        },
+    );
+    let batches = loader
+        .map(|batch| Ok(crate::evaluate::to_tensors(&batch?, &Device::Cpu)?.0))
+        .collect::<Result<Vec<Tensor>>>()?;
+    let int8_model = rpg_compress::quantize_qdq(&f32_model, &batches)?;
+    let accuracy = |m: &rpg_onnx::proto::ModelProto| -> Result<f64> {
+        let graph = m.graph.clone().unwrap_or_default();
+        let runner = rpg_compress::OnnxRunner::new(&graph)?;
+        let (_, top1, _, n) = crate::evaluate::test_sums(
+            test,
+            &Device::Cpu,
+            (run.eval_batch_size, run.workers),
+            rpg_data::Shard::covering(0, 1),
+            |x| Ok(runner.run(x, |_, _| {})?),
+        )?;
+        Ok(top1 as f64 / n.max(1) as f64)
+    };
+    let write = |path: &Path, m: &rpg_onnx::proto::ModelProto| -> Result<u64> {
+        let bytes = rpg_onnx::encode(m);
+        let size = bytes.len() as u64;
+        crate::output::write_atomic(path, bytes)?;
+        Ok(size)
+    };
+    Ok(OnnxReport {
+        f32_bytes: write(&f32_file, &f32_model)?,
+        f32_accuracy: accuracy(&f32_model)?,
+        int8_bytes: write(&int8_file, &int8_model)?,
+        int8_accuracy: accuracy(&int8_model)?,
+        f32_file,
+        int8_file,
+        calibration_images: batches.iter().map(|b| b.dim(0).unwrap_or(0)).sum(),
+    })
+}
 
 /// Ring quantization / pruning of `source` (the trained model, or the same
 /// after quantization-aware fine-tuning): the artifact stays an RPG model.

@@ -144,6 +144,11 @@ pub struct CompressConfig {
     pub quant_unshared: UnsharedQuant,
     /// Timed runs per latency figure (the median is reported).
     pub latency_runs: usize,
+    /// Also write the compressed model as ONNX, f32 and int8 (QDQ, which
+    /// ONNX Runtime runs with its integer kernels), with both accuracies.
+    pub onnx_int8: bool,
+    /// Training images whose activation ranges set the int8 scales.
+    pub calibration_images: usize,
 }
 
 impl Default for CompressConfig {
@@ -163,6 +168,8 @@ impl Default for CompressConfig {
             qat: false,
             quant_unshared: UnsharedQuant::Int8,
             latency_runs: 21,
+            onnx_int8: false,
+            calibration_images: 512,
         }
     }
 }
@@ -218,6 +225,13 @@ impl CompressConfig {
                 "qat",
                 true,
                 "quantization-aware training applies to the ring and unshared tensors; combine it with quant and prune_ring, not with prune or prune_channels",
+            ));
+        }
+        if self.onnx_int8 && self.calibration_images == 0 {
+            return Err(Error::invalid_setting(
+                "calibration_images",
+                0,
+                "int8 ONNX needs at least one calibration image",
             ));
         }
         if self.channel_round_to == 0 {

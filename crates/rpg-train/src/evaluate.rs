@@ -30,6 +30,48 @@ pub struct EvalResult {
     pub samples: usize,
 }
 
+/// Sums of loss x size, top-1 and top-5 correct counts and images over
+/// `shard` of `data`, in batches of `batch_size` read by `workers`, with
+/// `forward` giving each batch's logits: any model, or a graph run another
+/// way (the int8 ONNX export).
+pub fn test_sums(
+    data: &Arc<Dataset>,
+    device: &Device,
+    (batch_size, workers): (usize, usize),
+    shard: rpg_data::Shard,
+    mut forward: impl FnMut(&Tensor) -> Result<Tensor>,
+) -> Result<(f64, usize, usize, usize)> {
+    let loader = BatchLoader::new(
+        data.clone(),
+        LoaderOptions {
+            batch_size,
+            shuffle_seed: None,
+            epoch: 0,
+            augment: false,
+            drop_last: false,
+            workers,
+            prefetch: 2,
+            shard,
+        },
+    );
+    let (mut loss_sum, mut top1, mut top5, mut n) = (0f64, 0usize, 0usize, 0usize);
+    for batch in loader {
+        let batch = batch?;
+        let (x, y) = to_tensors(&batch, device)?;
+        let logits = forward(&x)?;
+        let loss = f64::from(cross_entropy(&logits, &y, 0.0)?.to_scalar::<f32>()?);
+        if !loss.is_finite() {
+            return Err(Error::NonFiniteOutput { first_image: n });
+        }
+        loss_sum += loss * batch.size as f64;
+        let (a, b) = correct_counts(&logits, &batch.labels)?;
+        top1 += a;
+        top5 += b;
+        n += batch.size;
+    }
+    Ok((loss_sum, top1, top5, n))
+}
+
 /// A batch as tensors on `device`: images `[N, C, H, W]` and labels `[N]`.
 pub fn to_tensors(batch: &Batch, device: &Device) -> candle_core::Result<(Tensor, Tensor)> {
     let x = Tensor::from_slice(
@@ -63,34 +105,9 @@ pub fn evaluate_across(
     let shard = rpg_data::Shard::covering(comm.rank(), comm.world());
     built.store.regenerate()?;
     let device = built.store.device().clone();
-    let loader = BatchLoader::new(
-        data.clone(),
-        LoaderOptions {
-            batch_size,
-            shuffle_seed: None,
-            epoch: 0,
-            augment: false,
-            drop_last: false,
-            workers,
-            prefetch: 2,
-            shard,
-        },
-    );
-    let (mut loss_sum, mut top1, mut top5, mut n) = (0f64, 0usize, 0usize, 0usize);
-    for batch in loader {
-        let batch = batch?;
-        let (x, y) = to_tensors(&batch, &device)?;
-        let logits = built.model.forward_t(&x, false)?.detach();
-        let loss = f64::from(cross_entropy(&logits, &y, 0.0)?.to_scalar::<f32>()?);
-        if !loss.is_finite() {
-            return Err(Error::NonFiniteOutput { first_image: n });
-        }
-        loss_sum += loss * batch.size as f64;
-        let (a, b) = correct_counts(&logits, &batch.labels)?;
-        top1 += a;
-        top5 += b;
-        n += batch.size;
-    }
+    let forward = |x: &Tensor| Ok(built.model.forward_t(x, false)?.detach());
+    let (mut loss_sum, mut top1, mut top5, mut n) =
+        test_sums(data, &device, (batch_size, workers), shard, forward)?;
     if comm.world() > 1 {
         let mut sums = [loss_sum, top1 as f64, top5 as f64, n as f64];
         comm.sum_f64(&mut sums)?;
@@ -122,7 +139,16 @@ pub fn load_test_data(cfg: &TrainConfig) -> Result<Arc<Dataset>> {
 /// The test split of `cfg`'s data set, normalised as `model` was trained
 /// (when its file records it), so a model is tested on the inputs it knows.
 pub fn load_test_data_for(cfg: &TrainConfig, model: &ModelConfig) -> Result<Arc<Dataset>> {
-    let mut data = Arc::unwrap_or_clone(load_test_data(cfg)?);
+    load_split_for(cfg, Split::Test, model)
+}
+
+/// A split of `cfg`'s data set, normalised as `model` was trained.
+pub fn load_split_for(
+    cfg: &TrainConfig,
+    split: Split,
+    model: &ModelConfig,
+) -> Result<Arc<Dataset>> {
+    let mut data = Arc::unwrap_or_clone(load_split(cfg, split)?);
     if let Some(n) = &model.normalize {
         data.mean.clone_from(&n.mean);
         data.std.clone_from(&n.std);
