@@ -49,7 +49,8 @@ TASKS run here:
                 rpg bench against PyTorch in about 7 minutes and packs the results into one file
                 (docs/cuda.md; --binary PATH packs another build)
     onnx-check  export lenet5, resnet20, resnet18, mobilenet_v2 and vit_tiny to ONNX and run them in
-                ONNX Runtime (PyPI, into .venv-onnx/ on first use) against rpg's logits (--models A,B)
+                ONNX Runtime (PyPI, into .venv-onnx/ on first use) against rpg's logits, and the
+                convolutional ones as int8 QDQ on ONNX Runtime's integer kernels (--models A,B)
     fuzz        mutation-fuzz every file reader (IDX, gzip, CIFAR, images, model files, artifacts,
                 optimizer state): 1 million executions, no panic, no allocation over 1 GiB
                 (--iterations N, --seed S; panicking inputs land in target/fuzz-crashes/)

@@ -8,7 +8,9 @@
 //! cargo run --release -p rpg-cli --example onnx_fixtures -- DIR lenet5,resnet20
 //! ```
 //! writes `DIR/<model>/{model.safetensors, input.bin, logits.bin, shapes.json}`
-//! (`.bin`: little-endian f32, shapes in `shapes.json`).
+//! (`.bin`: little-endian f32, shapes in `shapes.json`) and, for the
+//! convolutional models, `model.int8.onnx` (the int8 QDQ export) and
+//! `logits_int8.bin` (rpg's interpreter running it).
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -62,6 +64,16 @@ fn fixture(dir: &Path, name: &str) -> Result<()> {
     let logits = reloaded.model.forward_t(&x, false)?;
     write_f32(&out.join("input.bin"), &x)?;
     write_f32(&out.join("logits.bin"), &logits)?;
+    if !name.starts_with("vit") {
+        // The int8 QDQ export as `rpg compress --onnx-int8` writes it,
+        // calibrated on this input and another, and rpg's logits of it.
+        let f32_graph = rpg_models::onnx_model(reloaded.model.as_ref(), &reloaded.config, &[])?;
+        let int8 = rpg_compress::quantize_qdq(&f32_graph, &[x.clone(), input(&dims, 5)?])?;
+        let graph = int8.graph.clone().unwrap_or_default();
+        let int8_logits = rpg_compress::OnnxRunner::new(&graph)?.run(&x, |_, _| {})?;
+        std::fs::write(out.join("model.int8.onnx"), rpg_onnx::encode(&int8))?;
+        write_f32(&out.join("logits_int8.bin"), &int8_logits)?;
+    }
     let shapes = serde_json::json!({ "input": x.dims(), "logits": logits.dims() });
     std::fs::write(out.join("shapes.json"), shapes.to_string())?;
     println!("{name}: {}", out.display());

@@ -358,6 +358,116 @@ fn structured_and_unstructured_pruning_produce_loadable_dense_artifacts() {
     );
 }
 
+/// `rpg compress` of `run` into `out` with `flags`; the report.
+fn compress_report(
+    run: &std::path::Path,
+    out: &std::path::Path,
+    flags: &[&str],
+) -> serde_json::Value {
+    let args = [
+        "compress",
+        "--checkpoint",
+        run.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--latency-runs",
+        "1",
+    ];
+    rpg_ok(&[&args[..], flags].concat());
+    serde_json::from_str(&std::fs::read_to_string(out.join("compress_report.json")).unwrap())
+        .unwrap()
+}
+
+#[test]
+fn a_resnet_is_channel_pruned_across_its_residual_groups_quantization_aware_tuned_and_exported_as_int8_onnx()
+ {
+    let dir = tempfile::tempdir().unwrap();
+    let run = dir.path().join("run");
+    train_tiny(
+        &run,
+        &[
+            "--model",
+            "resnet20",
+            "--width",
+            "0.5",
+            "--epochs",
+            "1",
+            "--test-limit",
+            "100",
+        ],
+    );
+    // Channel pruning: each residual stage loses half its channels as one
+    // group, and the pruned model exports.
+    let pruned = dir.path().join("pruned");
+    let report = compress_report(
+        &run,
+        &pruned,
+        &[
+            "--prune-channels",
+            "0.5",
+            "--finetune-epochs",
+            "1",
+            "--onnx-int8",
+            "--calibration-images",
+            "32",
+        ],
+    );
+    let dense = dir.path().join("pruned.safetensors");
+    rpg_ok(&[
+        "export",
+        "--checkpoint",
+        pruned
+            .join("model.compressed.safetensors")
+            .to_str()
+            .unwrap(),
+        "--out",
+        dense.to_str().unwrap(),
+    ]);
+    let tensors = candle_core::safetensors::load(&dense, &candle_core::Device::Cpu).unwrap();
+    assert_eq!(tensors["conv1.weight"].dims(), &[4, 1, 3, 3]);
+    assert_eq!(tensors["layer1.2.conv2.weight"].dims(), &[4, 4, 3, 3]);
+    assert_eq!(
+        tensors["layer2.0.downsample.0.weight"].dims(),
+        &[8, 4, 1, 1]
+    );
+    assert_eq!(tensors["layer3.1.conv1.weight"].dims(), &[16, 16, 3, 3]);
+    assert_eq!(tensors["fc.weight"].dims(), &[10, 16]);
+    // Its int8 ONNX export, calibrated and tested by rpg.
+    let onnx = &report["onnx"];
+    assert_eq!(onnx["calibration_images"], 32);
+    for key in ["f32_accuracy", "int8_accuracy"] {
+        assert!((0.0..=1.0).contains(&onnx[key].as_f64().unwrap()), "{onnx}");
+    }
+    assert!(onnx["int8_bytes"].as_u64().unwrap() < onnx["f32_bytes"].as_u64().unwrap());
+    assert!(pruned.join("model.int8.onnx").is_file());
+
+    // Quantization-aware fine-tuning before int4: a step of its own.
+    let qat = dir.path().join("qat");
+    let report = compress_report(
+        &run,
+        &qat,
+        &["--quant", "int4", "--qat", "--finetune-epochs", "1"],
+    );
+    let steps = report["steps"].as_array().unwrap();
+    assert!(
+        steps[0]["step"]
+            .as_str()
+            .unwrap()
+            .starts_with("quantization-aware"),
+        "{steps:?}"
+    );
+    assert!(qat.join("finetune/metrics.jsonl").is_file());
+    let args = ["compress", "--checkpoint", run.to_str().unwrap(), "--out"];
+    fails_with(
+        &[
+            &args[..],
+            &[dir.path().join("x").to_str().unwrap(), "--qat"],
+        ]
+        .concat(),
+        "needs at least one epoch of fine-tuning",
+    );
+}
+
 #[test]
 fn bench_json_has_one_object_per_model_mode_and_kernel_set() {
     let out = rpg_ok(&[

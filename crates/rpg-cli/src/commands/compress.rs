@@ -50,6 +50,23 @@ pub fn run(args: &CompressArgs) -> Result<()> {
         "  {:<28} {:>5.2} / {:.2} ms",
         "latency b1 / b64 after", report.latency_after_ms[0], report.latency_after_ms[1]
     );
+    if let Some(onnx) = &report.onnx {
+        line(
+            "ONNX f32 (bytes, accuracy)",
+            format!("{}, {:.2}%", onnx.f32_bytes, 100.0 * onnx.f32_accuracy),
+        );
+        line(
+            "ONNX int8 QDQ",
+            format!("{}, {:.2}%", onnx.int8_bytes, 100.0 * onnx.int8_accuracy),
+        );
+        println!(
+            "  {:<28} {} and {} ({} calibration images)",
+            "ONNX files",
+            onnx.f32_file.display(),
+            onnx.int8_file.display(),
+            onnx.calibration_images
+        );
+    }
     println!(
         "  report: {}",
         args.out.join("compress_report.json").display()
