@@ -258,7 +258,7 @@ fn onnx_exports(
     (f32_file, int8_file): (PathBuf, PathBuf),
 ) -> Result<OnnxReport> {
     model.store.regenerate()?;
-    let f32_model = rpg_models::onnx_model(model.model.as_ref(), &model.config, &[])?;
+    let f32_model = crate::export::onnx_export(model)?;
     let first_images = TrainConfig {
         data: rpg_data::DataConfig {
             train_limit: Some(calibration),

@@ -119,6 +119,17 @@ fn add_num_batches_tracked(tensors: &mut HashMap<String, Tensor>) -> Result<()> 
 
 /// Writes `built` as an ONNX model; returns (bytes, initializers, 0).
 fn write_onnx(built: &Built, path: &Path) -> Result<(u64, usize, usize)> {
+    let model = onnx_export(built)?;
+    let initializers = model.graph.as_ref().map_or(0, |g| g.initializer.len());
+    let bytes = rpg_onnx::encode(&model);
+    let size = bytes.len() as u64;
+    write_atomic(path, bytes)?;
+    Ok((size, initializers, 0))
+}
+
+/// `built` as the ONNX model `rpg export` writes: the graph and metadata
+/// saying what the input and output are.
+pub fn onnx_export(built: &Built) -> Result<rpg_onnx::proto::ModelProto> {
     let layout = format!(
         "ONNX opset {}: input `{}` [batch, in_channels, image_size, image_size], normalised as normalize_mean/normalize_std say; output `{}` [batch, num_classes], unnormalised logits",
         rpg_onnx::OPSET,
@@ -128,12 +139,11 @@ fn write_onnx(built: &Built, path: &Path) -> Result<(u64, usize, usize)> {
     let meta = export_metadata(&built.config, EXPORT_ONNX, &layout);
     let mut meta: Vec<(String, String)> = meta.into_iter().collect();
     meta.sort();
-    let model = rpg_models::onnx_model(built.model.as_ref(), &built.config, &meta)?;
-    let initializers = model.graph.as_ref().map_or(0, |g| g.initializer.len());
-    let bytes = rpg_onnx::encode(&model);
-    let size = bytes.len() as u64;
-    write_atomic(path, bytes)?;
-    Ok((size, initializers, 0))
+    Ok(rpg_models::onnx_model(
+        built.model.as_ref(),
+        &built.config,
+        &meta,
+    )?)
 }
 
 /// What an export says about itself: the model, its input and
