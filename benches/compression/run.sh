@@ -50,6 +50,8 @@ for dataset in mnist fashion-mnist; do
     compress "$dataset" "$model" int4 --quant int4
     compress "$dataset" "$model" int8-qat --quant int8 --qat "${tune[@]}"
     compress "$dataset" "$model" int4-qat --quant int4 --qat "${tune[@]}"
+    # QAT's control: as much more training in full precision, then int4.
+    compress "$dataset" "$model" int4-tuned --quant int4 "${tune[@]}"
     for ratio in 0.25 0.5 0.75; do
       compress "$dataset" "$model" "channels-$ratio" --prune-channels "$ratio" "${tune[@]}" --onnx-int8
     done

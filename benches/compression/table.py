@@ -38,12 +38,12 @@ def section(folder: pathlib.Path) -> list[str]:
         f"The trained RPG model: {pct(before)}; dense f32 safetensors {base['dense_f32_bytes']:,} bytes. "
         "Ring quantization (post-training, and after quantization-aware fine-tuning, QAT):",
         "",
-        "| ring | artifact bytes | smaller than dense f32 | post-training | change | QAT | change | share of the loss QAT recovers |",
-        "|---|---|---|---|---|---|---|---|",
+        "| ring | artifact bytes | smaller than dense f32 | post-training | change | QAT | change | share of the loss QAT recovers | control: f32 fine-tuning as long, then quantized |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     verdicts = []
     for bits in ["int8", "int4"]:
-        ptq, qat = cases.get(bits), cases.get(f"{bits}-qat")
+        ptq, qat, tuned = cases.get(bits), cases.get(f"{bits}-qat"), cases.get(f"{bits}-tuned")
         if ptq is None:
             continue
         row = f"| {bits} | {ptq['artifact_bytes']:,} | {ptq['size_ratio']:.1f}x | {pct(ptq['accuracy_after'])} | {100 * (ptq['accuracy_after'] - before):+.2f} pt"
@@ -52,6 +52,7 @@ def section(folder: pathlib.Path) -> list[str]:
             gained = qat["accuracy_after"] - ptq["accuracy_after"]
             share = f"{gained / lost:.0%}" if lost > 0 else "nothing lost"
             row += f" | {pct(qat['accuracy_after'])} | {100 * (qat['accuracy_after'] - before):+.2f} pt | {share} |"
+            row += f" {pct(tuned['accuracy_after'])} |" if tuned else " |"
             if bits == "int4":
                 met = lost <= 0 or gained / lost >= 0.5
                 verdicts.append(
@@ -59,7 +60,7 @@ def section(folder: pathlib.Path) -> list[str]:
                     f"(lost {100 * lost:.2f} pt, recovered {100 * gained:+.2f} pt)"
                 )
         else:
-            row += " | | | |"
+            row += " | | | | |"
         lines.append(row)
     lines += [
         "",

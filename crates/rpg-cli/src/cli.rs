@@ -499,7 +499,7 @@ pub struct CompressArgs {
     /// For --prune-channels: round the channels each group keeps up to a multiple of N (8 suits the CPU kernels).
     #[arg(long, value_name = "N", default_value_t = CompressConfig::default().channel_round_to)]
     pub channel_round_to: usize,
-    /// Fine-tune the pruned dense model for N epochs on the run's training data.
+    /// Fine-tune for N epochs on the run's training data: the pruned dense model after --prune/--prune-channels, else the RPG model before its ring is compressed (quantization-aware with --qat).
     #[arg(long, value_name = "N", default_value_t = CompressConfig::default().finetune_epochs)]
     pub finetune_epochs: usize,
     /// Learning rate of the fine-tuning (cosine schedule).

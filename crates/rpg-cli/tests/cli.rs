@@ -457,6 +457,17 @@ fn a_resnet_is_channel_pruned_across_its_residual_groups_quantization_aware_tune
         "{steps:?}"
     );
     assert!(qat.join("finetune/metrics.jsonl").is_file());
+    // Its control: as much fine-tuning in full precision, then int4.
+    let tuned = dir.path().join("tuned");
+    let report = compress_report(&run, &tuned, &["--quant", "int4", "--finetune-epochs", "1"]);
+    let steps = report["steps"].as_array().unwrap();
+    assert!(
+        steps[0]["step"]
+            .as_str()
+            .unwrap()
+            .starts_with("fine-tuning"),
+        "{steps:?}"
+    );
     let args = ["compress", "--checkpoint", run.to_str().unwrap(), "--out"];
     fails_with(
         &[

@@ -176,10 +176,13 @@ pub fn compress(plan: &CompressPlan, events: &mut dyn Events) -> Result<Compress
             &finetune,
             events,
         )?
-    } else if plan.config.qat {
+    } else if pruning.finetune_epochs > 0 {
+        // Fine-tuning the RPG model first: quantization-aware with `qat`,
+        // else in full precision (QAT's control: as much more training).
         let finetune = outputs.file(FINETUNE_DIR);
+        let quant = plan.config.qat.then_some(&settings);
         let (tuned, qat_step) =
-            quantization_aware((&settings, &pruning), &file, &cfg, &test, &finetune, events)?;
+            finetune_rpg((quant, &pruning), &file, &cfg, &test, &finetune, events)?;
         let (mut steps, bytes, reloaded) =
             ring_path(&settings, &tuned, &cfg, &test, &artifact_path)?;
         steps.insert(0, qat_step);
@@ -362,11 +365,12 @@ fn ring_path(
     Ok((steps, bytes, reloaded))
 }
 
-/// Quantization-aware fine-tuning of a copy of the trained model (built
-/// from `file`) under the artifact's quantization, with the run's recipe
-/// and data; returns the copy and its accuracy step.
-fn quantization_aware(
-    (settings, pruning): (&CompressSettings, &WeightPruning),
+/// Fine-tuning of a copy of the trained RPG model (built from `file`) with
+/// the run's recipe and data: quantization-aware under `quant` (the
+/// artifact's quantization), else in full precision. Returns the copy and
+/// its accuracy step.
+fn finetune_rpg(
+    (quant, pruning): (Option<&CompressSettings>, &WeightPruning),
     file: &ModelFile,
     run: &TrainConfig,
     test: &Arc<Dataset>,
@@ -375,10 +379,16 @@ fn quantization_aware(
 ) -> Result<(Built, StepResult)> {
     let tuned = build_from_file(file, &Device::Cpu)?;
     let ft = finetune_config(run, &tuned, pruning, finetune_dir);
-    crate::trainer::finetune(ft, &tuned, Some(FakeQuant::new(settings.clone())), events)?;
+    let fake_quant = quant.map(|q| FakeQuant::new(q.clone()));
+    crate::trainer::finetune(ft, &tuned, fake_quant, events)?;
+    let what = if quant.is_some() {
+        "quantization-aware fine-tuning"
+    } else {
+        "fine-tuning"
+    };
     let step = StepResult {
         step: format!(
-            "quantization-aware fine-tuning, {} epoch(s) (full-precision values)",
+            "{what}, {} epoch(s) (full-precision values)",
             pruning.finetune_epochs
         ),
         accuracy: evaluate(&tuned, test, run.eval_batch_size, run.workers)?.accuracy,

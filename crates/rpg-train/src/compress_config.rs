@@ -91,7 +91,7 @@ pub struct WeightPruning {
     pub channel_scope: PruneScope,
     /// Kept channels per group rounded up to a multiple of this.
     pub channel_round_to: usize,
-    /// Fine-tuning epochs after pruning.
+    /// Fine-tuning epochs (after pruning, or before ring compression).
     pub finetune_epochs: usize,
     /// Fine-tuning learning rate.
     pub finetune_lr: f64,
@@ -131,7 +131,9 @@ pub struct CompressConfig {
     /// Kept channels per group rounded up to a multiple of this (8 suits
     /// the CPU kernels' vectors); 1 keeps the exact share.
     pub channel_round_to: usize,
-    /// Fine-tuning epochs after pruning.
+    /// Fine-tuning epochs: after pruning the materialised model; else of
+    /// the RPG model before its ring is compressed (quantization-aware with
+    /// `qat`).
     pub finetune_epochs: usize,
     /// Fine-tuning learning rate (cosine schedule).
     pub finetune_lr: f64,
