@@ -1,7 +1,8 @@
 """ONNX Runtime on the ONNX files `rpg compress --onnx-int8` writes: test
 accuracy of model.f32.onnx and model.int8.onnx, and their latency at batch 1
-and 64 (median of RUNS, the two graphs timed alternately after a warm-up, one
-session each with as many threads as the machine has cores).
+and 64 (median of RUNS samples of at least SAMPLE_SECONDS each, the two
+graphs sampled alternately after a warm-up, one session each with as many
+threads as the machine has cores).
 
 Usage: int8_latency.py DATA_DIR DIR [DIR...]
 
@@ -22,6 +23,7 @@ import numpy as np
 import onnxruntime as ort
 
 RUNS = 21
+SAMPLE_SECONDS = 0.01
 
 
 def idx(path: pathlib.Path) -> np.ndarray:
@@ -52,18 +54,25 @@ def accuracy(s: ort.InferenceSession, images: np.ndarray, labels: np.ndarray) ->
 
 
 def latencies(a: ort.InferenceSession, b: ort.InferenceSession, x: np.ndarray) -> tuple[float, float]:
+    """Median ms per call; each sample times enough calls to last at least
+    SAMPLE_SECONDS (sub-millisecond calls alone are mostly timer noise)."""
     name = a.get_inputs()[0].name
+    t = time.perf_counter()
     for _ in range(3):
         a.run(None, {name: x})
         b.run(None, {name: x})
+    calls = max(1, int(SAMPLE_SECONDS / ((time.perf_counter() - t) / 6)))
+
+    def sample(s: ort.InferenceSession) -> float:
+        t = time.perf_counter()
+        for _ in range(calls):
+            s.run(None, {name: x})
+        return (time.perf_counter() - t) / calls
+
     ta, tb = [], []
     for _ in range(RUNS):
-        t = time.perf_counter()
-        a.run(None, {name: x})
-        ta.append(time.perf_counter() - t)
-        t = time.perf_counter()
-        b.run(None, {name: x})
-        tb.append(time.perf_counter() - t)
+        ta.append(sample(a))
+        tb.append(sample(b))
     return float(np.median(ta)) * 1e3, float(np.median(tb)) * 1e3
 
 

@@ -291,20 +291,7 @@ fn structured_and_unstructured_pruning_produce_loadable_dense_artifacts() {
         (&["--prune", "0.6", "--prune-scope", "layer"][..], None),
     ] {
         let out = dir.path().join(format!("c{}", flags.len()));
-        let args = [
-            "compress",
-            "--checkpoint",
-            run.to_str().unwrap(),
-            "--out",
-            out.to_str().unwrap(),
-            "--latency-runs",
-            "1",
-        ];
-        rpg_ok(&[&args[..], flags].concat());
-        let report: serde_json::Value = serde_json::from_str(
-            &std::fs::read_to_string(out.join("compress_report.json")).unwrap(),
-        )
-        .unwrap();
+        let report = compress_report(&run, &out, flags);
         let acc = report["accuracy_after"].as_f64().unwrap();
         assert!((0.0..=1.0).contains(&acc));
         if flags.contains(&"--finetune-epochs") {

@@ -111,6 +111,24 @@ impl Walk {
         });
     }
 
+    /// A new group of `channels` written by the weight `w` (and `bias`):
+    /// the flow of a conv's or fully connected layer's output.
+    fn producer(&mut self, w: &str, channels: usize, bias: Option<&str>) -> Flow {
+        let g = self.group(false);
+        let b = &mut self.groups[g];
+        b.channels = Some(channels);
+        b.producers.push(w.to_string());
+        b.layers.push(layer_of(w));
+        self.member(g, w, 0, 1);
+        if let Some(bias) = bias {
+            self.member(g, bias, 0, 1);
+        }
+        Flow {
+            group: g,
+            flat: false,
+        }
+    }
+
     fn union(&mut self, a: usize, b: usize) -> usize {
         let (a, b) = (self.root(a), self.root(b));
         if a != b {
@@ -187,19 +205,7 @@ pub fn channel_groups(graph: &GraphProto) -> Result<Vec<ChannelGroup>> {
                     } else {
                         walk.fix(x);
                     }
-                    let g = walk.group(false);
-                    let b = &mut walk.groups[g];
-                    b.channels = Some(wd[0]);
-                    b.producers.push(w.to_string());
-                    b.layers.push(layer_of(w));
-                    walk.member(g, w, 0, 1);
-                    if let Some(bias) = bias {
-                        walk.member(g, bias, 0, 1);
-                    }
-                    Some(Flow {
-                        group: g,
-                        flat: false,
-                    })
+                    Some(walk.producer(w, wd[0], bias.map(String::as_str)))
                 } else if let Some(f) = flow.filter(|f| !f.flat && groups == wd[0] && wd[1] == 1) {
                     // Depthwise: output channel c reads input channel c.
                     walk.member(f.group, w, 0, 1);
@@ -227,19 +233,8 @@ pub fn channel_groups(graph: &GraphProto) -> Result<Vec<ChannelGroup>> {
                     }
                     None => walk.fix(x),
                 }
-                let g = walk.group(false);
-                let b = &mut walk.groups[g];
-                b.channels = Some(wd[0]);
-                b.producers.push(w.to_string());
-                b.layers.push(layer_of(w));
-                walk.member(g, w, 0, 1);
-                if let Some(bias) = node.input.get(2).filter(|b| dims.contains_key(b.as_str())) {
-                    walk.member(g, bias, 0, 1);
-                }
-                Some(Flow {
-                    group: g,
-                    flat: false,
-                })
+                let bias = node.input.get(2).filter(|b| dims.contains_key(b.as_str()));
+                Some(walk.producer(w, wd[0], bias.map(String::as_str)))
             }
             ("BatchNormalization", _) => {
                 if let Some(f) = flow.filter(|f| !f.flat) {

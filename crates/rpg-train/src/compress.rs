@@ -350,7 +350,7 @@ fn ring_path(
         stages.push(("+ unshared int8".into(), partial.clone()));
     }
     for (label, stage) in stages {
-        let latent = FakeQuant::new(stage).quantize(&source.store)?;
+        let latent = FakeQuant::new(stage).quantize_all(&source.store)?;
         let accuracy = evaluate(source, test, run.eval_batch_size, run.workers);
         latent.restore()?;
         steps.push(StepResult {

@@ -3,7 +3,9 @@
 //! tensors quantized and dequantized by `rpg-compress`, the same function
 //! `rpg compress` applies), then puts the full-precision ("latent") values
 //! back and lets the optimizer update those with the gradient taken at the
-//! quantized point: the straight-through estimator.
+//! quantized point: the straight-through estimator. Batch norm's running
+//! statistics are not parameters: they stay in full precision and keep the
+//! forward pass's updates (the artifact quantizes them at the end).
 
 use candle_core::{Tensor, Var};
 use rpg_compress::artifact::CompressError;
@@ -30,15 +32,46 @@ impl FakeQuant {
         Self { settings }
     }
 
-    /// Sets `store`'s ring and unshared tensors to their quantized values
-    /// and returns the full-precision ones.
+    /// Sets `store`'s ring and unshared parameters to their quantized
+    /// values and returns the full-precision ones. Buffers (batch norm's
+    /// running statistics) keep their values: a training-mode forward
+    /// updates them from the batch, and that update must stay (restoring
+    /// them would freeze them at their values before fine-tuning).
     pub fn quantize(&self, store: &ParamStore) -> Result<Latent, CompressError> {
-        let persistent = store.persistent();
-        let vars = store.ring().into_iter().chain(persistent.values());
-        let values = vars
-            .map(|v| Ok((v.clone(), v.as_tensor().copy()?)))
-            .collect::<candle_core::Result<Vec<_>>>()?;
+        self.set(store, false)
+    }
+
+    /// Sets every stored tensor of `store`, buffers too, to its value in the
+    /// artifact (to evaluate the compressed model in place) and returns the
+    /// full-precision values.
+    pub fn quantize_all(&self, store: &ParamStore) -> Result<Latent, CompressError> {
+        self.set(store, true)
+    }
+
+    fn set(&self, store: &ParamStore, with_buffers: bool) -> Result<Latent, CompressError> {
+        let snapshot = |vars: Vec<Var>| {
+            vars.into_iter()
+                .map(|v| {
+                    let value = v.as_tensor().copy()?;
+                    Ok((v, value))
+                })
+                .collect::<candle_core::Result<Vec<_>>>()
+        };
+        let trainable: Vec<Var> = store.trainable().into_iter().map(|(_, v)| v).collect();
+        let ids: std::collections::HashSet<_> =
+            trainable.iter().map(|v| v.as_tensor().id()).collect();
+        let buffers: Vec<Var> = store
+            .persistent()
+            .into_values()
+            .filter(|v| !ids.contains(&v.as_tensor().id()))
+            .collect();
+        let (mut values, buffers) = (snapshot(trainable)?, snapshot(buffers)?);
         Artifact::compress(store, &self.settings)?.apply(store)?;
+        if with_buffers {
+            values.extend(buffers);
+        } else {
+            Latent { values: buffers }.restore()?;
+        }
         Ok(Latent { values })
     }
 }
@@ -145,6 +178,49 @@ mod tests {
                 "{a} vs {want}"
             );
         }
+        Ok(())
+    }
+
+    #[test]
+    fn batch_norm_statistics_keep_the_forward_update_and_stay_full_precision() -> anyhow::Result<()>
+    {
+        let cfg = TrainConfig {
+            model: "resnet20".into(),
+            width: 0.25,
+            ..TrainConfig::default()
+        };
+        let mc = model_config(&cfg, 10, 1, 8)?;
+        let built = build_for_training(&cfg, Some(RingSize::Ratio(0.5)), mc, &Device::Cpu)?;
+        let store = &built.store;
+        let stats = store.persistent()["bn1.running_mean"].clone();
+        let before = values(&stats);
+        let x = Tensor::randn(0f32, 1.0, (4, 1, 8, 8), &Device::Cpu)?;
+        let y = Tensor::new(&[1u32, 3, 5, 7], &Device::Cpu)?;
+        let mut optimizer = Optimizer::new(OptimizerConfig::sgd(0.0, 0.0));
+        let settings = StepSettings {
+            label_smoothing: 0.0,
+            clip_grad: None,
+            ring_lr_scale: 1.0,
+            guard_each_step: true,
+        };
+        let fake = int4();
+        TrainStep::new(&built, &mut optimizer, settings)
+            .quantized(Some(&fake))
+            .run(&x, &y, 0.1, false)?;
+        let after = values(&stats);
+        assert_ne!(after, before, "the forward pass updated the running mean");
+        // Not snapped to int8 codes: restoring it would have undone the update.
+        let latent = fake.quantize(store)?;
+        assert_eq!(
+            values(&stats),
+            after,
+            "training-time quantization leaves buffers alone"
+        );
+        latent.restore()?;
+        let all = fake.quantize_all(store)?;
+        assert_ne!(values(&stats), after, "the artifact's view quantizes them");
+        all.restore()?;
+        assert_eq!(values(&stats), after);
         Ok(())
     }
 }
