@@ -5,7 +5,7 @@
 # through `cargo xtask compress`, then ONNX Runtime on the ONNX exports
 # (benches/onnx/int8_latency.py), then the tables (table.py).
 #
-#   bash benches/compression/run.sh            # about 40 minutes on 2 cores
+#   bash benches/compression/run.sh            # about an hour on 2 cores
 #
 # Trains the four models first where OUT lacks them (cargo xtask train,
 # LeNet-5 6 epochs, ResNet-20 4). Run it on an otherwise idle machine: the
@@ -16,6 +16,7 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 OUT=${OUT:-runs/compress}
 EPOCHS=${FINETUNE_EPOCHS:-2}
+PRUNE_EPOCHS=${PRUNE_FINETUNE_EPOCHS:-4}
 LR=${FINETUNE_LR:-0.01}
 FASHION=/usr/share/datasets/fashion-mnist
 PYTHON=.venv-onnx/bin/python
@@ -53,7 +54,8 @@ for dataset in mnist fashion-mnist; do
     # QAT's control: as much more training in full precision, then int4.
     compress "$dataset" "$model" int4-tuned --quant int4 "${tune[@]}"
     for ratio in 0.25 0.5 0.75; do
-      compress "$dataset" "$model" "channels-$ratio" --prune-channels "$ratio" "${tune[@]}" --onnx-int8
+      compress "$dataset" "$model" "channels-$ratio" --prune-channels "$ratio" \
+        --finetune-epochs "$PRUNE_EPOCHS" --finetune-lr "$LR" --onnx-int8
     done
     "$PYTHON" benches/onnx/int8_latency.py "$data" "$OUT/$dataset-$model"/{int8,channels-*}
   done

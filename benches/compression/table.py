@@ -62,10 +62,14 @@ def section(folder: pathlib.Path) -> list[str]:
         else:
             row += " | | | | |"
         lines.append(row)
+    pruned = next((c for k, c in sorted(cases.items()) if k.startswith("channels-") and c), None)
+    epochs = pruned["settings"]["finetune_epochs"] if pruned else 0
+    qat_epochs = next((c["settings"]["finetune_epochs"] for k, c in cases.items() if k.endswith("-qat") and c), 0)
+    lines[2] = lines[2].replace("QAT):", f"QAT, {qat_epochs} epochs):")
     lines += [
         "",
         "Channel pruning (groups found from the graph, per-group L1, the same share from each group), "
-        "then fine-tuning; latency at batch 1 / 64 in ms, median of 21 alternated runs; rpg's before and after "
+        f"then {epochs} epochs of fine-tuning; latency at batch 1 / 64 in ms, median of 21 alternated runs; rpg's before and after "
         "in one process, ONNX Runtime's f32 and int8 (QDQ) graphs of the same model in another:",
         "",
         "| pruned | ONNX f32 bytes | pruned, no fine-tuning | fine-tuned | rpg b1 / b64 | speed-up b64 | ORT f32 b1 / b64 | ORT int8 b1 / b64 | ORT int8 accuracy |",
