@@ -58,6 +58,21 @@ def check(folder: pathlib.Path) -> bool:
 # them by far more.
 INT8_TOLERANCE = 0.03
 
+# Without VNNI, ONNX Runtime's uint8 x int8 kernels add products in pairs
+# into 16 bits (vpmaddubsw), which saturates where activation and weight
+# codes are both near their ends; its own quantizer offers 7-bit weights
+# (reduce_range) for such machines. There the integer kernels are allowed
+# this much instead; the graph as written (float QDQ) is held to the above.
+INT8_TOLERANCE_NO_VNNI = 0.10
+
+
+def has_vnni() -> bool:
+    try:
+        flags = pathlib.Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return "avx512_vnni" in flags or "avx_vnni" in flags
+
 
 def check_int8(folder: pathlib.Path) -> bool:
     shapes = json.loads((folder / "shapes.json").read_text())
@@ -83,10 +98,13 @@ def check_int8(folder: pathlib.Path) -> bool:
     # are QGemm).
     graph = optimized.read_bytes()
     integer = any(op in graph for op in [b"QLinearConv", b"QGemm"])
-    ok = ok and integer and max(diffs) <= INT8_TOLERANCE * scale
+    vnni = has_vnni()
+    allowed = INT8_TOLERANCE if vnni else INT8_TOLERANCE_NO_VNNI
+    ok = ok and integer and diffs[0] <= INT8_TOLERANCE * scale and diffs[1] <= allowed * scale
     print(
         f"{folder.name + ' int8':<14} max |ORT - rpg| {diffs[0]:.2e} as written, {diffs[1]:.2e} on "
-        f"{'integer kernels' if integer else 'NO integer kernels'} (largest logit {scale:.3g})  {'ok' if ok else 'FAIL'}"
+        f"{'integer kernels' if integer else 'NO integer kernels'}{'' if vnni else ' (no VNNI)'} "
+        f"(largest logit {scale:.3g})  {'ok' if ok else 'FAIL'}"
     )
     return ok
 
