@@ -94,9 +94,12 @@ fn a_dead_rank_or_another_seed_stops_every_rank() {
     let dir = tempfile::tempdir().unwrap();
     let run = dir.path().join("run");
     let port = free_port();
+    // Long enough that the root cannot finish before the leaf is killed
+    // (5 epochs took about 3 s once LeNet-5 got faster, and the root then
+    // ended cleanly, failing the test); the kill ends it after 3 s anyway.
     let long = [
         "--epochs",
-        "5",
+        "500",
         "--train-limit",
         "20000",
         "--test-limit",

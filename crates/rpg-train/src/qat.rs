@@ -112,6 +112,33 @@ mod tests {
         var.as_tensor().flatten_all().unwrap().to_vec1().unwrap()
     }
 
+    /// The ring's gradient of one training-mode forward at the store's
+    /// current values.
+    fn ring_gradient(
+        built: &crate::setup::Built,
+        x: &Tensor,
+        y: &Tensor,
+    ) -> anyhow::Result<Vec<f32>> {
+        let store = &built.store;
+        let ring = store.ring().expect("an RPG model");
+        store.regenerate()?;
+        let loss = cross_entropy(&built.model.forward_t(x, true)?, y, 0.0)?;
+        let grads = store.gradients(&loss.backward()?)?;
+        let grad = grads
+            .iter()
+            .find(|g| g.var.as_tensor().id() == ring.as_tensor().id())
+            .expect("a ring gradient");
+        Ok(grad.grad.to_vec1()?)
+    }
+
+    /// Plain SGD steps: no smoothing, clipping or ring rate scale.
+    const PLAIN: StepSettings = StepSettings {
+        label_smoothing: 0.0,
+        clip_grad: None,
+        ring_lr_scale: 1.0,
+        guard_each_step: true,
+    };
+
     #[test]
     fn a_step_takes_the_gradient_at_the_quantized_point_and_updates_the_latent_values()
     -> anyhow::Result<()> {
@@ -133,40 +160,17 @@ mod tests {
         let latent = fake.quantize(store)?;
         let quantized = values(&ring);
         assert_ne!(quantized, before, "int4 moves the ring");
-        store.regenerate()?;
-        let loss = cross_entropy(&built.model.forward_t(&x, true)?, &y, 0.0)?;
-        let grads = store.gradients(&loss.backward()?)?;
-        let ring_grad: Vec<f32> = grads
-            .iter()
-            .find(|g| g.var.as_tensor().id() == ring.as_tensor().id())
-            .expect("a ring gradient")
-            .grad
-            .to_vec1()?;
+        let ring_grad = ring_gradient(&built, &x, &y)?;
         latent.restore()?;
         assert_eq!(values(&ring), before, "restored bit for bit");
 
         // The same at the latent point differs: the test can tell them apart.
-        store.regenerate()?;
-        let loss = cross_entropy(&built.model.forward_t(&x, true)?, &y, 0.0)?;
-        let latent_grads = store.gradients(&loss.backward()?)?;
-        let at_latent: Vec<f32> = latent_grads
-            .iter()
-            .find(|g| g.var.as_tensor().id() == ring.as_tensor().id())
-            .unwrap()
-            .grad
-            .to_vec1()?;
-        assert_ne!(at_latent, ring_grad);
+        assert_ne!(ring_gradient(&built, &x, &y)?, ring_grad);
 
         // A QAT step with plain SGD: latent - lr * gradient at the quantized point.
         let mut optimizer = Optimizer::new(OptimizerConfig::sgd(0.0, 0.0));
-        let settings = StepSettings {
-            label_smoothing: 0.0,
-            clip_grad: None,
-            ring_lr_scale: 1.0,
-            guard_each_step: true,
-        };
         let lr = 0.5;
-        let outcome = TrainStep::new(&built, &mut optimizer, settings)
+        let outcome = TrainStep::new(&built, &mut optimizer, PLAIN)
             .quantized(Some(&fake))
             .run(&x, &y, lr, false)?;
         assert!(matches!(outcome, StepOutcome::Taken(_)));
@@ -197,14 +201,8 @@ mod tests {
         let x = Tensor::randn(0f32, 1.0, (4, 1, 8, 8), &Device::Cpu)?;
         let y = Tensor::new(&[1u32, 3, 5, 7], &Device::Cpu)?;
         let mut optimizer = Optimizer::new(OptimizerConfig::sgd(0.0, 0.0));
-        let settings = StepSettings {
-            label_smoothing: 0.0,
-            clip_grad: None,
-            ring_lr_scale: 1.0,
-            guard_each_step: true,
-        };
         let fake = int4();
-        TrainStep::new(&built, &mut optimizer, settings)
+        TrainStep::new(&built, &mut optimizer, PLAIN)
             .quantized(Some(&fake))
             .run(&x, &y, 0.1, false)?;
         let after = values(&stats);
