@@ -12,7 +12,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use rpg_onnx::proto::{GraphProto, NodeProto};
+use rpg_onnx::proto::GraphProto;
 
 use crate::artifact::CompressError;
 
@@ -145,21 +145,6 @@ impl Walk {
     }
 }
 
-fn int_attr(node: &NodeProto, name: &str, default: i64) -> i64 {
-    node.attribute
-        .iter()
-        .find(|a| a.name == name)
-        .map_or(default, |a| a.i)
-}
-
-fn ints_attr(node: &NodeProto, name: &str) -> Vec<i64> {
-    node.attribute
-        .iter()
-        .find(|a| a.name == name)
-        .map(|a| a.ints.clone())
-        .unwrap_or_default()
-}
-
 fn layer_of(weight: &str) -> String {
     weight.strip_suffix(".weight").unwrap_or(weight).to_string()
 }
@@ -197,7 +182,7 @@ pub fn channel_groups(graph: &GraphProto) -> Result<Vec<ChannelGroup>> {
             .and_then(|w| dims.get(w.as_str()).map(|d| (w.as_str(), d)));
         let out: Option<Flow> = match (node.op_type.as_str(), weight) {
             ("Conv", Some((w, wd))) if wd.len() == 4 => {
-                let groups = int_attr(node, "group", 1) as usize;
+                let groups = node.int_attribute("group", 1) as usize;
                 let bias = node.input.get(2).filter(|b| dims.contains_key(b.as_str()));
                 if groups == 1 {
                     if let Some(f) = flow.filter(|f| !f.flat) {
@@ -220,7 +205,7 @@ pub fn channel_groups(graph: &GraphProto) -> Result<Vec<ChannelGroup>> {
                     None
                 }
             }
-            ("Gemm", Some((w, wd))) if wd.len() == 2 && int_attr(node, "transB", 0) == 1 => {
+            ("Gemm", Some((w, wd))) if wd.len() == 2 && node.int_attribute("transB", 0) == 1 => {
                 match flow {
                     Some(f) => {
                         let channels = walk.groups[f.group].channels;
@@ -247,11 +232,12 @@ pub fn channel_groups(graph: &GraphProto) -> Result<Vec<ChannelGroup>> {
             ("Relu" | "Clip" | "MaxPool" | "AveragePool" | "Identity", _) => flow,
             ("GlobalAveragePool", _) => flow.filter(|f| !f.flat),
             ("ReduceMean", _)
-                if ints_attr(node, "axes") == [2, 3] && int_attr(node, "keepdims", 1) == 0 =>
+                if node.ints_attribute("axes") == [2, 3]
+                    && node.int_attribute("keepdims", 1) == 0 =>
             {
                 flow.filter(|f| !f.flat)
             }
-            ("Flatten", _) if int_attr(node, "axis", 1) == 1 => {
+            ("Flatten", _) if node.int_attribute("axis", 1) == 1 => {
                 flow.map(|f| Flow { flat: true, ..f })
             }
             ("Add", _) if node.input.len() == 2 => match (flow, walk.flow(&node.input[1])) {

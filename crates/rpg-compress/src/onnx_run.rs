@@ -63,20 +63,6 @@ pub(crate) fn code_range(dtype: i32) -> (f32, f32) {
     }
 }
 
-fn int_attr(node: &NodeProto, name: &str, default: i64) -> i64 {
-    node.attribute
-        .iter()
-        .find(|a| a.name == name)
-        .map_or(default, |a| a.i)
-}
-
-fn ints_attr(node: &NodeProto, name: &str) -> Option<Vec<i64>> {
-    node.attribute
-        .iter()
-        .find(|a| a.name == name)
-        .map(|a| a.ints.clone())
-}
-
 /// An ONNX graph ready to run.
 #[derive(Debug)]
 pub struct OnnxRunner<'a> {
@@ -166,9 +152,9 @@ impl<'a> OnnxRunner<'a> {
         Ok(match node.op_type.as_str() {
             "Conv" => {
                 let w = arg(1)?;
-                let pads = ints_attr(node, "pads").unwrap_or_default();
-                let strides = ints_attr(node, "strides").unwrap_or_default();
-                let dilations = ints_attr(node, "dilations").unwrap_or_default();
+                let pads = node.ints_attribute("pads");
+                let strides = node.ints_attribute("strides");
+                let dilations = node.ints_attribute("dilations");
                 let same = |v: &[i64], d: i64| {
                     if v.iter().all(|&p| p == *v.first().unwrap_or(&d)) {
                         Ok(*v.first().unwrap_or(&d) as usize)
@@ -181,10 +167,10 @@ impl<'a> OnnxRunner<'a> {
                 };
                 let y = x.conv2d(
                     w,
-                    same(&pads, 0)?,
-                    same(&strides, 1)?,
-                    same(&dilations, 1)?,
-                    int_attr(node, "group", 1) as usize,
+                    same(pads, 0)?,
+                    same(strides, 1)?,
+                    same(dilations, 1)?,
+                    node.int_attribute("group", 1) as usize,
                 )?;
                 match args.get(2) {
                     Some(b) => y.broadcast_add(&b.reshape((1, b.elem_count(), 1, 1))?)?,
@@ -192,11 +178,7 @@ impl<'a> OnnxRunner<'a> {
                 }
             }
             "BatchNormalization" => {
-                let eps = node
-                    .attribute
-                    .iter()
-                    .find(|a| a.name == "epsilon")
-                    .map_or(1e-5, |a| a.f) as f64;
+                let eps = f64::from(node.float_attribute("epsilon", 1e-5));
                 let c = x.dim(1)?;
                 let shape = |t: &Tensor| t.reshape((1, c, 1, 1));
                 let (scale, shift, mean, var) = (arg(1)?, arg(2)?, arg(3)?, arg(4)?);
@@ -219,31 +201,34 @@ impl<'a> OnnxRunner<'a> {
             }
             "Add" => x.broadcast_add(arg(1)?)?,
             "MaxPool" => {
-                let k = ints_attr(node, "kernel_shape").unwrap_or_default();
-                let s = ints_attr(node, "strides").unwrap_or_default();
-                let p = ints_attr(node, "pads").unwrap_or_default();
-                let first = |v: &[i64], d: i64| *v.first().unwrap_or(&d) as usize;
-                rpg_kernels::ops::max_pool2d(x, first(&k, 1), first(&s, 1), first(&p, 0))?
+                let first =
+                    |name, d: i64| *node.ints_attribute(name).first().unwrap_or(&d) as usize;
+                rpg_kernels::ops::max_pool2d(
+                    x,
+                    first("kernel_shape", 1),
+                    first("strides", 1),
+                    first("pads", 0),
+                )?
             }
             "ReduceMean" => {
-                let axes = ints_attr(node, "axes").unwrap_or_default();
+                let axes = node.ints_attribute("axes");
                 if axes != [2, 3] {
                     return Err(unsupported(format!(
                         "`{}`: ReduceMean over {axes:?}",
                         node.name
                     )));
                 }
-                if int_attr(node, "keepdims", 1) == 0 {
+                if node.int_attribute("keepdims", 1) == 0 {
                     x.mean((2, 3))?
                 } else {
                     x.mean_keepdim(3)?.mean_keepdim(2)?
                 }
             }
             "GlobalAveragePool" => x.mean_keepdim(3)?.mean_keepdim(2)?,
-            "Flatten" => x.flatten_from(int_attr(node, "axis", 1) as usize)?,
+            "Flatten" => x.flatten_from(node.int_attribute("axis", 1) as usize)?,
             "Gemm" => {
                 let w = arg(1)?;
-                let w = if int_attr(node, "transB", 0) == 1 {
+                let w = if node.int_attribute("transB", 0) == 1 {
                     w.t()?
                 } else {
                     w.clone()
@@ -300,7 +285,7 @@ impl<'a> OnnxRunner<'a> {
         if scale.elem_count() == 1 {
             return Ok((scale.flatten_all()?, zero.flatten_all()?));
         }
-        let axis = int_attr(node, "axis", 1) as usize;
+        let axis = node.int_attribute("axis", 1) as usize;
         let mut shape = vec![1; x.rank()];
         *shape.get_mut(axis).ok_or_else(|| {
             CompressError::Corrupt(format!(

@@ -19,15 +19,6 @@ use crate::onnx_run::{OnnxRunner, initializer_values};
 
 type Result<T> = std::result::Result<T, CompressError>;
 
-fn f32_tensor(name: &str, dims: &[i64], values: &[f32]) -> TensorProto {
-    TensorProto {
-        dims: dims.to_vec(),
-        data_type: data_type::FLOAT,
-        name: name.to_string(),
-        raw_data: values.iter().flat_map(|v| v.to_le_bytes()).collect(),
-    }
-}
-
 fn node(op: &str, inputs: &[&str], output: &str, axis: Option<i64>) -> NodeProto {
     NodeProto {
         input: inputs.iter().map(|s| s.to_string()).collect(),
@@ -111,7 +102,7 @@ pub fn fold_batch_norm_nodes(graph: &mut GraphProto) -> Result<usize> {
         let dims = init[&weight_name].dims.clone();
         init.insert(
             weight_name.clone(),
-            f32_tensor(&weight_name, &dims, &weight),
+            TensorProto::f32(&weight_name, &dims, &weight),
         );
         let bias_name = conv.input.get(2).cloned().unwrap_or_else(|| {
             format!(
@@ -121,7 +112,7 @@ pub fn fold_batch_norm_nodes(graph: &mut GraphProto) -> Result<usize> {
         });
         init.insert(
             bias_name.clone(),
-            f32_tensor(&bias_name, &[channels as i64], &bias),
+            TensorProto::f32(&bias_name, &[channels as i64], &bias),
         );
         for name in &bn.input[1..] {
             init.remove(name);
@@ -177,11 +168,7 @@ fn runs_in_int8(n: &NodeProto, init: &HashMap<String, TensorProto>) -> bool {
     match n.op_type.as_str() {
         "Gemm" => true,
         "Conv" => {
-            let groups = n
-                .attribute
-                .iter()
-                .find(|a| a.name == "group")
-                .map_or(1, |a| a.i);
+            let groups = n.int_attribute("group", 1);
             n.input
                 .get(1)
                 .and_then(|w| init.get(w))
@@ -329,7 +316,8 @@ impl Quantizer {
                 scale_name: format!("{value}_scale"),
                 zero_name: format!("{value}_zero_point"),
             };
-            self.new_init.push(f32_tensor(&p.scale_name, &[], &[scale]));
+            self.new_init
+                .push(TensorProto::f32(&p.scale_name, &[], &[scale]));
             self.new_init.push(TensorProto {
                 dims: Vec::new(),
                 data_type: data_type::UINT8,
@@ -373,7 +361,7 @@ impl Quantizer {
             raw_data: codes,
         });
         self.new_init
-            .push(f32_tensor(&s, &[channels as i64], scales));
+            .push(TensorProto::f32(&s, &[channels as i64], scales));
         self.new_init.push(TensorProto {
             dims: vec![channels as i64],
             data_type: dtype,

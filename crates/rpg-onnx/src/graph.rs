@@ -172,24 +172,16 @@ impl Graph {
             });
         }
         let name = self.claim(name)?;
-        self.initializers.push(TensorProto {
-            dims: dims.iter().map(|&d| d as i64).collect(),
-            data_type: data_type::FLOAT,
-            name: name.clone(),
-            raw_data: data.iter().flat_map(|v| v.to_le_bytes()).collect(),
-        });
+        let dims: Vec<i64> = dims.iter().map(|&d| d as i64).collect();
+        self.initializers.push(TensorProto::f32(&name, &dims, data));
         Ok(name)
     }
 
     /// An f32 scalar constant (shape `[]`), for arithmetic with broadcasting.
     pub fn scalar(&mut self, hint: &str, value: f32) -> String {
         let name = self.fresh(hint);
-        self.initializers.push(TensorProto {
-            dims: Vec::new(),
-            data_type: data_type::FLOAT,
-            name: name.clone(),
-            raw_data: value.to_le_bytes().to_vec(),
-        });
+        self.initializers
+            .push(TensorProto::f32(&name, &[], &[value]));
         name
     }
 

@@ -94,6 +94,28 @@ pub struct NodeProto {
     pub attribute: Vec<AttributeProto>,
 }
 
+impl NodeProto {
+    /// The attribute called `name`, if set.
+    pub fn attribute(&self, name: &str) -> Option<&AttributeProto> {
+        self.attribute.iter().find(|a| a.name == name)
+    }
+
+    /// An int attribute, or `default` where it is not set.
+    pub fn int_attribute(&self, name: &str, default: i64) -> i64 {
+        self.attribute(name).map_or(default, |a| a.i)
+    }
+
+    /// A float attribute, or `default` where it is not set.
+    pub fn float_attribute(&self, name: &str, default: f32) -> f32 {
+        self.attribute(name).map_or(default, |a| a.f)
+    }
+
+    /// An int-list attribute (empty where it is not set).
+    pub fn ints_attribute(&self, name: &str) -> &[i64] {
+        self.attribute(name).map_or(&[], |a| a.ints.as_slice())
+    }
+}
+
 /// `AttributeProto.AttributeType` values used here.
 pub mod attribute_type {
     /// A float.
@@ -158,6 +180,18 @@ pub struct TensorProto {
     /// Little-endian element bytes.
     #[prost(bytes = "vec", tag = "9")]
     pub raw_data: Vec<u8>,
+}
+
+impl TensorProto {
+    /// An f32 tensor called `name`.
+    pub fn f32(name: &str, dims: &[i64], values: &[f32]) -> Self {
+        Self {
+            dims: dims.to_vec(),
+            data_type: data_type::FLOAT,
+            name: name.to_string(),
+            raw_data: values.iter().flat_map(|v| v.to_le_bytes()).collect(),
+        }
+    }
 }
 
 /// `ValueInfoProto`.

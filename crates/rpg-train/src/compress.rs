@@ -271,19 +271,8 @@ fn onnx_exports(
     };
     let train =
         crate::evaluate::load_split_for(&first_images, rpg_data::Split::Train, &model.config)?;
-    let loader = rpg_data::BatchLoader::new(
-        train,
-        rpg_data::LoaderOptions {
-            batch_size: 64,
-            shuffle_seed: None,
-            epoch: 0,
-            augment: false,
-            drop_last: false,
-            workers: run.workers,
-            prefetch: 2,
-            shard: rpg_data::Shard::covering(0, 1),
-        },
-    );
+    let loader =
+        crate::evaluate::in_order(&train, (64, run.workers), rpg_data::Shard::covering(0, 1));
     let batches = loader
         .map(|batch| Ok(crate::evaluate::to_tensors(&batch?, &Device::Cpu)?.0))
         .collect::<Result<Vec<Tensor>>>()?;

@@ -41,19 +41,7 @@ pub fn test_sums(
     shard: rpg_data::Shard,
     mut forward: impl FnMut(&Tensor) -> Result<Tensor>,
 ) -> Result<(f64, usize, usize, usize)> {
-    let loader = BatchLoader::new(
-        data.clone(),
-        LoaderOptions {
-            batch_size,
-            shuffle_seed: None,
-            epoch: 0,
-            augment: false,
-            drop_last: false,
-            workers,
-            prefetch: 2,
-            shard,
-        },
-    );
+    let loader = in_order(data, (batch_size, workers), shard);
     let (mut loss_sum, mut top1, mut top5, mut n) = (0f64, 0usize, 0usize, 0usize);
     for batch in loader {
         let batch = batch?;
@@ -70,6 +58,28 @@ pub fn test_sums(
         n += batch.size;
     }
     Ok((loss_sum, top1, top5, n))
+}
+
+/// `shard` of `data` in its stored order, whole, unaugmented: how
+/// evaluation (and int8 calibration) reads a data set.
+pub fn in_order(
+    data: &Arc<Dataset>,
+    (batch_size, workers): (usize, usize),
+    shard: rpg_data::Shard,
+) -> BatchLoader {
+    BatchLoader::new(
+        data.clone(),
+        LoaderOptions {
+            batch_size,
+            shuffle_seed: None,
+            epoch: 0,
+            augment: false,
+            drop_last: false,
+            workers,
+            prefetch: 2,
+            shard,
+        },
+    )
 }
 
 /// A batch as tensors on `device`: images `[N, C, H, W]` and labels `[N]`.
