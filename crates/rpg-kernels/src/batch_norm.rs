@@ -5,13 +5,13 @@
 //! transposes, reductions and broadcast ops, each a full pass over the
 //! activations with a buffer of its own, and its backward doubles that; it was
 //! the largest cost of a ResNet-20 step once convolutions were fast. Here the
-//! training forward is two passes (statistics per channel, then normalise per
-//! image) and the backward two more (parameter gradients, input gradient),
-//! with the textbook closed form:
+//! training forward is two passes (statistics, then normalise) and the
+//! backward two more (parameter gradients, with the fused ReLU's or residual
+//! add's gate; then the input gradient), with the textbook closed form:
 //!
 //! `dx = w / sigma * (dy - mean(dy) - x_hat * mean(dy * x_hat))`.
 //!
-//! f32 on the CPU takes this path, f32 on CUDA the same passes as CUDA
+//! The passes themselves are `cpu/batch_norm.rs`. f32 on the CPU takes this path, f32 on CUDA the same passes as CUDA
 //! kernels (`cuda/batch_norm.rs`, with the `cuda` feature), unless a
 //! [`crate::KernelScope`] chose Candle's; other devices and dtypes take
 //! Candle's.
@@ -21,8 +21,9 @@ use std::sync::{Arc, OnceLock};
 use candle_core::{CpuStorage, CustomOp2, CustomOp3, Layout, ModuleT, Result, Shape, Tensor, Var};
 use candle_nn::{BatchNormConfig, VarBuilder};
 
-use crate::cpu::channels::{channel_sums, dims, lane_sums};
-use crate::cpu::storage::{f32_slice, par_filled};
+use crate::cpu::batch_norm::{self as passes, Affine, Tail};
+use crate::cpu::channels::dims;
+use crate::cpu::storage::f32_slice;
 use crate::route::{Op, Route, route};
 
 const OP: &str = "batch-norm";
@@ -225,104 +226,34 @@ struct BnStats {
     var: Vec<f32>,
     inv_std: Vec<f32>,
     /// The forward's `y = x * scale + shift` per channel (before any ReLU).
-    scale: Vec<f32>,
-    shift: Vec<f32>,
+    affine: Vec<Affine>,
 }
 
 impl BnStats {
     /// The batch statistics of `x` (`(n, c, s)` as [`dims`] gives them) and
     /// the affine map they make with `weight` and `bias`.
-    fn of(x: &[f32], (n, c, s): (usize, usize, usize), w: &[f32], b: &[f32], eps: f32) -> Self {
-        let count = (n * s) as f64;
-        let sums = channel_sums((n, c, s), |_, at| {
-            let run = &x[at..at + s];
-            (lane_sums(run, run, |x, _| [x])[0], 0.0)
-        });
-        let mean: Vec<f32> = sums.iter().map(|(a, _)| (a / count) as f32).collect();
-        // Two passes: the centred sum of squares does not cancel.
-        let sq = channel_sums((n, c, s), |ch, at| {
-            let (m, run) = (mean[ch], &x[at..at + s]);
-            (lane_sums(run, run, |v, _| [(v - m) * (v - m)])[0], 0.0)
-        });
-        let var: Vec<f32> = sq.iter().map(|(a, _)| (a / count) as f32).collect();
+    fn of(x: &[f32], shape: (usize, usize, usize), w: &[f32], b: &[f32], eps: f32) -> Self {
+        let (mean, var) = passes::moments(x, shape);
+        let mean: Vec<f32> = mean.into_iter().map(|m| m as f32).collect();
+        let var: Vec<f32> = var.into_iter().map(|v| v as f32).collect();
         let inv_std: Vec<f32> = var.iter().map(|v| 1.0 / (v + eps).sqrt()).collect();
-        let scale: Vec<f32> = (0..c).map(|ch| w[ch] * inv_std[ch]).collect();
-        let shift: Vec<f32> = (0..c).map(|ch| b[ch] - mean[ch] * scale[ch]).collect();
+        let affine = (0..mean.len())
+            .map(|ch| {
+                let scale = w[ch] * inv_std[ch];
+                (scale, b[ch] - mean[ch] * scale)
+            })
+            .collect();
         Self {
             mean,
             var,
             inv_std,
-            scale,
-            shift,
+            affine,
         }
     }
 
-    /// `x * scale + shift` per channel, then the `tail`, one image per task.
-    fn normalise(&self, x: &[f32], (_, c, s): (usize, usize, usize), tail: Tail<'_>) -> Vec<f32> {
-        // SAFETY: each image's chunk is c * s long and every channel's s
-        // values are written.
-        unsafe {
-            par_filled(x.len(), c * s, |img, y| {
-                let at = img * c * s;
-                let x = &x[at..][..c * s];
-                for ch in 0..c {
-                    let (k, d) = self.affine(ch);
-                    let run = ch * s..(ch + 1) * s;
-                    let pairs = y[run.clone()].iter_mut().zip(&x[run.clone()]);
-                    // Each arm its own loop, so each compiles to straight
-                    // vector code. `(x * k + d) + r` rounds as the unfused
-                    // batch norm followed by an add does.
-                    match tail {
-                        Tail::Plain => pairs.for_each(|(y, x)| _ = y.write(x * k + d)),
-                        Tail::Relu => pairs.for_each(|(y, x)| _ = y.write((x * k + d).max(0.0))),
-                        Tail::AddRelu(r) => pairs
-                            .zip(&r[at..][..c * s][run])
-                            .for_each(|((y, x), r)| _ = y.write((x * k + d + r).max(0.0))),
-                    }
-                }
-            })
-        }
-    }
-
-    /// Channel `ch`'s forward affine map `(scale, shift)`.
-    fn affine(&self, ch: usize) -> (f32, f32) {
-        (self.scale[ch], self.shift[ch])
-    }
-}
-
-/// The gradient reaching the normalised value `x * k + d` from `dy`: all of
-/// it, or behind a fused ReLU only where that value is >= 0 (Candle's ReLU
-/// gradient, 1 at zero). `RELU` is a constant so that each loop compiles
-/// to straight vector code.
-#[inline(always)]
-fn gate<const RELU: bool>(x: f32, (k, d): (f32, f32), dy: f32) -> f32 {
-    if RELU && x * k + d < 0.0 { 0.0 } else { dy }
-}
-
-/// `(sum((x - mean) * g), sum(g))` over one channel's run, `g` gated.
-fn dot_and_sum<const RELU: bool>(
-    x: &[f32],
-    dy: &[f32],
-    mean: f32,
-    affine: (f32, f32),
-) -> (f32, f32) {
-    let [dot, sum] = lane_sums(x, dy, |x, d| {
-        let g = gate::<RELU>(x, affine, d);
-        [(x - mean) * g, g]
-    });
-    (dot, sum)
-}
-
-/// `dx = a * g + b * x + c` over one channel's run, `g` gated.
-fn input_grad_run<const RELU: bool>(
-    dx: &mut [std::mem::MaybeUninit<f32>],
-    x: &[f32],
-    dy: &[f32],
-    (a, b, c): (f32, f32, f32),
-    affine: (f32, f32),
-) {
-    for ((o, &x), &d) in dx.iter_mut().zip(x).zip(dy) {
-        o.write(a * gate::<RELU>(x, affine, d) + b * x + c);
+    /// `(mean, 1 / sigma)` per channel, as the backward passes take them.
+    fn centre(&self) -> (&[f32], &[f32]) {
+        (&self.mean, &self.inv_std)
     }
 }
 
@@ -403,15 +334,6 @@ impl CustomOp3 for BnTrain {
     }
 }
 
-/// What follows the normalisation in a fused training forward.
-#[derive(Clone, Copy)]
-enum Tail<'a> {
-    Plain,
-    Relu,
-    /// `max(y + r, 0)`: a residual add and its ReLU, `r` shaped as `x`.
-    AddRelu(&'a [f32]),
-}
-
 /// A training forward on the CPU: the batch statistics of `x`, left in
 /// `stats` for the running averages and the backward, and the normalised
 /// output with its `tail`.
@@ -425,7 +347,7 @@ fn train_forward(
 ) -> Vec<f32> {
     let shape = dims(layout.dims());
     let batch = BnStats::of(x, shape, weight, bias, eps);
-    let y = batch.normalise(x, shape, tail);
+    let y = passes::normalise(x, shape, &batch.affine, tail);
     // A forward runs once per op value; a second set would be a bug.
     let _ = stats.set(batch);
     y
@@ -468,25 +390,36 @@ impl CustomOp3 for BnAddReluTrain {
         _y: &Tensor,
         dy: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
-        get_stats(&self.stats)?;
+        let stats = get_stats(&self.stats)?;
         // The gradient behind the ReLU is the shortcut's, and the batch
-        // norm's output gradient: the plain (ungated) backward takes it.
+        // norm's output gradient: the plain (ungated) backward takes it,
+        // with the parameter sums taken in the gating pass.
+        let sums = Arc::new(OnceLock::new());
         let gated = x.apply_op3_no_bwd(
             shortcut,
             &dy.contiguous()?,
             &ResidualGate {
                 stats: self.stats.clone(),
+                sums: sums.clone(),
             },
         )?;
-        let (dx, params) = backward_passes(x, &gated, &self.stats, false)?;
-        Ok((Some(dx), Some(gated), Some(params.flatten_all()?)))
+        let (d_weight, d_bias) = sums
+            .get()
+            .cloned()
+            .ok_or_else(|| candle_core::Error::Msg("batch-norm gate left no sums".into()))?;
+        let dx = input_grad(x, &gated, &self.stats, false, (&d_weight, &d_bias))?;
+        let c = stats.mean.len();
+        let params = Tensor::from_vec([d_weight, d_bias].concat(), 2 * c, x.device())?;
+        Ok((Some(dx), Some(gated), Some(params)))
     }
 }
 
 /// `(x, shortcut, dy) -> dy` where `bn(x) + shortcut >= 0`, else 0: the
-/// gradient through the fused ReLU, as Candle's (1 at exactly 0).
+/// gradient through the fused ReLU, as Candle's (1 at exactly 0). Leaves
+/// the parameter sums of that gradient in `sums`.
 struct ResidualGate {
     stats: Arc<OnceLock<BnStats>>,
+    sums: Arc<OnceLock<(Vec<f32>, Vec<f32>)>>,
 }
 
 impl CustomOp3 for ResidualGate {
@@ -509,23 +442,10 @@ impl CustomOp3 for ResidualGate {
             f32_slice(rs, rl, OP)?,
             f32_slice(ds, dl, OP)?,
         );
-        let (_, c, s) = dims(xl.dims());
-        // SAFETY: each image's chunk is c * s long and every channel's s
-        // values are written.
-        let g = unsafe {
-            par_filled(x.len(), c * s, |img, g| {
-                let at = img * c * s;
-                for ch in 0..c {
-                    let (k, d) = stats.affine(ch);
-                    let run = at + ch * s..at + (ch + 1) * s;
-                    let out = g[ch * s..][..s].iter_mut();
-                    let ins = x[run.clone()].iter().zip(&r[run.clone()]).zip(&dy[run]);
-                    for (g, ((&x, &r), &dy)) in out.zip(ins) {
-                        g.write(if x * k + d + r >= 0.0 { dy } else { 0.0 });
-                    }
-                }
-            })
-        };
+        let shape = dims(xl.dims());
+        let (g, sums) = passes::gated_param_sums((x, r, dy), shape, stats.centre(), &stats.affine);
+        // One run per op value; a second set would be a bug.
+        let _ = self.sums.set(sums);
         Ok((CpuStorage::F32(g), xl.shape().clone()))
     }
 }
@@ -548,16 +468,27 @@ fn backward_passes(
         },
     )?;
     let sums = params.to_vec2::<f32>()?;
-    let dx = x.apply_op2_no_bwd(
+    let dx = input_grad(x, dy, stats, relu, (&sums[0], &sums[1]))?;
+    Ok((dx, params))
+}
+
+/// The input gradient from `dy` and the parameter gradients.
+fn input_grad(
+    x: &Tensor,
+    dy: &Tensor,
+    stats: &Arc<OnceLock<BnStats>>,
+    relu: bool,
+    (d_weight, d_bias): (&[f32], &[f32]),
+) -> Result<Tensor> {
+    x.apply_op2_no_bwd(
         dy,
         &BnInputGrad {
             stats: stats.clone(),
             relu,
-            d_weight: sums[0].clone(),
-            d_bias: sums[1].clone(),
+            d_weight: d_weight.to_vec(),
+            d_bias: d_bias.to_vec(),
         },
-    )?;
-    Ok((dx, params))
+    )
 }
 
 fn get_stats(stats: &OnceLock<BnStats>) -> Result<&BnStats> {
@@ -586,20 +517,14 @@ impl CustomOp2 for BnParamGrads {
     ) -> Result<(CpuStorage, Shape)> {
         let stats = get_stats(&self.stats)?;
         let (x, dy) = (f32_slice(xs, xl, OP)?, f32_slice(dys, dyl, OP)?);
-        let (n, c, s) = dims(xl.dims());
-        let sums = channel_sums((n, c, s), |ch, at| {
-            let (m, k) = (stats.mean[ch], stats.inv_std[ch]);
-            let (x, dy) = (&x[at..at + s], &dy[at..at + s]);
-            let (dot, sum) = if self.relu {
-                dot_and_sum::<true>(x, dy, m, stats.affine(ch))
-            } else {
-                dot_and_sum::<false>(x, dy, m, stats.affine(ch))
-            };
-            (dot * k, sum)
-        });
-        let mut out: Vec<f32> = sums.iter().map(|(a, _)| *a as f32).collect();
-        out.extend(sums.iter().map(|(_, b)| *b as f32));
-        Ok((CpuStorage::F32(out), Shape::from((2, c))))
+        let shape = dims(xl.dims());
+        let (d_weight, d_bias) =
+            passes::param_sums(x, dy, shape, stats.centre(), &stats.affine, self.relu);
+        let c = d_weight.len();
+        Ok((
+            CpuStorage::F32([d_weight, d_bias].concat()),
+            Shape::from((2, c)),
+        ))
     }
 }
 
@@ -627,33 +552,18 @@ impl CustomOp2 for BnInputGrad {
         let (x, dy) = (f32_slice(xs, xl, OP)?, f32_slice(dys, dyl, OP)?);
         let (n, c, s) = dims(xl.dims());
         let count = (n * s) as f32;
-        // dx = a * dy + b * x + d per channel, folding mean and x_hat in.
+        // dx = a * dy + b * x + e per channel, folding mean and x_hat in.
         let coeffs: Vec<(f32, f32, f32)> = (0..c)
             .map(|ch| {
                 // The forward's scale, `weight * inv_std`.
-                let (k, a) = (stats.inv_std[ch], stats.scale[ch]);
+                let (k, a) = (stats.inv_std[ch], stats.affine[ch].0);
                 let gw = self.d_weight[ch] / count;
                 let gb = self.d_bias[ch] / count;
                 // x_hat = (x - m) k, so a * (dy - gb - x_hat gw) = a dy - a k gw x + a (k gw m - gb).
                 (a, -a * k * gw, a * (k * gw * stats.mean[ch] - gb))
             })
             .collect();
-        // SAFETY: each image's chunk is c * s long and every channel's s
-        // values are written.
-        let dx = unsafe {
-            par_filled(x.len(), c * s, |img, dx| {
-                let (x, dy) = (&x[img * c * s..][..c * s], &dy[img * c * s..][..c * s]);
-                for (ch, &coeffs) in coeffs.iter().enumerate() {
-                    let range = ch * s..(ch + 1) * s;
-                    let (dx, x, dy) = (&mut dx[range.clone()], &x[range.clone()], &dy[range]);
-                    if self.relu {
-                        input_grad_run::<true>(dx, x, dy, coeffs, stats.affine(ch));
-                    } else {
-                        input_grad_run::<false>(dx, x, dy, coeffs, stats.affine(ch));
-                    }
-                }
-            })
-        };
+        let dx = passes::input_grad(x, dy, (n, c, s), &coeffs, &stats.affine, self.relu);
         Ok((CpuStorage::F32(dx), xl.shape().clone()))
     }
 }

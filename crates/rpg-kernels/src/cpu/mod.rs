@@ -2,6 +2,7 @@
 //! slices (NCHW activations, OIHW weights), threaded on the rayon pool. A
 //! `cuda` module with the same entry points is meant to sit beside this one.
 
+pub(crate) mod batch_norm;
 mod broadcast_product;
 pub(crate) mod channels;
 pub(crate) mod conv;
@@ -11,6 +12,7 @@ mod direct;
 pub(crate) mod gemm;
 pub(crate) mod geometry;
 pub(crate) mod linear;
+pub(crate) mod simd;
 pub(crate) mod storage;
 mod winograd;
 
