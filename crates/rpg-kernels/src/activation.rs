@@ -9,9 +9,9 @@
 //! choice of 1 at exactly zero.
 
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, CustomOp3, Layout, Result, Shape, Tensor};
-use rayon::prelude::*;
 
-use crate::cpu::storage::f32_slice;
+use crate::cpu::simd::{kept, widest};
+use crate::cpu::storage::{f32_slice, par_filled};
 use crate::route::{Op, Route, route};
 
 /// Elements per parallel chunk: large enough to amortise a task, small
@@ -54,14 +54,37 @@ pub fn relu6(x: &Tensor) -> Result<Tensor> {
     }
 }
 
-/// `out[i] = f(a[i], b[i])` on the rayon pool. Collected rather than
-/// written into a zeroed buffer: zeroing was a pass of its own.
-fn zip_map(a: &[f32], b: &[f32], f: impl Fn(f32, f32) -> f32 + Sync + Send) -> Vec<f32> {
-    a.par_iter()
-        .zip(b)
-        .with_min_len(CHUNK)
-        .map(|(a, b)| f(*a, *b))
-        .collect()
+/// `out[i] = f(a[i], b[i], c[i])` on the rayon pool, at the CPU's widest
+/// vectors (`f` must be `#[inline(always)]` to be compiled at that width),
+/// into a buffer that is not zeroed first (zeroing was a pass of its own).
+fn zip3_map(a: &[f32], b: &[f32], c: &[f32], f: impl Fn(f32, f32, f32) -> f32 + Sync) -> Vec<f32> {
+    debug_assert!(a.len() == b.len() && a.len() == c.len());
+    // SAFETY: every element of each chunk is written.
+    unsafe {
+        par_filled(a.len(), CHUNK, |i, out| {
+            widest(
+                #[inline(always)]
+                || {
+                    let at = i * CHUNK;
+                    let (a, b, c) = (&a[at..], &b[at..], &c[at..]);
+                    for (o, ((&a, &b), &c)) in out.iter_mut().zip(a.iter().zip(b).zip(c)) {
+                        o.write(f(a, b, c));
+                    }
+                },
+            )
+        })
+    }
+}
+
+/// [`zip3_map`] of two inputs.
+fn zip_map(a: &[f32], b: &[f32], f: impl Fn(f32, f32) -> f32 + Sync) -> Vec<f32> {
+    zip3_map(
+        a,
+        b,
+        b,
+        #[inline(always)]
+        |a, b, _| f(a, b),
+    )
 }
 
 /// The one-input activations, as a forward op and (with `dy`) its gradient.
@@ -82,8 +105,18 @@ impl Unary {
     /// Each arm is its own closure, so each loop compiles to straight code.
     fn forward(self, x: &[f32]) -> Vec<f32> {
         match self {
-            Self::Relu => zip_map(x, x, |x, _| x.max(0.0)),
-            Self::Relu6 => zip_map(x, x, |x, _| x.clamp(0.0, 6.0)),
+            Self::Relu => zip_map(
+                x,
+                x,
+                #[inline(always)]
+                |x, _| x.max(0.0),
+            ),
+            Self::Relu6 => zip_map(
+                x,
+                x,
+                #[inline(always)]
+                |x, _| x.clamp(0.0, 6.0),
+            ),
         }
     }
 
@@ -92,16 +125,23 @@ impl Unary {
     /// exactly 0 or 6 (its maximum/minimum split a tie).
     fn backward(self, x: &[f32], dy: &[f32]) -> Vec<f32> {
         match self {
-            Self::Relu => zip_map(x, dy, |x, d| if x >= 0.0 { d } else { 0.0 }),
-            Self::Relu6 => zip_map(x, dy, |x, d| {
-                if x > 0.0 && x < 6.0 {
-                    d
-                } else if x == 0.0 || x == 6.0 {
-                    d * 0.5
-                } else {
-                    0.0
-                }
-            }),
+            Self::Relu => zip_map(
+                x,
+                dy,
+                #[inline(always)]
+                |x, d| kept(x >= 0.0, d),
+            ),
+            // At most one of the two is nonzero bits, so or-ing them is exact.
+            Self::Relu6 => zip_map(
+                x,
+                dy,
+                #[inline(always)]
+                |x, d| {
+                    let inside = kept(x > 0.0 && x < 6.0, d).to_bits();
+                    let tie = kept(x == 0.0 || x == 6.0, d * 0.5).to_bits();
+                    f32::from_bits(inside | tie)
+                },
+            ),
         }
     }
 }
@@ -169,7 +209,12 @@ impl CustomOp2 for AddRelu {
             f32_slice(sa, la, "add_relu")?,
             f32_slice(sb, lb, "add_relu")?,
         );
-        let y = zip_map(a, b, |a, b| (a + b).max(0.0));
+        let y = zip_map(
+            a,
+            b,
+            #[inline(always)]
+            |a, b| (a + b).max(0.0),
+        );
         Ok((CpuStorage::F32(y), la.shape().clone()))
     }
 
@@ -223,13 +268,13 @@ impl CustomOp3 for AddReluGrad {
             f32_slice(sb, lb, OP)?,
             f32_slice(sd, ld, OP)?,
         );
-        let dx = a
-            .par_iter()
-            .zip(b)
-            .zip(dy)
-            .with_min_len(CHUNK)
-            .map(|((a, b), d)| if a + b >= 0.0 { *d } else { 0.0 })
-            .collect();
+        let dx = zip3_map(
+            a,
+            b,
+            dy,
+            #[inline(always)]
+            |a, b, d| kept(a + b >= 0.0, d),
+        );
         Ok((CpuStorage::F32(dx), la.shape().clone()))
     }
 

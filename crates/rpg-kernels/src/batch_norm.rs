@@ -72,6 +72,8 @@ impl BatchNorm {
     pub fn forward_relu_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
         if train && self.fused_applies(x) {
             self.forward_train_fused(x, true)
+        } else if !train {
+            self.forward_eval(x, EvalTail::Relu)
         } else {
             crate::activation::relu(&self.forward_t(x, train)?)
         }
@@ -88,6 +90,8 @@ impl BatchNorm {
             && self.fused_applies(x);
         if train && fused {
             self.forward_train_add_relu(x, shortcut)
+        } else if !train && x.dims() == shortcut.dims() {
+            self.forward_eval(x, EvalTail::AddRelu(shortcut))
         } else {
             crate::activation::add_relu(&self.forward_t(x, train)?, shortcut)
         }
@@ -191,20 +195,56 @@ impl BatchNorm {
         Ok(())
     }
 
-    /// Evaluation: one scale and one shift per channel.
-    fn forward_eval(&self, x: &Tensor) -> Result<Tensor> {
+    /// Evaluation: one scale and one shift per channel, then the `tail`;
+    /// one pass on the native CPU kernels.
+    fn forward_eval(&self, x: &Tensor, tail: EvalTail<'_>) -> Result<Tensor> {
         let Some((weight, bias)) = self.inner.weight_and_bias() else {
-            return self.inner.forward_t(x, false);
+            return tail.apply(&self.inner.forward_t(x, false)?);
         };
-        let mut shape = vec![1; x.rank()];
-        shape[1] = x.dim(1)?;
         let rm = self.running_mean.as_detached_tensor();
         let rv = self.running_var.as_detached_tensor();
         let scale = (weight / (rv + self.inner.eps())?.sqrt()?)?;
         let shift = (bias - (rm * &scale)?)?;
         let dtype = x.dtype();
-        x.broadcast_mul(&scale.to_dtype(dtype)?.reshape(shape.as_slice())?)?
-            .broadcast_add(&shift.to_dtype(dtype)?.reshape(shape.as_slice())?)
+        let (scale, shift) = (scale.to_dtype(dtype)?, shift.to_dtype(dtype)?);
+        let mut operands = vec![x];
+        if let EvalTail::AddRelu(r) = &tail {
+            operands.push(r);
+        }
+        if route(Op::BatchNormEval, &operands) == Route::Cpu && x.rank() >= 2 {
+            let params = Tensor::cat(&[&scale, &shift], 0)?;
+            let x = x.contiguous()?;
+            return match tail {
+                EvalTail::Plain => x.apply_op2(&params, BnEval { relu: false }),
+                EvalTail::Relu => x.apply_op2(&params, BnEval { relu: true }),
+                EvalTail::AddRelu(r) => x.apply_op3(&params, &r.contiguous()?, BnEvalAddRelu),
+            };
+        }
+        let mut shape = vec![1; x.rank()];
+        shape[1] = x.dim(1)?;
+        let y = x
+            .broadcast_mul(&scale.reshape(shape.as_slice())?)?
+            .broadcast_add(&shift.reshape(shape.as_slice())?)?;
+        tail.apply(&y)
+    }
+}
+
+/// What follows an evaluation batch norm.
+enum EvalTail<'a> {
+    Plain,
+    Relu,
+    /// A residual add of this shortcut, then a ReLU.
+    AddRelu(&'a Tensor),
+}
+
+impl EvalTail<'_> {
+    /// The tail as its own op, after an unfused batch norm's output `y`.
+    fn apply(&self, y: &Tensor) -> Result<Tensor> {
+        match self {
+            EvalTail::Plain => Ok(y.clone()),
+            EvalTail::Relu => crate::activation::relu(y),
+            EvalTail::AddRelu(r) => crate::activation::add_relu(y, r),
+        }
     }
 }
 
@@ -213,9 +253,120 @@ impl ModuleT for BatchNorm {
         match (train, self.fused_applies(x)) {
             (true, true) => self.forward_train_fused(x, false),
             (true, false) => self.inner.forward_t(x, true),
-            (false, _) => self.forward_eval(x),
+            (false, _) => self.forward_eval(x, EvalTail::Plain),
         }
     }
+}
+
+/// Evaluation: `(x, [scale; shift]) -> x * scale + shift` per channel, or
+/// its ReLU with `relu`; one pass.
+struct BnEval {
+    relu: bool,
+}
+
+impl CustomOp2 for BnEval {
+    fn name(&self) -> &'static str {
+        "rpg-batch-norm-eval"
+    }
+
+    fn cpu_fwd(
+        &self,
+        xs: &CpuStorage,
+        xl: &Layout,
+        ps: &CpuStorage,
+        pl: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let x = f32_slice(xs, xl, OP)?;
+        let affine = eval_affine(f32_slice(ps, pl, OP)?);
+        let tail = if self.relu { Tail::Relu } else { Tail::Plain };
+        let y = passes::normalise(x, dims(xl.dims()), &affine, tail);
+        Ok((CpuStorage::F32(y), xl.shape().clone()))
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        params: &Tensor,
+        _y: &Tensor,
+        dy: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        let (dx, dparams, _) = eval_backward(x, params, None, self.relu, dy)?;
+        Ok((Some(dx), Some(dparams)))
+    }
+}
+
+/// Evaluation of a residual block's tail: `(x, [scale; shift], r) ->
+/// max(x * scale + shift + r, 0)`; one pass.
+struct BnEvalAddRelu;
+
+impl CustomOp3 for BnEvalAddRelu {
+    fn name(&self) -> &'static str {
+        "rpg-batch-norm-eval-add-relu"
+    }
+
+    fn cpu_fwd(
+        &self,
+        xs: &CpuStorage,
+        xl: &Layout,
+        ps: &CpuStorage,
+        pl: &Layout,
+        rs: &CpuStorage,
+        rl: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let (x, r) = (f32_slice(xs, xl, OP)?, f32_slice(rs, rl, OP)?);
+        let affine = eval_affine(f32_slice(ps, pl, OP)?);
+        let y = passes::normalise(x, dims(xl.dims()), &affine, Tail::AddRelu(r));
+        Ok((CpuStorage::F32(y), xl.shape().clone()))
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        params: &Tensor,
+        r: &Tensor,
+        _y: &Tensor,
+        dy: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let (dx, dparams, dr) = eval_backward(x, params, Some(r), true, dy)?;
+        Ok((Some(dx), Some(dparams), dr))
+    }
+}
+
+/// `(scale, shift)` per channel from `[scale; shift]`.
+fn eval_affine(params: &[f32]) -> Vec<Affine> {
+    let (scale, shift) = params.split_at(params.len() / 2);
+    scale.iter().copied().zip(shift.iter().copied()).collect()
+}
+
+/// The gradients of an evaluation batch norm (and its tail) with respect to
+/// `x`, `[scale; shift]` and the shortcut `r`, in Candle's ops: evaluation
+/// rarely trains, so this path is for correctness, not speed.
+fn eval_backward(
+    x: &Tensor,
+    params: &Tensor,
+    r: Option<&Tensor>,
+    relu: bool,
+    dy: &Tensor,
+) -> Result<(Tensor, Tensor, Option<Tensor>)> {
+    let c = x.dim(1)?;
+    let mut shape = vec![1; x.rank()];
+    shape[1] = c;
+    let scale = params.narrow(0, 0, c)?.reshape(shape.as_slice())?;
+    let shift = params.narrow(0, c, c)?.reshape(shape.as_slice())?;
+    let mut value = x.broadcast_mul(&scale)?.broadcast_add(&shift)?;
+    if let Some(r) = r {
+        value = (value + r)?;
+    }
+    // Candle's ReLU passes the gradient where its input is >= 0.
+    let g = match relu {
+        true => (dy * value.ge(0f64)?.to_dtype(dy.dtype())?)?,
+        false => dy.clone(),
+    };
+    let others: Vec<usize> = (0..x.rank()).filter(|&d| d != 1).collect();
+    let d_scale = (&g * x)?.sum(others.as_slice())?;
+    let d_shift = g.sum(others.as_slice())?;
+    let dx = g.broadcast_mul(&scale)?;
+    Ok((dx, Tensor::cat(&[d_scale, d_shift], 0)?, r.map(|_| g)))
 }
 
 /// Per-channel batch statistics of one forward pass.
@@ -771,6 +922,69 @@ mod tests {
                 (fused.inner().running_var(), split.inner().running_var()),
             ] {
                 assert_eq!(bits(p), bits(q), "{shape:?} running statistics");
+            }
+        }
+    }
+
+    /// Evaluation's one-pass op against the batch norm's own broadcast ops
+    /// and the tail's separate op: the same bits forward, and the same
+    /// gradients for the input, the affine parameters and the shortcut.
+    #[test]
+    fn the_fused_evaluation_matches_the_separate_ops() {
+        let dev = Device::Cpu;
+        let shape = [3, 4, 5, 6];
+        let map = VarMap::new();
+        let bn = batch_norm(4, 1e-5, VarBuilder::from_varmap(&map, DType::F32, &dev)).unwrap();
+        let (w, b) = bn.inner().weight_and_bias().unwrap();
+        let (w, bias) = (Var::from_tensor(w).unwrap(), Var::from_tensor(b).unwrap());
+        w.set(&Tensor::new(&[1.5f32, -0.5, 2.0, 0.7], &dev).unwrap())
+            .unwrap();
+        bias.set(&Tensor::new(&[0.1f32, -0.2, 0.0, 0.3], &dev).unwrap())
+            .unwrap();
+        // Running statistics away from (0, 1), from two training steps.
+        for _ in 0..2 {
+            bn.forward_t(&Tensor::randn(0.5f32, 2.0, &shape, &dev).unwrap(), true)
+                .unwrap();
+        }
+        let x = Var::randn(0f32, 1.0, &shape, &dev).unwrap();
+        let r = Var::randn(0f32, 1.0, &shape, &dev).unwrap();
+        let probe = Tensor::randn(0f32, 1.0, &shape, &dev).unwrap();
+        let separate = |tail: u8| {
+            let y = {
+                let _candle = crate::KernelBackend::Candle.scope();
+                bn.forward_t(&x, false).unwrap()
+            };
+            match tail {
+                0 => y,
+                1 => crate::activation::relu(&y).unwrap(),
+                _ => crate::activation::add_relu(&y, &r).unwrap(),
+            }
+        };
+        let fused = |tail: u8| match tail {
+            0 => bn.forward_t(&x, false).unwrap(),
+            1 => bn.forward_relu_t(&x, false).unwrap(),
+            _ => bn.forward_add_relu_t(&x, &r, false).unwrap(),
+        };
+        for tail in 0..3 {
+            let (a, b) = (fused(tail), separate(tail));
+            assert_eq!(bits(&a), bits(&b), "tail {tail} value");
+            let ga = (&a * &probe)
+                .unwrap()
+                .sum_all()
+                .unwrap()
+                .backward()
+                .unwrap();
+            let gb = (&b * &probe)
+                .unwrap()
+                .sum_all()
+                .unwrap()
+                .backward()
+                .unwrap();
+            for (name, v) in [("x", &x), ("weight", &w), ("bias", &bias), ("shortcut", &r)] {
+                match (ga.get(v), gb.get(v)) {
+                    (Some(p), Some(q)) => assert!(max_abs_diff(p, q) < 1e-5, "tail {tail} d{name}"),
+                    (p, q) => assert_eq!(p.is_some(), q.is_some(), "tail {tail} d{name}"),
+                }
             }
         }
     }

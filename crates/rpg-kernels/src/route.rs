@@ -20,6 +20,8 @@ pub(crate) enum Op {
     BatchNormTrain,
     /// Batch norm, residual add and ReLU as one training op.
     BatchNormAddRelu,
+    /// Batch norm in evaluation, with its ReLU or residual add and ReLU.
+    BatchNormEval,
     AddRelu,
     Relu,
     Relu6,
@@ -56,6 +58,7 @@ impl Op {
             Op::Conv => cfg!(feature = "cudnn"),
             Op::BatchNormTrain | Op::AddRelu => cfg!(feature = "cuda"),
             Op::BatchNormAddRelu
+            | Op::BatchNormEval
             | Op::Relu
             | Op::Relu6
             | Op::Linear

@@ -19,7 +19,7 @@ use std::mem::MaybeUninit;
 use rayon::prelude::*;
 
 use super::channels::lane_sums;
-use super::simd::widest;
+use super::simd::{kept, widest};
 use super::storage::par_filled;
 
 /// `(batch, channels, values per channel and image)`.
@@ -114,19 +114,13 @@ pub(crate) fn normalise(x: &[f32], (_, c, s): Dims, affine: &[Affine], tail: Tai
     }
 }
 
-/// `dy` where `keep`, else 0, without a branch.
-#[inline(always)]
-fn masked(keep: bool, dy: f32) -> f32 {
-    f32::from_bits(dy.to_bits() & (keep as u32).wrapping_neg())
-}
-
 /// The gradient reaching the normalised value `x * k + d` from `dy`: all of
 /// it, or behind a fused ReLU only where that value is not below 0
 /// (Candle's ReLU gradient, 1 at zero).
 #[inline(always)]
 fn gate<const RELU: bool>(x: f32, (k, d): Affine, dy: f32) -> f32 {
     if RELU {
-        masked(!(x * k + d < 0.0), dy)
+        kept(!(x * k + d < 0.0), dy)
     } else {
         dy
     }
@@ -198,7 +192,7 @@ pub(crate) fn gated_param_sums(
                         let (x, r, dy) = (&x[at..][..s], &r[at..][..s], &dy[at..][..s]);
                         let g = &mut g[ch * s..][..s];
                         for (g, ((&x, &r), &dy)) in g.iter_mut().zip(x.iter().zip(r).zip(dy)) {
-                            g.write(masked(x * k + d + r >= 0.0, dy));
+                            g.write(kept(x * k + d + r >= 0.0, dy));
                         }
                         // SAFETY: written just above.
                         let g = unsafe { &*(g as *const [MaybeUninit<f32>] as *const [f32]) };
