@@ -105,15 +105,19 @@ pub(super) fn input_transform_lanes<
     Tiles { n, first, grid }: Tiles,
     v: &mut [f32],
 ) {
+    thread_local! {
+        static PADDED: std::cell::Cell<Vec<Lanes>> = const { std::cell::Cell::new(Vec::new()) };
+    }
     let (ph, pw) = (O * grid.0 + 2, O * grid.1 + 2);
     let blocks = c / LANES;
     // The whole image, zero-bordered, `[block][row][col]` of 8-channel
-    // pixels; the border is never written, so stays zero.
-    let mut padded = vec![Lanes::default(); blocks * ph * pw];
+    // pixels.
+    let mut padded = take_lanes(&PADDED, blocks * ph * pw);
     for (planes, block_plane) in x
         .chunks_exact(LANES * h * w)
         .zip(padded.chunks_exact_mut(ph * pw))
     {
+        zero_outside(block_plane, pw, (1, 1), (h, w));
         interleave::<X>(planes, (h, w), &mut block_plane[pw + 1..], pw);
     }
     // Tile by tile, every channel block: each of the `S*S` rows of `v` gets
@@ -135,8 +139,10 @@ pub(super) fn input_transform_lanes<
                     }
                 }
                 // V = t B, row by row.
-                for (i, t_row) in t.into_iter().enumerate() {
-                    for (j, value) in M::b_t(t_row).into_iter().enumerate() {
+                // By reference: `t.into_iter()` moves the whole 6x6 array
+                // into the iterator, a `memcpy` call per tile.
+                for (i, t_row) in t.iter().enumerate() {
+                    for (j, value) in M::b_t(*t_row).into_iter().enumerate() {
                         v[((S * i + j) * n + tile) * c + block * LANES..][..LANES]
                             .copy_from_slice(&value.0);
                     }
@@ -144,6 +150,7 @@ pub(super) fn input_transform_lanes<
             }
         }
     }
+    PADDED.set(padded);
 }
 
 /// `Y = A^T m A` for every product tile of one image (`m` laid out
@@ -191,7 +198,11 @@ pub(super) fn output_transform_lanes<
 ) {
     // The image as `[block][row][col]` of 8-channel pixels, written tile by
     // tile, then split into channel planes.
-    let mut staged = vec![Lanes::default(); k * h * w / LANES];
+    thread_local! {
+        static STAGED: std::cell::Cell<Vec<Lanes>> = const { std::cell::Cell::new(Vec::new()) };
+    }
+    // Every pixel is written before it is read.
+    let mut staged = take_lanes(&STAGED, k * h * w / LANES);
     // Tile by tile, every channel block: the tile's `S*S` rows of `m` are read
     // as contiguous runs.
     for ty in 0..grid.0 {
@@ -215,10 +226,16 @@ pub(super) fn output_transform_lanes<
                     *a_row = column(&columns, r);
                 }
                 // Y = a A, row by row.
-                for (r, a_row) in a.into_iter().take(rows).enumerate() {
+                for (r, a_row) in a.iter().take(rows).enumerate() {
                     let pixel = (block * h + O * ty + r) * w + O * tx;
-                    let out = M::a_t(a_row);
-                    staged[pixel..pixel + cols].copy_from_slice(&out[..cols]);
+                    let out = M::a_t(*a_row);
+                    // A whole row at the compile-time size where it fits:
+                    // a copy of run-time length is a `memcpy` call per row.
+                    if cols == O {
+                        staged[pixel..pixel + O].copy_from_slice(&out);
+                    } else {
+                        staged[pixel..pixel + cols].copy_from_slice(&out[..cols]);
+                    }
                 }
             }
         }
@@ -229,4 +246,5 @@ pub(super) fn output_transform_lanes<
     {
         deinterleave::<X>(block_plane, (h, w), planes);
     }
+    STAGED.set(staged);
 }

@@ -253,15 +253,19 @@ pub(super) fn gradient_transform_lanes<
     Tiles { n, first, grid }: Tiles,
     t: &mut [f32],
 ) {
+    thread_local! {
+        static PLANES: std::cell::Cell<Vec<Lanes>> = const { std::cell::Cell::new(Vec::new()) };
+    }
     let (ph, pw) = (O * grid.0, O * grid.1);
     let blocks = k / LANES;
     // The whole gradient as `[block][row][col]` of 8-channel pixels, zero
     // beyond the map where the last tiles overhang it.
-    let mut planes = vec![Lanes::default(); blocks * ph * pw];
+    let mut planes = take_lanes(&PLANES, blocks * ph * pw);
     for (channels, block_plane) in dy
         .chunks_exact(LANES * h * w)
         .zip(planes.chunks_exact_mut(ph * pw))
     {
+        zero_outside(block_plane, pw, (0, 0), (h, w));
         interleave::<X>(channels, (h, w), block_plane, pw);
     }
     for ty in 0..grid.0 {
@@ -289,4 +293,5 @@ pub(super) fn gradient_transform_lanes<
             }
         }
     }
+    PLANES.set(planes);
 }

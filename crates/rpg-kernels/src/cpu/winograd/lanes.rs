@@ -55,6 +55,43 @@ impl Lanes {
     }
 }
 
+/// A thread's kept buffer of [`Lanes`], for the transforms' staged images:
+/// a fresh zeroed vector per image was an allocation and a memset pass per
+/// call. Taken out and put back rather than lent to a closure, so that
+/// nothing of the transform leaves the AVX2 function it is compiled into.
+pub(super) type KeptLanes = std::thread::LocalKey<std::cell::Cell<Vec<Lanes>>>;
+
+/// `kept`'s buffer, at least `len` long (contents unspecified; a thread
+/// that re-enters finds it empty and allocates). Give it back with
+/// `kept.set`.
+#[inline(always)]
+pub(super) fn take_lanes(kept: &'static KeptLanes, len: usize) -> Vec<Lanes> {
+    let mut buffer = kept.take();
+    if buffer.len() < len {
+        buffer.resize(len, Lanes::default());
+    }
+    buffer
+}
+
+/// Zeroes every pixel of a `pitch`-wide plane outside the `h x w` window
+/// whose first pixel is at `(top, left)`: the border a staged image needs
+/// around the values an [`interleave`] writes.
+#[inline(always)]
+pub(super) fn zero_outside(
+    plane: &mut [Lanes],
+    pitch: usize,
+    (top, left): (usize, usize),
+    (h, w): (usize, usize),
+) {
+    let zero = Lanes::default();
+    plane[..top * pitch].fill(zero);
+    plane[(top + h) * pitch..].fill(zero);
+    for row in plane[top * pitch..(top + h) * pitch].chunks_exact_mut(pitch) {
+        row[..left].fill(zero);
+        row[left + w..].fill(zero);
+    }
+}
+
 /// Column `j` of a small row-major matrix. A loop rather than
 /// `std::array::from_fn`, whose closures are not always inlined into the
 /// AVX2 callers and then run without AVX2.
