@@ -75,11 +75,18 @@ pub(super) fn input_transform<M: Minimal<O, S>, const O: usize, const S: usize>(
 ) {
     #[cfg(target_arch = "x86_64")]
     if vector {
-        // SAFETY: `vector` is set only where AVX2 and FMA were detected.
-        return unsafe { input_transform_avx2::<M, O, S>(x, dims, at, v) };
+        // SAFETY: `vector` is set only where AVX2 and FMA were detected,
+        // `wide_applies` checks AVX-512F.
+        return unsafe {
+            if wide_applies(dims.0) {
+                input_transform_avx512::<M, O, S>(x, dims, at, v)
+            } else {
+                input_transform_avx2::<M, O, S>(x, dims, at, v)
+            }
+        };
     }
     let _ = vector;
-    input_transform_lanes::<M, PlainTranspose, O, S>(x, dims, at, v)
+    input_transform_lanes::<M, PlainTranspose, Lanes, O, S>(x, dims, at, v)
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -90,13 +97,26 @@ pub(super) unsafe fn input_transform_avx2<M: Minimal<O, S>, const O: usize, cons
     at: Tiles,
     v: &mut [f32],
 ) {
-    input_transform_lanes::<M, Avx2Transpose, O, S>(x, dims, at, v)
+    input_transform_lanes::<M, Avx2Transpose, Lanes, O, S>(x, dims, at, v)
+}
+
+/// [`input_transform`] two channel blocks per vector; the same bits.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx2,fma")]
+pub(super) unsafe fn input_transform_avx512<M: Minimal<O, S>, const O: usize, const S: usize>(
+    x: &[f32],
+    dims: (usize, usize, usize),
+    at: Tiles,
+    v: &mut [f32],
+) {
+    input_transform_lanes::<M, Avx2Transpose, Wide, O, S>(x, dims, at, v)
 }
 
 #[inline(always)]
 pub(super) fn input_transform_lanes<
     M: Minimal<O, S>,
     X: Transpose,
+    B: Block,
     const O: usize,
     const S: usize,
 >(
@@ -125,14 +145,14 @@ pub(super) fn input_transform_lanes<
     for ty in 0..grid.0 {
         for tx in 0..grid.1 {
             let tile = first + ty * grid.1 + tx;
-            for block in 0..blocks {
+            for block in (0..blocks).step_by(B::BLOCKS) {
                 let origin = (block * ph + O * ty) * pw + O * tx;
                 // t = B^T d, column by column.
-                let mut t = [[Lanes::default(); S]; S];
+                let mut t = [[B::default(); S]; S];
                 for col in 0..S {
-                    let mut d = [Lanes::default(); S];
+                    let mut d = [B::default(); S];
                     for (r, value) in d.iter_mut().enumerate() {
-                        *value = padded[origin + r * pw + col];
+                        *value = B::gather(&padded, origin + r * pw + col, ph * pw);
                     }
                     for (i, value) in M::b_t(d).into_iter().enumerate() {
                         t[i][col] = value;
@@ -143,8 +163,7 @@ pub(super) fn input_transform_lanes<
                 // into the iterator, a `memcpy` call per tile.
                 for (i, t_row) in t.iter().enumerate() {
                     for (j, value) in M::b_t(*t_row).into_iter().enumerate() {
-                        v[((S * i + j) * n + tile) * c + block * LANES..][..LANES]
-                            .copy_from_slice(&value.0);
+                        value.write_run(&mut v[((S * i + j) * n + tile) * c + block * LANES..]);
                     }
                 }
             }
@@ -166,11 +185,18 @@ pub(super) fn output_transform<M: Minimal<O, S>, const O: usize, const S: usize>
 ) {
     #[cfg(target_arch = "x86_64")]
     if vector {
-        // SAFETY: `vector` is set only where AVX2 and FMA were detected.
-        return unsafe { output_transform_avx2::<M, O, S>(m, dims, at, y) };
+        // SAFETY: `vector` is set only where AVX2 and FMA were detected,
+        // `wide_applies` checks AVX-512F.
+        return unsafe {
+            if wide_applies(dims.0) {
+                output_transform_avx512::<M, O, S>(m, dims, at, y)
+            } else {
+                output_transform_avx2::<M, O, S>(m, dims, at, y)
+            }
+        };
     }
     let _ = vector;
-    output_transform_lanes::<M, PlainTranspose, O, S>(m, dims, at, y)
+    output_transform_lanes::<M, PlainTranspose, Lanes, O, S>(m, dims, at, y)
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -181,13 +207,26 @@ pub(super) unsafe fn output_transform_avx2<M: Minimal<O, S>, const O: usize, con
     at: Tiles,
     y: &mut [MaybeUninit<f32>],
 ) {
-    output_transform_lanes::<M, Avx2Transpose, O, S>(m, dims, at, y)
+    output_transform_lanes::<M, Avx2Transpose, Lanes, O, S>(m, dims, at, y)
+}
+
+/// [`output_transform`] two channel blocks per vector; the same bits.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx2,fma")]
+pub(super) unsafe fn output_transform_avx512<M: Minimal<O, S>, const O: usize, const S: usize>(
+    m: &[f32],
+    dims: (usize, usize, usize),
+    at: Tiles,
+    y: &mut [MaybeUninit<f32>],
+) {
+    output_transform_lanes::<M, Avx2Transpose, Wide, O, S>(m, dims, at, y)
 }
 
 #[inline(always)]
 pub(super) fn output_transform_lanes<
     M: Minimal<O, S>,
     X: Transpose,
+    B: Block,
     const O: usize,
     const S: usize,
 >(
@@ -210,31 +249,26 @@ pub(super) fn output_transform_lanes<
             let tile = first + ty * grid.1 + tx;
             let rows = (h - O * ty).min(O);
             let cols = (w - O * tx).min(O);
-            for block in 0..k / LANES {
-                let at = |xi: usize| Lanes::load(&m[(xi * n + tile) * k + block * LANES..]);
+            for block in (0..k / LANES).step_by(B::BLOCKS) {
+                let at = |xi: usize| B::read_run(&m[(xi * n + tile) * k + block * LANES..]);
                 // a = A^T m, column by column.
-                let mut columns = [[Lanes::default(); O]; S];
+                let mut columns = [[B::default(); O]; S];
                 for (j, c) in columns.iter_mut().enumerate() {
-                    let mut m_col = [Lanes::default(); S];
+                    let mut m_col = [B::default(); S];
                     for (i, value) in m_col.iter_mut().enumerate() {
                         *value = at(S * i + j);
                     }
                     *c = M::a_t(m_col);
                 }
-                let mut a = [[Lanes::default(); S]; O];
+                let mut a = [[B::default(); S]; O];
                 for (r, a_row) in a.iter_mut().enumerate() {
                     *a_row = column(&columns, r);
                 }
                 // Y = a A, row by row.
                 for (r, a_row) in a.iter().take(rows).enumerate() {
                     let pixel = (block * h + O * ty + r) * w + O * tx;
-                    let out = M::a_t(*a_row);
-                    // A whole row at the compile-time size where it fits:
-                    // a copy of run-time length is a `memcpy` call per row.
-                    if cols == O {
-                        staged[pixel..pixel + O].copy_from_slice(&out);
-                    } else {
-                        staged[pixel..pixel + cols].copy_from_slice(&out[..cols]);
+                    for (col, value) in M::a_t(*a_row).into_iter().take(cols).enumerate() {
+                        value.scatter(&mut staged, pixel + col, h * w);
                     }
                 }
             }

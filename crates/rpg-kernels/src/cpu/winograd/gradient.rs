@@ -223,11 +223,18 @@ pub(super) fn gradient_transform<M: Minimal<O, S>, const O: usize, const S: usiz
 ) {
     #[cfg(target_arch = "x86_64")]
     if vector {
-        // SAFETY: `vector` is set only where AVX2 and FMA were detected.
-        return unsafe { gradient_transform_avx2::<M, O, S>(dy, dims, at, t) };
+        // SAFETY: `vector` is set only where AVX2 and FMA were detected,
+        // `wide_applies` checks AVX-512F.
+        return unsafe {
+            if wide_applies(dims.0) {
+                gradient_transform_avx512::<M, O, S>(dy, dims, at, t)
+            } else {
+                gradient_transform_avx2::<M, O, S>(dy, dims, at, t)
+            }
+        };
     }
     let _ = vector;
-    gradient_transform_lanes::<M, PlainTranspose, O, S>(dy, dims, at, t)
+    gradient_transform_lanes::<M, PlainTranspose, Lanes, O, S>(dy, dims, at, t)
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -238,13 +245,26 @@ pub(super) unsafe fn gradient_transform_avx2<M: Minimal<O, S>, const O: usize, c
     at: Tiles,
     t: &mut [f32],
 ) {
-    gradient_transform_lanes::<M, Avx2Transpose, O, S>(dy, dims, at, t)
+    gradient_transform_lanes::<M, Avx2Transpose, Lanes, O, S>(dy, dims, at, t)
+}
+
+/// [`gradient_transform`] two channel blocks per vector; the same bits.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx2,fma")]
+pub(super) unsafe fn gradient_transform_avx512<M: Minimal<O, S>, const O: usize, const S: usize>(
+    dy: &[f32],
+    dims: (usize, usize, usize),
+    at: Tiles,
+    t: &mut [f32],
+) {
+    gradient_transform_lanes::<M, Avx2Transpose, Wide, O, S>(dy, dims, at, t)
 }
 
 #[inline(always)]
 pub(super) fn gradient_transform_lanes<
     M: Minimal<O, S>,
     X: Transpose,
+    B: Block,
     const O: usize,
     const S: usize,
 >(
@@ -271,14 +291,14 @@ pub(super) fn gradient_transform_lanes<
     for ty in 0..grid.0 {
         for tx in 0..grid.1 {
             let tile = first + ty * grid.1 + tx;
-            for block in 0..blocks {
+            for block in (0..blocks).step_by(B::BLOCKS) {
                 let origin = (block * ph + O * ty) * pw + O * tx;
                 // A d, column by column: six rows of four.
-                let mut columns = [[Lanes::default(); S]; O];
+                let mut columns = [[B::default(); S]; O];
                 for (col, c) in columns.iter_mut().enumerate() {
-                    let mut d = [Lanes::default(); O];
+                    let mut d = [B::default(); O];
                     for (r, value) in d.iter_mut().enumerate() {
-                        *value = planes[origin + r * pw + col];
+                        *value = B::gather(&planes, origin + r * pw + col, ph * pw);
                     }
                     *c = M::a_times(d);
                 }
@@ -286,8 +306,7 @@ pub(super) fn gradient_transform_lanes<
                 for i in 0..S {
                     let row = M::a_times(column(&columns, i));
                     for (j, value) in row.into_iter().enumerate() {
-                        t[((S * i + j) * n + tile) * k + block * LANES..][..LANES]
-                            .copy_from_slice(&value.0);
+                        value.write_run(&mut t[((S * i + j) * n + tile) * k + block * LANES..]);
                     }
                 }
             }

@@ -55,6 +55,135 @@ impl Lanes {
     }
 }
 
+/// Two channel blocks at one position (16 lanes): on AVX-512 one vector
+/// does the transforms' arithmetic for both, lane by lane the same
+/// operations as two [`Lanes`], so the same bits.
+#[derive(Clone, Copy)]
+pub(super) struct Wide(pub(super) [f32; 2 * LANES]);
+
+impl Default for Wide {
+    fn default() -> Self {
+        Self([0.0; 2 * LANES])
+    }
+}
+
+impl std::ops::Add for Wide {
+    type Output = Self;
+    #[inline(always)]
+    fn add(self, o: Self) -> Self {
+        let mut sum = self;
+        for (a, b) in sum.0.iter_mut().zip(o.0) {
+            *a += b;
+        }
+        sum
+    }
+}
+
+impl std::ops::Sub for Wide {
+    type Output = Self;
+    #[inline(always)]
+    fn sub(self, o: Self) -> Self {
+        let mut difference = self;
+        for (a, b) in difference.0.iter_mut().zip(o.0) {
+            *a -= b;
+        }
+        difference
+    }
+}
+
+impl std::ops::Mul<f32> for Wide {
+    type Output = Self;
+    #[inline(always)]
+    fn mul(self, s: f32) -> Self {
+        let mut product = self;
+        for v in product.0.iter_mut() {
+            *v *= s;
+        }
+        product
+    }
+}
+
+impl Value for Wide {}
+
+/// The unit of channels a transform computes on: one block of [`LANES`]
+/// ([`Lanes`], AVX2) or two ([`Wide`], AVX-512). Staged images hold one
+/// plane of [`Lanes`] per block, so a unit of two blocks is gathered from
+/// two planes and scattered back to them; the transformed rows hold
+/// channels contiguously, so it is read and written as one run.
+pub(super) trait Block: Value + Default {
+    /// Channel blocks per value.
+    const BLOCKS: usize;
+    /// The values at `at` of this block's plane and the next ones, each
+    /// `plane` further.
+    fn gather(staged: &[Lanes], at: usize, plane: usize) -> Self;
+    /// Writes the values where [`Block::gather`] reads them.
+    fn scatter(self, staged: &mut [Lanes], at: usize, plane: usize);
+    /// The first `BLOCKS * LANES` values of `run`.
+    fn read_run(run: &[f32]) -> Self;
+    /// Writes the first `BLOCKS * LANES` values of `run`.
+    fn write_run(self, run: &mut [f32]);
+}
+
+impl Block for Lanes {
+    const BLOCKS: usize = 1;
+    #[inline(always)]
+    fn gather(staged: &[Lanes], at: usize, _: usize) -> Self {
+        staged[at]
+    }
+    #[inline(always)]
+    fn scatter(self, staged: &mut [Lanes], at: usize, _: usize) {
+        staged[at] = self;
+    }
+    #[inline(always)]
+    fn read_run(run: &[f32]) -> Self {
+        Lanes::load(run)
+    }
+    #[inline(always)]
+    fn write_run(self, run: &mut [f32]) {
+        run[..LANES].copy_from_slice(&self.0);
+    }
+}
+
+impl Block for Wide {
+    const BLOCKS: usize = 2;
+    #[inline(always)]
+    fn gather(staged: &[Lanes], at: usize, plane: usize) -> Self {
+        let mut wide = Wide::default();
+        wide.0[..LANES].copy_from_slice(&staged[at].0);
+        wide.0[LANES..].copy_from_slice(&staged[at + plane].0);
+        wide
+    }
+    #[inline(always)]
+    fn scatter(self, staged: &mut [Lanes], at: usize, plane: usize) {
+        staged[at].0.copy_from_slice(&self.0[..LANES]);
+        staged[at + plane].0.copy_from_slice(&self.0[LANES..]);
+    }
+    #[inline(always)]
+    fn read_run(run: &[f32]) -> Self {
+        let mut wide = Wide::default();
+        wide.0.copy_from_slice(&run[..2 * LANES]);
+        wide
+    }
+    #[inline(always)]
+    fn write_run(self, run: &mut [f32]) {
+        run[..2 * LANES].copy_from_slice(&self.0);
+    }
+}
+
+/// Whether the transforms of `channels` channels take [`Wide`] values: the
+/// CPU has AVX-512F and the channels are whole pairs of blocks.
+pub(super) fn wide_applies(channels: usize) -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        channels.is_multiple_of(2 * LANES) && std::arch::is_x86_feature_detected!("avx512f")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        let _ = channels;
+        false
+    }
+}
+
 /// A thread's kept buffer of [`Lanes`], for the transforms' staged images:
 /// a fresh zeroed vector per image was an allocation and a memset pass per
 /// call. Taken out and put back rather than lent to a closure, so that

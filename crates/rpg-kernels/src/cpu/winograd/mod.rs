@@ -272,6 +272,103 @@ mod tests {
         check_kernel_transform::<F2x2, 2, 4>();
     }
 
+    /// Every transform gives the same bits one channel block per value
+    /// and two (AVX-512's [`Wide`]), portable and as compiled for AVX2 and
+    /// AVX-512 where the CPU has them, on a map that is and one that is
+    /// not a whole number of tiles.
+    fn check_transform_widths<M: Minimal<O, S>, const O: usize, const S: usize>() {
+        for (c, h, w) in [(32usize, 8usize, 8usize), (48, 6, 7)] {
+            let grid = (h.div_ceil(O), w.div_ceil(O));
+            let n = grid.0 * grid.1;
+            let at = Tiles { n, first: 0, grid };
+            let x = values(c * h * w, 3);
+            let m = values((S * S) * n * c, 4);
+            // Each of input, output and gradient transforms, per variant.
+            let run = |variant: usize| {
+                let mut v = vec![0f32; (S * S) * n * c];
+                let mut t = vec![0f32; (S * S) * n * c];
+                let mut y = vec![MaybeUninit::new(0f32); c * h * w];
+                match variant {
+                    0 => {
+                        input_transform_lanes::<M, PlainTranspose, Lanes, O, S>(
+                            &x,
+                            (c, h, w),
+                            at,
+                            &mut v,
+                        );
+                        output_transform_lanes::<M, PlainTranspose, Lanes, O, S>(
+                            &m,
+                            (c, h, w),
+                            at,
+                            &mut y,
+                        );
+                        gradient_transform_lanes::<M, PlainTranspose, Lanes, O, S>(
+                            &x,
+                            (c, h, w),
+                            at,
+                            &mut t,
+                        );
+                    }
+                    1 => {
+                        input_transform_lanes::<M, PlainTranspose, Wide, O, S>(
+                            &x,
+                            (c, h, w),
+                            at,
+                            &mut v,
+                        );
+                        output_transform_lanes::<M, PlainTranspose, Wide, O, S>(
+                            &m,
+                            (c, h, w),
+                            at,
+                            &mut y,
+                        );
+                        gradient_transform_lanes::<M, PlainTranspose, Wide, O, S>(
+                            &x,
+                            (c, h, w),
+                            at,
+                            &mut t,
+                        );
+                    }
+                    // SAFETY (both): run only where the CPU has the features.
+                    #[cfg(target_arch = "x86_64")]
+                    2 => unsafe {
+                        input_transform_avx2::<M, O, S>(&x, (c, h, w), at, &mut v);
+                        output_transform_avx2::<M, O, S>(&m, (c, h, w), at, &mut y);
+                        gradient_transform_avx2::<M, O, S>(&x, (c, h, w), at, &mut t);
+                    },
+                    #[cfg(target_arch = "x86_64")]
+                    _ => unsafe {
+                        input_transform_avx512::<M, O, S>(&x, (c, h, w), at, &mut v);
+                        output_transform_avx512::<M, O, S>(&m, (c, h, w), at, &mut y);
+                        gradient_transform_avx512::<M, O, S>(&x, (c, h, w), at, &mut t);
+                    },
+                    #[cfg(not(target_arch = "x86_64"))]
+                    _ => unreachable!(),
+                }
+                // SAFETY: every output of the image was written.
+                let y: Vec<f32> = y.into_iter().map(|v| unsafe { v.assume_init() }).collect();
+                [v, y, t].map(|part| part.iter().map(|v| v.to_bits()).collect::<Vec<u32>>())
+            };
+            let want = run(0);
+            let mut variants = vec![1];
+            if crate::cpu::has_avx2_fma() {
+                variants.push(2);
+                if wide_applies(c) {
+                    variants.push(3);
+                }
+            }
+            for variant in variants {
+                assert_eq!(run(variant), want, "c {c}, {h}x{w}, variant {variant}");
+            }
+        }
+    }
+
+    #[test]
+    fn every_transform_gives_the_same_bits_at_every_width() {
+        check_transform_widths::<F4x4, 4, 6>();
+        check_transform_widths::<F2x2, 2, 4>();
+    }
+
     #[test]
     fn both_transposes_transpose() {
         let m: [[f32; LANES]; LANES] =
