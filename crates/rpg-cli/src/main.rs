@@ -48,9 +48,36 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    let result = threads::in_worker_pool(move || run(cli));
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            // One line: the first line of each cause (Candle appends a
+            // backtrace on later lines when RUST_BACKTRACE is set).
+            let mut message = String::new();
+            for cause in e.chain() {
+                let text = errors::as_user_gave_it(cause);
+                let line = text.lines().next().unwrap_or_default().trim();
+                // Typed errors often show their source already.
+                if line.is_empty() || message.ends_with(line) {
+                    continue;
+                }
+                if !message.is_empty() {
+                    message.push_str(": ");
+                }
+                message.push_str(line);
+            }
+            eprintln!("error: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The command's body, on whichever thread runs it.
+fn run(cli: Cli) -> anyhow::Result<()> {
     // The whole command runs on this thread's kernel choice.
     let _kernels = cli.kernels.scope();
-    let result = match cli.command {
+    match cli.command {
         Command::Train(args) => commands::train::run(&args),
         // Only training runs data-parallel: several ranks of another
         // command would each write the same outputs.
@@ -73,27 +100,5 @@ fn main() -> ExitCode {
         Command::Selftest(args) => commands::selftest::run(&args),
         Command::Reproduce(args) => commands::reproduce::run(&args),
         Command::Predict(args) => commands::predict::run(&args),
-    };
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            // One line: the first line of each cause (Candle appends a
-            // backtrace on later lines when RUST_BACKTRACE is set).
-            let mut message = String::new();
-            for cause in e.chain() {
-                let text = errors::as_user_gave_it(cause);
-                let line = text.lines().next().unwrap_or_default().trim();
-                // Typed errors often show their source already.
-                if line.is_empty() || message.ends_with(line) {
-                    continue;
-                }
-                if !message.is_empty() {
-                    message.push_str(": ");
-                }
-                message.push_str(line);
-            }
-            eprintln!("error: {message}");
-            ExitCode::FAILURE
-        }
     }
 }
