@@ -120,7 +120,11 @@ pub(crate) fn normalise(x: &[f32], (_, c, s): Dims, affine: &[Affine], tail: Tai
 #[inline(always)]
 fn gate<const RELU: bool>(x: f32, (k, d): Affine, dy: f32) -> f32 {
     if RELU {
-        kept(!(x * k + d < 0.0), dy)
+        // Not `>= 0`: a NaN passes the gradient, as the gate always did.
+        kept(
+            (x * k + d).partial_cmp(&0.0) != Some(std::cmp::Ordering::Less),
+            dy,
+        )
     } else {
         dy
     }
@@ -391,7 +395,7 @@ mod tests {
             })
             .collect();
         assert_eq!(g, want);
-        assert!(g.iter().any(|&v| v == 0.0) && g.iter().any(|&v| v != 0.0));
+        assert!(g.contains(&0.0) && g.iter().any(|&v| v != 0.0));
         assert_eq!(
             sums,
             param_sums(&x, &g, dims, (&mean, &inv_std), &affine, false)

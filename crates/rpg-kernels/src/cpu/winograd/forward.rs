@@ -149,6 +149,8 @@ pub(super) fn input_transform_lanes<
                 let origin = (block * ph + O * ty) * pw + O * tx;
                 // t = B^T d, column by column.
                 let mut t = [[B::default(); S]; S];
+                // `col` indexes a column of `t`, which no iterator over its rows gives.
+                #[allow(clippy::needless_range_loop)]
                 for col in 0..S {
                     let mut d = [B::default(); S];
                     for (r, value) in d.iter_mut().enumerate() {
