@@ -292,6 +292,40 @@ impl Placement {
         Ok(())
     }
 
+    /// Generates positions `offset..offset + out.len()` of layer `index`
+    /// into `out`, on the calling thread: for callers that spread a layer
+    /// over a thread pool of their own (nested OS threads per layer cost
+    /// more than the gather). Equal to that part of
+    /// [`Placement::generate_layer`]'s output.
+    pub fn generate_layer_part(
+        &self,
+        index: usize,
+        rings: &[&[f32]],
+        offset: usize,
+        out: &mut [f32],
+    ) -> Result<()> {
+        self.check_rings(rings)?;
+        let layer = self.layer_at(index)?;
+        let end = offset
+            .checked_add(out.len())
+            .filter(|&end| end <= layer.len);
+        let Some(end) = end else {
+            return Err(Error::LengthMismatch {
+                what: "generated weights (part past the layer's end)",
+                expected: layer.len.saturating_sub(offset),
+                got: out.len(),
+            });
+        };
+        let segment = kernels::Segment {
+            range: 0..layer.len,
+            group: layer.group,
+            scale: layer.scale,
+        };
+        let entries = &self.layer_entries(layer)[..end];
+        kernels::generate_part(&segment, rings, entries, offset, out);
+        Ok(())
+    }
+
     /// The least-squares rings for given shared weights (laid out as
     /// [`Placement::generate`]'s output): every weight is `c_k s_k ring[j_k]`,
     /// so `ring[j] = sum_k c_k s_k w_k / sum_k c_k^2` over the positions `k`
@@ -601,6 +635,12 @@ mod tests {
                 let mut one = vec![0.0f32; layer.len];
                 p.generate_layer(i, &rings, &mut one).unwrap();
                 prop_assert_eq!(&one[..], &all[layer.range()]);
+                // And in parts of 3 from any offset.
+                let mut parts = vec![0.0f32; layer.len];
+                for (k, part) in parts.chunks_mut(3).enumerate() {
+                    p.generate_layer_part(i, &rings, 3 * k, part).unwrap();
+                }
+                prop_assert_eq!(&parts[..], &all[layer.range()]);
             }
             // Layer `skip` (if any) has no gradient: zeros in the concatenation.
             let mut grad: Vec<f32> = (0..p.shared_len()).map(|_| rng.next_normal()).collect();
@@ -670,6 +710,15 @@ mod tests {
         let ring = [1.0f32; 5];
         assert!(p.generate_layer(2, &[&ring], &mut [0.0; 4]).is_err());
         assert!(p.generate_layer(1, &[&ring], &mut [0.0; 3]).is_err());
+        assert!(
+            p.generate_layer_part(1, &[&ring], 3, &mut [0.0; 2])
+                .is_err()
+        );
+        assert!(p.generate_layer_part(1, &[&ring], 2, &mut [0.0; 2]).is_ok());
+        assert!(
+            p.generate_layer_part(2, &[&ring], 0, &mut [0.0; 1])
+                .is_err()
+        );
         let mut g = [0.0f32; 5];
         assert!(p.accumulate_layers(&[None], &mut [&mut g]).is_err());
         assert!(

@@ -557,6 +557,11 @@ fn cpu_f32<'a>(
     }
 }
 
+/// Positions per parallel part of a layer's generation: large enough to
+/// amortise a task, small enough to balance ResNet-18's layers over the
+/// threads.
+const GENERATION_PART: usize = 1 << 16;
+
 /// Fills one generated Var's storage from the rings.
 struct GenerateLayer<'a> {
     placement: &'a Placement,
@@ -576,8 +581,21 @@ impl InplaceOp1 for GenerateLayer<'_> {
         let Some((start, end)) = layout.contiguous_offsets() else {
             bail!("generated weights must be contiguous")
         };
-        self.placement
-            .generate_layer(self.index, self.rings, &mut data[start..end])
+        // In parts on rayon's pool, which the layers already share: the
+        // placement's own threads per layer, nested inside it, were OS
+        // threads started per layer and step (ResNet-18-cifar b32
+        // generation 6.8-10.3 -> 4.8-5.5 ms a step, AVX-512 EPYC, 2 cores).
+        data[start..end]
+            .par_chunks_mut(GENERATION_PART)
+            .enumerate()
+            .try_for_each(|(part, out)| {
+                self.placement.generate_layer_part(
+                    self.index,
+                    self.rings,
+                    part * GENERATION_PART,
+                    out,
+                )
+            })
             .map_err(core_err)
     }
 }
