@@ -767,18 +767,8 @@ mod tests {
                 (y, theirs.forward_t(&x, true).unwrap())
             };
             assert!(max_abs_diff(&y_ours, &y_theirs) < 1e-4, "{shape:?} value");
-            let g_ours = (&y_ours * &probe)
-                .unwrap()
-                .sum_all()
-                .unwrap()
-                .backward()
-                .unwrap();
-            let g_theirs = (&y_theirs * &probe)
-                .unwrap()
-                .sum_all()
-                .unwrap()
-                .backward()
-                .unwrap();
+            let g_ours = grads_of(&y_ours, &probe);
+            let g_theirs = grads_of(&y_theirs, &probe);
             for (name, a, b) in [("x", &x, &x), ("weight", &ow, &tw), ("bias", &ob, &tb)] {
                 let (ga, gb) = (g_ours.get(a).unwrap(), g_theirs.get(b).unwrap());
                 let scale = gb.abs().unwrap().flatten_all().unwrap().max(0).unwrap();
@@ -827,20 +817,10 @@ mod tests {
         let y = bn.forward_relu_t(&x, true).unwrap();
         assert_eq!(y.to_vec2::<f32>().unwrap()[1], [0.0]);
         let probe = Tensor::new(&[[1f32], [10.0], [100.0]], &dev).unwrap();
-        let grads = (&y * &probe)
-            .unwrap()
-            .sum_all()
-            .unwrap()
-            .backward()
-            .unwrap();
+        let grads = grads_of(&y, &probe);
         // The same through candle-nn's batch norm and Candle's ReLU.
         let y2 = bn.inner().forward_t(&x, true).unwrap().relu().unwrap();
-        let grads2 = (&y2 * &probe)
-            .unwrap()
-            .sum_all()
-            .unwrap()
-            .backward()
-            .unwrap();
+        let grads2 = grads_of(&y2, &probe);
         let (dx, dx2) = (grads.get(&x).unwrap(), grads2.get(&x).unwrap());
         assert!(max_abs_diff(dx, dx2) < 1e-5, "{dx} vs {dx2}");
         // The tie's share is visible: without it the gradient would differ.
@@ -895,18 +875,8 @@ mod tests {
                 let b = split.forward_t(&x, true).unwrap();
                 let b = crate::activation::add_relu(&b, &r).unwrap();
                 assert_eq!(bits(&a), bits(&b), "{shape:?} value");
-                let ga = (&a * &probe)
-                    .unwrap()
-                    .sum_all()
-                    .unwrap()
-                    .backward()
-                    .unwrap();
-                let gb = (&b * &probe)
-                    .unwrap()
-                    .sum_all()
-                    .unwrap()
-                    .backward()
-                    .unwrap();
+                let ga = grads_of(&a, &probe);
+                let gb = grads_of(&b, &probe);
                 for (name, p, q) in [
                     ("x", &x, &x),
                     ("shortcut", &r, &r),
@@ -968,18 +938,8 @@ mod tests {
         for tail in 0..3 {
             let (a, b) = (fused(tail), separate(tail));
             assert_eq!(bits(&a), bits(&b), "tail {tail} value");
-            let ga = (&a * &probe)
-                .unwrap()
-                .sum_all()
-                .unwrap()
-                .backward()
-                .unwrap();
-            let gb = (&b * &probe)
-                .unwrap()
-                .sum_all()
-                .unwrap()
-                .backward()
-                .unwrap();
+            let ga = grads_of(&a, &probe);
+            let gb = grads_of(&b, &probe);
             for (name, v) in [("x", &x), ("weight", &w), ("bias", &bias), ("shortcut", &r)] {
                 match (ga.get(v), gb.get(v)) {
                     (Some(p), Some(q)) => assert!(max_abs_diff(p, q) < 1e-5, "tail {tail} d{name}"),
@@ -987,6 +947,11 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// The gradients of `sum(y * probe)`.
+    fn grads_of(y: &Tensor, probe: &Tensor) -> candle_core::backprop::GradStore {
+        (y * probe).unwrap().sum_all().unwrap().backward().unwrap()
     }
 
     fn bits(t: &Tensor) -> Vec<u32> {

@@ -9,41 +9,49 @@ use super::*;
 #[derive(Clone, Copy, Default)]
 pub(super) struct Lanes(pub(super) [f32; LANES]);
 
-impl std::ops::Add for Lanes {
-    type Output = Self;
-    #[inline(always)]
-    fn add(self, o: Self) -> Self {
-        let mut sum = self;
-        for (a, b) in sum.0.iter_mut().zip(o.0) {
-            *a += b;
+/// Lane-wise `+`, `-` and `* scalar` for a value of lanes: the same adds
+/// and scalings on every lane, which LLVM turns into vector instructions.
+macro_rules! lane_arithmetic {
+    ($t:ty) => {
+        impl std::ops::Add for $t {
+            type Output = Self;
+            #[inline(always)]
+            fn add(self, o: Self) -> Self {
+                let mut sum = self;
+                for (a, b) in sum.0.iter_mut().zip(o.0) {
+                    *a += b;
+                }
+                sum
+            }
         }
-        sum
-    }
+
+        impl std::ops::Sub for $t {
+            type Output = Self;
+            #[inline(always)]
+            fn sub(self, o: Self) -> Self {
+                let mut difference = self;
+                for (a, b) in difference.0.iter_mut().zip(o.0) {
+                    *a -= b;
+                }
+                difference
+            }
+        }
+
+        impl std::ops::Mul<f32> for $t {
+            type Output = Self;
+            #[inline(always)]
+            fn mul(self, s: f32) -> Self {
+                let mut product = self;
+                for v in product.0.iter_mut() {
+                    *v *= s;
+                }
+                product
+            }
+        }
+    };
 }
 
-impl std::ops::Sub for Lanes {
-    type Output = Self;
-    #[inline(always)]
-    fn sub(self, o: Self) -> Self {
-        let mut difference = self;
-        for (a, b) in difference.0.iter_mut().zip(o.0) {
-            *a -= b;
-        }
-        difference
-    }
-}
-
-impl std::ops::Mul<f32> for Lanes {
-    type Output = Self;
-    #[inline(always)]
-    fn mul(self, s: f32) -> Self {
-        let mut product = self;
-        for v in product.0.iter_mut() {
-            *v *= s;
-        }
-        product
-    }
-}
+lane_arithmetic!(Lanes);
 
 impl Lanes {
     /// The first [`LANES`] values of `run`.
@@ -67,41 +75,7 @@ impl Default for Wide {
     }
 }
 
-impl std::ops::Add for Wide {
-    type Output = Self;
-    #[inline(always)]
-    fn add(self, o: Self) -> Self {
-        let mut sum = self;
-        for (a, b) in sum.0.iter_mut().zip(o.0) {
-            *a += b;
-        }
-        sum
-    }
-}
-
-impl std::ops::Sub for Wide {
-    type Output = Self;
-    #[inline(always)]
-    fn sub(self, o: Self) -> Self {
-        let mut difference = self;
-        for (a, b) in difference.0.iter_mut().zip(o.0) {
-            *a -= b;
-        }
-        difference
-    }
-}
-
-impl std::ops::Mul<f32> for Wide {
-    type Output = Self;
-    #[inline(always)]
-    fn mul(self, s: f32) -> Self {
-        let mut product = self;
-        for v in product.0.iter_mut() {
-            *v *= s;
-        }
-        product
-    }
-}
+lane_arithmetic!(Wide);
 
 impl Value for Wide {}
 
