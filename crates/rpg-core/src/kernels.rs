@@ -108,20 +108,9 @@ pub(crate) fn generate_segments(
     });
 }
 
-/// Positions `start..start + out.len()` of one segment into `out`, on
-/// the calling thread.
-pub(crate) fn generate_part(
-    segment: &Segment,
-    rings: &[&[f32]],
-    entries: &[u32],
-    start: usize,
-    out: &mut [f32],
-) {
-    generate_range(std::slice::from_ref(segment), rings, entries, out, start);
-}
-
-/// Fills `out`, which holds positions `start..start + out.len()`.
-fn generate_range(
+/// Fills `out`, which holds positions `start..start + out.len()`, on the
+/// calling thread.
+pub(crate) fn generate_range(
     segments: &[Segment],
     rings: &[&[f32]],
     entries: &[u32],

@@ -37,6 +37,21 @@ impl LayerPlacement {
     pub fn range(&self) -> std::ops::Range<usize> {
         self.offset..self.offset + self.len
     }
+
+    /// The layer as a kernel segment over `range` (its place in the
+    /// concatenated weights, or `0..len` for a buffer of its own).
+    fn segment(&self, range: std::ops::Range<usize>) -> kernels::Segment {
+        kernels::Segment {
+            range,
+            group: self.group,
+            scale: self.scale,
+        }
+    }
+
+    /// The layer as a segment of a buffer of its own.
+    fn local_segment(&self) -> kernels::Segment {
+        self.segment(0..self.len)
+    }
 }
 
 /// Something worth telling the user that is not an error.
@@ -283,11 +298,7 @@ impl Placement {
         self.check_rings(rings)?;
         let layer = self.layer_at(index)?;
         check_len("generated weights", layer.len, out.len())?;
-        let segment = kernels::Segment {
-            range: 0..layer.len,
-            group: layer.group,
-            scale: layer.scale,
-        };
+        let segment = layer.local_segment();
         kernels::generate_segments(&[segment], rings, self.layer_entries(layer), out);
         Ok(())
     }
@@ -316,13 +327,8 @@ impl Placement {
                 got: out.len(),
             });
         };
-        let segment = kernels::Segment {
-            range: 0..layer.len,
-            group: layer.group,
-            scale: layer.scale,
-        };
         let entries = &self.layer_entries(layer)[..end];
-        kernels::generate_part(&segment, rings, entries, offset, out);
+        kernels::generate_range(&[layer.local_segment()], rings, entries, out, offset);
         Ok(())
     }
 
@@ -405,14 +411,7 @@ impl Placement {
     }
 
     fn segments(&self) -> Vec<kernels::Segment> {
-        self.layers
-            .iter()
-            .map(|l| kernels::Segment {
-                range: l.range(),
-                group: l.group,
-                scale: l.scale,
-            })
-            .collect()
+        self.layers.iter().map(|l| l.segment(l.range())).collect()
     }
 
     fn check_rings(&self, rings: &[&[f32]]) -> Result<()> {

@@ -11,8 +11,9 @@
 //!
 //! `dx = w / sigma * (dy - mean(dy) - x_hat * mean(dy * x_hat))`.
 //!
-//! The passes themselves are `cpu/batch_norm.rs`. f32 on the CPU takes this path, f32 on CUDA the same passes as CUDA
-//! kernels (`cuda/batch_norm.rs`, with the `cuda` feature), unless a
+//! The passes themselves are `cpu/batch_norm.rs`. f32 on the CPU takes
+//! this path, f32 on CUDA the same passes as CUDA kernels
+//! (`cuda/batch_norm.rs`, with the `cuda` feature), unless a
 //! [`crate::KernelScope`] chose Candle's; other devices and dtypes take
 //! Candle's.
 

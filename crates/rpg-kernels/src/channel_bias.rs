@@ -8,7 +8,7 @@
 
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, Layout, Result, Shape, Tensor};
 
-use crate::cpu::channels::{channel_sums, dims};
+use crate::cpu::channels::{channel_totals, dims, run_partials};
 use crate::cpu::storage::{f32_slice, par_filled};
 use crate::route::{Op, Route, route};
 
@@ -89,8 +89,12 @@ impl CustomOp1 for ChannelSums {
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
         let dy = f32_slice(s, l, "bias")?;
         let (n, c, s) = dims(l.dims());
-        let sums = channel_sums((n, c, s), |_, at| (dy[at..at + s].iter().sum(), 0.0));
-        let sums: Vec<f32> = sums.iter().map(|(a, _)| *a as f32).collect();
+        let runs = run_partials(
+            (n, c),
+            #[inline(always)]
+            |img, ch| [dy[(img * c + ch) * s..][..s].iter().sum(), 0.0],
+        );
+        let (sums, _) = channel_totals(&runs, (n, c));
         Ok((CpuStorage::F32(sums), Shape::from(c)))
     }
 }

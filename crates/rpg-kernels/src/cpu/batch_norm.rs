@@ -18,7 +18,7 @@ use std::mem::MaybeUninit;
 
 use rayon::prelude::*;
 
-use super::channels::lane_sums;
+use super::channels::{channel_totals, lane_sums, run_partials};
 use super::simd::{kept, widest};
 use super::storage::par_filled;
 
@@ -257,59 +257,11 @@ fn input_grad_run<const RELU: bool>(
     }
 }
 
-/// `f(image, channel)` for every run, images in parallel.
-fn run_partials<const K: usize>(
-    (n, c): (usize, usize),
-    f: impl Fn(usize, usize) -> [f32; K] + Sync,
-) -> Vec<[f32; K]> {
-    let mut runs = vec![[0f32; K]; n * c];
-    runs.par_chunks_mut(c.max(1))
-        .enumerate()
-        .for_each(|(img, runs)| {
-            widest(
-                #[inline(always)]
-                || {
-                    for (ch, run) in runs.iter_mut().enumerate() {
-                        *run = f(img, ch);
-                    }
-                },
-            )
-        });
-    runs
-}
-
-/// Per channel, the sums of its runs' two partials over the images in
-/// order, in f64 (a channel can hold hundreds of thousands of values).
-fn channel_totals(runs: &[[f32; 2]], (n, c): (usize, usize)) -> (Vec<f32>, Vec<f32>) {
-    (0..c)
-        .map(|ch| {
-            let (mut a, mut b) = (0f64, 0f64);
-            for img in 0..n {
-                let [x, y] = runs[img * c + ch];
-                a += x as f64;
-                b += y as f64;
-            }
-            (a as f32, b as f32)
-        })
-        .unzip()
-}
-
 #[cfg(test)]
 mod tests {
     use super::super::simd::{Width, at_width};
     use super::*;
-
-    fn values(len: usize, seed: u32) -> Vec<f32> {
-        // A fixed, sign-mixed sequence; no generator whose output may move.
-        (0..len)
-            .map(|i| {
-                let h = (i as u32 ^ seed)
-                    .wrapping_mul(2_654_435_761)
-                    .rotate_left(13);
-                (h % 2001) as f32 / 1000.0 - 1.0 + seed as f32 * 0.25
-            })
-            .collect()
-    }
+    use crate::test_util::values;
 
     #[test]
     fn moments_match_a_two_pass_f64_reference() {

@@ -3,30 +3,53 @@
 
 use rayon::prelude::*;
 
+use super::simd::widest;
+
 /// `(batch, channels, values per channel and image)` of a contiguous input.
 pub(crate) fn dims(shape: &[usize]) -> (usize, usize, usize) {
     (shape[0], shape[1], shape[2..].iter().product())
 }
 
-/// `f(c, at) -> (a, b)` for channel c's run of each image starting at `at`,
-/// summed per channel over the images in order, in f64: a channel can hold
-/// hundreds of thousands of values. Channels run in parallel.
-pub(crate) fn channel_sums(
-    (n, c, s): (usize, usize, usize),
-    f: impl Fn(usize, usize) -> (f32, f32) + Sync,
-) -> Vec<(f64, f64)> {
+/// `f(image, channel)` for every (image, channel) run, images in parallel,
+/// each task compiled for the CPU's widest vectors (`f` must be
+/// `#[inline(always)]` to be compiled at that width). Laid out
+/// `[image][channel]`.
+pub(crate) fn run_partials<const K: usize>(
+    (n, c): (usize, usize),
+    f: impl Fn(usize, usize) -> [f32; K] + Sync,
+) -> Vec<[f32; K]> {
+    let mut runs = vec![[0f32; K]; n * c];
+    runs.par_chunks_mut(c.max(1))
+        .enumerate()
+        .for_each(|(img, runs)| {
+            widest(
+                #[inline(always)]
+                || {
+                    for (ch, run) in runs.iter_mut().enumerate() {
+                        *run = f(img, ch);
+                    }
+                },
+            )
+        });
+    runs
+}
+
+/// Per channel, the sums of its runs' two partials ([`run_partials`]) over
+/// the images in order, in f64 (a channel can hold hundreds of thousands of
+/// values), so the result depends on neither the thread count nor the
+/// vector width.
+pub(crate) fn channel_totals(runs: &[[f32; 2]], (n, c): (usize, usize)) -> (Vec<f32>, Vec<f32>) {
     (0..c)
-        .into_par_iter()
         .map(|ch| {
             let (mut a, mut b) = (0f64, 0f64);
             for img in 0..n {
-                let (x, y) = f(ch, (img * c + ch) * s);
+                let [x, y] = runs[img * c + ch];
                 a += x as f64;
                 b += y as f64;
             }
-            (a, b)
+            (a as f32, b as f32)
         })
-        .collect()
+        .unzip()
 }
 
 /// Independent partial sums per reduction: one f32 accumulator is a chain
