@@ -505,6 +505,7 @@ fn bench_json_has_one_object_per_model_mode_and_kernel_set() {
         }
     }
     assert!(rows[1]["generation_share"].as_f64().unwrap() > 0.0);
+    assert!(rows[1]["phase_seconds"]["ring_gradient"].as_f64().unwrap() > 0.0);
     fails_with(&["bench", "--model", "resnet9000"], "unknown model");
 }
 

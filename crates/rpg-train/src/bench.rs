@@ -14,7 +14,7 @@ use crate::error::{Error, Result};
 use crate::metrics::median;
 use crate::optim::{Optimizer, OptimizerConfig};
 use crate::setup::{build_for_training, model_config};
-use crate::step::{StepOutcome, StepSettings, TrainStep};
+use crate::step::{StepOutcome, StepSettings, StepTimings, TrainStep};
 
 /// One measured case.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -38,6 +38,12 @@ pub struct BenchResult {
     /// the host times them, and synchronising between them would slow the
     /// step being measured.
     pub generation_share: Option<f64>,
+    /// Median seconds of each phase of a step, by the step's own clocks
+    /// (CPU only, as `generation_share`): where RPG's cost against the
+    /// dense step lies (generation and the ring gradient against the dense
+    /// step's larger optimizer update).
+    #[serde(default)]
+    pub phase_seconds: Option<PhaseSeconds>,
     /// Peak resident memory of the process that ran this case.
     pub peak_rss_bytes: u64,
     /// On a GPU: the most device memory the case held beyond what the
@@ -50,6 +56,34 @@ pub struct BenchResult {
     pub upload_seconds: Option<f64>,
     /// Timed steps.
     pub steps: usize,
+}
+
+/// Median seconds of each phase of the timed steps ([`StepTimings`]).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct PhaseSeconds {
+    /// Generating the shared weights from the ring.
+    pub generate: f64,
+    /// Forward pass, loss and backward pass.
+    pub forward_backward: f64,
+    /// Turning the weight gradients into the ring gradient.
+    pub ring_gradient: f64,
+    /// The optimizer update.
+    pub update: f64,
+}
+
+impl PhaseSeconds {
+    /// The per-phase medians of `steps`.
+    fn median_of(steps: &[StepTimings]) -> Self {
+        let phase = |f: fn(&StepTimings) -> std::time::Duration| {
+            median(steps.iter().map(|t| f(t).as_secs_f64()).collect())
+        };
+        Self {
+            generate: phase(|t| t.generate),
+            forward_backward: phase(|t| t.forward_backward),
+            ring_gradient: phase(|t| t.ring_gradient),
+            update: phase(|t| t.update),
+        }
+    }
 }
 
 /// The default cases: (model, batch size).
@@ -108,7 +142,7 @@ pub fn run_case(
     };
     let mut step = TrainStep::new(&built, &mut optimizer, settings);
     let sync = || device.synchronize().map_err(Error::from);
-    let (mut step_times, mut gen_times) = (Vec::new(), Vec::new());
+    let (mut step_times, mut gen_times, mut phases) = (Vec::new(), Vec::new(), Vec::new());
     let mut peak_device = 0u64;
     for i in 0..steps + 1 {
         let (outcome, seconds) = timed(sync, || Ok(step.run(&x, &y, 0.01, false)?))?;
@@ -130,6 +164,7 @@ pub fn run_case(
                 Default::default()
             };
             gen_times.push(generation.as_secs_f64());
+            phases.push(timings);
         }
     }
     built.store.regenerate()?;
@@ -160,6 +195,7 @@ pub fn run_case(
         train_images_per_second: batch as f64 / step,
         infer_images_per_second: batch as f64 / median(infer),
         generation_share: on_cpu.then(|| median(gen_times) / step),
+        phase_seconds: on_cpu.then(|| PhaseSeconds::median_of(&phases)),
         peak_rss_bytes: peak_rss(),
         peak_device_bytes: device_before.map(|before| peak_device.saturating_sub(before)),
         upload_seconds,
@@ -245,5 +281,13 @@ mod tests {
         assert!(r.generation_share.is_some_and(|g| (0.0..=1.0).contains(&g)));
         assert_eq!(r.peak_device_bytes, None);
         assert!(r.step_seconds > 0.0);
+        // The phases are the step's own clocks: all measured, none longer
+        // than the whole step's timer.
+        let p = r.phase_seconds.expect("phases on the CPU");
+        let phases = [p.generate, p.forward_backward, p.ring_gradient, p.update];
+        assert!(
+            phases.iter().all(|&s| s > 0.0 && s <= r.step_seconds),
+            "{p:?}"
+        );
     }
 }
