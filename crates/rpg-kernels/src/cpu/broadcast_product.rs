@@ -26,6 +26,7 @@
 use gemm::Parallelism;
 
 use super::gemm::matmul;
+use super::simd::Width;
 
 /// Rows of `dst` per register block: six rows of two vectors is twelve
 /// accumulators, plus two for `b` and one broadcast, of AVX2's sixteen.
@@ -64,43 +65,6 @@ pub(crate) struct Strided<'a> {
     pub depth_stride: usize,
 }
 
-/// Which code computes a product.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Level {
-    /// `gemm`, any CPU.
-    Portable,
-    /// 6x16 blocks in AVX2 registers.
-    Avx2,
-    /// Up to 12x32 blocks in AVX-512 registers (two panels at once).
-    Avx512,
-}
-
-impl Level {
-    /// The best this CPU runs, given that AVX2 and FMA were detected
-    /// (`vector`).
-    fn detected(vector: bool) -> Self {
-        match vector {
-            false => Level::Portable,
-            #[cfg(target_arch = "x86_64")]
-            true if std::arch::is_x86_feature_detected!("avx512f") => Level::Avx512,
-            true => Level::Avx2,
-        }
-    }
-
-    /// Every level this CPU runs (for tests: each is checked).
-    #[cfg(test)]
-    fn available() -> Vec<Self> {
-        let mut levels = vec![Level::Portable];
-        if crate::cpu::has_avx2_fma() {
-            levels.push(Level::Avx2);
-            if Level::detected(true) == Level::Avx512 {
-                levels.push(Level::Avx512);
-            }
-        }
-        levels
-    }
-}
-
 /// `dst[r * dst_stride + j] (+)= sum_d a(r, d) * b(d, j)` for `r < rows`,
 /// `j < cols`, `d < depth`; accumulating into `dst` when `accumulate`,
 /// overwriting it otherwise. `vector`: AVX2 and FMA were detected (AVX-512
@@ -113,12 +77,19 @@ pub(crate) fn product(
     b: Panels<'_>,
     vector: bool,
 ) {
-    product_at(Level::detected(vector), shape, dst, accumulate, a, b);
+    let level = if vector {
+        Width::detected()
+    } else {
+        Width::Portable
+    };
+    product_at(level, shape, dst, accumulate, a, b);
 }
 
-/// [`product`] with the code chosen by `level` (which the CPU must run).
+/// [`product`] with the code chosen by `level` (which the CPU must run):
+/// `gemm` at [`Width::Portable`], 6x16 blocks in AVX2 registers, or up to
+/// 12x32 blocks in AVX-512 registers (two panels at once).
 fn product_at(
-    level: Level,
+    level: Width,
     (rows, cols, depth): (usize, usize, usize),
     (dst, dst_stride): (&mut [f32], usize),
     accumulate: bool,
@@ -138,13 +109,13 @@ fn product_at(
     );
     assert!(b.data.len() >= depth * cols, "product rhs out of bounds");
     #[cfg(target_arch = "x86_64")]
-    if level == Level::Avx512 && cols.is_multiple_of(PANEL) && depth > 0 {
+    if level == Width::Avx512 && cols.is_multiple_of(PANEL) && depth > 0 {
         // SAFETY: AVX-512 was detected (`level`), and the asserts keep
         // every addressed element inside its slice.
         return unsafe { product_avx512((rows, cols, depth), dst, dst_stride, accumulate, a, b) };
     }
     #[cfg(target_arch = "x86_64")]
-    if level != Level::Portable && cols.is_multiple_of(LANES) && depth > 0 {
+    if level != Width::Portable && cols.is_multiple_of(LANES) && depth > 0 {
         // SAFETY: AVX2 and FMA were detected (`level`), and the asserts keep
         // every addressed element inside its slice.
         return unsafe { product_avx2((rows, cols, depth), dst, dst_stride, accumulate, a, b) };
@@ -448,7 +419,7 @@ mod tests {
                         })
                         .collect();
                     // Every path this CPU runs, AVX2 on AVX-512 CPUs too.
-                    for level in Level::available() {
+                    for level in Width::available() {
                         let mut dst = start.clone();
                         let b = Panels { data: &b };
                         product_at(

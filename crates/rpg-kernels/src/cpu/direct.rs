@@ -33,6 +33,7 @@ use std::mem::MaybeUninit;
 use rayon::prelude::*;
 
 use super::geometry::ConvGeometry;
+use super::simd::Width;
 use super::storage::{par_filled, sum_in_order, with_scratch};
 
 /// Output channels per register block.
@@ -65,15 +66,7 @@ pub(crate) fn forward(g: &ConvGeometry, x: &[f32], w: &[f32]) -> Vec<f32> {
 /// Whether [`forward`] takes the AVX-512 loop for `g`: the CPU has
 /// AVX-512F and rows are whole 16-float vectors.
 fn wide_applies(g: &ConvGeometry) -> bool {
-    #[cfg(target_arch = "x86_64")]
-    {
-        g.width.is_multiple_of(16) && std::arch::is_x86_feature_detected!("avx512f")
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    {
-        let _ = g;
-        false
-    }
+    g.width.is_multiple_of(16) && Width::detected() == Width::Avx512
 }
 
 /// [`forward`] with the AVX-512 loop (`wide`, which [`wide_applies`] must

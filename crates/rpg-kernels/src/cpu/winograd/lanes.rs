@@ -147,15 +147,7 @@ impl Block for Wide {
 /// Whether the transforms of `channels` channels take [`Wide`] values: the
 /// CPU has AVX-512F and the channels are whole pairs of blocks.
 pub(super) fn wide_applies(channels: usize) -> bool {
-    #[cfg(target_arch = "x86_64")]
-    {
-        channels.is_multiple_of(2 * LANES) && std::arch::is_x86_feature_detected!("avx512f")
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    {
-        let _ = channels;
-        false
-    }
+    channels.is_multiple_of(2 * LANES) && Width::detected() == Width::Avx512
 }
 
 /// A thread's kept buffer of [`Lanes`], for the transforms' staged images:

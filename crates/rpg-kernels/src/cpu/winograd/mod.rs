@@ -36,6 +36,7 @@ use rayon::prelude::*;
 use super::broadcast_product::{PANEL, Panels, Strided, panel_index, product};
 use super::gemm::{leaves_threads_idle, matmul, product_parallelism};
 use super::geometry::ConvGeometry;
+use super::simd::Width;
 use super::storage::{ThreadBuffer, add_into_first, par_filled, with_scratch};
 
 mod forward;
