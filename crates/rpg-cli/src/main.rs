@@ -15,6 +15,9 @@ use std::process::ExitCode;
 
 use crate::cli::{Cli, Command};
 
+#[global_allocator]
+static ALLOCATOR: allocator::CacheLineAligned = allocator::CacheLineAligned;
+
 /// `rpg eval ... | head -1` ends like any Unix tool's output into a closed
 /// pipe: quietly, by SIGPIPE. (Rust ignores SIGPIPE, so every `println!`
 /// would panic instead.) Everything rpg writes to files is atomic, so a
