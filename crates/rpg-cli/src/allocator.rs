@@ -42,14 +42,18 @@ pub fn retain_freed_memory() {
 ///
 /// glibc aligns to 16 bytes, so an activation's rows began wherever the
 /// heap's history put them, and a 64-byte AVX-512 load or store from a
-/// 16-byte boundary touches two cache lines. Which buffers were misaligned
-/// depended on the process's earlier allocations: ResNet-18-cifar's RPG
-/// forward/backward ran 4% slower than the dense one on the same
-/// arithmetic, most of it in Winograd's transforms (`perf`: input
-/// transform +26% samples). Aligned, both ran 219 / 217 ms (dense / RPG
-/// median of six processes, against 228 / 238 before; AVX-512 EPYC,
-/// 2026-12-03). PyTorch's CPU allocator aligns to 64 bytes too. The
-/// arithmetic is the same wherever a buffer lies, so results are unchanged.
+/// 16-byte boundary touches two cache lines. Aligned, ResNet-18-cifar's
+/// forward/backward took 217-220 ms against 228 (dense, medians of five or
+/// six processes each, AVX-512 EPYC, 2026-12-03). PyTorch's CPU allocator
+/// aligns to 64 bytes too.
+///
+/// A large block is a plain malloc block one line longer, the returned
+/// address the first line boundary at least 16 bytes in, and the distance
+/// back to the malloc block stored just before it. (glibc's `memalign`
+/// splits a small chunk off the front of each block, and those chunks kept
+/// freed neighbours from merging: peak memory rose from 450 to 650 MB on
+/// ResNet-18-cifar.) The arithmetic is the same wherever a buffer lies, so
+/// results are unchanged.
 pub struct CacheLineAligned;
 
 /// The alignment of large blocks.
@@ -57,54 +61,109 @@ const CACHE_LINE: usize = 64;
 /// Blocks from this size up are aligned; small ones (strings, shapes, graph
 /// nodes) keep glibc's 16 bytes and its cheaper path.
 const LARGE_BLOCK: usize = 4096;
+/// glibc's own alignment, which the malloc block under a large one has.
+const MALLOC_ALIGN: usize = 16;
 
-/// The layout passed to the system allocator for `layout`.
-fn widened(layout: Layout) -> Layout {
-    if layout.size() >= LARGE_BLOCK && layout.align() < CACHE_LINE {
-        Layout::from_size_align(layout.size(), CACHE_LINE).unwrap_or(layout)
-    } else {
-        layout
+/// Whether `layout` gets a line-aligned block carved out of a longer one.
+fn is_large(layout: Layout) -> bool {
+    layout.size() >= LARGE_BLOCK && layout.align() <= MALLOC_ALIGN
+}
+
+/// The malloc block under a large block of `size` bytes; `None` where that
+/// would exceed the largest allocation (the request fails).
+fn malloc_layout(size: usize) -> Option<Layout> {
+    Layout::from_size_align(size.checked_add(CACHE_LINE)?, MALLOC_ALIGN).ok()
+}
+
+/// The line-aligned address in the malloc block at `base` (16 to 64 bytes
+/// in), with its distance from `base` written in the 8 bytes before it.
+///
+/// # Safety
+/// `base` is a live malloc block of at least `CACHE_LINE` bytes more than
+/// the caller will use from the returned address.
+unsafe fn carve(base: *mut u8) -> *mut u8 {
+    if base.is_null() {
+        return base;
+    }
+    let offset = (base as usize + size_of::<usize>()).next_multiple_of(CACHE_LINE) - base as usize;
+    // SAFETY: 16 <= offset <= 64, inside the block; the 8 bytes before the
+    // returned address are in the block too, and 8-byte aligned.
+    unsafe {
+        let aligned = base.add(offset);
+        aligned.cast::<usize>().sub(1).write(offset);
+        aligned
     }
 }
 
-// SAFETY: every block comes from `System` with a layout at least as aligned
-// and as large as asked, and is returned to it with the layout it was
-// allocated with (`widened` of the caller's layout, a pure function of it).
+/// The malloc block a large block at `ptr` was carved from.
+///
+/// # Safety
+/// `ptr` was returned by [`carve`] and is still live.
+unsafe fn base_of(ptr: *mut u8) -> *mut u8 {
+    // SAFETY: `carve` wrote the offset just before `ptr`.
+    unsafe { ptr.sub(ptr.cast::<usize>().sub(1).read()) }
+}
+
+// SAFETY: small blocks are `System`'s own. A large block is carved from a
+// `System` block `CACHE_LINE` bytes longer, so the bytes asked for lie
+// inside it; it is returned to `System` by the stored offset with the
+// layout it was allocated with (`malloc_layout` of the caller's size,
+// which the caller passes back unchanged).
 unsafe impl GlobalAlloc for CacheLineAligned {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        // SAFETY: `widened` keeps the size (non-zero, as the caller's).
-        unsafe { System.alloc(widened(layout)) }
+        if !is_large(layout) {
+            // SAFETY: the caller's contract, forwarded.
+            return unsafe { System.alloc(layout) };
+        }
+        let Some(block) = malloc_layout(layout.size()) else {
+            return std::ptr::null_mut();
+        };
+        // SAFETY: the block is `CACHE_LINE` bytes longer than asked.
+        unsafe { carve(System.alloc(block)) }
     }
 
     unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        // SAFETY: as `alloc`.
-        unsafe { System.alloc_zeroed(widened(layout)) }
+        if !is_large(layout) {
+            // SAFETY: the caller's contract, forwarded.
+            return unsafe { System.alloc_zeroed(layout) };
+        }
+        let Some(block) = malloc_layout(layout.size()) else {
+            return std::ptr::null_mut();
+        };
+        // SAFETY: as `alloc`; the whole block is zeroed, the offset is
+        // written into its padding.
+        unsafe { carve(System.alloc_zeroed(block)) }
     }
 
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        // SAFETY: `ptr` was allocated by `System` with `widened(layout)`.
-        unsafe { System.dealloc(ptr, widened(layout)) }
+        if !is_large(layout) {
+            // SAFETY: the caller's contract, forwarded.
+            return unsafe { System.dealloc(ptr, layout) };
+        }
+        // The layout exists: `alloc` made the block with it.
+        if let Some(block) = malloc_layout(layout.size()) {
+            // SAFETY: `ptr` was carved from a block of this layout.
+            unsafe { System.dealloc(base_of(ptr), block) }
+        }
     }
 
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        let old = widened(layout);
         let Ok(new) = Layout::from_size_align(new_size, layout.align()) else {
             return std::ptr::null_mut();
         };
-        let new = widened(new);
-        if new.align() == old.align() {
-            // SAFETY: `ptr` was allocated by `System` with `old`; the block
-            // it returns has `old`'s alignment, which is `new`'s.
-            return unsafe { System.realloc(ptr, old, new_size) };
+        if !is_large(layout) && !is_large(new) {
+            // SAFETY: the caller's contract, forwarded.
+            return unsafe { System.realloc(ptr, layout, new_size) };
         }
-        // Crossing `LARGE_BLOCK`: the alignment changes, so move the block.
-        // SAFETY: `new` has a non-zero size; both blocks are valid for
-        // the smaller of the two sizes and do not overlap.
+        // A large block moves: its offset in a resized malloc block would
+        // change. (Large blocks rarely grow: tensors are allocated whole.)
+        // SAFETY: `new` is non-zero sized (as `layout`'s or larger than a
+        // page); both blocks are valid for the smaller size and distinct.
         unsafe {
-            let moved = System.alloc(new);
+            let moved = self.alloc(new);
             if !moved.is_null() {
-                std::ptr::copy_nonoverlapping(ptr, moved, old.size().min(new_size));
-                System.dealloc(ptr, old);
+                std::ptr::copy_nonoverlapping(ptr, moved, layout.size().min(new_size));
+                self.dealloc(ptr, layout);
             }
             moved
         }
@@ -128,6 +187,11 @@ mod tests {
         assert!(v.iter().copied().eq(0..100u8));
         v.shrink_to_fit();
         assert!(v.iter().copied().eq(0..100u8));
+        // Large to larger: moved, contents kept.
+        let mut big: Vec<u32> = (0..5000).collect();
+        big.reserve_exact(50_000);
+        assert_eq!(big.as_ptr() as usize % super::CACHE_LINE, 0);
+        assert!(big.iter().copied().eq(0..5000));
         let zeroed = vec![0u64; 4096];
         assert_eq!(zeroed.as_ptr() as usize % super::CACHE_LINE, 0);
         assert!(zeroed.iter().all(|&x| x == 0));
