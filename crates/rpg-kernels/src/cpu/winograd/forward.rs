@@ -126,20 +126,21 @@ pub(super) fn input_transform_lanes<
     v: &mut [f32],
 ) {
     thread_local! {
-        static PADDED: std::cell::Cell<Vec<Lanes>> = const { std::cell::Cell::new(Vec::new()) };
+        static PADDED: std::cell::Cell<Staging> = std::cell::Cell::default();
     }
     let (ph, pw) = (O * grid.0 + 2, O * grid.1 + 2);
     let blocks = c / LANES;
     // The whole image, zero-bordered, `[block][row][col]` of 8-channel
     // pixels.
-    let mut padded = take_lanes(&PADDED, blocks * ph * pw);
+    let mut staging = take_lanes(&PADDED, blocks * ph * pw);
+    staging.zero_borders(blocks, ph * pw, pw, (1, 1), (h, w));
     for (planes, block_plane) in x
         .chunks_exact(LANES * h * w)
-        .zip(padded.chunks_exact_mut(ph * pw))
+        .zip(staging.lanes.chunks_exact_mut(ph * pw))
     {
-        zero_outside(block_plane, pw, (1, 1), (h, w));
         interleave::<X>(planes, (h, w), &mut block_plane[pw + 1..], pw);
     }
+    let padded = &staging.lanes;
     // Tile by tile, every channel block: each of the `S*S` rows of `v` gets
     // the tile's channels as one contiguous run.
     for ty in 0..grid.0 {
@@ -148,30 +149,29 @@ pub(super) fn input_transform_lanes<
             for block in (0..blocks).step_by(B::BLOCKS) {
                 let origin = (block * ph + O * ty) * pw + O * tx;
                 // t = B^T d, column by column.
-                let mut t = [[B::default(); S]; S];
-                // `col` indexes a column of `t`, which no iterator over its rows gives.
-                #[allow(clippy::needless_range_loop)]
-                for col in 0..S {
-                    let mut d = [B::default(); S];
-                    for (r, value) in d.iter_mut().enumerate() {
-                        *value = B::gather(&padded, origin + r * pw + col, ph * pw);
-                    }
-                    for (i, value) in M::b_t(d).into_iter().enumerate() {
-                        t[i][col] = value;
-                    }
-                }
+                let mut slots = [MaybeUninit::uninit(); S];
+                let t_columns: &[[B; S]; S] = fill(
+                    &mut slots,
+                    #[inline(always)]
+                    |col| {
+                        let mut d = [MaybeUninit::uninit(); S];
+                        M::b_t(*fill(
+                            &mut d,
+                            #[inline(always)]
+                            |r| B::gather(padded, origin + r * pw + col, ph * pw),
+                        ))
+                    },
+                );
                 // V = t B, row by row.
-                // By reference: `t.into_iter()` moves the whole 6x6 array
-                // into the iterator, a `memcpy` call per tile.
-                for (i, t_row) in t.iter().enumerate() {
-                    for (j, value) in M::b_t(*t_row).into_iter().enumerate() {
+                for i in 0..S {
+                    for (j, value) in M::b_t(column(t_columns, i)).into_iter().enumerate() {
                         value.write_run(&mut v[((S * i + j) * n + tile) * c + block * LANES..]);
                     }
                 }
             }
         }
     }
-    PADDED.set(padded);
+    PADDED.set(staging);
 }
 
 /// `Y = A^T m A` for every product tile of one image (`m` laid out
@@ -240,10 +240,11 @@ pub(super) fn output_transform_lanes<
     // The image as `[block][row][col]` of 8-channel pixels, written tile by
     // tile, then split into channel planes.
     thread_local! {
-        static STAGED: std::cell::Cell<Vec<Lanes>> = const { std::cell::Cell::new(Vec::new()) };
+        static STAGED: std::cell::Cell<Staging> = std::cell::Cell::default();
     }
     // Every pixel is written before it is read.
-    let mut staged = take_lanes(&STAGED, k * h * w / LANES);
+    let mut staging = take_lanes(&STAGED, k * h * w / LANES);
+    let staged = &mut staging.lanes;
     // Tile by tile, every channel block: the tile's `S*S` rows of `m` are read
     // as contiguous runs.
     for ty in 0..grid.0 {
@@ -254,23 +255,25 @@ pub(super) fn output_transform_lanes<
             for block in (0..k / LANES).step_by(B::BLOCKS) {
                 let at = |xi: usize| B::read_run(&m[(xi * n + tile) * k + block * LANES..]);
                 // a = A^T m, column by column.
-                let mut columns = [[B::default(); O]; S];
-                for (j, c) in columns.iter_mut().enumerate() {
-                    let mut m_col = [B::default(); S];
-                    for (i, value) in m_col.iter_mut().enumerate() {
-                        *value = at(S * i + j);
-                    }
-                    *c = M::a_t(m_col);
-                }
-                let mut a = [[B::default(); S]; O];
-                for (r, a_row) in a.iter_mut().enumerate() {
-                    *a_row = column(&columns, r);
-                }
+                let mut slots = [MaybeUninit::uninit(); S];
+                let a_columns: &[[B; O]; S] = fill(
+                    &mut slots,
+                    #[inline(always)]
+                    |j| {
+                        let mut m_col = [MaybeUninit::uninit(); S];
+                        M::a_t(*fill(
+                            &mut m_col,
+                            #[inline(always)]
+                            |i| at(S * i + j),
+                        ))
+                    },
+                );
                 // Y = a A, row by row.
-                for (r, a_row) in a.iter().take(rows).enumerate() {
+                for r in 0..rows {
                     let pixel = (block * h + O * ty + r) * w + O * tx;
-                    for (col, value) in M::a_t(*a_row).into_iter().take(cols).enumerate() {
-                        value.scatter(&mut staged, pixel + col, h * w);
+                    let a_row = column(a_columns, r);
+                    for (col, value) in M::a_t(a_row).into_iter().take(cols).enumerate() {
+                        value.scatter(staged, pixel + col, h * w);
                     }
                 }
             }
@@ -282,5 +285,5 @@ pub(super) fn output_transform_lanes<
     {
         deinterleave::<X>(block_plane, (h, w), planes);
     }
-    STAGED.set(staged);
+    STAGED.set(staging);
 }

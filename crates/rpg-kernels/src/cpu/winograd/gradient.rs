@@ -274,37 +274,43 @@ pub(super) fn gradient_transform_lanes<
     t: &mut [f32],
 ) {
     thread_local! {
-        static PLANES: std::cell::Cell<Vec<Lanes>> = const { std::cell::Cell::new(Vec::new()) };
+        static PLANES: std::cell::Cell<Staging> = std::cell::Cell::default();
     }
     let (ph, pw) = (O * grid.0, O * grid.1);
     let blocks = k / LANES;
     // The whole gradient as `[block][row][col]` of 8-channel pixels, zero
     // beyond the map where the last tiles overhang it.
-    let mut planes = take_lanes(&PLANES, blocks * ph * pw);
+    let mut staging = take_lanes(&PLANES, blocks * ph * pw);
+    staging.zero_borders(blocks, ph * pw, pw, (0, 0), (h, w));
     for (channels, block_plane) in dy
         .chunks_exact(LANES * h * w)
-        .zip(planes.chunks_exact_mut(ph * pw))
+        .zip(staging.lanes.chunks_exact_mut(ph * pw))
     {
-        zero_outside(block_plane, pw, (0, 0), (h, w));
         interleave::<X>(channels, (h, w), block_plane, pw);
     }
+    let planes = &staging.lanes;
     for ty in 0..grid.0 {
         for tx in 0..grid.1 {
             let tile = first + ty * grid.1 + tx;
             for block in (0..blocks).step_by(B::BLOCKS) {
                 let origin = (block * ph + O * ty) * pw + O * tx;
                 // A d, column by column: six rows of four.
-                let mut columns = [[B::default(); S]; O];
-                for (col, c) in columns.iter_mut().enumerate() {
-                    let mut d = [B::default(); O];
-                    for (r, value) in d.iter_mut().enumerate() {
-                        *value = B::gather(&planes, origin + r * pw + col, ph * pw);
-                    }
-                    *c = M::a_times(d);
-                }
+                let mut slots = [MaybeUninit::uninit(); O];
+                let columns: &[[B; S]; O] = fill(
+                    &mut slots,
+                    #[inline(always)]
+                    |col| {
+                        let mut d = [MaybeUninit::uninit(); O];
+                        M::a_times(*fill(
+                            &mut d,
+                            #[inline(always)]
+                            |r| B::gather(planes, origin + r * pw + col, ph * pw),
+                        ))
+                    },
+                );
                 // Then times A^T, row by row.
                 for i in 0..S {
-                    let row = M::a_times(column(&columns, i));
+                    let row = M::a_times(column(columns, i));
                     for (j, value) in row.into_iter().enumerate() {
                         value.write_run(&mut t[((S * i + j) * n + tile) * k + block * LANES..]);
                     }
@@ -312,5 +318,5 @@ pub(super) fn gradient_transform_lanes<
             }
         }
     }
-    PLANES.set(planes);
+    PLANES.set(staging);
 }

@@ -217,6 +217,46 @@ mod tests {
         }
     }
 
+    /// The staged images keep their zero borders between calls of one
+    /// layout only: a thread that stages another layout over them (whose
+    /// pixels land on the first one's borders) and then the first again
+    /// must zero them again. One thread, so that every call reuses its
+    /// buffers.
+    #[test]
+    fn kept_borders_survive_a_call_of_another_layout() {
+        let one_thread = rayon::ThreadPoolBuilder::new()
+            .num_threads(1)
+            .build()
+            .unwrap();
+        one_thread.install(|| {
+            for (batch, c, k, h, w) in [(2, 64, 64, 8, 8), (1, 64, 64, 13, 11), (2, 64, 64, 8, 8)] {
+                let g = same_3x3(batch, c, (h, w), k);
+                let x: Vec<f32> = values(batch * c * h * w, 7)
+                    .iter()
+                    .map(|v| v + 2.0)
+                    .collect();
+                let wt = values(k * c * 9, 8);
+                let dy: Vec<f32> = values(batch * k * h * w, 9)
+                    .iter()
+                    .map(|v| v + 2.0)
+                    .collect();
+                let want = same_3x3_reference(&g, &x, &wt);
+                let scale = want.iter().fold(0f64, |m, v| m.max(v.abs()));
+                for ours in forwards(&g, &x, &wt) {
+                    let err = error(&ours, &want);
+                    assert!(err <= 3e-5 * scale, "{g:?}: error {err} at scale {scale}");
+                }
+                let want = same_3x3_weight_grad_reference(&g, &x, &dy);
+                let scale = want.iter().fold(0f64, |m, v| m.max(v.abs()));
+                for vector in [false, crate::cpu::has_avx2_fma()] {
+                    let ours = weight_grad_with::<F4x4, 4, 6>(&g, &x, &dy, vector);
+                    let err = error(&ours, &want);
+                    assert!(err <= 3e-5 * scale, "{g:?}: error {err} at scale {scale}");
+                }
+            }
+        });
+    }
+
     /// The weight gradient against an f64 sum over pixels: partial tiles,
     /// several products per task (the first overwriting the reused
     /// buffer), several tasks, both filterings, plain and AVX2 transforms.
