@@ -62,8 +62,7 @@ pub(crate) unsafe fn overwritten(
 /// kernels would otherwise be allocated (and page-faulted in) for every
 /// call. A thread that re-enters while a buffer is lent (work stealing
 /// inside a threaded product picks up another task that asks for one) gets
-/// a second buffer, kept too: a fresh zeroed one per re-entry was 3.4% of
-/// a ResNet-18-cifar step in `memset` (AVX-512, 2026-12-03).
+/// a second buffer, kept too, rather than a fresh zeroed one each time.
 pub(crate) struct ThreadBuffer(std::cell::RefCell<Vec<Vec<f32>>>);
 
 impl ThreadBuffer {
