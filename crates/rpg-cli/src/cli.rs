@@ -443,7 +443,7 @@ pub struct BenchArgs {
     /// Batch size (default: 128, or 32 for resnet18_cifar).
     #[arg(long)]
     pub batch_size: Option<usize>,
-    /// Timed training steps per case (after one warm-up step); the median is reported.
+    /// Timed training steps per process (after one warm-up step). Each mode runs in two processes, in the order dense, RPG, RPG, dense; the mean of their medians is reported.
     #[arg(long, default_value_t = 3)]
     pub steps: usize,
     /// cpu, cuda, cuda:N or metal.

@@ -492,6 +492,8 @@ fn bench_json_has_one_object_per_model_mode_and_kernel_set() {
         assert_eq!(row["mode"], mode);
         assert_eq!(row["kernels"], kernels);
         assert_eq!(row["batch_size"], 16);
+        // Two processes of one timed step each, merged.
+        assert_eq!(row["steps"], 2);
         for key in [
             "train_images_per_second",
             "infer_images_per_second",

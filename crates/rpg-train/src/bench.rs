@@ -86,6 +86,64 @@ impl PhaseSeconds {
     }
 }
 
+impl BenchResult {
+    /// One case measured in several processes, as one result: the mean of
+    /// their medians (step, inference and each phase), the largest peak
+    /// memory, and every timed step counted. `rpg bench` measures each
+    /// mode twice, dense, RPG, RPG, dense, and merges the two: a process
+    /// started right after another ran 2-4% slower on the machine that
+    /// found it, which made RPG, always second, look that much dearer than
+    /// dense. `None` for no results, or results of different cases.
+    pub fn merged(results: &[BenchResult]) -> Option<BenchResult> {
+        let first = results.first()?;
+        let same_case = |r: &BenchResult| {
+            (&r.model, &r.mode, r.batch_size, &r.kernels)
+                == (&first.model, &first.mode, first.batch_size, &first.kernels)
+        };
+        if !results.iter().all(same_case) {
+            return None;
+        }
+        let mean = |f: &dyn Fn(&BenchResult) -> f64| {
+            results.iter().map(f).sum::<f64>() / results.len() as f64
+        };
+        let mean_of = |f: &dyn Fn(&BenchResult) -> Option<f64>| {
+            let values: Option<Vec<f64>> = results.iter().map(f).collect();
+            values.map(|v| v.iter().sum::<f64>() / v.len() as f64)
+        };
+        let step_seconds = mean(&|r| r.step_seconds);
+        let infer_seconds = mean(&|r| r.batch_size as f64 / r.infer_images_per_second);
+        let phase = |p: fn(&PhaseSeconds) -> f64| mean_of(&|r| r.phase_seconds.as_ref().map(p));
+        let phase_seconds = match (
+            phase(|p| p.generate),
+            phase(|p| p.forward_backward),
+            phase(|p| p.ring_gradient),
+            phase(|p| p.update),
+        ) {
+            (Some(generate), Some(forward_backward), Some(ring_gradient), Some(update)) => {
+                Some(PhaseSeconds {
+                    generate,
+                    forward_backward,
+                    ring_gradient,
+                    update,
+                })
+            }
+            _ => None,
+        };
+        Some(BenchResult {
+            step_seconds,
+            train_images_per_second: first.batch_size as f64 / step_seconds,
+            infer_images_per_second: first.batch_size as f64 / infer_seconds,
+            generation_share: mean_of(&|r| r.generation_share),
+            phase_seconds,
+            peak_rss_bytes: results.iter().map(|r| r.peak_rss_bytes).max().unwrap_or(0),
+            peak_device_bytes: results.iter().filter_map(|r| r.peak_device_bytes).max(),
+            upload_seconds: mean_of(&|r| r.upload_seconds),
+            steps: results.iter().map(|r| r.steps).sum(),
+            ..first.clone()
+        })
+    }
+}
+
 /// The default cases: (model, batch size).
 pub const DEFAULT_CASES: [(&str, usize); 4] = [
     ("mlp", 128),
@@ -273,6 +331,45 @@ mod tests {
         let (value, seconds) = timed(sync, || Ok(7)).unwrap();
         assert_eq!((value, calls.get()), (7, 2));
         assert!(seconds >= 0.03, "{seconds}");
+    }
+
+    #[test]
+    fn merged_results_average_the_processes_and_keep_the_largest_peak() {
+        let one = |step: f64, infer: f64, rss: u64| BenchResult {
+            model: "mlp".into(),
+            mode: "rpg".into(),
+            batch_size: 10,
+            kernels: "native".into(),
+            step_seconds: step,
+            train_images_per_second: 10.0 / step,
+            infer_images_per_second: infer,
+            generation_share: Some(0.1),
+            phase_seconds: Some(PhaseSeconds {
+                generate: step / 10.0,
+                forward_backward: step / 2.0,
+                ring_gradient: step / 10.0,
+                update: step / 5.0,
+            }),
+            peak_rss_bytes: rss,
+            peak_device_bytes: None,
+            upload_seconds: None,
+            steps: 3,
+        };
+        let m = BenchResult::merged(&[one(1.0, 100.0, 7), one(3.0, 25.0, 9)]).unwrap();
+        assert_eq!(m.step_seconds, 2.0);
+        assert_eq!(m.train_images_per_second, 5.0);
+        // Inference: the mean of 0.1 s and 0.4 s per batch.
+        assert!((m.infer_images_per_second - 10.0 / 0.25).abs() < 1e-9);
+        assert_eq!((m.peak_rss_bytes, m.steps), (9, 6));
+        assert_eq!(m.phase_seconds.unwrap().forward_backward, 1.0);
+        assert_eq!((m.peak_device_bytes, m.upload_seconds), (None, None));
+        // Different cases are not merged.
+        let dense = BenchResult {
+            mode: "dense".into(),
+            ..one(1.0, 1.0, 1)
+        };
+        assert_eq!(BenchResult::merged(&[one(1.0, 1.0, 1), dense]), None);
+        assert_eq!(BenchResult::merged(&[]), None);
     }
 
     #[test]

@@ -59,8 +59,9 @@ pub fn run(args: &BenchArgs, kernels: KernelBackend) -> Result<()> {
     Ok(())
 }
 
-/// Runs the cases, each in a child process of this binary
-/// (`rpg bench --one ...`, so that each case's peak memory is its own),
+/// Runs the cases, each mode in two child processes of this binary
+/// (`rpg bench --one ...`, so that each case's peak memory is its own) in
+/// the order dense, RPG, RPG, dense, merged by [`BenchResult::merged`],
 /// once per kernel set in `kernels`: the results, and a line per case that
 /// failed.
 fn run_all(
@@ -71,42 +72,69 @@ fn run_all(
     kernels: &[KernelBackend],
 ) -> Result<(Vec<BenchResult>, Vec<String>)> {
     let exe = std::env::current_exe().context("finding the rpg binary to run bench cases")?;
-    let (mut results, mut failures) = (Vec::new(), Vec::new());
-    let cases = models.iter().flat_map(|(model, batch)| {
-        kernels
-            .iter()
-            .flat_map(move |k| ["dense", "rpg"].map(move |mode| (model, *batch, k.name(), mode)))
-    });
-    for (model, batch, kernel, mode) in cases {
+    // One case in a child process: its result, or why it failed (the
+    // outer error: the child could not be run or said something
+    // unreadable).
+    let run_one = |model: &str, batch: usize, mode: &str, kernel: &str| {
         let output = Command::new(&exe)
-            .args([
-                "bench",
-                "--one",
-                mode,
-                "--model",
-                model,
-                "--batch-size",
-                &batch.to_string(),
-            ])
+            .args(["bench", "--one", mode, "--model", model])
+            .args(["--batch-size", &batch.to_string()])
             .args(["--steps", &steps.to_string(), "--device", device])
             .args(["--kernels", kernel, "--precision", precision.name()])
             .output()
             .with_context(|| format!("running {}", exe.display()))?;
-        let case = format!("benchmark case {model} {mode}");
         if !output.status.success() {
             let why = String::from_utf8_lossy(&output.stderr).trim().to_string();
-            eprintln!("{case} ({kernel}) failed: {why}");
-            failures.push(format!("{case} ({kernel}): {why}"));
-            continue;
+            return Ok::<_, anyhow::Error>(Err(why));
         }
         let line = String::from_utf8_lossy(&output.stdout);
-        let result: BenchResult = serde_json::from_str(line.trim())
-            .with_context(|| format!("{case}: bad output {}", line.trim()))?;
-        eprintln!(
-            "{model:>16} {mode:>5} b{batch} {kernel}: {:.1} train img/s, {:.1} infer img/s",
-            result.train_images_per_second, result.infer_images_per_second
-        );
-        results.push(result);
+        let result: BenchResult = serde_json::from_str(line.trim()).with_context(|| {
+            format!("benchmark case {model} {mode}: bad output {}", line.trim())
+        })?;
+        Ok(Ok(result))
+    };
+    let (mut results, mut failures) = (Vec::new(), Vec::new());
+    for (model, batch) in models {
+        for kernel in kernels.iter().map(|k| k.name()) {
+            let mut measured: [Vec<BenchResult>; 2] = Default::default();
+            let mut failed = [false; 2];
+            for mode_index in [0, 1, 1, 0] {
+                let mode = MODES[mode_index];
+                if failed[mode_index] {
+                    continue;
+                }
+                let case = format!("benchmark case {model} {mode}");
+                match run_one(model, *batch, mode, kernel)? {
+                    Ok(result) => {
+                        eprintln!(
+                            "{model:>16} {mode:>5} b{batch} {kernel}: {:.1} train img/s, {:.1} infer img/s",
+                            result.train_images_per_second, result.infer_images_per_second
+                        );
+                        measured[mode_index].push(result);
+                    }
+                    Err(why) => {
+                        eprintln!("{case} ({kernel}) failed: {why}");
+                        failures.push(format!("{case} ({kernel}): {why}"));
+                        failed[mode_index] = true;
+                    }
+                }
+            }
+            for (mode_index, runs) in measured.iter().enumerate() {
+                if failed[mode_index] || runs.is_empty() {
+                    continue;
+                }
+                let merged = BenchResult::merged(runs).with_context(|| {
+                    format!(
+                        "benchmark case {model} {}: the processes disagree on the case",
+                        MODES[mode_index]
+                    )
+                })?;
+                results.push(merged);
+            }
+        }
     }
     Ok((results, failures))
 }
+
+/// The modes each model is measured in, in the order their rows appear.
+const MODES: [&str; 2] = ["dense", "rpg"];
