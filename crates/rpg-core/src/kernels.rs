@@ -9,6 +9,7 @@
 use std::ops::Range;
 
 use crate::entry::{INDEX_MASK, signed};
+use crate::fork_join::ForkJoin;
 use crate::{Error, Result};
 
 /// Below this many elements per thread, threads cost more than they save.
@@ -60,7 +61,13 @@ pub fn accumulate(grad: &[f32], entries: &[u32], scale: f32, ring_grad: &mut [f3
         group: 0,
         scale,
     };
-    accumulate_segments(&[segment], entries, &[Some(grad)], &mut [ring_grad]);
+    accumulate_segments(
+        &[segment],
+        entries,
+        &[Some(grad)],
+        &mut [ring_grad],
+        &crate::ScopedThreads,
+    );
     Ok(())
 }
 
@@ -197,9 +204,10 @@ fn prefetch(ring: &[f32], entry: u32) {
 /// `grads[i]` is segment `i`'s weight gradient (its own slice, as long as the
 /// segment), `None` where it has none.
 ///
-/// With `P` threads, the positions are cut into `P` contiguous chunks; thread
-/// 0 adds into the ring gradient directly and thread `t > 0` into a zeroed
-/// scratch copy, which are then added in thread order. The result is
+/// With `P` threads, the positions are cut into `P` contiguous chunks, run
+/// as tasks on `pool`; task 0 adds into the ring gradient directly and task
+/// `t > 0` into a zeroed scratch copy, which are then added in task order.
+/// The result is
 /// deterministic for a given thread count (`RPG_NUM_THREADS`), and equal to a
 /// serial loop when `P = 1`.
 pub(crate) fn accumulate_segments(
@@ -207,6 +215,7 @@ pub(crate) fn accumulate_segments(
     entries: &[u32],
     grads: &[Option<&[f32]>],
     ring_grads: &mut [&mut [f32]],
+    pool: &dyn ForkJoin,
 ) {
     let positions = entries.len();
     let ring_total: usize = ring_grads.iter().map(|g| g.len()).sum();
@@ -223,22 +232,26 @@ pub(crate) fn accumulate_segments(
     let mut scratch: Vec<Vec<Vec<f32>>> = (1..threads)
         .map(|_| ring_grads.iter().map(|g| vec![0.0f32; g.len()]).collect())
         .collect();
-    std::thread::scope(|scope| {
-        for (t, buffers) in scratch.iter_mut().enumerate() {
+    {
+        let ring_grads = &mut *ring_grads;
+        let first: Box<dyn FnOnce() + Send + '_> = Box::new(move || {
+            accumulate_range(
+                segments,
+                entries,
+                grads,
+                ring_grads,
+                0..chunk.min(positions),
+            );
+        });
+        let rest = scratch.iter_mut().enumerate().map(|(t, buffers)| {
             let range = (t + 1) * chunk..((t + 2) * chunk).min(positions);
-            scope.spawn(move || {
+            Box::new(move || {
                 let mut views: Vec<&mut [f32]> = buffers.iter_mut().map(|b| &mut b[..]).collect();
                 accumulate_range(segments, entries, grads, &mut views, range);
-            });
-        }
-        accumulate_range(
-            segments,
-            entries,
-            grads,
-            ring_grads,
-            0..chunk.min(positions),
-        );
-    });
+            }) as Box<dyn FnOnce() + Send + '_>
+        });
+        pool.run_all(std::iter::once(first).chain(rest).collect());
+    }
     for buffers in &scratch {
         for (ring_grad, buffer) in ring_grads.iter_mut().zip(buffers) {
             for (r, b) in ring_grad.iter_mut().zip(buffer) {

@@ -50,6 +50,7 @@
 mod dof;
 mod entry;
 mod error;
+mod fork_join;
 pub mod kernels;
 pub mod names;
 mod placement;
@@ -61,6 +62,7 @@ mod spec;
 pub use dof::{DofReport, ring_lengths_for_ratio, split_ring_budget};
 pub use entry::{INDEX_MASK, SIGN_BIT};
 pub use error::{Error, Result};
+pub use fork_join::{ForkJoin, ScopedThreads};
 pub use placement::{LayerPlacement, Notice, Placement};
 pub use registry::{LayerInfo, LayerRegistry};
 pub use setting::{ConflictingSettings, InvalidSetting};

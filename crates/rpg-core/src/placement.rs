@@ -8,6 +8,7 @@
 use std::fmt;
 
 use crate::entry::{INDEX_MASK, SIGN_BIT};
+use crate::fork_join::{ForkJoin, ScopedThreads};
 use crate::kernels;
 use crate::registry::{LayerInfo, LayerRegistry};
 use crate::rng::{Pcg32, StreamPurpose};
@@ -384,6 +385,18 @@ impl Placement {
         grads: &[Option<&[f32]>],
         ring_grads: &mut [&mut [f32]],
     ) -> Result<()> {
+        self.accumulate_layers_on(grads, ring_grads, &ScopedThreads)
+    }
+
+    /// [`Placement::accumulate_layers`] with its parallel parts run on
+    /// `pool` (a caller's thread pool) instead of OS threads started for the
+    /// call; the same bits for the same thread count.
+    pub fn accumulate_layers_on(
+        &self,
+        grads: &[Option<&[f32]>],
+        ring_grads: &mut [&mut [f32]],
+        pool: &dyn ForkJoin,
+    ) -> Result<()> {
         check_len(
             "ring gradients",
             self.spec.ring_lengths.len(),
@@ -398,7 +411,7 @@ impl Placement {
                 check_len("weight gradient", layer.len, grad.len())?;
             }
         }
-        kernels::accumulate_segments(&self.segments(), &self.entries, grads, ring_grads);
+        kernels::accumulate_segments(&self.segments(), &self.entries, grads, ring_grads, pool);
         Ok(())
     }
 

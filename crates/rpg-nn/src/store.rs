@@ -365,7 +365,7 @@ impl ParamStore {
                 let mut views = split_rings_mut(&mut ring_grad, state.placement.ring_lengths());
                 state
                     .placement
-                    .accumulate_layers(&slices, &mut views)
+                    .accumulate_layers_on(&slices, &mut views, &RayonPool)
                     .map_err(core_err)?;
                 let len = ring_grad.len();
                 let grad = Tensor::from_vec(ring_grad, len, &self.inner.device)?;
@@ -667,5 +667,19 @@ impl SimpleBackend for ParamStore {
 
     fn contains_tensor(&self, name: &str) -> bool {
         self.shared_var(name).is_some() || self.vars().contains_key(name)
+    }
+}
+
+/// rpg-core's parallel parts on rayon's pool, which the step's kernels
+/// already use: no OS thread is started per step.
+struct RayonPool;
+
+impl rpg_core::ForkJoin for RayonPool {
+    fn run_all<'a>(&self, tasks: Vec<Box<dyn FnOnce() + Send + 'a>>) {
+        rayon::scope(|scope| {
+            for task in tasks {
+                scope.spawn(move |_| task());
+            }
+        });
     }
 }
