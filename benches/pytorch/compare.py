@@ -5,8 +5,9 @@ Each pair is one run of `rpg bench --json` and one of `train_step.py` made
 in the same call (either side may be several files, comma-separated, whose
 rows are joined: `cargo xtask bench --against-pytorch` measures one model
 at a time); with several runs, every run's ratio is shown and the
-median is taken. Training and inference images/s, RPG / dense step time,
-and each side's peak memory (resident set on the CPU, allocated on a GPU;
+median is taken. Training and inference images/s, RPG / dense step time
+(from the two models' steps interleaved in one process,
+`paired_step_ratio`, where given), and each side's peak memory (resident set on the CPU, allocated on a GPU;
 every case measured in a process of its own), median over the runs.
 """
 
@@ -32,7 +33,11 @@ def main():
     for key in keys:
         train = [o[key]["train_images_per_second"] / t[key]["train_images_per_second"] for o, t in runs]
         infer = [o[key]["infer_images_per_second"] / t[key]["infer_images_per_second"] for o, t in runs]
-        overhead = [o[key]["step_seconds"] / o[(key[0], "dense")]["step_seconds"]
+        # RPG / dense: measured with the two models' steps interleaved in
+        # one process where `rpg bench` did so (the two sides then meet
+        # the same machine), else from the two rows.
+        overhead = [o[key].get("paired_step_ratio")
+                    or o[key]["step_seconds"] / o[(key[0], "dense")]["step_seconds"]
                     for o, _ in runs if (key[0], "dense") in o]
         ours = statistics.median(o[key]["train_images_per_second"] for o, _ in runs)
         theirs = statistics.median(t[key]["train_images_per_second"] for _, t in runs)

@@ -461,6 +461,9 @@ pub struct BenchArgs {
     /// Internal: run one case (dense or rpg) in this process and print it as JSON.
     #[arg(long, hide = true, value_parser = ["dense", "rpg"])]
     pub one: Option<String>,
+    /// Internal: train dense and RPG in this process, steps interleaved, and print RPG's step time over dense's.
+    #[arg(long, hide = true, conflicts_with = "one")]
+    pub pair: bool,
 }
 
 /// `rpg compress`: every option's default is `CompressConfig::default()`'s.

@@ -494,6 +494,13 @@ fn bench_json_has_one_object_per_model_mode_and_kernel_set() {
         assert_eq!(row["batch_size"], 16);
         // Two processes of one timed step each, merged.
         assert_eq!(row["steps"], 2);
+        // The RPG row carries RPG's step over dense's, measured interleaved.
+        let paired = row["paired_step_ratio"].as_f64();
+        if mode == "rpg" {
+            assert!(paired.is_some_and(|r| r.is_finite() && r > 0.0), "{row}");
+        } else {
+            assert_eq!(paired, None, "{row}");
+        }
         for key in [
             "train_images_per_second",
             "infer_images_per_second",

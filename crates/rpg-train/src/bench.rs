@@ -56,6 +56,13 @@ pub struct BenchResult {
     pub upload_seconds: Option<f64>,
     /// Timed steps.
     pub steps: usize,
+    /// On the RPG row: its step time over the dense model's, both trained
+    /// in one process with their steps interleaved (dense, RPG, RPG, dense,
+    /// ..., [`paired_step_ratio`]): the two sides of the ratio meet the
+    /// same machine, where rows measured in separate processes seconds
+    /// apart also measure how the machine's speed drifted between them.
+    #[serde(default)]
+    pub paired_step_ratio: Option<f64>,
 }
 
 /// Median seconds of each phase of the timed steps ([`StepTimings`]).
@@ -163,22 +170,32 @@ fn peak_rss() -> u64 {
         .map_or(0, |kib| kib * 1024)
 }
 
-/// Runs one case in this process: the trainer's own step, on synthetic
-/// input, SGD at a constant rate.
-pub fn run_case(
-    model: &str,
-    mode: &str,
-    batch: usize,
-    steps: usize,
-    device: &Device,
-) -> Result<BenchResult> {
+/// A case ready to train: the model, one synthetic batch, its optimizer.
+struct Prepared {
+    built: crate::setup::Built,
+    x: Tensor,
+    y: Tensor,
+    optimizer: Optimizer,
+}
+
+/// The step settings of every case: no smoothing or clipping, and the
+/// loss read at the end of each step (which ends it on a device too).
+const SETTINGS: StepSettings = StepSettings {
+    label_smoothing: 0.0,
+    clip_grad: None,
+    ring_lr_scale: 1.0,
+    guard_each_step: true,
+};
+
+/// Builds `model` dense or RPG (10% DoF) with a synthetic batch of `batch`
+/// images and SGD.
+fn prepare(model: &str, mode: &str, batch: usize, device: &Device) -> Result<Prepared> {
     let cfg = TrainConfig {
         model: model.to_string(),
         dense: mode == "dense",
         ..TrainConfig::default()
     };
     let ring = (mode == "rpg").then_some(RingSize::Ratio(DEFAULT_DOF));
-    let device_before = rpg_nn::device_memory_used(device);
     let entry = rpg_models::model_entry(model)?;
     let mc = model_config(&cfg, 10, entry.in_channels, entry.image_size)?;
     let built = build_for_training(&cfg, ring, mc.clone(), device)?;
@@ -190,29 +207,96 @@ pub fn run_case(
     )?;
     let labels: Vec<u32> = (0..batch as u32).map(|i| i % 10).collect();
     let y = Tensor::from_vec(labels, batch, device)?;
-    let mut optimizer = Optimizer::new(OptimizerConfig::sgd(0.9, 5e-4));
-    let settings = StepSettings {
-        label_smoothing: 0.0,
-        clip_grad: None,
-        ring_lr_scale: 1.0,
-        // The loss read ends each timed step on the device too.
-        guard_each_step: true,
-    };
-    let mut step = TrainStep::new(&built, &mut optimizer, settings);
+    Ok(Prepared {
+        built,
+        x,
+        y,
+        optimizer: Optimizer::new(OptimizerConfig::sgd(0.9, 5e-4)),
+    })
+}
+
+/// One training step of `step` on its batch, timed from sync to sync: the
+/// seconds and the step's own phase clocks.
+fn timed_step(
+    step: &mut TrainStep<'_>,
+    (x, y): (&Tensor, &Tensor),
+    case: &str,
+    device: &Device,
+) -> Result<(f64, StepTimings)> {
+    let sync = || device.synchronize().map_err(Error::from);
+    let (outcome, seconds) = timed(sync, || Ok(step.run(x, y, 0.01, false)?))?;
+    match outcome {
+        StepOutcome::Taken(output) => Ok((seconds, output.timings)),
+        StepOutcome::Diverged { loss } => Err(Error::BenchCase {
+            case: case.to_string(),
+            message: format!("the loss became {loss}"),
+        }),
+    }
+}
+
+/// RPG's step time over dense's for `model`, both trained in this process
+/// with their `steps` timed steps interleaved (after one warm-up step
+/// each): dense, RPG, then RPG, dense, and so on, so that neither side
+/// always goes first. The ratio of the two medians.
+pub fn paired_step_ratio(model: &str, batch: usize, steps: usize, device: &Device) -> Result<f64> {
+    let mut dense = prepare(model, "dense", batch, device)?;
+    let mut rpg = prepare(model, "rpg", batch, device)?;
+    let mut dense_step = TrainStep::new(&dense.built, &mut dense.optimizer, SETTINGS);
+    let mut rpg_step = TrainStep::new(&rpg.built, &mut rpg.optimizer, SETTINGS);
+    let (mut dense_times, mut rpg_times) = (Vec::new(), Vec::new());
+    for i in 0..steps + 1 {
+        for rpg_turn in [i % 2 == 1, i % 2 == 0] {
+            let (seconds, _) = if rpg_turn {
+                timed_step(
+                    &mut rpg_step,
+                    (&rpg.x, &rpg.y),
+                    &format!("{model} rpg"),
+                    device,
+                )?
+            } else {
+                timed_step(
+                    &mut dense_step,
+                    (&dense.x, &dense.y),
+                    &format!("{model} dense"),
+                    device,
+                )?
+            };
+            if i > 0 {
+                if rpg_turn {
+                    &mut rpg_times
+                } else {
+                    &mut dense_times
+                }
+                .push(seconds);
+            }
+        }
+    }
+    Ok(median(rpg_times) / median(dense_times))
+}
+
+/// Runs one case in this process: the trainer's own step, on synthetic
+/// input, SGD at a constant rate.
+pub fn run_case(
+    model: &str,
+    mode: &str,
+    batch: usize,
+    steps: usize,
+    device: &Device,
+) -> Result<BenchResult> {
+    let device_before = rpg_nn::device_memory_used(device);
+    let Prepared {
+        built,
+        x,
+        y,
+        mut optimizer,
+    } = prepare(model, mode, batch, device)?;
+    let mut step = TrainStep::new(&built, &mut optimizer, SETTINGS);
     let sync = || device.synchronize().map_err(Error::from);
     let (mut step_times, mut gen_times, mut phases) = (Vec::new(), Vec::new(), Vec::new());
     let mut peak_device = 0u64;
+    let case = format!("{model} {mode}");
     for i in 0..steps + 1 {
-        let (outcome, seconds) = timed(sync, || Ok(step.run(&x, &y, 0.01, false)?))?;
-        let timings = match outcome {
-            StepOutcome::Taken(output) => output.timings,
-            StepOutcome::Diverged { loss } => {
-                return Err(Error::BenchCase {
-                    case: format!("{model} {mode}"),
-                    message: format!("the loss became {loss}"),
-                });
-            }
-        };
+        let (seconds, timings) = timed_step(&mut step, (&x, &y), &case, device)?;
         peak_device = peak_device.max(rpg_nn::device_memory_used(device).unwrap_or(0));
         if i > 0 {
             step_times.push(seconds);
@@ -258,6 +342,7 @@ pub fn run_case(
         peak_device_bytes: device_before.map(|before| peak_device.saturating_sub(before)),
         upload_seconds,
         steps,
+        paired_step_ratio: None,
     })
 }
 
@@ -354,6 +439,7 @@ mod tests {
             peak_device_bytes: None,
             upload_seconds: None,
             steps: 3,
+            paired_step_ratio: None,
         };
         let m = BenchResult::merged(&[one(1.0, 100.0, 7), one(3.0, 25.0, 9)]).unwrap();
         assert_eq!(m.step_seconds, 2.0);
@@ -370,6 +456,12 @@ mod tests {
         };
         assert_eq!(BenchResult::merged(&[one(1.0, 1.0, 1), dense]), None);
         assert_eq!(BenchResult::merged(&[]), None);
+    }
+
+    #[test]
+    fn the_paired_ratio_is_a_positive_ratio_of_step_times() {
+        let ratio = paired_step_ratio("mlp", 8, 2, &Device::Cpu).unwrap();
+        assert!(ratio.is_finite() && ratio > 0.0, "{ratio}");
     }
 
     #[test]

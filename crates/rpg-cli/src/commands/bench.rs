@@ -4,7 +4,7 @@ use std::process::Command;
 
 use anyhow::{Context, Result, bail};
 use rpg_kernels::{KernelBackend, Precision};
-use rpg_train::bench::{BenchResult, DEFAULT_CASES, run_case, table};
+use rpg_train::bench::{BenchResult, DEFAULT_CASES, paired_step_ratio, run_case, table};
 
 use crate::cli::BenchArgs;
 
@@ -28,6 +28,14 @@ pub fn run(args: &BenchArgs, kernels: KernelBackend) -> Result<()> {
             .map(|(m, b)| (m.to_string(), args.batch_size.unwrap_or(*b)))
             .collect(),
     };
+    if args.pair {
+        let device = rpg_nn::parse_device(&args.device)?;
+        rpg_kernels::set_precision(args.precision);
+        let (model, batch) = &cases[0];
+        let ratio = paired_step_ratio(model, *batch, args.steps, &device)?;
+        println!("{}", serde_json::json!({ "paired_step_ratio": ratio }));
+        return Ok(());
+    }
     if let Some(mode) = &args.one {
         let device = rpg_nn::parse_device(&args.device)?;
         rpg_kernels::set_precision(args.precision);
@@ -62,8 +70,9 @@ pub fn run(args: &BenchArgs, kernels: KernelBackend) -> Result<()> {
 /// Runs the cases, each mode in two child processes of this binary
 /// (`rpg bench --one ...`, so that each case's peak memory is its own) in
 /// the order dense, RPG, RPG, dense, merged by [`BenchResult::merged`],
-/// once per kernel set in `kernels`: the results, and a line per case that
-/// failed.
+/// then both modes in one child with their steps interleaved (`rpg bench
+/// --pair`, the RPG row's `paired_step_ratio`), once per kernel set in
+/// `kernels`: the results, and a line per case that failed.
 fn run_all(
     models: &[(String, usize)],
     steps: usize,
@@ -72,13 +81,13 @@ fn run_all(
     kernels: &[KernelBackend],
 ) -> Result<(Vec<BenchResult>, Vec<String>)> {
     let exe = std::env::current_exe().context("finding the rpg binary to run bench cases")?;
-    // One case in a child process: its result, or why it failed (the
-    // outer error: the child could not be run or said something
-    // unreadable).
-    let run_one = |model: &str, batch: usize, mode: &str, kernel: &str| {
+    // `rpg bench <what> --model ...` in a child process: its output, or
+    // why it failed (the outer error: the child could not be run).
+    let child = |what: &[&str], model: &str, batch: usize, kernel: &str| {
         let output = Command::new(&exe)
-            .args(["bench", "--one", mode, "--model", model])
-            .args(["--batch-size", &batch.to_string()])
+            .arg("bench")
+            .args(what)
+            .args(["--model", model, "--batch-size", &batch.to_string()])
             .args(["--steps", &steps.to_string(), "--device", device])
             .args(["--kernels", kernel, "--precision", precision.name()])
             .output()
@@ -87,11 +96,27 @@ fn run_all(
             let why = String::from_utf8_lossy(&output.stderr).trim().to_string();
             return Ok::<_, anyhow::Error>(Err(why));
         }
-        let line = String::from_utf8_lossy(&output.stdout);
-        let result: BenchResult = serde_json::from_str(line.trim()).with_context(|| {
-            format!("benchmark case {model} {mode}: bad output {}", line.trim())
-        })?;
-        Ok(Ok(result))
+        Ok(Ok(String::from_utf8_lossy(&output.stdout)
+            .trim()
+            .to_string()))
+    };
+    // One case in a child process: its result, or why it failed.
+    let run_one = |model: &str, batch: usize, mode: &str, kernel: &str| {
+        Ok::<_, anyhow::Error>(match child(&["--one", mode], model, batch, kernel)? {
+            Ok(line) => Ok(serde_json::from_str::<BenchResult>(&line)
+                .with_context(|| format!("benchmark case {model} {mode}: bad output {line}"))?),
+            Err(why) => Err(why),
+        })
+    };
+    // Dense and RPG interleaved in one child: RPG's step over dense's.
+    let run_pair = |model: &str, batch: usize, kernel: &str| {
+        Ok::<_, anyhow::Error>(match child(&["--pair"], model, batch, kernel)? {
+            Ok(line) => Ok(serde_json::from_str::<serde_json::Value>(&line)
+                .ok()
+                .and_then(|v| v["paired_step_ratio"].as_f64())
+                .with_context(|| format!("benchmark pair {model}: bad output {line}"))?),
+            Err(why) => Err(why),
+        })
     };
     let (mut results, mut failures) = (Vec::new(), Vec::new());
     for (model, batch) in models {
@@ -119,18 +144,29 @@ fn run_all(
                     }
                 }
             }
+            let mut merged = Vec::new();
             for (mode_index, runs) in measured.iter().enumerate() {
                 if failed[mode_index] || runs.is_empty() {
                     continue;
                 }
-                let merged = BenchResult::merged(runs).with_context(|| {
+                let one = BenchResult::merged(runs).with_context(|| {
                     format!(
                         "benchmark case {model} {}: the processes disagree on the case",
                         MODES[mode_index]
                     )
                 })?;
-                results.push(merged);
+                merged.push(one);
             }
+            if merged.len() == 2 {
+                match run_pair(model, *batch, kernel)? {
+                    Ok(ratio) => merged[1].paired_step_ratio = Some(ratio),
+                    Err(why) => {
+                        eprintln!("benchmark pair {model} ({kernel}) failed: {why}");
+                        failures.push(format!("benchmark pair {model} ({kernel}): {why}"));
+                    }
+                }
+            }
+            results.extend(merged);
         }
     }
     Ok((results, failures))
