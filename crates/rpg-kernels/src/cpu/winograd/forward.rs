@@ -150,17 +150,11 @@ pub(super) fn input_transform_lanes<
                 let origin = (block * ph + O * ty) * pw + O * tx;
                 // t = B^T d, column by column.
                 let mut slots = [MaybeUninit::uninit(); S];
-                let t_columns: &[[B; S]; S] = fill(
+                let t_columns: &[[B; S]; S] = transformed_columns(
                     &mut slots,
                     #[inline(always)]
-                    |col| {
-                        let mut d = [MaybeUninit::uninit(); S];
-                        M::b_t(*fill(
-                            &mut d,
-                            #[inline(always)]
-                            |r| B::gather(padded, origin + r * pw + col, ph * pw),
-                        ))
-                    },
+                    |col, r| B::gather(padded, origin + r * pw + col, ph * pw),
+                    M::b_t::<B>,
                 );
                 // V = t B, row by row.
                 for i in 0..S {
@@ -256,17 +250,11 @@ pub(super) fn output_transform_lanes<
                 let at = |xi: usize| B::read_run(&m[(xi * n + tile) * k + block * LANES..]);
                 // a = A^T m, column by column.
                 let mut slots = [MaybeUninit::uninit(); S];
-                let a_columns: &[[B; O]; S] = fill(
+                let a_columns: &[[B; O]; S] = transformed_columns(
                     &mut slots,
                     #[inline(always)]
-                    |j| {
-                        let mut m_col = [MaybeUninit::uninit(); S];
-                        M::a_t(*fill(
-                            &mut m_col,
-                            #[inline(always)]
-                            |i| at(S * i + j),
-                        ))
-                    },
+                    |j, i| at(S * i + j),
+                    M::a_t::<B>,
                 );
                 // Y = a A, row by row.
                 for r in 0..rows {

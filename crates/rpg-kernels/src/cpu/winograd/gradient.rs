@@ -296,17 +296,11 @@ pub(super) fn gradient_transform_lanes<
                 let origin = (block * ph + O * ty) * pw + O * tx;
                 // A d, column by column: six rows of four.
                 let mut slots = [MaybeUninit::uninit(); O];
-                let columns: &[[B; S]; O] = fill(
+                let columns: &[[B; S]; O] = transformed_columns(
                     &mut slots,
                     #[inline(always)]
-                    |col| {
-                        let mut d = [MaybeUninit::uninit(); O];
-                        M::a_times(*fill(
-                            &mut d,
-                            #[inline(always)]
-                            |r| B::gather(planes, origin + r * pw + col, ph * pw),
-                        ))
-                    },
+                    |col, r| B::gather(planes, origin + r * pw + col, ph * pw),
+                    M::a_times::<B>,
                 );
                 // Then times A^T, row by row.
                 for i in 0..S {

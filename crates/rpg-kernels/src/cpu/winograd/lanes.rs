@@ -278,6 +278,30 @@ pub(super) fn fill<T, const N: usize>(
     unsafe { &*std::ptr::from_ref(slots).cast::<[T; N]>() }
 }
 
+/// The first stage of a tile transform: column `col` of the tile is
+/// `element(col, 0..IN)`, and each is mapped by `transform`, into `slots`
+/// ([`fill`], twice: nothing is filled with defaults first). `element`
+/// should be an `#[inline(always)]` closure.
+#[inline(always)]
+pub(super) fn transformed_columns<T: Copy, const IN: usize, const OUT: usize, const N: usize>(
+    slots: &mut [std::mem::MaybeUninit<[T; OUT]>; N],
+    element: impl Fn(usize, usize) -> T,
+    transform: impl Fn([T; IN]) -> [T; OUT],
+) -> &[[T; OUT]; N] {
+    fill(
+        slots,
+        #[inline(always)]
+        |col| {
+            let mut column = [std::mem::MaybeUninit::uninit(); IN];
+            transform(*fill(
+                &mut column,
+                #[inline(always)]
+                |row| element(col, row),
+            ))
+        },
+    )
+}
+
 /// What the transforms need of a value: `f32` for the kernel, [`Lanes`]
 /// for the data.
 pub(super) trait Value:
