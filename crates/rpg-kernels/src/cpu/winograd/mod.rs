@@ -206,12 +206,33 @@ mod tests {
             let g = same_3x3(batch, c, (h, w), k);
             let x = values(batch * c * h * w, 1);
             let wt = values(k * c * 9, 2);
-            let want = same_3x3_reference(&g, &x, &wt);
-            let scale = want.iter().fold(0f64, |m, v| m.max(v.abs()));
-            for ours in forwards(&g, &x, &wt) {
+            check_forwards(&g, &x, &wt);
+        }
+    }
+
+    /// Every forward ([`forwards`]) against the f64 reference.
+    fn check_forwards(g: &ConvGeometry, x: &[f32], wt: &[f32]) {
+        let want = same_3x3_reference(g, x, wt);
+        let scale = want.iter().fold(0f64, |m, v| m.max(v.abs()));
+        for ours in forwards(g, x, wt) {
+            let err = error(&ours, &want);
+            // F(4x4, 3x3)'s transforms scale by up to 8 and 1/24, so
+            // its rounding is a few times F(2x2)'s.
+            assert!(err <= 3e-5 * scale, "{g:?}: error {err} at scale {scale}");
+        }
+    }
+
+    /// The weight gradient of both filterings, plain and AVX2 transforms,
+    /// against the f64 reference.
+    fn check_weight_grads(g: &ConvGeometry, x: &[f32], dy: &[f32]) {
+        let want = same_3x3_weight_grad_reference(g, x, dy);
+        let scale = want.iter().fold(0f64, |m, v| m.max(v.abs()));
+        for vector in [false, crate::cpu::has_avx2_fma()] {
+            for ours in [
+                weight_grad_with::<F4x4, 4, 6>(g, x, dy, vector),
+                weight_grad_with::<F2x2, 2, 4>(g, x, dy, vector),
+            ] {
                 let err = error(&ours, &want);
-                // F(4x4, 3x3)'s transforms scale by up to 8 and 1/24, so
-                // its rounding is a few times F(2x2)'s.
                 assert!(err <= 3e-5 * scale, "{g:?}: error {err} at scale {scale}");
             }
         }
@@ -240,19 +261,8 @@ mod tests {
                     .iter()
                     .map(|v| v + 2.0)
                     .collect();
-                let want = same_3x3_reference(&g, &x, &wt);
-                let scale = want.iter().fold(0f64, |m, v| m.max(v.abs()));
-                for ours in forwards(&g, &x, &wt) {
-                    let err = error(&ours, &want);
-                    assert!(err <= 3e-5 * scale, "{g:?}: error {err} at scale {scale}");
-                }
-                let want = same_3x3_weight_grad_reference(&g, &x, &dy);
-                let scale = want.iter().fold(0f64, |m, v| m.max(v.abs()));
-                for vector in [false, crate::cpu::has_avx2_fma()] {
-                    let ours = weight_grad_with::<F4x4, 4, 6>(&g, &x, &dy, vector);
-                    let err = error(&ours, &want);
-                    assert!(err <= 3e-5 * scale, "{g:?}: error {err} at scale {scale}");
-                }
+                check_forwards(&g, &x, &wt);
+                check_weight_grads(&g, &x, &dy);
             }
         });
     }
@@ -273,17 +283,7 @@ mod tests {
             let g = same_3x3(batch, c, (h, w), k);
             let x = values(batch * c * h * w, 5);
             let dy = values(batch * k * h * w, 6);
-            let want = same_3x3_weight_grad_reference(&g, &x, &dy);
-            let scale = want.iter().fold(0f64, |m, v| m.max(v.abs()));
-            for vector in [false, crate::cpu::has_avx2_fma()] {
-                for ours in [
-                    weight_grad_with::<F4x4, 4, 6>(&g, &x, &dy, vector),
-                    weight_grad_with::<F2x2, 2, 4>(&g, &x, &dy, vector),
-                ] {
-                    let err = error(&ours, &want);
-                    assert!(err <= 3e-5 * scale, "{g:?}: error {err} at scale {scale}");
-                }
-            }
+            check_weight_grads(&g, &x, &dy);
         }
     }
 
