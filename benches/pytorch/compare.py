@@ -7,8 +7,9 @@ rows are joined: `cargo xtask bench --against-pytorch` measures one model
 at a time); with several runs, every run's ratio is shown and the
 median is taken. Training and inference images/s, RPG / dense step time
 (from the two models' steps interleaved in one process,
-`paired_step_ratio`, where given), and each side's peak memory (resident set on the CPU, allocated on a GPU;
-every case measured in a process of its own), median over the runs.
+`paired_step_ratio`, where given), and each side's peak memory (resident
+set on the CPU, allocated on a GPU; every case measured in a process of
+its own), median over the runs.
 """
 
 import json

@@ -268,9 +268,8 @@ fn prefetch_streamed<T>(data: &[T], at: usize) {
 /// With `P` threads, the positions are cut into `P` contiguous chunks, run
 /// as tasks on `pool`; task 0 adds into the ring gradient directly and task
 /// `t > 0` into a zeroed scratch copy, which are then added in task order.
-/// The result is
-/// deterministic for a given thread count (`RPG_NUM_THREADS`), and equal to a
-/// serial loop when `P = 1`.
+/// The result is deterministic for a given thread count
+/// (`RPG_NUM_THREADS`), and equal to a serial loop when `P = 1`.
 pub(crate) fn accumulate_segments(
     segments: &[Segment],
     entries: &[u32],
@@ -358,7 +357,6 @@ fn accumulate_range(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::entry::SIGN_BIT;
 
     /// The vector gather (streaming stores past an aligned head) gives the
     /// portable loop's values at every alignment and length.

@@ -241,36 +241,32 @@ fn timed_step(
 pub fn paired_step_ratio(model: &str, batch: usize, steps: usize, device: &Device) -> Result<f64> {
     let mut dense = prepare(model, "dense", batch, device)?;
     let mut rpg = prepare(model, "rpg", batch, device)?;
-    let mut dense_step = TrainStep::new(&dense.built, &mut dense.optimizer, SETTINGS);
-    let mut rpg_step = TrainStep::new(&rpg.built, &mut rpg.optimizer, SETTINGS);
-    let (mut dense_times, mut rpg_times) = (Vec::new(), Vec::new());
+    // Per side: its step, batch, name and timed steps.
+    let mut sides = [
+        (
+            TrainStep::new(&dense.built, &mut dense.optimizer, SETTINGS),
+            (&dense.x, &dense.y),
+            format!("{model} dense"),
+            Vec::new(),
+        ),
+        (
+            TrainStep::new(&rpg.built, &mut rpg.optimizer, SETTINGS),
+            (&rpg.x, &rpg.y),
+            format!("{model} rpg"),
+            Vec::new(),
+        ),
+    ];
     for i in 0..steps + 1 {
-        for rpg_turn in [i % 2 == 1, i % 2 == 0] {
-            let (seconds, _) = if rpg_turn {
-                timed_step(
-                    &mut rpg_step,
-                    (&rpg.x, &rpg.y),
-                    &format!("{model} rpg"),
-                    device,
-                )?
-            } else {
-                timed_step(
-                    &mut dense_step,
-                    (&dense.x, &dense.y),
-                    &format!("{model} dense"),
-                    device,
-                )?
-            };
+        let order = if i % 2 == 0 { [0, 1] } else { [1, 0] };
+        for side in order {
+            let (step, batch, case, times) = &mut sides[side];
+            let (seconds, _) = timed_step(step, *batch, case, device)?;
             if i > 0 {
-                if rpg_turn {
-                    &mut rpg_times
-                } else {
-                    &mut dense_times
-                }
-                .push(seconds);
+                times.push(seconds);
             }
         }
     }
+    let [(.., dense_times), (.., rpg_times)] = sides;
     Ok(median(rpg_times) / median(dense_times))
 }
 
