@@ -166,38 +166,8 @@ unsafe fn weight_grad_avx512(
     dy: &[f32],
     dw: &mut [f32],
 ) {
-    use std::arch::x86_64::*;
-    let (h, wd, cin) = (g.height, g.width, g.in_channels);
-    let (row, plane, pixels) = (padded.row(), padded.plane(), h * wd);
-    for block in (0..g.out_channels).step_by(CHANNEL_BLOCK) {
-        let dy = &dy[block * pixels..][..CHANNEL_BLOCK * pixels];
-        for c in 0..cin {
-            for i in 0..3 {
-                let mut acc = [[_mm512_setzero_ps(); 3]; CHANNEL_BLOCK];
-                for oh in 0..h {
-                    let src = xp[c * plane + (oh + i) * row..][..row].as_ptr();
-                    let grads = dy[oh * wd..].as_ptr();
-                    for col in (0..wd).step_by(16) {
-                        // SAFETY: `col + j + 16 <= width + 2`, inside the row.
-                        let xv = [0, 1, 2].map(|j| unsafe { _mm512_loadu_ps(src.add(col + j)) });
-                        for (o, acc) in acc.iter_mut().enumerate() {
-                            // SAFETY: row `oh` of channel `o`'s gradient plane.
-                            let d = unsafe { _mm512_loadu_ps(grads.add(o * pixels + col)) };
-                            for (a, x) in acc.iter_mut().zip(&xv) {
-                                *a = _mm512_fmadd_ps(d, *x, *a);
-                            }
-                        }
-                    }
-                }
-                for (o, acc) in acc.iter().enumerate() {
-                    let taps = &mut dw[((block + o) * cin + c) * 9 + i * 3..][..3];
-                    for (t, a) in taps.iter_mut().zip(acc) {
-                        *t += _mm512_reduce_add_ps(*a);
-                    }
-                }
-            }
-        }
-    }
+    // SAFETY: forwarded contract; AVX-512F is enabled here.
+    unsafe { weight_grad_with::<vector::Avx512>(g, padded, xp, dy, dw) }
 }
 
 /// Adds one image's weight gradient into `dw`.
@@ -216,26 +186,45 @@ unsafe fn weight_grad_avx2(
     dy: &[f32],
     dw: &mut [f32],
 ) {
-    use std::arch::x86_64::*;
+    // SAFETY: forwarded contract; AVX2 and FMA are enabled here.
+    unsafe { weight_grad_with::<vector::Avx2>(g, padded, xp, dy, dw) }
+}
+
+/// The weight gradient's loop at the width of `V`, inlined into the
+/// function compiled for its features.
+///
+/// # Safety
+/// As [`weight_grad_avx2`], with `V`'s features available and the width a
+/// multiple of `V::LANES`.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+unsafe fn weight_grad_with<V: vector::Vector>(
+    g: &ConvGeometry,
+    padded: &Padded,
+    xp: &[f32],
+    dy: &[f32],
+    dw: &mut [f32],
+) {
     let (h, wd, cin) = (g.height, g.width, g.in_channels);
     let (row, plane, pixels) = (padded.row(), padded.plane(), h * wd);
     for block in (0..g.out_channels).step_by(CHANNEL_BLOCK) {
         let dy = &dy[block * pixels..][..CHANNEL_BLOCK * pixels];
         for c in 0..cin {
             for i in 0..3 {
-                let mut acc = [[_mm256_setzero_ps(); 3]; CHANNEL_BLOCK];
+                // SAFETY (all vector calls): `V`'s features are enabled.
+                let mut acc = [[unsafe { V::zero() }; 3]; CHANNEL_BLOCK];
                 for oh in 0..h {
                     // Padded row `oh + i` is input row `oh + i - 1`.
                     let src = xp[c * plane + (oh + i) * row..][..row].as_ptr();
                     let grads = dy[oh * wd..].as_ptr();
-                    for col in (0..wd).step_by(8) {
-                        // SAFETY: `col + j + 8 <= width + 2`, inside the row.
-                        let xv = [0, 1, 2].map(|j| unsafe { _mm256_loadu_ps(src.add(col + j)) });
+                    for col in (0..wd).step_by(V::LANES) {
+                        // SAFETY: `col + j + LANES <= width + 2`, inside the row.
+                        let xv = [0, 1, 2].map(|j| unsafe { V::load(src.add(col + j)) });
                         for (o, acc) in acc.iter_mut().enumerate() {
                             // SAFETY: row `oh` of channel `o`'s gradient plane.
-                            let d = unsafe { _mm256_loadu_ps(grads.add(o * pixels + col)) };
+                            let d = unsafe { V::load(grads.add(o * pixels + col)) };
                             for (a, x) in acc.iter_mut().zip(&xv) {
-                                *a = _mm256_fmadd_ps(d, *x, *a);
+                                *a = unsafe { V::fmadd(d, *x, *a) };
                             }
                         }
                     }
@@ -243,22 +232,12 @@ unsafe fn weight_grad_avx2(
                 for (o, acc) in acc.iter().enumerate() {
                     let taps = &mut dw[((block + o) * cin + c) * 9 + i * 3..][..3];
                     for (t, a) in taps.iter_mut().zip(acc) {
-                        *t += horizontal_sum(*a);
+                        *t += unsafe { V::sum(*a) };
                     }
                 }
             }
         }
     }
-}
-
-/// The sum of a vector's 8 lanes.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-fn horizontal_sum(v: std::arch::x86_64::__m256) -> f32 {
-    use std::arch::x86_64::*;
-    let quad = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps::<1>(v));
-    let pair = _mm_add_ps(quad, _mm_movehl_ps(quad, quad));
-    _mm_cvtss_f32(_mm_add_ss(pair, _mm_movehdup_ps(pair)))
 }
 
 /// The zero-bordered copy of one image: each plane `(h + 2) x (w + 2)`.
@@ -384,41 +363,8 @@ unsafe fn tile<const VECTORS: usize>(
     out: &mut [MaybeUninit<f32>],
     at: [(usize, usize); VECTORS],
 ) {
-    use std::arch::x86_64::*;
-    let (row, plane) = (padded.row(), padded.plane());
-    // Padded row `r + i` is input row `r + i - 1`; column `c + j` is input
-    // column `c + j - 1`.
-    let starts = at.map(|(r, c)| r * row + c);
-    let mut acc = [[_mm256_setzero_ps(); VECTORS]; CHANNEL_BLOCK];
-    let channel_stride = in_channels * 9;
-    for c in 0..in_channels {
-        for i in 0..3 {
-            let src = xp[c * plane + i * row..].as_ptr();
-            let taps = kernels[c * 9 + i * 3..].as_ptr();
-            for j in 0..3 {
-                let mut xv = [_mm256_setzero_ps(); VECTORS];
-                for (x, &start) in xv.iter_mut().zip(&starts) {
-                    // SAFETY: `col + j + 8 <= width + 2`, inside the padded row.
-                    *x = unsafe { _mm256_loadu_ps(src.add(start + j)) };
-                }
-                for (o, acc) in acc.iter_mut().enumerate() {
-                    // SAFETY: channel `o` of the block, tap (i, j) of channel c.
-                    let wv = unsafe { _mm256_broadcast_ss(&*taps.add(o * channel_stride + j)) };
-                    for (a, x) in acc.iter_mut().zip(&xv) {
-                        *a = _mm256_fmadd_ps(wv, *x, *a);
-                    }
-                }
-            }
-        }
-    }
-    let (plane_out, width) = (padded.height * padded.width, padded.width);
-    for (o, acc) in acc.iter().enumerate() {
-        for (a, &(r, c)) in acc.iter().zip(&at) {
-            let at = o * plane_out + r * width + c;
-            // SAFETY: `at + 8 <= out.len()`; MaybeUninit<f32> is f32-sized.
-            unsafe { _mm256_storeu_ps(out[at..][..8].as_mut_ptr().cast(), *a) };
-        }
-    }
+    // SAFETY: forwarded contract; AVX2 and FMA are enabled here.
+    unsafe { tile_with::<vector::Avx2, VECTORS>(in_channels, padded, xp, kernels, out, at) }
 }
 
 /// [`image_avx2`] with 16-float vectors: each tile is 4 channels by 4
@@ -476,26 +422,44 @@ unsafe fn wide_tile<const VECTORS: usize>(
     out: &mut [MaybeUninit<f32>],
     at: [(usize, usize); VECTORS],
 ) {
-    use std::arch::x86_64::*;
+    // SAFETY: forwarded contract; AVX-512F is enabled here.
+    unsafe { tile_with::<vector::Avx512, VECTORS>(in_channels, padded, xp, kernels, out, at) }
+}
+
+/// The tile's loop at the width of `V` (the same order of sums at every
+/// width), inlined into the function compiled for its features.
+///
+/// # Safety
+/// As [`tile`], with `V`'s features available and `V::LANES` in place of 8.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+unsafe fn tile_with<V: vector::Vector, const VECTORS: usize>(
+    in_channels: usize,
+    padded: &Padded,
+    xp: &[f32],
+    kernels: &[f32],
+    out: &mut [MaybeUninit<f32>],
+    at: [(usize, usize); VECTORS],
+) {
     let (row, plane) = (padded.row(), padded.plane());
+    // Padded row `r + i` is input row `r + i - 1`; column `c + j` is input
+    // column `c + j - 1`.
     let starts = at.map(|(r, c)| r * row + c);
-    let mut acc = [[_mm512_setzero_ps(); VECTORS]; CHANNEL_BLOCK];
+    // SAFETY (all vector calls): `V`'s features are enabled.
+    let mut acc = [[unsafe { V::zero() }; VECTORS]; CHANNEL_BLOCK];
     let channel_stride = in_channels * 9;
     for c in 0..in_channels {
         for i in 0..3 {
             let src = xp[c * plane + i * row..].as_ptr();
             let taps = kernels[c * 9 + i * 3..].as_ptr();
             for j in 0..3 {
-                let mut xv = [_mm512_setzero_ps(); VECTORS];
-                for (x, &start) in xv.iter_mut().zip(&starts) {
-                    // SAFETY: `col + j + 16 <= width + 2`, inside the padded row.
-                    *x = unsafe { _mm512_loadu_ps(src.add(start + j)) };
-                }
+                // SAFETY: `col + j + LANES <= width + 2`, inside the padded row.
+                let xv = starts.map(|start| unsafe { V::load(src.add(start + j)) });
                 for (o, acc) in acc.iter_mut().enumerate() {
                     // SAFETY: channel `o` of the block, tap (i, j) of channel c.
-                    let wv = _mm512_set1_ps(unsafe { *taps.add(o * channel_stride + j) });
+                    let wv = unsafe { V::splat(*taps.add(o * channel_stride + j)) };
                     for (a, x) in acc.iter_mut().zip(&xv) {
-                        *a = _mm512_fmadd_ps(wv, *x, *a);
+                        *a = unsafe { V::fmadd(wv, *x, *a) };
                     }
                 }
             }
@@ -505,8 +469,122 @@ unsafe fn wide_tile<const VECTORS: usize>(
     for (o, acc) in acc.iter().enumerate() {
         for (a, &(r, c)) in acc.iter().zip(&at) {
             let at = o * plane_out + r * width + c;
-            // SAFETY: `at + 16 <= out.len()`; MaybeUninit<f32> is f32-sized.
-            unsafe { _mm512_storeu_ps(out[at..][..16].as_mut_ptr().cast(), *a) };
+            // SAFETY: `at + LANES <= out.len()`; MaybeUninit<f32> is f32-sized.
+            unsafe { V::store(out[at..][..V::LANES].as_mut_ptr().cast(), *a) };
+        }
+    }
+}
+
+/// The vector operations the direct loops need, at AVX2's and AVX-512's
+/// widths. Each is `#[inline(always)]` and only called from functions
+/// compiled with its features, into which it inlines.
+#[cfg(target_arch = "x86_64")]
+mod vector {
+    use std::arch::x86_64::*;
+
+    /// A vector of `LANES` floats.
+    pub(super) trait Vector: Copy {
+        const LANES: usize;
+        /// # Safety
+        /// The CPU has the vector's features (as every method).
+        unsafe fn zero() -> Self;
+        /// # Safety
+        /// `LANES` floats from `at` are readable.
+        unsafe fn load(at: *const f32) -> Self;
+        /// # Safety
+        /// As [`Vector::zero`].
+        unsafe fn splat(value: f32) -> Self;
+        /// `a * b + c`, fused.
+        /// # Safety
+        /// As [`Vector::zero`].
+        unsafe fn fmadd(a: Self, b: Self, c: Self) -> Self;
+        /// # Safety
+        /// `LANES` floats from `at` are writable.
+        unsafe fn store(at: *mut f32, v: Self);
+        /// The sum of the lanes.
+        /// # Safety
+        /// As [`Vector::zero`].
+        unsafe fn sum(v: Self) -> f32;
+    }
+
+    /// 8 floats (AVX2 and FMA).
+    #[derive(Clone, Copy)]
+    pub(super) struct Avx2(__m256);
+
+    /// 16 floats (AVX-512F).
+    #[derive(Clone, Copy)]
+    pub(super) struct Avx512(__m512);
+
+    impl Vector for Avx2 {
+        const LANES: usize = 8;
+        #[inline(always)]
+        unsafe fn zero() -> Self {
+            // SAFETY: the caller's contract (AVX2 available).
+            Self(unsafe { _mm256_setzero_ps() })
+        }
+        #[inline(always)]
+        unsafe fn load(at: *const f32) -> Self {
+            // SAFETY: the caller's contract.
+            Self(unsafe { _mm256_loadu_ps(at) })
+        }
+        #[inline(always)]
+        unsafe fn splat(value: f32) -> Self {
+            // SAFETY: as `zero`.
+            Self(unsafe { _mm256_broadcast_ss(&value) })
+        }
+        #[inline(always)]
+        unsafe fn fmadd(a: Self, b: Self, c: Self) -> Self {
+            // SAFETY: as `zero` (FMA available).
+            Self(unsafe { _mm256_fmadd_ps(a.0, b.0, c.0) })
+        }
+        #[inline(always)]
+        unsafe fn store(at: *mut f32, v: Self) {
+            // SAFETY: the caller's contract.
+            unsafe { _mm256_storeu_ps(at, v.0) }
+        }
+        #[inline(always)]
+        unsafe fn sum(v: Self) -> f32 {
+            let v = v.0;
+            // SAFETY: as `zero`.
+            unsafe {
+                let quad = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps::<1>(v));
+                let pair = _mm_add_ps(quad, _mm_movehl_ps(quad, quad));
+                _mm_cvtss_f32(_mm_add_ss(pair, _mm_movehdup_ps(pair)))
+            }
+        }
+    }
+
+    impl Vector for Avx512 {
+        const LANES: usize = 16;
+        #[inline(always)]
+        unsafe fn zero() -> Self {
+            // SAFETY: the caller's contract (AVX-512F available).
+            Self(unsafe { _mm512_setzero_ps() })
+        }
+        #[inline(always)]
+        unsafe fn load(at: *const f32) -> Self {
+            // SAFETY: the caller's contract.
+            Self(unsafe { _mm512_loadu_ps(at) })
+        }
+        #[inline(always)]
+        unsafe fn splat(value: f32) -> Self {
+            // SAFETY: as `zero`.
+            Self(unsafe { _mm512_set1_ps(value) })
+        }
+        #[inline(always)]
+        unsafe fn fmadd(a: Self, b: Self, c: Self) -> Self {
+            // SAFETY: as `zero`.
+            Self(unsafe { _mm512_fmadd_ps(a.0, b.0, c.0) })
+        }
+        #[inline(always)]
+        unsafe fn store(at: *mut f32, v: Self) {
+            // SAFETY: the caller's contract.
+            unsafe { _mm512_storeu_ps(at, v.0) }
+        }
+        #[inline(always)]
+        unsafe fn sum(v: Self) -> f32 {
+            // SAFETY: as `zero`.
+            unsafe { _mm512_reduce_add_ps(v.0) }
         }
     }
 }
